@@ -423,6 +423,11 @@ fn spawn_daemon(args: &MountArgs, log: &Path) -> Child {
     if !args.options.is_empty() {
         cmd.arg("-o").arg(args.options.join(","));
     }
+    // The daemon logs only what the test run asks for, so stderr holds just its messages.
+    match std::env::var_os("SSEFS_TEST_DAEMON_LOG") {
+        Some(level) => cmd.env("RUST_LOG", level),
+        None => cmd.env_remove("RUST_LOG"),
+    };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(log_err));
