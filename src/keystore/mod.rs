@@ -28,11 +28,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The store's private directory, holding the keystore (`STORE/.ssefs/`).
+pub const STATE_DIR: &str = ".ssefs";
 /// The keystore's file name inside `STORE/.ssefs/`.
 pub const KEYSTORE_FILE: &str = "keystore.db";
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
+
+/// The directory holding a store's keystore: `STORE/.ssefs`.
+pub fn keystore_dir(store: &Path) -> PathBuf {
+    store.join(STATE_DIR)
+}
 
 /// A bucket's default encryption rule (PutBucketEncryption).
 #[derive(Clone, Debug, PartialEq, Eq)]
