@@ -416,6 +416,12 @@ fn connect_existing(path: &Path) -> Result<Connection, KeystoreError> {
         return Err(KeystoreError::NotAKeystore(path.to_path_buf()));
     }
     check_private_mode(path, meta.permissions().mode())?;
+    // SQLite reports only "unable to open database file"; the OS names the cause.
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(KeystoreError::file("open keystore", path))?;
     for companion in companion_files(path) {
         match std::fs::metadata(&companion) {
             Ok(meta) => check_private_mode(&companion, meta.permissions().mode())?,
