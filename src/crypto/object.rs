@@ -177,6 +177,8 @@ pub struct Object<I: ObjectIo> {
     write_buf: Vec<u8>,
     page: Vec<u8>,
     ivs: Vec<u8>,
+    /// Blocks of the current chunk that fill a hole inside the committed size, and their length.
+    hole_fills: Vec<(u64, usize)>,
 }
 
 impl<I: ObjectIo> Object<I> {
@@ -308,6 +310,7 @@ impl<I: ObjectIo> Object<I> {
             write_buf: Vec::new(),
             page: vec![0u8; layout.block_len()],
             ivs: Vec::new(),
+            hole_fills: Vec::new(),
         }
     }
 
@@ -519,6 +522,7 @@ impl<I: ObjectIo> Object<I> {
 
     /// Seals blocks `first..=last` of a write of `data` at `offset` and writes them with two
     /// ascending writes: the first group's slots, then the data pages (and later meta pages).
+    /// Each block's new slot goes to the slot that does not authenticate its current data.
     fn write_chunk(
         &mut self,
         first: u64,
@@ -537,6 +541,7 @@ impl<I: ObjectIo> Object<I> {
         fill_random(&mut self.ivs)?;
         let end = offset + data.len() as u64;
         let mut written_end = 0;
+        self.hole_fills.clear();
         for (i, k) in (first..=last).enumerate() {
             let block_start = k * p;
             let from = (offset.max(block_start) - block_start) as usize;
@@ -573,7 +578,17 @@ impl<I: ObjectIo> Object<I> {
             let at = slot_at + target * SLOT_LEN;
             buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
             self.active.remove(&k);
+            if committed > 0 && active.is_none() && pair.is_empty() {
+                self.hole_fills.push((k, len));
+            }
             written_end = data_at + len;
+        }
+        // A hole has no old slot to fall back on, so its data goes first: until its slot is
+        // written the block still reads as zeros.
+        for &(k, len) in &self.hole_fills {
+            let data_at = chunk.data_index(k);
+            self.io
+                .write_at(&buf[data_at..data_at + len], self.layout.data_offset(k))?;
         }
         self.io
             .write_at(&buf[..chunk.meta_len], chunk.meta_offset())?;
