@@ -860,7 +860,9 @@ impl<I: ObjectIo> Object<I> {
 /// past its length read as zeros).
 fn copy_block_bytes(plain: &[u8], from: usize, dest: &mut [u8]) {
     let have = plain.len().saturating_sub(from).min(dest.len());
-    dest[..have].copy_from_slice(&plain[from..from + have]);
+    if have > 0 {
+        dest[..have].copy_from_slice(&plain[from..from + have]);
+    }
     dest[have..].fill(0);
 }
 
