@@ -1,6 +1,8 @@
 //! Command-line interface: argument parsing and one module per command. Commands print one
 //! clear line on error and exit non-zero; they never print key material.
 
+pub mod mount;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -25,6 +27,21 @@ pub enum Command {
         #[arg(long, env = "SSEFS_ROOT_KEY_FILE")]
         root_key: Option<PathBuf>,
     },
+    /// Mount a store: each top-level directory is a bucket. Stays in the foreground until
+    /// unmounted (umount, fusermount3 -u, SIGTERM or SIGINT).
+    Mount {
+        /// The backing directory made by `ssefs init`.
+        store: PathBuf,
+        /// An existing, empty directory to mount on.
+        mountpoint: PathBuf,
+        /// The root key file.
+        #[arg(long, env = "SSEFS_ROOT_KEY_FILE")]
+        root_key: Option<PathBuf>,
+        /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
+        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
+        #[arg(short = 'o', value_name = "OPTIONS")]
+        options: Vec<String>,
+    },
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
@@ -34,5 +51,16 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let _ = (store, root_key);
             Err("not implemented yet".into())
         }
+        Command::Mount {
+            store,
+            mountpoint,
+            root_key,
+            options,
+        } => Ok(mount::run(
+            &store,
+            &mountpoint,
+            root_key.as_deref(),
+            &options,
+        )?),
     }
 }

@@ -68,6 +68,15 @@ pub struct FsUsage {
     pub fragment_size: u32,
 }
 
+/// One directory entry as the backing directory lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntryInfo {
+    pub name: std::ffi::OsString,
+    pub ino: u64,
+    /// `S_IFDIR`, `S_IFREG`, ... (`0` when the backing filesystem cannot tell).
+    pub file_type: u32,
+}
+
 /// How `rename_at` treats an existing destination (`renameat2` flags).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RenameMode {
@@ -105,6 +114,8 @@ pub trait Backing: Send + Sync {
         mode: RenameMode,
     ) -> io::Result<()>;
     fn readlink(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<u8>>;
+    /// The entries of a directory, without `.` and `..`.
+    fn read_dir(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntryInfo>>;
     /// The absolute backing path of the node behind `fd` (from `/proc/self/fd`).
     fn path_of(&self, fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf>;
     /// `chmod` of a regular file or directory (symlinks have no mode of their own).
@@ -372,6 +383,30 @@ impl Backing for LocalBacking {
                 )
             })
         })
+    }
+
+    fn read_dir(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntryInfo>> {
+        use std::os::unix::fs::{DirEntryExt, FileTypeExt};
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(format!("/proc/self/fd/{}", fd.as_raw_fd()))? {
+            let entry = entry?;
+            let file_type = match entry.file_type() {
+                Ok(t) if t.is_dir() => libc::S_IFDIR,
+                Ok(t) if t.is_file() => libc::S_IFREG,
+                Ok(t) if t.is_symlink() => libc::S_IFLNK,
+                Ok(t) if t.is_fifo() => libc::S_IFIFO,
+                Ok(t) if t.is_socket() => libc::S_IFSOCK,
+                Ok(t) if t.is_char_device() => libc::S_IFCHR,
+                Ok(t) if t.is_block_device() => libc::S_IFBLK,
+                Ok(_) | Err(_) => 0,
+            };
+            entries.push(DirEntryInfo {
+                name: entry.file_name(),
+                ino: entry.ino(),
+                file_type,
+            });
+        }
+        Ok(entries)
     }
 
     fn path_of(&self, fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {

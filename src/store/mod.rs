@@ -3,7 +3,9 @@
 
 mod backing;
 
-pub use backing::{Backing, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate, Timestamp};
+pub use backing::{
+    Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate, Timestamp,
+};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
