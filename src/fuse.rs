@@ -11,8 +11,9 @@ use fuser::{
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow,
     WriteFlags,
 };
-use std::ffi::OsStr;
+use std::ffi::{CString, OsStr};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -546,16 +547,106 @@ fn block_termination_signals() -> io::Result<libc::sigset_t> {
     }
 }
 
+/// Mounts with mount(2) as type `fuse.ssefs` (fuser's own mount says plain `fuse`); `None`
+/// when not permitted (not root), so the caller falls back to fusermount3.
+fn mount_direct(config: &MountConfig, acl: SessionACL) -> io::Result<Option<OwnedFd>> {
+    use std::os::unix::ffi::OsStrExt;
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={}",
+        dev.as_raw_fd(),
+        // SAFETY: getuid/getgid cannot fail.
+        unsafe { libc::getuid() },
+        unsafe { libc::getgid() },
+    );
+    if config.default_permissions {
+        data.push_str(",default_permissions");
+    }
+    if acl != SessionACL::Owner {
+        data.push_str(",allow_other");
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    for (on, flag) in [
+        (config.read_only, libc::MS_RDONLY),
+        (config.noexec, libc::MS_NOEXEC),
+        (config.noatime, libc::MS_NOATIME),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
+    let source = CString::new(config.fsname.as_bytes()).map_err(invalid)?;
+    let target = CString::new(config.mountpoint.as_os_str().as_bytes()).map_err(invalid)?;
+    let data = CString::new(data).map_err(invalid)?;
+    // SAFETY: all strings are NUL-terminated and outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            c"fuse.ssefs".as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EPERM) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(OwnedFd::from(dev)))
+}
+
+/// Ends a mount: a plain unmount, or a lazy one if it is busy.
+fn unmount(mountpoint: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: `path` is NUL-terminated.
+    if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
+        let e = io::Error::last_os_error();
+        log::warn!(
+            "unmount failed ({e}); detaching {} lazily",
+            mountpoint.display()
+        );
+        lazy_unmount(mountpoint);
+    }
+}
+
 /// Mounts `fs` and serves requests until the filesystem is unmounted: by `umount`,
 /// `fusermount3 -u`, or SIGTERM/SIGINT (which unmount it, lazily if it is busy).
 /// `on_mounted` runs once the kernel has accepted the mount.
 pub fn serve(fs: BucketFs, config: &MountConfig, on_mounted: impl FnOnce()) -> io::Result<()> {
     let adapter = FuseAdapter::new(Arc::new(fs));
     let signals = block_termination_signals()?;
-    let mut session = Session::new(adapter, &config.mountpoint, &fuser_config(config))?;
-    on_mounted();
-    let mut unmounter = session.unmount_callable();
+    let options = fuser_config(config);
+    let direct = if config.auto_unmount {
+        None // only fusermount3 can watch the daemon and unmount when it dies
+    } else {
+        mount_direct(config, options.acl)?
+    };
     let mountpoint = config.mountpoint.clone();
+    let (session, mut unmounter) = match direct {
+        Some(fd) => {
+            let acl = options.acl;
+            let session = Session::from_fd(adapter, fd, acl, options).inspect_err(|_| {
+                lazy_unmount(&config.mountpoint);
+            })?;
+            (session, None)
+        }
+        None => {
+            let mut session = Session::new(adapter, &config.mountpoint, &options)?;
+            let unmounter = session.unmount_callable();
+            (session, Some(unmounter))
+        }
+    };
+    on_mounted();
     std::thread::Builder::new()
         .name("ssefs-signals".to_string())
         .spawn(move || {
@@ -568,12 +659,16 @@ pub fn serve(fs: BucketFs, config: &MountConfig, on_mounted: impl FnOnce()) -> i
                 "signal {signal} received: unmounting {}",
                 mountpoint.display()
             );
-            if let Err(e) = unmounter.unmount() {
-                log::warn!(
-                    "unmount failed ({e}); detaching {} lazily",
-                    mountpoint.display()
-                );
-                lazy_unmount(&mountpoint);
+            match unmounter.as_mut().map(|u| u.unmount()) {
+                None => unmount(&mountpoint),
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    log::warn!(
+                        "unmount failed ({e}); detaching {} lazily",
+                        mountpoint.display()
+                    );
+                    lazy_unmount(&mountpoint);
+                }
             }
         })?;
     session.run()
@@ -581,7 +676,7 @@ pub fn serve(fs: BucketFs, config: &MountConfig, on_mounted: impl FnOnce()) -> i
 
 fn lazy_unmount(mountpoint: &Path) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(mountpoint.as_os_str().as_bytes()) else {
+    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: `path` is NUL-terminated.
