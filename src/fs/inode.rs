@@ -151,6 +151,54 @@ impl InodeTable {
         Ok(Arc::clone(&entry.inode))
     }
 
+    /// Registers a node the kernel does not know yet, with its open object already in place:
+    /// a new object before its name appears, so a concurrent lookup and open finds the same
+    /// open object instead of opening a second one.
+    pub fn preload(
+        &self,
+        fd: OwnedFd,
+        stat: &Stat,
+        object: Arc<OpenObject>,
+    ) -> Result<Arc<Inode>, FsError> {
+        let ino = self.ino_of(stat.ino);
+        let inode = Arc::new(Inode {
+            ino,
+            fd,
+            file_type: stat.file_type(),
+            size_cache: Mutex::new(None),
+            object: Mutex::new(Some(ObjectSlot { object, users: 1 })),
+            link_name: Mutex::new(None),
+        });
+        let mut entries = lock(&self.entries);
+        if entries.contains_key(&ino) {
+            return Err(FsError::StaleInode(ino));
+        }
+        entries.insert(
+            ino,
+            Entry {
+                inode: Arc::clone(&inode),
+                lookups: 0,
+            },
+        );
+        Ok(inode)
+    }
+
+    /// Counts one kernel lookup of a known inode.
+    pub fn count_lookup(&self, ino: u64) -> Result<(), FsError> {
+        let mut entries = lock(&self.entries);
+        let entry = entries.get_mut(&ino).ok_or(FsError::StaleInode(ino))?;
+        entry.lookups += 1;
+        Ok(())
+    }
+
+    /// Drops a preloaded entry the kernel never learnt about.
+    pub fn discard_unused(&self, ino: u64) {
+        let mut entries = lock(&self.entries);
+        if entries.get(&ino).is_some_and(|e| e.lookups == 0) {
+            entries.remove(&ino);
+        }
+    }
+
     /// The kernel forgets `n` lookups; the entry goes when none are left (never the root).
     pub fn forget(&self, ino: u64, n: u64) {
         if ino == ROOT_INO {

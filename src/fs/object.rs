@@ -10,7 +10,7 @@ use crate::store::{RenameMode, Stat};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -165,7 +165,10 @@ impl BucketFs {
         }
         let object = Arc::clone(&current.object);
         *slot = None;
-        let size = object.close().map_err(|e| self.note(inode, e))?;
+        let size = object.close().map_err(|e| {
+            log::warn!("closing object {} failed: {e}", self.display_path(inode));
+            e
+        })?;
         if let (Some(size), Ok(stat)) = (size, self.backing().stat(inode.fd())) {
             *lock(&inode.size_cache) = Some(SizeCache {
                 backing_size: stat.size,
@@ -274,32 +277,38 @@ impl BucketFs {
         let (uid, gid, _) = self.new_owner(caller, &dir, mode)?;
         let (pending, file) = self.store.begin_create(mode & 0o7777)?;
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
-        let object = Object::create(
+        let created = Object::create(
             BackingFile(file),
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),
             DEFAULT_BLOCK_SIZE,
         )?;
+        let path_fd = OwnedFd::from(
+            self.backing()
+                .reopen(created.io().0.as_fd(), libc::O_PATH)?,
+        );
+        let stat = self.backing().stat(path_fd.as_fd())?;
+        let object = OpenObject::new(created);
+        let inode = self.inodes.preload(path_fd, &stat, Arc::clone(&object))?;
         match pending.publish(dir.fd(), name, RenameMode::NoReplace) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
+                self.inodes.discard_unused(inode.ino);
                 // Someone else created it first: open theirs, as open(O_CREAT) would.
-                let (inode, _) = self.enter(&dir, name)?;
-                let fh = self.open(inode.ino, flags).inspect_err(|_| {
-                    self.inodes.forget(inode.ino, 1);
+                let (theirs, _) = self.enter(&dir, name)?;
+                let fh = self.open(theirs.ino, flags).inspect_err(|_| {
+                    self.inodes.forget(theirs.ino, 1);
                 })?;
-                return Ok((self.getattr(inode.ino)?, fh));
+                return Ok((self.getattr(theirs.ino)?, fh));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.inodes.discard_unused(inode.ino);
+                return Err(e.into());
+            }
         }
-        let (inode, attr) = self.enter(&dir, name)?;
-        let object = OpenObject::new(object);
-        *lock(&inode.object) = Some(ObjectSlot {
-            object: Arc::clone(&object),
-            users: 1,
-        });
-        let attr = Attr { size: 0, ..attr };
+        self.inodes.count_lookup(inode.ino)?;
+        let attr = self.attr_of(&inode, &stat)?;
         Ok((attr, self.install_handle(inode, object, flags)))
     }
 
