@@ -1,6 +1,7 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
+use super::rootkey::root_key_location;
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
 use crate::keystore::{Keystore, load_root_key_file};
@@ -171,12 +172,10 @@ pub fn run(
     let options = MountOptions::parse(options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let store = Store::open_locked(store).map_err(|e| e.to_string())?;
-    let root_key = root_key
-        .ok_or("no root key given: use --root-key FILE or set SSEFS_ROOT_KEY_FILE".to_string())?;
-    let root_key = load_root_key_file(root_key)
-        .map_err(|e| format!("root key {}: {e}", root_key.display()))?;
+    let location = root_key_location(root_key, store.root()).map_err(|e| e.to_string())?;
+    let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
-        .map_err(|e| format!("keystore of {}: {e}", store.root().display()))?;
+        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     drop(root_key);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {

@@ -46,8 +46,6 @@ pub enum FsError {
     OtherFilesystem(String),
     #[error("the key {0} of this object is not in the keystore")]
     UnknownKey(String),
-    #[error("KMS encryption is not available in this version")]
-    KmsUnavailable,
     #[error("an earlier failure left this open object unusable")]
     Poisoned,
     #[error(transparent)]
@@ -73,7 +71,7 @@ impl FsError {
             FsError::ReservedAttribute(_) | FsError::UnsupportedAttribute => libc::EOPNOTSUPP,
             FsError::NoAttribute => libc::ENODATA,
             FsError::OtherFilesystem(_) => libc::EXDEV,
-            FsError::UnknownKey(_) | FsError::KmsUnavailable => libc::ENOKEY,
+            FsError::UnknownKey(_) => libc::ENOKEY,
             FsError::Poisoned => libc::EIO,
             FsError::Crypto(e) => crypto_errno(e),
             FsError::Keystore(e) => keystore_errno(e),
@@ -108,9 +106,31 @@ fn crypto_errno(e: &CryptoError) -> i32 {
 
 fn keystore_errno(e: &KeystoreError) -> i32 {
     match e {
-        KeystoreError::Io(e) => io_errno(e),
+        KeystoreError::Io(e) | KeystoreError::File { source: e, .. } => io_errno(e),
         KeystoreError::Crypto(e) => crypto_errno(e),
-        KeystoreError::WrongRootKey | KeystoreError::Database(_) => libc::EIO,
+        KeystoreError::UnknownMasterKey(_)
+        | KeystoreError::UnknownKey(_)
+        | KeystoreError::UnknownKeyVersion { .. } => libc::ENOKEY,
+        KeystoreError::KeyRevoked { .. } | KeystoreError::KeyMaterialDeleted { .. } => {
+            libc::EKEYREVOKED
+        }
+        KeystoreError::InvalidAlias(_)
+        | KeystoreError::ReservedAlias(_)
+        | KeystoreError::InvalidBucketRule(_) => libc::EINVAL,
+        KeystoreError::AliasExists(_) | KeystoreError::AlreadyExists(_) => libc::EEXIST,
+        KeystoreError::InsecurePermissions { .. } => libc::EACCES,
+        // The keystore itself is unusable: nothing the caller can fix through the mount.
+        KeystoreError::WrongRootKey
+        | KeystoreError::Database(_)
+        | KeystoreError::Missing(_)
+        | KeystoreError::NotAKeystore(_)
+        | KeystoreError::SchemaTooNew { .. }
+        | KeystoreError::Corrupt(_)
+        | KeystoreError::RootKeyMissing(_)
+        | KeystoreError::RootKeyNotAFile(_)
+        | KeystoreError::RootKeyWrongSize { .. }
+        | KeystoreError::RootKeyExists(_)
+        | KeystoreError::NoRootKeyLocation => libc::EIO,
     }
 }
 
@@ -138,7 +158,13 @@ mod tests {
             libc::EOPNOTSUPP
         );
         assert_eq!(FsError::NoAttribute.errno(), libc::ENODATA);
-        assert_eq!(FsError::KmsUnavailable.errno(), libc::ENOKEY);
+        let revoked = KeystoreError::KeyRevoked {
+            key_id: "k".into(),
+            state: crate::keystore::CmkState::Disabled,
+        };
+        assert_eq!(FsError::Keystore(revoked).errno(), libc::EKEYREVOKED);
+        let unknown = KeystoreError::UnknownKey("alias/x".into());
+        assert_eq!(FsError::Keystore(unknown).errno(), libc::ENOKEY);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
     }
 }
