@@ -82,6 +82,12 @@ pub trait KeySource: Send + Sync {
     fn current_master_key(&self) -> Result<(u32, Key256), FsError>;
     /// The key-encryption key an object header names (`None` for `KeyRef::None`).
     fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError>;
+    /// The CMK for a new `KMS` object: `(key id, material version, material)` of the CMK
+    /// named by id or alias, or of the default CMK (created on first use) when `None`.
+    fn cmk_for_new_object(
+        &self,
+        id_or_alias: Option<&str>,
+    ) -> Result<(String, u32, Key256), FsError>;
 }
 
 impl KeySource for Keystore {
@@ -100,6 +106,16 @@ impl KeySource for Keystore {
     fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
         Ok(Keystore::resolve(self, key_ref)?)
     }
+    fn cmk_for_new_object(
+        &self,
+        id_or_alias: Option<&str>,
+    ) -> Result<(String, u32, Key256), FsError> {
+        let key_id = match id_or_alias {
+            Some(id) => id.to_string(),
+            None => self.default_cmk()?,
+        };
+        Ok(self.resolve_cmk(&key_id)?)
+    }
 }
 
 /// How a new object in a bucket is encrypted: algorithm, the key reference for its header and
@@ -112,9 +128,8 @@ pub struct NewObjectKey {
 
 /// Chooses the encryption of a new object from the bucket's rule.
 pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey, FsError> {
-    let algorithm = keys
-        .bucket_rule(bucket)?
-        .map_or(Algorithm::None, |rule| rule.algorithm);
+    let rule = keys.bucket_rule(bucket)?;
+    let algorithm = rule.as_ref().map_or(Algorithm::None, |rule| rule.algorithm);
     match algorithm {
         Algorithm::None => Ok(NewObjectKey {
             algorithm,
@@ -129,7 +144,15 @@ pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey
                 kek: Some(key),
             })
         }
-        Algorithm::Kms => Err(FsError::KmsUnavailable),
+        Algorithm::Kms => {
+            let named = rule.as_ref().and_then(|rule| rule.kms_key_id.as_deref());
+            let (key_id, version, key) = keys.cmk_for_new_object(named)?;
+            Ok(NewObjectKey {
+                algorithm,
+                key_ref: KeyRef::Cmk { key_id, version },
+                kek: Some(key),
+            })
+        }
     }
 }
 
