@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Positional I/O on a backing file, as the crypto layer wants it.
-pub(crate) struct BackingFile(File);
+pub(crate) struct BackingFile(pub(crate) File);
 
 impl ObjectIo for BackingFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.0.read_at(&mut buf[done..], offset + done as u64) {
+            match FileExt::read_at(&self.0, &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -32,7 +32,7 @@ impl ObjectIo for BackingFile {
         Ok(done)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, offset)
+        FileExt::write_all_at(&self.0, buf, offset)
     }
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())

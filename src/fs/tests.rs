@@ -1,50 +1,15 @@
-//! Tests of the filesystem core without a kernel: a temporary store and an in-memory key
-//! source for the namespace; the real keystore and crypto for object data.
+//! Tests of the filesystem core without a kernel: a temporary store with a real keystore,
+//! and object data through the real crypto layer.
 
 use super::*;
 use crate::crypto::{Algorithm, Key256, KeyRef};
-use crate::keystore::BucketRule;
+use crate::keystore::{BucketRule, Keystore};
 use crate::store::{LocalBacking, META_DIR};
-use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::sync::Mutex;
-
-/// Bucket rules in memory and one master key version; resolves only that version.
-#[derive(Default)]
-pub(super) struct MemoryKeys {
-    rules: Mutex<HashMap<String, BucketRule>>,
-}
-
-impl KeySource for MemoryKeys {
-    fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, FsError> {
-        Ok(self.rules.lock().unwrap().get(bucket).cloned())
-    }
-    fn put_bucket_rule(&self, bucket: &str, rule: &BucketRule) -> Result<(), FsError> {
-        self.rules
-            .lock()
-            .unwrap()
-            .insert(bucket.to_string(), rule.clone());
-        Ok(())
-    }
-    fn delete_bucket_rule(&self, bucket: &str) -> Result<(), FsError> {
-        self.rules.lock().unwrap().remove(bucket);
-        Ok(())
-    }
-    fn current_master_key(&self) -> Result<(u32, Key256), FsError> {
-        Ok((3, Key256::from_bytes(&[0x5a; 32])?))
-    }
-    fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
-        match key_ref {
-            KeyRef::None => Ok(None),
-            KeyRef::Master { version: 3 } => Ok(Some(Key256::from_bytes(&[0x5a; 32])?)),
-            KeyRef::Master { .. } | KeyRef::Cmk { .. } => Ok(None),
-        }
-    }
-}
 
 pub(super) struct Fixture {
     pub dir: tempfile::TempDir,
-    pub keys: Arc<MemoryKeys>,
+    pub keys: Arc<Keystore>,
     pub fs: BucketFs,
 }
 
@@ -56,9 +21,11 @@ pub(super) const ROOT: Caller = Caller {
 
 pub(super) fn fixture_with(options: FsOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join(META_DIR)).unwrap();
+    let meta = dir.path().join(META_DIR);
+    std::fs::create_dir(&meta).unwrap();
+    std::fs::set_permissions(&meta, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let keys = Arc::new(Keystore::create(&meta, &Key256::generate().unwrap()).unwrap());
     let store = Store::open_with(dir.path(), Arc::new(LocalBacking), true).unwrap();
-    let keys = Arc::new(MemoryKeys::default());
     let fs = BucketFs::new(store, keys.clone(), options).unwrap();
     Fixture { dir, keys, fs }
 }
@@ -416,4 +383,249 @@ fn a_read_only_mount_refuses_every_mutation() {
         libc::EROFS
     );
     assert!(f.fs.statfs().unwrap().blocks > 0);
+}
+
+// ---- Objects: data through the real crypto layer ----
+
+const WRITE: i32 = libc::O_RDWR;
+
+fn bucket(f: &Fixture, name: &str) -> u64 {
+    f.fs.mkdir(ROOT, ROOT_INO, os(name), 0o755).unwrap().ino
+}
+
+fn read_all(fs: &BucketFs, fh: u64) -> Vec<u8> {
+    fs.read(fh, 0, u32::MAX).unwrap()
+}
+
+#[test]
+fn objects_round_trip_and_only_ciphertext_reaches_the_store() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("f.txt"), 0o640, WRITE).unwrap();
+    assert_eq!(
+        (attr.size, attr.perm, attr.kind),
+        (0, 0o640, NodeKind::RegularFile)
+    );
+    let text = b"attack at dawn; ".repeat(1000);
+    assert_eq!(f.fs.write(fh, 0, &text).unwrap(), text.len());
+    assert_eq!(f.fs.getattr(attr.ino).unwrap().size, text.len() as u64);
+    f.fs.fsync(fh).unwrap();
+    f.fs.release(fh).unwrap();
+    let backing = std::fs::read(f.dir.path().join("bkt/f.txt")).unwrap();
+    assert!(!backing.windows(14).any(|w| w == b"attack at dawn"));
+    assert_eq!(f.fs.getattr(attr.ino).unwrap().size, text.len() as u64);
+    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&f.fs, fh), text);
+    assert_eq!(f.fs.read(fh, 15_990, 100).unwrap(), &text[15_990..]);
+    assert!(f.fs.read(fh, 1 << 40, 10).unwrap().is_empty());
+    f.fs.release(fh).unwrap();
+    assert_eq!(f.fs.getxattr(attr.ino, os(SSE_ATTR)).unwrap(), b"AES256");
+    assert_eq!(
+        errno(f.fs.getxattr(attr.ino, os(SSE_KEY_ID_ATTR))),
+        libc::ENODATA
+    );
+}
+
+#[test]
+fn truncate_up_and_down_with_and_without_a_handle() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("t"), 0o600, WRITE).unwrap();
+    f.fs.write(fh, 0, &[7u8; 10_000]).unwrap();
+    let shrink = SetAttr {
+        size: Some(5000),
+        handle: Some(fh),
+        ..SetAttr::default()
+    };
+    assert_eq!(f.fs.setattr(attr.ino, shrink).unwrap().size, 5000);
+    f.fs.release(fh).unwrap();
+    let grow = SetAttr {
+        size: Some(9000),
+        ..SetAttr::default()
+    };
+    assert_eq!(f.fs.setattr(attr.ino, grow).unwrap().size, 9000);
+    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let data = read_all(&f.fs, fh);
+    assert_eq!(data.len(), 9000);
+    assert!(data[..5000].iter().all(|b| *b == 7));
+    assert!(data[5000..].iter().all(|b| *b == 0), "holes read as zeros");
+    f.fs.release(fh).unwrap();
+    let fh = f.fs.open(attr.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    assert_eq!(f.fs.getattr(attr.ino).unwrap().size, 0);
+    f.fs.release(fh).unwrap();
+}
+
+#[test]
+fn handles_share_one_object_and_append_goes_to_the_end() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, w) = f.fs.create(ROOT, b, os("log"), 0o644, WRITE).unwrap();
+    let r = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let a =
+        f.fs.open(attr.ino, libc::O_WRONLY | libc::O_APPEND)
+            .unwrap();
+    f.fs.write(w, 0, b"hello").unwrap();
+    assert_eq!(read_all(&f.fs, r), b"hello");
+    f.fs.write(a, 0, b" world").unwrap();
+    f.fs.write(w, 0, b"J").unwrap();
+    assert_eq!(read_all(&f.fs, r), b"Jello world");
+    assert_eq!(errno(f.fs.write(r, 0, b"x")), libc::EBADF);
+    for fh in [w, r, a] {
+        f.fs.release(fh).unwrap();
+    }
+    assert_eq!(errno(f.fs.read(w, 0, 1)), libc::EBADF);
+    let linked = f.fs.link(attr.ino, b, os("log2")).unwrap();
+    assert_eq!(linked.ino, attr.ino);
+    let x = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&f.fs, x), b"Jello world");
+    f.fs.release(x).unwrap();
+}
+
+#[test]
+fn exclusive_create_and_create_of_an_existing_object() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("x"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, b"first").unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(
+        errno(f.fs.create(ROOT, b, os("x"), 0o644, WRITE | libc::O_EXCL)),
+        libc::EEXIST
+    );
+    let (again, fh) = f.fs.create(ROOT, b, os("x"), 0o644, WRITE).unwrap();
+    assert_eq!(again.ino, attr.ino);
+    assert_eq!(read_all(&f.fs, fh), b"first");
+    f.fs.release(fh).unwrap();
+    let tmp = f.dir.path().join(META_DIR).join(crate::store::TMP_DIR);
+    assert_eq!(std::fs::read_dir(tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn objects_keep_their_encryption_across_buckets() {
+    let f = fixture();
+    let plain = bucket(&f, "plain");
+    f.keys.delete_bucket_rule("plain").unwrap();
+    let enc = bucket(&f, "enc");
+    let (p, fh) = f.fs.create(ROOT, plain, os("p"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, b"clear").unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(errno(f.fs.getxattr(p.ino, os(SSE_ATTR))), libc::ENODATA);
+    let (e, fh) = f.fs.create(ROOT, enc, os("e"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, b"hidden").unwrap();
+    f.fs.release(fh).unwrap();
+    f.fs.rename(enc, os("e"), plain, os("e"), RenameMode::Replace)
+        .unwrap();
+    assert_eq!(f.fs.getxattr(e.ino, os(SSE_ATTR)).unwrap(), b"AES256");
+    let list = f.fs.listxattr(e.ino).unwrap();
+    assert_eq!(list, format!("{SSE_ATTR}\0").into_bytes());
+    let fh = f.fs.open(e.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&f.fs, fh), b"hidden");
+    f.fs.release(fh).unwrap();
+}
+
+#[test]
+fn tampered_objects_give_eio_but_can_be_removed() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("v"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, &[1u8; 20_000]).unwrap();
+    f.fs.release(fh).unwrap();
+    let path = f.dir.path().join("bkt/v");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let opened = f.fs.open(attr.ino, libc::O_RDONLY);
+    let failed = match opened {
+        Err(e) => e.errno(),
+        Ok(fh) => {
+            let e = f.fs.read(fh, 0, 20_000).unwrap_err().errno();
+            f.fs.release(fh).unwrap();
+            e
+        }
+    };
+    assert_eq!(failed, libc::EIO);
+    assert!(f.fs.getattr(attr.ino).is_ok());
+    f.fs.unlink(b, os("v")).unwrap();
+    assert!(!path.exists());
+}
+
+#[test]
+fn kms_buckets_use_the_named_or_default_cmk() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let named = BucketRule {
+        algorithm: Algorithm::Kms,
+        kms_key_id: Some("alias/missing".into()),
+    };
+    f.keys.put_bucket_rule("bkt", &named).unwrap();
+    assert_eq!(
+        errno(f.fs.create(ROOT, b, os("k"), 0o644, WRITE)),
+        libc::ENOKEY
+    );
+    assert!(!f.dir.path().join("bkt/k").exists());
+    let default = BucketRule {
+        algorithm: Algorithm::Kms,
+        kms_key_id: None,
+    };
+    f.keys.put_bucket_rule("bkt", &default).unwrap();
+    let (attr, fh) = f.fs.create(ROOT, b, os("k"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, b"under a CMK").unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(f.fs.getxattr(attr.ino, os(SSE_ATTR)).unwrap(), b"KMS");
+    let key_id = f.keys.default_cmk().unwrap();
+    assert_eq!(
+        f.fs.getxattr(attr.ino, os(SSE_KEY_ID_ATTR)).unwrap(),
+        key_id.as_bytes()
+    );
+    let list = f.fs.listxattr(attr.ino).unwrap();
+    assert_eq!(
+        list,
+        format!("{SSE_ATTR}\0{SSE_KEY_ID_ATTR}\0").into_bytes()
+    );
+    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(read_all(&f.fs, fh), b"under a CMK");
+    f.fs.release(fh).unwrap();
+}
+
+#[test]
+fn an_object_under_an_unknown_master_key_gives_enokey() {
+    use crate::crypto::{DEFAULT_BLOCK_SIZE, Object};
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let kek = Key256::generate().unwrap();
+    let orphan = KeyRef::Master { version: 99 };
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(f.dir.path().join("bkt/orphan"))
+        .unwrap();
+    let io = super::object::BackingFile(file);
+    let mut object = Object::create(
+        io,
+        Algorithm::Aes256,
+        orphan,
+        Some(&kek),
+        DEFAULT_BLOCK_SIZE,
+    )
+    .unwrap();
+    object.write_at(0, b"lost").unwrap();
+    object.close().unwrap();
+    let attr = f.fs.lookup(b, os("orphan")).unwrap();
+    assert_eq!(attr.size, 4, "stat needs no key");
+    assert_eq!(errno(f.fs.open(attr.ino, libc::O_RDONLY)), libc::ENOKEY);
+}
+
+#[test]
+fn unlinked_open_objects_stay_usable() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("gone"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, b"still here").unwrap();
+    f.fs.unlink(b, os("gone")).unwrap();
+    f.fs.write(fh, 10, b"!").unwrap();
+    assert_eq!(read_all(&f.fs, fh), b"still here!");
+    assert_eq!(f.fs.getattr(attr.ino).unwrap().nlink, 0);
+    f.fs.release(fh).unwrap();
 }
