@@ -6,7 +6,7 @@ use super::inode::{Inode, ObjectSlot, SizeCache, lock};
 use super::policy::{new_object_key, object_kek};
 use super::{Attr, BucketFs, Caller, FsError, Handle, ROOT_INO, check_name};
 use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, Object, ObjectIo, peek_header};
-use crate::store::{RenameMode, Stat};
+use crate::store::{RenameMode, Stat, TimeUpdate};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
@@ -165,7 +165,7 @@ impl BucketFs {
         }
         let object = Arc::clone(&current.object);
         *slot = None;
-        let size = object.close().map_err(|e| {
+        let size = self.keeping_times(inode, || object.close()).map_err(|e| {
             log::warn!("closing object {} failed: {e}", self.display_path(inode));
             e
         })?;
@@ -178,6 +178,30 @@ impl BucketFs {
             });
         }
         Ok(())
+    }
+
+    /// Runs bookkeeping that rewrites the backing file without changing the object (the
+    /// header at `fsync` and close) and puts back the times it disturbed: a `utimensat`
+    /// that came before the (asynchronous) release must survive it, as `cp -p` expects.
+    fn keeping_times<T>(
+        &self,
+        inode: &Inode,
+        bookkeeping: impl FnOnce() -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let before = self.backing().stat(inode.fd());
+        let result = bookkeeping();
+        if let (Ok(before), Ok(after)) = (before, self.backing().stat(inode.fd())) {
+            if after.mtime != before.mtime || after.atime != before.atime {
+                let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
+                if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
+                    log::warn!(
+                        "cannot restore the times of {}: {e}",
+                        self.display_path(inode)
+                    );
+                }
+            }
+        }
+        result
     }
 
     /// The plaintext size of an object: from the open object, the cache, or its header.
@@ -357,9 +381,10 @@ impl BucketFs {
         if self.options.read_only {
             return Ok(());
         }
-        file.object
-            .mutate(|object| Ok(object.sync()?))
-            .map_err(|e| self.note(&file.inode, e))
+        self.keeping_times(&file.inode, || {
+            file.object.mutate(|object| Ok(object.sync()?))
+        })
+        .map_err(|e| self.note(&file.inode, e))
     }
 
     /// Closes a handle; the last handle of an object closes the object.

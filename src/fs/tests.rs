@@ -629,3 +629,30 @@ fn unlinked_open_objects_stay_usable() {
     assert_eq!(f.fs.getattr(attr.ino).unwrap().nlink, 0);
     f.fs.release(fh).unwrap();
 }
+
+#[test]
+fn times_set_before_close_or_fsync_survive_them() {
+    let f = fixture();
+    let b = bucket(&f, "bkt");
+    let (attr, fh) = f.fs.create(ROOT, b, os("old"), 0o644, WRITE).unwrap();
+    f.fs.write(fh, 0, &[3u8; 9000]).unwrap();
+    let past = Timestamp {
+        secs: 1_357_658_954,
+        nanos: 0,
+    };
+    let touch = SetAttr {
+        atime: Some(TimeUpdate::At(past)),
+        mtime: Some(TimeUpdate::At(past)),
+        ..SetAttr::default()
+    };
+    f.fs.setattr(attr.ino, touch).unwrap();
+    f.fs.fsync(fh).unwrap();
+    assert_eq!(f.fs.getattr(attr.ino).unwrap().mtime, system_time(past));
+    f.fs.release(fh).unwrap();
+    let after = f.fs.getattr(attr.ino).unwrap();
+    assert_eq!(
+        (after.mtime, after.atime),
+        (system_time(past), system_time(past))
+    );
+    assert_eq!(after.size, 9000);
+}
