@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Mount, TestStore, assert_errno, mkfifo, mount_tests_enabled, readdir_all};
+use common::{
+    Mount, TestStore, assert_errno, mkfifo, mount_tests_enabled, q, readdir_all, sh_output,
+};
 use std::fs;
 use std::os::unix::fs::symlink;
 
@@ -93,10 +95,23 @@ fn only_buckets_live_at_the_root() {
         libc::EPERM,
         "hard link at the root",
     );
+    // Nothing is renamed into or out of the root (documented as EXDEV, so `mv` falls back to
+    // copying, which then meets the EPERM above), and buckets are not renamed.
     assert_errno(
         fs::rename(bucket.join("file"), mount.join("moved-to-root")),
-        libc::EPERM,
+        libc::EXDEV,
         "rename a file to the root",
+    );
+    let mv = sh_output(&format!(
+        "mv {} {}",
+        q(&bucket.join("file")),
+        q(&mount.join("moved-by-mv"))
+    ));
+    assert!(!mv.status.success(), "mv of a file to the root succeeded");
+    assert_errno(
+        fs::rename(&bucket, mount.join("renamed-bucket")),
+        libc::EXDEV,
+        "rename a bucket",
     );
     assert_eq!(fs::read(bucket.join("file")).unwrap(), b"in a bucket");
     assert_eq!(

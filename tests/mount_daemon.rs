@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     DaemonFailure, Mount, MountArgs, TestStore, assert_errno, describe, fusermount_u, init_store,
-    is_mounted, mount_tests_enabled,
+    is_mounted, mount_entry, mount_tests_enabled,
 };
 use std::fs;
 use std::io::Write;
@@ -41,6 +41,20 @@ fn assert_refused(result: Result<Mount, DaemonFailure>, mountpoint: &Path, what:
     );
     assert!(!is_mounted(mountpoint), "{what}: something is mounted");
     lines[0].to_string()
+}
+
+#[test]
+fn the_mount_is_listed_as_fuse_ssefs() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let entry = mount_entry(mount.path()).expect("mount listed in mountinfo");
+    assert_eq!(
+        entry.fstype, "fuse.ssefs",
+        "filesystem type in /proc/self/mountinfo ({entry:?})"
+    );
 }
 
 #[test]

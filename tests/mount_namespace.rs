@@ -524,10 +524,41 @@ fn new_objects_report_aes256_encryption() {
         )),
         "AES256"
     );
+    assert_eq!(
+        sh(&format!(
+            "getfattr --only-values -n user.oss.server-side-encryption {}",
+            q(&b)
+        )),
+        "AES256",
+        "a new bucket's default rule"
+    );
+}
+
+#[test]
+fn a_bucket_rule_set_with_setfattr_applies_to_new_objects() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &["default_sse=none"]);
+    let b = mount.bucket("sse-rule");
+    let before = b.join("before-rule");
+    fs::write(&before, b"written without a rule").unwrap();
     sh(&format!(
         "setfattr -n user.oss.server-side-encryption -v AES256 {}",
         q(&b)
     ));
+    // Setting the rule does not touch existing objects.
+    let old = sh_output(&format!(
+        "getfattr -n user.oss.server-side-encryption {}",
+        q(&before)
+    ));
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("No such attribute"),
+        "object written before the rule: {}{}",
+        String::from_utf8_lossy(&old.stdout),
+        String::from_utf8_lossy(&old.stderr)
+    );
     let g = b.join("after-rule");
     fs::write(&g, b"under the bucket rule").unwrap();
     assert_eq!(

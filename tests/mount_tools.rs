@@ -75,7 +75,7 @@ fn fixture() -> Option<(TestStore, PathBuf, PathBuf)> {
 }
 
 fn diff_r(a: &Path, b: &Path) {
-    sh(&format!("diff -r {} {}", q(a), q(b)));
+    sh(&format!("diff -r --no-dereference {} {}", q(a), q(b)));
 }
 
 #[test]

@@ -79,8 +79,9 @@ pub struct TestStore {
 impl TestStore {
     /// Creates `TMP/store` with `ssefs init`, the key `TMP/root.key` and the mountpoint `TMP/mnt`.
     pub fn new() -> TestStore {
+        reap_stale_test_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("ssefs-test-")
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
             .tempdir()
             .expect("create temp dir");
         let base = fs::canonicalize(dir.path()).expect("canonicalize temp dir");
@@ -110,6 +111,68 @@ impl TestStore {
         fs::create_dir_all(&path).expect("create scratch dir");
         path
     }
+}
+
+/// Temporary directories are named `ssefs-test-PID-…` after the test process that made them.
+const TEMP_PREFIX: &str = "ssefs-test-";
+
+/// Once per test process: lazily unmounts and removes what an earlier test process left behind
+/// when it was killed without unwinding (SIGKILL, a CI timeout). Only directories named after a
+/// process that no longer exists are touched.
+fn reap_stale_test_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let tmp = fs::canonicalize(std::env::temp_dir()).unwrap_or_else(|_| std::env::temp_dir());
+        let stale_owner = |name: &str| -> bool {
+            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+                return false;
+            };
+            let Some(pid) = rest
+                .split('-')
+                .next()
+                .and_then(|p| p.parse::<libc::pid_t>().ok())
+            else {
+                return false;
+            };
+            // SAFETY: signal 0 only checks whether the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            !alive
+        };
+        for entry in mount_entries() {
+            let Ok(rel) = entry.mountpoint.strip_prefix(&tmp) else {
+                continue;
+            };
+            let first = rel
+                .components()
+                .next()
+                .map(|c| c.as_os_str().to_string_lossy());
+            if first.is_some_and(|name| stale_owner(&name)) {
+                eprintln!(
+                    "cleanup: unmounting stale test mount {}",
+                    entry.mountpoint.display()
+                );
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(&entry.mountpoint)
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let Ok(entries) = fs::read_dir(&tmp) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if stale_owner(&name)
+                && !mount_entries()
+                    .iter()
+                    .any(|m| m.mountpoint.starts_with(entry.path()))
+            {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+    });
 }
 
 /// Runs `ssefs init STORE --root-key KEY` and fails the test with its stderr if it fails.
@@ -168,6 +231,9 @@ pub struct Mount {
     child: Option<Child>,
     log: PathBuf,
     watchdog: Option<mpsc::Sender<()>>,
+    /// Set once this daemon's mount appeared: only then may `Drop` unmount the mountpoint
+    /// (which may by then hold another daemon's mount, e.g. after a failed second mount).
+    mounted: bool,
 }
 
 static DAEMON_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -207,10 +273,12 @@ impl Mount {
             child: Some(child),
             log,
             watchdog: None,
+            mounted: false,
         };
         let deadline = Instant::now() + DAEMON_TIMEOUT;
         loop {
             if is_ssefs_mount(&mount.args.mountpoint) {
+                mount.mounted = true;
                 mount.start_watchdog();
                 return Ok(mount);
             }
@@ -275,6 +343,7 @@ impl Mount {
             self.args.mountpoint.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+        self.mounted = false;
         let mut child = self.child.take().expect("daemon running");
         let status = wait_timeout(&mut child, DAEMON_TIMEOUT);
         let status = match status {
@@ -304,8 +373,12 @@ impl Mount {
             "daemon exited with {status} on unmount; output: {}",
             self.log_text()
         );
-        let fresh = Mount::with_args(self.args.clone());
-        *self = fresh;
+        let mut fresh = Mount::with_args(self.args.clone());
+        // Move the new daemon into `self`; `fresh` is left owning nothing, so its drop is a no-op.
+        self.child = fresh.child.take();
+        self.watchdog = fresh.watchdog.take();
+        self.log = fresh.log.clone();
+        self.mounted = std::mem::take(&mut fresh.mounted);
     }
 
     /// Sends `signal` to the daemon.
@@ -324,6 +397,8 @@ impl Mount {
     /// Waits (bounded) for the daemon to exit, e.g. after a signal, and returns its status.
     pub fn wait_exit(&mut self) -> ExitStatus {
         self.stop_watchdog();
+        // The daemon is gone; a dead mount left behind is the test's to clean up, and `Drop`
+        // still clears it if the test does not.
         let mut child = self.child.take().expect("daemon running");
         match wait_timeout(&mut child, DAEMON_TIMEOUT) {
             Some(status) => status,
@@ -378,6 +453,14 @@ impl Drop for Mount {
             if !log.trim().is_empty() {
                 eprintln!("--- ssefs daemon output ---\n{log}\n--- end of daemon output ---");
             }
+        }
+        if !self.mounted {
+            // Never mounted (refused or timed out): just make sure the daemon is gone.
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return;
         }
         if is_mounted(&self.args.mountpoint) {
             let out = fusermount_u(&self.args.mountpoint);
@@ -517,11 +600,18 @@ pub fn is_mounted(path: &Path) -> bool {
     mount_entries().iter().any(|m| m.mountpoint == path)
 }
 
-/// Whether an ssefs mount (`fuse.ssefs`) is at `path`.
+/// Whether a FUSE mount is at `path` (a mountpoint the harness made, so it is the daemon's).
+/// The type is `fuse.ssefs` when mounted through fusermount3 with the subtype; a direct
+/// mount(2) as root may list plain `fuse`. `mount_daemon.rs` pins the exact type.
 pub fn is_ssefs_mount(path: &Path) -> bool {
     mount_entries()
         .iter()
-        .any(|m| m.mountpoint == path && m.fstype == "fuse.ssefs")
+        .any(|m| m.mountpoint == path && (m.fstype == "fuse.ssefs" || m.fstype == "fuse"))
+}
+
+/// The mountinfo entry of the mount at `path`, if any.
+pub fn mount_entry(path: &Path) -> Option<MountEntry> {
+    mount_entries().into_iter().find(|m| m.mountpoint == path)
 }
 
 // ---------------------------------------------------------------------------------------------
