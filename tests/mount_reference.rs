@@ -128,7 +128,13 @@ fn random_step(twin: &mut Twin, rng: &mut TestRng) {
     let len = twin.plain.metadata().expect("plain fstat").len();
     match rng.below(100) {
         0..=44 => {
-            let offset = rng.below((len + 20_000).min(SPAN));
+            let offset = if rng.below(3) == 0 {
+                // Near a 4 KiB boundary, where block-based formats split writes.
+                let boundary = rng.below(len / 4096 + 2) * 4096;
+                (boundary + rng.below(64)).saturating_sub(32).min(SPAN)
+            } else {
+                rng.below((len + 20_000).min(SPAN))
+            };
             let size = match rng.below(4) {
                 0 => 4096,
                 1 => 1 + rng.below(64) as usize,
