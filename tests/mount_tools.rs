@@ -9,7 +9,7 @@ use common::{
     sh,
 };
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 /// Builds the sample tree under `root` (which must not exist).
@@ -160,5 +160,39 @@ fn rsync_round_trips_a_tree_and_then_has_nothing_to_do() {
             hard_links: false,
             ..TreeCompare::ALL
         },
+    );
+}
+
+#[test]
+fn rsync_keeps_the_mtime_of_empty_files_every_time() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    // An empty file is created, closed and given its times in quick succession; repeat so a
+    // race between those steps shows up every run, not now and then.
+    let store = TestStore::new();
+    let source = store.scratch_dir("source");
+    fs::write(source.join("empty"), b"").unwrap();
+    set_times(&source.join("empty"), (86_400, 0), (86_400, 0)).unwrap();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("empty-files");
+    let mut lost = Vec::new();
+    for i in 0..60 {
+        let target = bucket.join(format!("copy-{i}"));
+        sh(&format!(
+            "rsync -a {} {}",
+            q(&source.join("empty")),
+            q(&target)
+        ));
+        let m = fs::symlink_metadata(&target).unwrap();
+        if (m.mtime(), m.mtime_nsec()) != (86_400, 0) {
+            lost.push(format!("copy-{i}: {}.{:09}", m.mtime(), m.mtime_nsec()));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of 60 rsync copies of an empty file lost their mtime 86400:\n  {}",
+        lost.len(),
+        lost.join("\n  ")
     );
 }
