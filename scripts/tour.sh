@@ -49,12 +49,14 @@ trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
+# Shows `ssefs ...` whichever binary runs.
+run_ssefs() { printf '$ ssefs %s\n' "$*"; "$ssefs" "$@"; }
 
 cd "$work"
 mkdir mnt
 
 step "1. Create a store; the root key file is made for you (mode 0600) and lives outside it"
-run "$ssefs" init store --root-key root.key
+run_ssefs init store --root-key root.key
 run ls -l root.key
 run ls -A store store/.ssefs
 
