@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and one module per command. Commands print one
 //! clear line on error and exit non-zero; they never print key material.
 
+pub mod bucket_encryption;
 pub mod init;
+pub mod kms;
 pub mod rootkey;
 
 use clap::{Parser, Subcommand};
@@ -29,11 +31,17 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
     },
+    /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
+    Kms(kms::KmsArgs),
+    /// Set, show or remove a bucket's default server-side encryption.
+    BucketEncryption(bucket_encryption::BucketEncryptionArgs),
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Init { store, root_key } => Ok(init::run(&store, root_key.as_deref())?),
+        Command::Kms(args) => Ok(kms::run(args)?),
+        Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
     }
 }
