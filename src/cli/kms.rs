@@ -407,18 +407,17 @@ fn import(
                 .to_string();
             ImportedMaterial::Wrapped { token, ciphertext }
         }
-        (_, _, Some(path)) => {
-            eprintln!(
-                "ssefs: warning: importing key material in plain from {}: anyone who has seen \
-                 that file can read objects under this CMK; prefer get-import-params and \
-                 --encrypted-material",
-                path.display()
-            );
-            ImportedMaterial::Plain(read_plain_material(&path)?)
-        }
+        (_, _, Some(path)) => ImportedMaterial::Plain(read_plain_material(&path)?),
         _ => return Err(KmsCliError::MissingMaterial),
     };
+    let plain = matches!(imported, ImportedMaterial::Plain(_));
     let version = ks.import_material(key, imported, me)?;
+    if plain {
+        eprintln!(
+            "ssefs: warning: key material was imported in plain: anyone who has seen that file \
+             can read objects under this CMK; prefer get-import-params and --encrypted-material"
+        );
+    }
     let info = ks.cmk_info(key)?;
     if json {
         print_json(&json!({ "KeyId": info.key_id, "MaterialVersion": version,
