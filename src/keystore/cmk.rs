@@ -232,6 +232,19 @@ impl Keystore {
                     self.now(),
                 )?;
                 insert_alias(&tx, DEFAULT_CMK_ALIAS, &key_id)?;
+                audit::insert(
+                    &tx,
+                    self.now(),
+                    &AuditEvent {
+                        uid: None,
+                        pid: None,
+                        key_id: Some(&key_id),
+                        operation: "CreateKey",
+                        object_path: None,
+                        result: "Success",
+                        detail: Some("the default CMK alias/acs/oss, on first use"),
+                    },
+                )?;
                 key_id
             }
         };

@@ -206,6 +206,14 @@ fn the_default_cmk_is_usable_by_everyone_but_changeable_by_no_one() {
         Err(KeystoreError::ReservedAlias(_))
     ));
     assert_eq!(ks.cmk_info(&id).unwrap().state, CmkState::Enabled);
+    let created = records(&ks)
+        .into_iter()
+        .find(|r| r.key_id.as_deref() == Some(id.as_str()))
+        .unwrap();
+    assert_eq!(
+        (created.operation.as_str(), created.uid),
+        ("CreateKey", None)
+    );
 }
 
 #[test]
