@@ -1,7 +1,9 @@
 //! Command-line interface: argument parsing and one module per command. Commands print one
 //! clear line on error and exit non-zero; they never print key material.
 
+pub mod bucket_encryption;
 pub mod init;
+pub mod kms;
 pub mod mount;
 pub mod rootkey;
 
@@ -46,6 +48,10 @@ pub enum Command {
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
     },
+    /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
+    Kms(kms::KmsArgs),
+    /// Set, show or remove a bucket's default server-side encryption.
+    BucketEncryption(bucket_encryption::BucketEncryptionArgs),
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
@@ -63,5 +69,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             root_key.as_deref(),
             &options,
         )?),
+        Command::Kms(args) => Ok(kms::run(args)?),
+        Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
     }
 }

@@ -110,13 +110,30 @@ fn keystore_errno(e: &KeystoreError) -> i32 {
         KeystoreError::Crypto(e) => crypto_errno(e),
         KeystoreError::UnknownMasterKey(_)
         | KeystoreError::UnknownKey(_)
-        | KeystoreError::UnknownKeyVersion { .. } => libc::ENOKEY,
+        | KeystoreError::UnknownKeyVersion { .. }
+        | KeystoreError::UnknownAlias(_)
+        | KeystoreError::UnknownGrant { .. } => libc::ENOKEY,
+        KeystoreError::AccessDenied { .. } => libc::EACCES,
         KeystoreError::KeyRevoked { .. } | KeystoreError::KeyMaterialDeleted { .. } => {
             libc::EKEYREVOKED
         }
         KeystoreError::InvalidAlias(_)
         | KeystoreError::ReservedAlias(_)
-        | KeystoreError::InvalidBucketRule(_) => libc::EINVAL,
+        | KeystoreError::InvalidBucketRule(_)
+        | KeystoreError::InvalidAlgorithm(_)
+        | KeystoreError::InvalidBucketName(_)
+        | KeystoreError::InvalidKeyState { .. }
+        | KeystoreError::ServiceManagedKey(_)
+        | KeystoreError::InvalidPendingDays(_)
+        | KeystoreError::DescriptionTooLong(_)
+        | KeystoreError::InvalidGrant(_)
+        | KeystoreError::InvalidAuditSetting(_)
+        | KeystoreError::NotExternal(_)
+        | KeystoreError::NoImportParams(_)
+        | KeystoreError::ImportTokenMismatch { .. }
+        | KeystoreError::ImportParamsExpired { .. }
+        | KeystoreError::InvalidImportMaterial { .. }
+        | KeystoreError::MaterialMismatch(_) => libc::EINVAL,
         KeystoreError::AliasExists(_) | KeystoreError::AlreadyExists(_) => libc::EEXIST,
         KeystoreError::InsecurePermissions { .. } => libc::EACCES,
         // The keystore itself is unusable: nothing the caller can fix through the mount.
@@ -166,5 +183,11 @@ mod tests {
         let unknown = KeystoreError::UnknownKey("alias/x".into());
         assert_eq!(FsError::Keystore(unknown).errno(), libc::ENOKEY);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
+        let denied = FsError::Keystore(KeystoreError::AccessDenied {
+            key_id: "k".into(),
+            uid: 1000,
+            action: "decrypt".into(),
+        });
+        assert_eq!(denied.errno(), libc::EACCES);
     }
 }

@@ -2,7 +2,7 @@
 //! the filesystem does not query SQLite per open. Keys are zeroized when evicted or dropped.
 //! The cache is dropped whole whenever another connection commits (`PRAGMA data_version`).
 
-use super::CmkState;
+use super::{CmkState, Grant};
 use crate::crypto::Key256;
 use std::collections::HashMap;
 
@@ -24,6 +24,10 @@ pub(super) struct KeyCache {
 pub(super) struct CachedCmk {
     pub state: CmkState,
     pub newest: Option<u32>,
+    pub owner_uid: u32,
+    /// Has an alias under `alias/acs/`: managed by ssefs and usable by every caller.
+    pub service_managed: bool,
+    pub grants: Vec<Grant>,
 }
 
 impl KeyCache {

@@ -2,18 +2,22 @@
 //! version 1, aliases, the default CMK `alias/acs/oss`, and resolving an id or alias to
 //! material. Material is wrapped under the root key; this file never sees object data.
 
+use super::access::{Caller, Grant, Grantee, KeyOp};
+use super::audit::{self, AuditEvent};
 use super::cache::CachedCmk;
-use super::{Inner, Keystore, KeystoreError, copy_key, ids, now};
+use super::{Inner, Keystore, KeystoreError, copy_key, ids};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 /// The CMK used for `KMS` when no key id is given; created on first use.
 pub const DEFAULT_CMK_ALIAS: &str = "alias/acs/oss";
 /// Aliases under this prefix belong to ssefs.
-const RESERVED_ALIAS_PREFIX: &str = "alias/acs/";
+pub(super) const RESERVED_ALIAS_PREFIX: &str = "alias/acs/";
 const ALIAS_PREFIX: &str = "alias/";
 const MAX_ALIAS_LEN: usize = 255;
 const CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v1";
+/// The longest description, in bytes (as cloud KMSs allow).
+const MAX_DESCRIPTION_LEN: usize = 8192;
 
 /// Where a CMK's material comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +51,8 @@ pub enum CmkState {
     Disabled,
     PendingDeletion,
     PendingImport,
+    /// Final: its deletion date passed and its material is gone for good.
+    Destroyed,
 }
 
 impl CmkState {
@@ -56,6 +62,7 @@ impl CmkState {
             CmkState::Disabled => "Disabled",
             CmkState::PendingDeletion => "PendingDeletion",
             CmkState::PendingImport => "PendingImport",
+            CmkState::Destroyed => "Destroyed",
         }
     }
     pub fn parse(text: &str) -> Option<Self> {
@@ -64,6 +71,7 @@ impl CmkState {
             "Disabled" => Some(CmkState::Disabled),
             "PendingDeletion" => Some(CmkState::PendingDeletion),
             "PendingImport" => Some(CmkState::PendingImport),
+            "Destroyed" => Some(CmkState::Destroyed),
             _ => None,
         }
     }
@@ -91,6 +99,33 @@ pub struct CmkInfo {
     pub aliases: Vec<String>,
     /// Its newest material version, if it has material.
     pub newest_version: Option<u32>,
+    /// Every material version, oldest first.
+    pub material_versions: Vec<MaterialVersion>,
+    /// How often the mount used it.
+    pub usage: KeyUsage,
+    /// Has an alias under `alias/acs/`: managed by ssefs, usable by every caller.
+    pub service_managed: bool,
+}
+
+/// One material version of a CMK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaterialVersion {
+    pub version: u32,
+    pub created_at: i64,
+    /// False once the material was deleted (BYOK) or destroyed.
+    pub available: bool,
+}
+
+/// How often a CMK was used through [`Keystore::authorize`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyUsage {
+    /// Encrypt uses allowed (`GenerateDataKey`).
+    pub generate_data_key: u64,
+    /// Decrypt uses allowed.
+    pub decrypt: u64,
+    /// Uses refused (access denied or key not Enabled).
+    pub denied: u64,
+    pub last_used_at: Option<i64>,
 }
 
 impl Keystore {
@@ -104,23 +139,74 @@ impl Keystore {
         origin: CmkOrigin,
         owner_uid: u32,
     ) -> Result<String, KeystoreError> {
-        if let Some(alias) = alias {
-            validate_alias(alias)?;
-            if alias.starts_with(RESERVED_ALIAS_PREFIX) {
-                return Err(KeystoreError::ReservedAlias(alias.to_string()));
-            }
-        }
+        self.create_cmk_audited(description, alias, origin, owner_uid, None)
+    }
+
+    /// As [`Keystore::create_cmk`], owned by `caller`, whose pid the audit record names.
+    pub fn create_cmk_for(
+        &self,
+        description: &str,
+        alias: Option<&str>,
+        origin: CmkOrigin,
+        caller: &Caller,
+    ) -> Result<String, KeystoreError> {
+        self.create_cmk_audited(description, alias, origin, caller.uid, Some(caller.pid))
+    }
+
+    fn create_cmk_audited(
+        &self,
+        description: &str,
+        alias: Option<&str>,
+        origin: CmkOrigin,
+        owner_uid: u32,
+        pid: Option<u32>,
+    ) -> Result<String, KeystoreError> {
+        let now = self.now();
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key_id = insert_cmk(&tx, &self.root_key, description, origin, owner_uid)?;
-        if let Some(alias) = alias {
-            insert_alias(&tx, alias, &key_id)?;
+        let created = (|| -> Result<String, KeystoreError> {
+            check_new_cmk(description, alias)?;
+            let tx = inner
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let key_id = insert_cmk(&tx, &self.root_key, description, origin, owner_uid, now)?;
+            if let Some(alias) = alias {
+                insert_alias(&tx, alias, &key_id)?;
+            }
+            let detail = format!("origin {}", origin.as_str());
+            audit::insert(
+                &tx,
+                now,
+                &AuditEvent {
+                    uid: Some(owner_uid),
+                    pid,
+                    key_id: Some(&key_id),
+                    operation: "CreateKey",
+                    object_path: None,
+                    result: "Success",
+                    detail: Some(&detail),
+                },
+            )?;
+            tx.commit()?;
+            Ok(key_id)
+        })();
+        if let Err(e) = &created {
+            let detail = e.to_string();
+            audit::record_failure(
+                &inner.conn,
+                now,
+                &AuditEvent {
+                    uid: Some(owner_uid),
+                    pid,
+                    key_id: None,
+                    operation: "CreateKey",
+                    object_path: None,
+                    result: e.audit_result(),
+                    detail: Some(&detail),
+                },
+            );
         }
-        tx.commit()?;
-        Ok(key_id)
+        created
     }
 
     /// The id of the default CMK (`alias/acs/oss`), creating it (owner uid 0, origin ssefs)
@@ -143,8 +229,22 @@ impl Keystore {
                     "default CMK for server-side encryption with KMS",
                     CmkOrigin::Ssefs,
                     0,
+                    self.now(),
                 )?;
                 insert_alias(&tx, DEFAULT_CMK_ALIAS, &key_id)?;
+                audit::insert(
+                    &tx,
+                    self.now(),
+                    &AuditEvent {
+                        uid: None,
+                        pid: None,
+                        key_id: Some(&key_id),
+                        operation: "CreateKey",
+                        object_path: None,
+                        result: "Success",
+                        detail: Some("the default CMK alias/acs/oss, on first use"),
+                    },
+                )?;
                 key_id
             }
         };
@@ -174,51 +274,43 @@ impl Keystore {
     pub fn cmk_info(&self, id_or_alias: &str) -> Result<CmkInfo, KeystoreError> {
         let mut inner = self.fresh()?;
         let key_id = key_id_for(&mut inner, id_or_alias)?;
-        let row = inner
+        read_cmk_info(&inner.conn, &key_id)?
+            .ok_or_else(|| KeystoreError::UnknownKey(id_or_alias.to_string()))
+    }
+
+    /// Every CMK, by creation time then id.
+    pub fn list_cmks(&self) -> Result<Vec<CmkInfo>, KeystoreError> {
+        let inner = self.lock();
+        let ids = inner
             .conn
-            .query_row(
-                "SELECT description, origin, state, owner_uid, created_at, deletion_date,
-                        rotation_days,
-                        (SELECT max(version) FROM cmk_materials m WHERE m.key_id = c.key_id)
-                 FROM cmks c WHERE key_id = ?1",
-                [&key_id],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<u32>>(6)?,
-                        r.get::<_, Option<u32>>(7)?,
-                    ))
-                },
-            )
-            .optional()?
-            .ok_or_else(|| KeystoreError::UnknownKey(id_or_alias.to_string()))?;
-        let (description, origin, state, owner_uid, created_at, deletion_date, rotation, newest) =
-            row;
-        let mut stmt = inner
-            .conn
-            .prepare("SELECT alias FROM aliases WHERE key_id = ?1 ORDER BY alias")?;
-        let aliases = stmt
-            .query_map([&key_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(CmkInfo {
-            origin: CmkOrigin::parse(&origin).ok_or_else(|| {
-                KeystoreError::Corrupt(format!("CMK {key_id} has unknown origin {origin:?}"))
-            })?,
-            state: parse_state(&key_id, &state)?,
-            key_id,
-            description,
-            owner_uid,
-            created_at,
-            deletion_date,
-            rotation_days: rotation,
-            aliases,
-            newest_version: newest,
-        })
+            .prepare("SELECT key_id FROM cmks ORDER BY created_at, key_id")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.iter()
+            .map(|key_id| {
+                read_cmk_info(&inner.conn, key_id)?.ok_or_else(|| {
+                    KeystoreError::Corrupt(format!("CMK {key_id} vanished while being listed"))
+                })
+            })
+            .collect()
+    }
+
+    /// The grants of a CMK named by id or alias, by grantee.
+    pub fn grants(&self, id_or_alias: &str) -> Result<Vec<Grant>, KeystoreError> {
+        let mut inner = self.fresh()?;
+        let key_id = key_id_for(&mut inner, id_or_alias)?;
+        Ok(cmk_entry(&mut inner, &key_id)?.grants)
+    }
+
+    /// The CMK id `key` names if it is a known alias or id, else `key` itself (for filters
+    /// over records of keys that may no longer exist).
+    pub(super) fn key_id_or_name(&self, key: &str) -> Result<String, KeystoreError> {
+        let mut inner = self.fresh()?;
+        match key_id_for(&mut inner, key) {
+            Ok(key_id) => Ok(key_id),
+            Err(KeystoreError::UnknownKey(_)) => Ok(key.to_string()),
+            Err(e) => Err(e),
+        }
     }
 
     /// One material version of a CMK (its state already checked by the caller).
@@ -269,28 +361,162 @@ pub(super) fn cmk_context(key_id: &str, version: u32) -> Vec<u8> {
     [CMK_WRAP_LABEL, key_id.as_bytes(), &version.to_le_bytes()].concat()
 }
 
-/// A CMK's state and newest material version, from the cache or the database.
+/// What `authorize` needs to know of a CMK, from the cache or the database.
 pub(super) fn cmk_entry(inner: &mut Inner, key_id: &str) -> Result<CachedCmk, KeystoreError> {
     if let Some(entry) = inner.cache.cmks.get(key_id) {
         return Ok(entry.clone());
     }
-    let (state, newest): (String, Option<u32>) = inner
+    let row: Option<(String, Option<u32>, u32, bool)> = inner
         .conn
-        .query_row(
+        .prepare_cached(
             "SELECT state,
-                    (SELECT max(version) FROM cmk_materials m WHERE m.key_id = c.key_id)
+                    (SELECT max(version) FROM cmk_materials m WHERE m.key_id = c.key_id),
+                    owner_uid,
+                    EXISTS (SELECT 1 FROM aliases a
+                            WHERE a.key_id = c.key_id AND substr(a.alias, 1, 10) = ?2)
              FROM cmks c WHERE key_id = ?1",
-            [key_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?
-        .ok_or_else(|| KeystoreError::UnknownKey(key_id.to_string()))?;
+        )?
+        .query_row((key_id, RESERVED_ALIAS_PREFIX), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let (state, newest, owner_uid, service_managed) =
+        row.ok_or_else(|| KeystoreError::UnknownKey(key_id.to_string()))?;
     let entry = CachedCmk {
         state: parse_state(key_id, &state)?,
         newest,
+        owner_uid,
+        service_managed,
+        grants: read_grants(&inner.conn, key_id)?,
     };
     inner.cache.cmks.insert(key_id.to_string(), entry.clone());
     Ok(entry)
+}
+
+/// The grants of a CMK, by grantee kind then id.
+pub(super) fn read_grants(conn: &Connection, key_id: &str) -> Result<Vec<Grant>, KeystoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT grantee_kind, grantee, operations, created_at FROM grants
+         WHERE key_id = ?1 ORDER BY grantee_kind DESC, grantee",
+    )?;
+    let rows = stmt.query_map([key_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (kind, id, operations, created_at) = row?;
+        let corrupt = || {
+            KeystoreError::Corrupt(format!(
+                "CMK {key_id} has an invalid grant ({kind} {id}: {operations:?})"
+            ))
+        };
+        let grantee = Grantee::from_row(&kind, id).ok_or_else(corrupt)?;
+        let operations = KeyOp::parse_list(&operations).map_err(|_| corrupt())?;
+        Ok(Grant {
+            grantee,
+            operations,
+            created_at,
+        })
+    })
+    .collect()
+}
+
+/// Everything recorded about one CMK, or `None` when there is no such id.
+fn read_cmk_info(conn: &Connection, key_id: &str) -> Result<Option<CmkInfo>, KeystoreError> {
+    let row = conn
+        .query_row(
+            "SELECT c.description, c.origin, c.state, c.owner_uid, c.created_at,
+                    c.deletion_date, c.rotation_days,
+                    (SELECT max(version) FROM cmk_materials m WHERE m.key_id = c.key_id),
+                    coalesce(u.generate_data_key, 0), coalesce(u.decrypt, 0),
+                    coalesce(u.denied, 0), u.last_used_at
+             FROM cmks c LEFT JOIN cmk_usage u ON u.key_id = c.key_id
+             WHERE c.key_id = ?1",
+            [key_id],
+            |r| {
+                Ok((
+                    (
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, Option<u32>>(6)?,
+                        r.get::<_, Option<u32>>(7)?,
+                    ),
+                    KeyUsage {
+                        generate_data_key: r.get(8)?,
+                        decrypt: r.get(9)?,
+                        denied: r.get(10)?,
+                        last_used_at: r.get(11)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    let Some((row, usage)) = row else {
+        return Ok(None);
+    };
+    let (description, origin, state, owner_uid, created_at, deletion_date, rotation, newest) = row;
+    let aliases = conn
+        .prepare_cached("SELECT alias FROM aliases WHERE key_id = ?1 ORDER BY alias")?
+        .query_map([key_id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    let material_versions = conn
+        .prepare_cached(
+            "SELECT version, created_at, wrapped IS NOT NULL FROM cmk_materials
+             WHERE key_id = ?1 ORDER BY version",
+        )?
+        .query_map([key_id], |r| {
+            Ok(MaterialVersion {
+                version: r.get(0)?,
+                created_at: r.get(1)?,
+                available: r.get(2)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(CmkInfo {
+        origin: CmkOrigin::parse(&origin).ok_or_else(|| {
+            KeystoreError::Corrupt(format!("CMK {key_id} has unknown origin {origin:?}"))
+        })?,
+        state: parse_state(key_id, &state)?,
+        service_managed: aliases.iter().any(|a| a.starts_with(RESERVED_ALIAS_PREFIX)),
+        key_id: key_id.to_string(),
+        description,
+        owner_uid,
+        created_at,
+        deletion_date,
+        rotation_days: rotation,
+        aliases,
+        newest_version: newest,
+        material_versions,
+        usage,
+    }))
+}
+
+/// Refuses a description that is too long and an alias that is invalid or reserved.
+fn check_new_cmk(description: &str, alias: Option<&str>) -> Result<(), KeystoreError> {
+    if description.len() > MAX_DESCRIPTION_LEN {
+        return Err(KeystoreError::DescriptionTooLong(description.len()));
+    }
+    if let Some(alias) = alias {
+        check_user_alias(alias)?;
+    }
+    Ok(())
+}
+
+/// An alias a user may create or delete: valid and not under `alias/acs/`.
+pub(super) fn check_user_alias(alias: &str) -> Result<(), KeystoreError> {
+    validate_alias(alias)?;
+    if alias.starts_with(RESERVED_ALIAS_PREFIX) {
+        return Err(KeystoreError::ReservedAlias(alias.to_string()));
+    }
+    Ok(())
 }
 
 pub(super) fn require_enabled(key_id: &str, entry: &CachedCmk) -> Result<(), KeystoreError> {
@@ -304,7 +530,7 @@ pub(super) fn require_enabled(key_id: &str, entry: &CachedCmk) -> Result<(), Key
 }
 
 /// The CMK id an id or `alias/...` names (checked to exist for an alias only).
-fn key_id_for(inner: &mut Inner, id_or_alias: &str) -> Result<String, KeystoreError> {
+pub(super) fn key_id_for(inner: &mut Inner, id_or_alias: &str) -> Result<String, KeystoreError> {
     if !id_or_alias.starts_with(ALIAS_PREFIX) {
         return Ok(id_or_alias.to_string());
     }
@@ -320,7 +546,10 @@ fn key_id_for(inner: &mut Inner, id_or_alias: &str) -> Result<String, KeystoreEr
     Ok(key_id)
 }
 
-fn alias_target(conn: &rusqlite::Connection, alias: &str) -> Result<Option<String>, KeystoreError> {
+pub(super) fn alias_target(
+    conn: &Connection,
+    alias: &str,
+) -> Result<Option<String>, KeystoreError> {
     Ok(conn
         .query_row(
             "SELECT key_id FROM aliases WHERE alias = ?1",
@@ -336,13 +565,13 @@ fn insert_cmk(
     description: &str,
     origin: CmkOrigin,
     owner_uid: u32,
+    created_at: i64,
 ) -> Result<String, KeystoreError> {
     let key_id = ids::new_key_id()?;
     let state = match origin {
         CmkOrigin::Ssefs => CmkState::Enabled,
         CmkOrigin::External => CmkState::PendingImport,
     };
-    let created_at = now();
     tx.execute(
         "INSERT INTO cmks (key_id, description, origin, state, owner_uid, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -372,7 +601,11 @@ fn insert_cmk(
     Ok(key_id)
 }
 
-fn insert_alias(tx: &Transaction<'_>, alias: &str, key_id: &str) -> Result<(), KeystoreError> {
+pub(super) fn insert_alias(
+    tx: &Transaction<'_>,
+    alias: &str,
+    key_id: &str,
+) -> Result<(), KeystoreError> {
     if alias_target(tx, alias)?.is_some() {
         return Err(KeystoreError::AliasExists(alias.to_string()));
     }
@@ -399,7 +632,7 @@ pub fn validate_alias(alias: &str) -> Result<(), KeystoreError> {
     }
 }
 
-fn parse_state(key_id: &str, state: &str) -> Result<CmkState, KeystoreError> {
+pub(super) fn parse_state(key_id: &str, state: &str) -> Result<CmkState, KeystoreError> {
     CmkState::parse(state)
         .ok_or_else(|| KeystoreError::Corrupt(format!("CMK {key_id} has unknown state {state:?}")))
 }

@@ -82,6 +82,121 @@ pub enum KeystoreError {
     AliasExists(String),
     #[error("invalid bucket encryption rule: {0}")]
     InvalidBucketRule(String),
+    /// An algorithm other than `AES256` or `KMS` (`EINVAL`).
+    #[error("unknown server-side encryption algorithm {0:?}: use AES256 or KMS")]
+    InvalidAlgorithm(String),
+    #[error(
+        "invalid bucket name {0:?}: a bucket name is 3-63 characters of a-z, 0-9 and -, \
+         starting and ending with a letter or digit"
+    )]
+    InvalidBucketName(String),
+
+    /// The caller may not do this with this CMK (`EACCES`).
+    #[error("access denied: uid {uid} may not {action} with CMK {key_id}")]
+    AccessDenied {
+        key_id: String,
+        uid: u32,
+        action: String,
+    },
+    /// A state change the CMK's current state does not allow.
+    #[error("cannot {action} CMK {key_id}: it is {state}{hint}")]
+    InvalidKeyState {
+        key_id: String,
+        state: CmkState,
+        action: &'static str,
+        /// Empty, or "; " and what to do instead.
+        hint: &'static str,
+    },
+    #[error("CMK {0} is managed by ssefs (an alias under alias/acs/); it cannot be changed")]
+    ServiceManagedKey(String),
+    #[error("the pending window must be 7 to 30 days, not {0}")]
+    InvalidPendingDays(i64),
+    #[error("a description is at most 8192 bytes, not {0}")]
+    DescriptionTooLong(usize),
+    #[error("no such alias: {0}")]
+    UnknownAlias(String),
+    #[error("invalid grant: {0}")]
+    InvalidGrant(String),
+    #[error("CMK {key_id} has no grant to {grantee}")]
+    UnknownGrant { key_id: String, grantee: String },
+    #[error("invalid audit setting: {0}")]
+    InvalidAuditSetting(String),
+
+    #[error(
+        "CMK {0} has origin ssefs; only a CMK created with origin EXTERNAL takes imported material"
+    )]
+    NotExternal(String),
+    #[error("CMK {0} has no import parameters; run `ssefs kms get-import-params` first")]
+    NoImportParams(String),
+    #[error(
+        "the import token is not the current one of CMK {key_id}{other}; tokens are one-time: \
+         run `ssefs kms get-import-params` again"
+    )]
+    ImportTokenMismatch {
+        key_id: String,
+        /// Empty, or " (it belongs to CMK …)".
+        other: String,
+    },
+    #[error(
+        "the import parameters of CMK {key_id} expired at {expired_at} (unix time); run \
+         `ssefs kms get-import-params` again"
+    )]
+    ImportParamsExpired { key_id: String, expired_at: i64 },
+    #[error("invalid key material for CMK {key_id}: {reason}")]
+    InvalidImportMaterial { key_id: String, reason: String },
+    #[error(
+        "the material differs from the material CMK {0} had; a CMK only ever takes back the \
+         same material"
+    )]
+    MaterialMismatch(String),
+}
+
+impl KeystoreError {
+    /// The result an audit record gives for this error.
+    pub fn audit_result(&self) -> &'static str {
+        match self {
+            Self::AccessDenied { .. } => "AccessDenied",
+            Self::UnknownKey(_) | Self::UnknownKeyVersion { .. } | Self::UnknownAlias(_) => {
+                "NotFound"
+            }
+            Self::KeyRevoked { .. } | Self::KeyMaterialDeleted { .. } => "KeyRevoked",
+            Self::InvalidKeyState { .. } | Self::ServiceManagedKey(_) => "InvalidState",
+            Self::ImportTokenMismatch { .. }
+            | Self::ImportParamsExpired { .. }
+            | Self::NoImportParams(_)
+            | Self::InvalidImportMaterial { .. }
+            | Self::MaterialMismatch(_)
+            | Self::NotExternal(_)
+            | Self::InvalidAlias(_)
+            | Self::ReservedAlias(_)
+            | Self::AliasExists(_)
+            | Self::InvalidGrant(_)
+            | Self::UnknownGrant { .. }
+            | Self::InvalidPendingDays(_)
+            | Self::DescriptionTooLong(_)
+            | Self::InvalidBucketRule(_)
+            | Self::InvalidAlgorithm(_)
+            | Self::InvalidBucketName(_)
+            | Self::InvalidAuditSetting(_) => "InvalidParameter",
+            Self::WrongRootKey
+            | Self::Database(_)
+            | Self::Io(_)
+            | Self::File { .. }
+            | Self::Crypto(_)
+            | Self::Missing(_)
+            | Self::AlreadyExists(_)
+            | Self::NotAKeystore(_)
+            | Self::SchemaTooNew { .. }
+            | Self::Corrupt(_)
+            | Self::InsecurePermissions { .. }
+            | Self::RootKeyMissing(_)
+            | Self::RootKeyNotAFile(_)
+            | Self::RootKeyWrongSize { .. }
+            | Self::RootKeyExists(_)
+            | Self::NoRootKeyLocation
+            | Self::UnknownMasterKey(_) => "Failed",
+        }
+    }
 }
 
 impl KeystoreError {

@@ -97,6 +97,32 @@ pub(super) fn material_check(material: &Key256, key_id: &str) -> Result<Vec<u8>,
     )
 }
 
+/// Whether `material` is the material whose check `recorded` is, compared in constant time.
+pub(super) fn material_matches(
+    material: &Key256,
+    key_id: &str,
+    recorded: &[u8],
+) -> Result<bool, KeystoreError> {
+    Ok(
+        keyed_check(material, MATERIAL_CHECK_INFO, key_id.as_bytes())?
+            .verify_slice(recorded)
+            .is_ok(),
+    )
+}
+
+/// A fresh random import token: 32 lowercase hex digits (128 bits).
+pub(super) fn new_import_token() -> Result<String, KeystoreError> {
+    let bytes: [u8; 16] = random_bytes()?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// 32 random bytes from the operating system, for seeds.
+pub(super) fn random_seed() -> Result<zeroize::Zeroizing<[u8; 32]>, KeystoreError> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice()).map_err(|_| CryptoError::Random)?;
+    Ok(seed)
+}
+
 fn keyed_check(key: &Key256, info: &[u8], message: &[u8]) -> Result<Hmac<Sha256>, KeystoreError> {
     let mut subkey = Zeroizing::new([0u8; 32]);
     Hkdf::<Sha256>::new(Some(&[]), key.expose_secret())

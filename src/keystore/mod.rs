@@ -2,19 +2,31 @@
 //! CMKs (material versions, aliases, state, grants), bucket default encryption and the audit
 //! log, every secret wrapped under the root key. Knows nothing of FUSE or object files.
 
+mod access;
+mod audit;
+mod byok;
 mod cache;
 mod cmk;
 mod error;
 mod ids;
+mod lifecycle;
 mod rootkey;
+mod rules;
 mod schema;
 
-pub use cmk::{CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, validate_alias};
+pub use access::{Caller, Grant, Grantee, KeyOp};
+pub use audit::{AuditQuery, AuditRecord, AuditSettings};
+pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};
+pub use cmk::{
+    CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, KeyUsage, MaterialVersion, validate_alias,
+};
 pub use error::KeystoreError;
 pub use ids::StoreId;
+pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };
+pub use rules::{parse_sse_algorithm, validate_bucket_name};
 pub use schema::SCHEMA_VERSION;
 
 use crate::crypto::{Algorithm, Key256, KeyRef, WrappedKey, unwrap_key, wrap_key};
@@ -49,11 +61,21 @@ pub struct BucketRule {
     pub kms_key_id: Option<String>,
 }
 
+/// Where the keystore's "now" comes from: the system clock, or a fixed time (for tests and
+/// for simulating that a deletion date has passed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    /// Seconds since the Unix epoch.
+    Fixed(i64),
+}
+
 /// An open keystore. Cheap to share behind an `Arc`; safe to use from many threads.
 pub struct Keystore {
     db_path: PathBuf,
     store_id: StoreId,
     root_key: Key256,
+    clock: Clock,
     inner: Mutex<Inner>,
 }
 
@@ -153,11 +175,26 @@ impl Keystore {
             db_path: path.to_path_buf(),
             store_id,
             root_key: copy_key(root_key)?,
+            clock: Clock::System,
             inner: Mutex::new(Inner {
                 conn,
                 cache: KeyCache::default(),
             }),
         })
+    }
+
+    /// Sets where "now" comes from for every later call (deletion dates, import parameter
+    /// expiry, audit times and retention).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// Seconds since the Unix epoch, by this keystore's clock.
+    pub fn now(&self) -> i64 {
+        match self.clock {
+            Clock::System => now(),
+            Clock::Fixed(t) => t,
+        }
     }
 
     /// The random id of this store.
@@ -403,6 +440,9 @@ fn connect(path: &Path) -> Result<Connection, KeystoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows (destroyed CMK material, pruned audit rows) are overwritten, not left in
+    // free pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 
@@ -490,3 +530,6 @@ fn now() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod kms_tests;

@@ -2,7 +2,7 @@
 //! checks that tell an ssefs keystore from any other file. Holds no keys and no policy.
 
 use super::KeystoreError;
-use rusqlite::{Connection, ErrorCode, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 use std::path::Path;
 
 /// Migration step `n` (1-based) brings the schema from version `n - 1` to `n`. Steps are
@@ -81,6 +81,58 @@ const MIGRATIONS: &[&str] = &[
         detail       TEXT
     ) STRICT;
     "#,
+    // 2: the KMS side. `cmks` is rebuilt (SQLite cannot change a CHECK) to admit the final
+    // `Destroyed` state; grants get one row per grantee; BYOK import parameters, per-CMK usage
+    // counts, audit indexes and the audit retention settings are added.
+    r#"
+    CREATE TABLE cmks_v2 (
+        key_id        TEXT    PRIMARY KEY,
+        description   TEXT    NOT NULL DEFAULT '',
+        origin        TEXT    NOT NULL CHECK (origin IN ('ssefs', 'external')),
+        state         TEXT    NOT NULL
+                      CHECK (state IN ('Enabled', 'Disabled', 'PendingDeletion', 'PendingImport',
+                                       'Destroyed')),
+        owner_uid     INTEGER NOT NULL,
+        created_at    INTEGER NOT NULL,
+        deletion_date INTEGER,
+        rotation_days INTEGER CHECK (rotation_days IS NULL OR rotation_days > 0),
+        CHECK (state NOT IN ('PendingDeletion', 'Destroyed') OR deletion_date IS NOT NULL)
+    ) STRICT;
+    INSERT INTO cmks_v2 (key_id, description, origin, state, owner_uid, created_at,
+                         deletion_date, rotation_days)
+        SELECT key_id, description, origin, state, owner_uid, created_at, deletion_date,
+               rotation_days
+        FROM cmks;
+    DROP TABLE cmks;
+    ALTER TABLE cmks_v2 RENAME TO cmks;
+
+    CREATE UNIQUE INDEX grants_by_grantee ON grants (key_id, grantee_kind, grantee);
+
+    CREATE TABLE import_params (
+        key_id       TEXT    PRIMARY KEY REFERENCES cmks (key_id) ON DELETE CASCADE,
+        token        TEXT    NOT NULL UNIQUE,
+        wrapped_seed BLOB    NOT NULL,
+        public_key   BLOB    NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE cmk_usage (
+        key_id            TEXT    PRIMARY KEY REFERENCES cmks (key_id) ON DELETE CASCADE,
+        generate_data_key INTEGER NOT NULL DEFAULT 0,
+        decrypt           INTEGER NOT NULL DEFAULT 0,
+        denied            INTEGER NOT NULL DEFAULT 0,
+        last_used_at      INTEGER
+    ) STRICT;
+
+    CREATE INDEX audit_by_time ON audit (time);
+    CREATE INDEX audit_by_key ON audit (key_id, time);
+
+    ALTER TABLE meta ADD COLUMN audit_retention_days INTEGER NOT NULL DEFAULT 90
+        CHECK (audit_retention_days >= 1);
+    ALTER TABLE meta ADD COLUMN audit_max_rows INTEGER NOT NULL DEFAULT 100000
+        CHECK (audit_max_rows >= 1);
+    "#,
 ];
 
 /// The schema version this ssefs writes and understands.
@@ -122,8 +174,28 @@ pub(super) fn not_a_database(e: rusqlite::Error, path: &Path) -> KeystoreError {
 /// transaction that also sets `user_version`. Safe against a concurrent migrator: each step
 /// re-reads the version under the write lock.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), KeystoreError> {
+    migrate_to(conn, SCHEMA_VERSION)
+}
+
+/// As [`migrate`], stopping at version `last` (tests build old keystores with it).
+///
+/// Foreign keys are off while the steps run, as SQLite's procedure for rebuilding a table
+/// requires (dropping a parent table would otherwise cascade into its children); each step
+/// checks them with `PRAGMA foreign_key_check` before it commits, and they are on again after.
+pub(super) fn migrate_to(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let result = run_steps(conn, last);
+    let restored = conn.pragma_update(None, "foreign_keys", "ON");
+    result?;
+    Ok(restored?)
+}
+
+fn run_steps(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
     for (index, step) in MIGRATIONS.iter().enumerate() {
         let target = index as i64 + 1;
+        if target > last {
+            break;
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current = user_version(&tx)?;
         if current > SCHEMA_VERSION {
@@ -136,6 +208,16 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), KeystoreError> {
             continue;
         }
         tx.execute_batch(step)?;
+        let dangling: Option<String> = tx
+            .query_row("SELECT \"table\" FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(table) = dangling {
+            return Err(KeystoreError::Corrupt(format!(
+                "table {table} refers to rows that do not exist (schema step {target})"
+            )));
+        }
         tx.pragma_update(None, "user_version", target)?;
         tx.commit()?;
     }

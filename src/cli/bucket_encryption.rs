@@ -1,0 +1,190 @@
+//! `ssefs bucket-encryption put|get|delete`: a bucket's default encryption rule, checked by
+//! the same keystore code as the mount's setxattr. Works whether or not the store is
+//! mounted; the mount reads the rule at each create.
+
+use super::kms::{KmsCliError, StoreArgs, open_keystore};
+use crate::crypto::Algorithm;
+use crate::keystore::{
+    BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore, parse_sse_algorithm, validate_bucket_name,
+};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The exit code of `get` for a bucket without a rule.
+pub const NO_RULE_EXIT_CODE: i32 = 3;
+
+#[derive(Args, Debug)]
+pub struct BucketEncryptionArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: BucketEncryptionCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BucketEncryptionCommand {
+    /// Set the bucket's default encryption for new objects.
+    Put {
+        bucket: String,
+        /// AES256 or KMS.
+        #[arg(long)]
+        algorithm: String,
+        /// The CMK (id or alias) for KMS [default: alias/acs/oss].
+        #[arg(long, value_name = "ID")]
+        kms_key_id: Option<String>,
+    },
+    /// Print the bucket's rule; exits 3 when it has none.
+    Get { bucket: String },
+    /// Remove the bucket's rule (new objects are then stored as the mount's default says).
+    Delete { bucket: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BucketEncryptionError {
+    #[error("no bucket {bucket:?} in the store {}: a bucket is a directory STORE/BUCKET", store.display())]
+    NoSuchBucket { store: PathBuf, bucket: String },
+    #[error(
+        "access denied: only the bucket's owner (uid {owner}) or root may change the rule of \
+         {bucket}, not uid {uid}"
+    )]
+    NotBucketOwner {
+        bucket: String,
+        uid: u32,
+        owner: u32,
+    },
+    #[error("cannot examine {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Kms(#[from] KmsCliError),
+}
+
+impl From<crate::keystore::KeystoreError> for BucketEncryptionError {
+    fn from(e: crate::keystore::KeystoreError) -> Self {
+        Self::Kms(KmsCliError::Keystore(e))
+    }
+}
+
+/// Runs one `ssefs bucket-encryption` command as this process's real uid. `get` on a bucket
+/// without a rule prints why on stderr and exits with [`NO_RULE_EXIT_CODE`].
+pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
+    let store = args.store.store.clone().ok_or(KmsCliError::MissingStore)?;
+    let json = args.store.json;
+    let me = Caller::this_process();
+    match args.command {
+        BucketEncryptionCommand::Put {
+            bucket,
+            algorithm,
+            kms_key_id,
+        } => {
+            let algorithm = parse_sse_algorithm(&algorithm)?;
+            let owner = bucket_owner(&store, &bucket)?;
+            require_owner(&bucket, owner, &me)?;
+            let ks = open_keystore(&args.store)?;
+            let rule = ks.validate_rule(
+                &BucketRule {
+                    algorithm,
+                    kms_key_id,
+                },
+                &me,
+            )?;
+            ks.put_bucket_rule(&bucket, &rule)?;
+            print_rule(&ks, &bucket, &rule, json)?;
+        }
+        BucketEncryptionCommand::Get { bucket } => {
+            bucket_owner(&store, &bucket)?;
+            let ks = open_keystore(&args.store)?;
+            match ks.bucket_rule(&bucket)? {
+                Some(rule) => print_rule(&ks, &bucket, &rule, json)?,
+                None => {
+                    drop(ks);
+                    eprintln!("ssefs: bucket {bucket} has no default encryption rule");
+                    std::process::exit(NO_RULE_EXIT_CODE);
+                }
+            }
+        }
+        BucketEncryptionCommand::Delete { bucket } => {
+            validate_bucket_name(&bucket)?;
+            // A rule left behind by a removed bucket may be deleted too.
+            match bucket_owner(&store, &bucket) {
+                Ok(owner) => require_owner(&bucket, owner, &me)?,
+                Err(BucketEncryptionError::NoSuchBucket { .. }) if me.is_root() => {}
+                Err(e) => return Err(e),
+            }
+            let ks = open_keystore(&args.store)?;
+            ks.delete_bucket_rule(&bucket)?;
+            if json {
+                println!("{}", json!({ "Bucket": bucket, "Deleted": true }));
+            } else {
+                println!("bucket {bucket} has no default encryption rule now");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The uid owning `STORE/BUCKET`, after checking the name and that it is a directory.
+fn bucket_owner(store: &Path, bucket: &str) -> Result<u32, BucketEncryptionError> {
+    validate_bucket_name(bucket)?;
+    let path = store.join(bucket);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(meta.uid()),
+        Ok(_) => Err(no_such_bucket(store, bucket)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_such_bucket(store, bucket)),
+        Err(source) => Err(BucketEncryptionError::Io { path, source }),
+    }
+}
+
+fn no_such_bucket(store: &Path, bucket: &str) -> BucketEncryptionError {
+    BucketEncryptionError::NoSuchBucket {
+        store: store.to_path_buf(),
+        bucket: bucket.to_string(),
+    }
+}
+
+fn require_owner(bucket: &str, owner: u32, me: &Caller) -> Result<(), BucketEncryptionError> {
+    if me.is_root() || me.uid == owner {
+        Ok(())
+    } else {
+        Err(BucketEncryptionError::NotBucketOwner {
+            bucket: bucket.to_string(),
+            uid: me.uid,
+            owner,
+        })
+    }
+}
+
+fn print_rule(
+    ks: &Keystore,
+    bucket: &str,
+    rule: &BucketRule,
+    json: bool,
+) -> Result<(), BucketEncryptionError> {
+    let algorithm = match rule.algorithm {
+        Algorithm::Aes256 => "AES256",
+        Algorithm::Kms => "KMS",
+        Algorithm::None => "none",
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&json!({
+            "SSEAlgorithm": algorithm,
+            "KMSMasterKeyID": rule.kms_key_id,
+        }))
+        .unwrap_or_default();
+        println!("{text}");
+        return Ok(());
+    }
+    match (rule.algorithm, rule.kms_key_id.as_deref()) {
+        (Algorithm::Kms, None) => {
+            let id = ks.default_cmk()?;
+            println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS} ({id})");
+        }
+        (Algorithm::Kms, Some(key)) => println!("{bucket}: KMS with CMK {key}"),
+        _ => println!("{bucket}: {algorithm}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Who may use a CMK: callers, operations, grants, and `authorize`, the one door through which
+//! the mount gets CMK material for an object (every call audited and counted). Knows uids and
+//! gids only; the mount supplies them from the request, the CLI from its own process.
+
+use super::audit::{self, AuditEvent};
+use super::cache::CachedCmk;
+use super::cmk::{cmk_entry, key_id_for, require_enabled};
+use super::{Inner, Keystore, KeystoreError};
+use crate::crypto::Key256;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The uid of the superuser, who administers and may use every CMK.
+const ROOT_UID: u32 = 0;
+
+/// Who asks: the ids of the process behind a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    pub pid: u32,
+}
+
+impl Caller {
+    /// This process, by its *real* uid and gid (not the effective ones), its supplementary
+    /// groups and its pid.
+    pub fn this_process() -> Self {
+        // SAFETY: these calls take no pointers and cannot fail.
+        let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+        Self {
+            uid,
+            gid,
+            groups: supplementary_groups(),
+            pid: u32::try_from(pid).unwrap_or(0),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == ROOT_UID
+    }
+
+    /// Whether `gid` is the caller's primary or a supplementary group.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+fn supplementary_groups() -> Vec<u32> {
+    // SAFETY: with size 0 getgroups writes nothing and returns the number of groups.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let Ok(len) = usize::try_from(count) else {
+        return Vec::new();
+    };
+    let mut groups: Vec<libc::gid_t> = vec![0; len];
+    // SAFETY: `groups` has room for `count` entries, the size we pass.
+    let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(got).unwrap_or(0));
+    groups
+}
+
+/// What a caller wants to do with a CMK's material.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyOp {
+    /// Wrap a new object's data key (`GenerateDataKey`).
+    Encrypt,
+    /// Unwrap an existing object's data key (`Decrypt`).
+    Decrypt,
+}
+
+impl KeyOp {
+    /// The name in grants and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyOp::Encrypt => "encrypt",
+            KeyOp::Decrypt => "decrypt",
+        }
+    }
+
+    /// The operation an audit record names for a use of the key.
+    pub fn audit_operation(self) -> &'static str {
+        match self {
+            KeyOp::Encrypt => "GenerateDataKey",
+            KeyOp::Decrypt => "Decrypt",
+        }
+    }
+
+    /// Parses `encrypt` or `decrypt` (any case).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "encrypt" => Some(KeyOp::Encrypt),
+            "decrypt" => Some(KeyOp::Decrypt),
+            _ => None,
+        }
+    }
+
+    /// Parses a comma-separated list (`encrypt,decrypt`), sorted and without repeats.
+    pub fn parse_list(text: &str) -> Result<Vec<KeyOp>, KeystoreError> {
+        let mut ops = text
+            .split(',')
+            .map(|part| {
+                KeyOp::parse(part.trim()).ok_or_else(|| {
+                    KeystoreError::InvalidGrant(format!(
+                        "unknown operation {:?}: use encrypt, decrypt or both",
+                        part.trim()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ops.sort();
+        ops.dedup();
+        Ok(ops)
+    }
+}
+
+/// Who a grant is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Grantee {
+    Uid(u32),
+    Gid(u32),
+}
+
+impl Grantee {
+    pub(super) fn kind(self) -> &'static str {
+        match self {
+            Grantee::Uid(_) => "uid",
+            Grantee::Gid(_) => "gid",
+        }
+    }
+    pub(super) fn id(self) -> u32 {
+        match self {
+            Grantee::Uid(id) | Grantee::Gid(id) => id,
+        }
+    }
+    pub(super) fn from_row(kind: &str, id: u32) -> Option<Self> {
+        match kind {
+            "uid" => Some(Grantee::Uid(id)),
+            "gid" => Some(Grantee::Gid(id)),
+            _ => None,
+        }
+    }
+    fn covers(self, caller: &Caller) -> bool {
+        match self {
+            Grantee::Uid(uid) => caller.uid == uid,
+            Grantee::Gid(gid) => caller.in_group(gid),
+        }
+    }
+}
+
+impl std::fmt::Display for Grantee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind(), self.id())
+    }
+}
+
+/// The right of a uid or of a group's members to some operations with one CMK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub grantee: Grantee,
+    /// Sorted, without repeats, never empty.
+    pub operations: Vec<KeyOp>,
+    /// Seconds since the Unix epoch (of the first grant to this grantee).
+    pub created_at: i64,
+}
+
+impl Grant {
+    /// The operations as stored: `decrypt`, `encrypt` or `encrypt,decrypt`.
+    pub(super) fn operations_text(operations: &[KeyOp]) -> String {
+        operations
+            .iter()
+            .map(|op| op.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Whether `caller` may do `op` with the CMK: root, its owner, any caller for a CMK managed
+/// by ssefs (the default CMK), or a grantee of that operation.
+pub(super) fn may_use(entry: &CachedCmk, op: KeyOp, caller: &Caller) -> bool {
+    caller.is_root()
+        || caller.uid == entry.owner_uid
+        || entry.service_managed
+        || entry
+            .grants
+            .iter()
+            .any(|g| g.operations.contains(&op) && g.grantee.covers(caller))
+}
+
+/// Whether `caller` may change the CMK itself (state, aliases, grants, material): its owner
+/// or root.
+pub(super) fn may_administer(owner_uid: u32, caller: &Caller) -> bool {
+    caller.is_root() || caller.uid == owner_uid
+}
+
+impl Keystore {
+    /// The newest material of the CMK `key` (an id or alias) for `op` by `caller` on the object
+    /// `object_path`: `(key id, material version, material)`. Root, the CMK's owner and its
+    /// grantees for `op` pass, others get `AccessDenied` (`EACCES`); an unknown key is
+    /// `UnknownKey` (`ENOKEY`); a CMK that is not Enabled is `KeyRevoked` (`EKEYREVOKED`).
+    /// Every call, refused or not, is an audit record (`GenerateDataKey` for `Encrypt`,
+    /// `Decrypt` for `Decrypt`) and counts in the CMK's usage; if that record cannot be
+    /// written the call fails.
+    pub fn authorize(
+        &self,
+        key: &str,
+        op: KeyOp,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<(String, u32, Key256), KeystoreError> {
+        self.authorize_version(key, None, op, caller, object_path)
+    }
+
+    /// As [`Keystore::authorize`] with `KeyOp::Decrypt`, for an existing object wrapped under
+    /// material version `version` of CMK `key_id` (the id its header names).
+    pub fn authorize_decrypt(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<Key256, KeystoreError> {
+        self.authorize_version(key_id, Some(version), KeyOp::Decrypt, caller, object_path)
+            .map(|(_, _, material)| material)
+    }
+
+    fn authorize_version(
+        &self,
+        key: &str,
+        version: Option<u32>,
+        op: KeyOp,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<(String, u32, Key256), KeystoreError> {
+        let now = self.now();
+        let mut inner = self.fresh()?;
+        let (key_id, outcome) = self.authorized_material(&mut inner, key, version, op, caller);
+        let detail = match &outcome {
+            Ok((version, _)) => format!("material version {version}"),
+            Err(e) => e.to_string(),
+        };
+        let result = outcome
+            .as_ref()
+            .map_or_else(|e| e.audit_result(), |_| "Success");
+        let event = AuditEvent {
+            uid: Some(caller.uid),
+            pid: Some(caller.pid),
+            key_id: Some(key_id.as_deref().unwrap_or(key)),
+            operation: op.audit_operation(),
+            object_path: Some(object_path),
+            result,
+            detail: Some(&detail),
+        };
+        let known_key = key_id
+            .as_deref()
+            .filter(|_| !matches!(outcome, Err(KeystoreError::UnknownKey(_))));
+        record_use(&inner.conn, now, &event, known_key, op, outcome.is_ok())?;
+        let (version, material) = outcome?;
+        Ok((key_id.unwrap_or_else(|| key.to_string()), version, material))
+    }
+
+    /// The checks of `authorize`, in order: the key exists, the caller may use it, it is
+    /// Enabled, the version has material. Returns the key id when it is known.
+    fn authorized_material(
+        &self,
+        inner: &mut Inner,
+        key: &str,
+        version: Option<u32>,
+        op: KeyOp,
+        caller: &Caller,
+    ) -> (Option<String>, Result<(u32, Key256), KeystoreError>) {
+        let key_id = match key_id_for(inner, key) {
+            Ok(key_id) => key_id,
+            Err(e) => return (None, Err(e)),
+        };
+        let outcome = cmk_entry(inner, &key_id).and_then(|entry| {
+            if !may_use(&entry, op, caller) {
+                return Err(KeystoreError::AccessDenied {
+                    key_id: key_id.clone(),
+                    uid: caller.uid,
+                    action: op.as_str().to_string(),
+                });
+            }
+            require_enabled(&key_id, &entry)?;
+            let version = match version {
+                Some(version) => version,
+                None => entry.newest.ok_or_else(|| {
+                    KeystoreError::Corrupt(format!("CMK {key_id} is Enabled but has no material"))
+                })?,
+            };
+            Ok((version, self.cmk_material(inner, &key_id, version)?))
+        });
+        (Some(key_id), outcome)
+    }
+}
+
+/// Writes the audit record of a use of a key and counts it, in one transaction. Uses
+/// `synchronous=NORMAL` for it (the record survives a crash of the process, and all but the
+/// last moments before a power loss), so an open does not wait for an fsync; every key change
+/// still commits with `FULL`.
+fn record_use(
+    conn: &Connection,
+    now: i64,
+    event: &AuditEvent<'_>,
+    known_key: Option<&str>,
+    op: KeyOp,
+    allowed: bool,
+) -> Result<(), KeystoreError> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let written = write_use(conn, now, event, known_key, op, allowed);
+    let restored = conn.pragma_update(None, "synchronous", "FULL");
+    written?;
+    Ok(restored?)
+}
+
+fn write_use(
+    conn: &Connection,
+    now: i64,
+    event: &AuditEvent<'_>,
+    known_key: Option<&str>,
+    op: KeyOp,
+    allowed: bool,
+) -> Result<(), KeystoreError> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+    audit::insert(&tx, now, event)?;
+    if let Some(key_id) = known_key {
+        let (encrypts, decrypts, denied) = match (allowed, op) {
+            (true, KeyOp::Encrypt) => (1, 0, 0),
+            (true, KeyOp::Decrypt) => (0, 1, 0),
+            (false, _) => (0, 0, 1),
+        };
+        tx.prepare_cached(
+            "INSERT INTO cmk_usage (key_id, generate_data_key, decrypt, denied, last_used_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key_id) DO UPDATE SET
+                 generate_data_key = generate_data_key + excluded.generate_data_key,
+                 decrypt = decrypt + excluded.decrypt,
+                 denied = denied + excluded.denied,
+                 last_used_at = coalesce(excluded.last_used_at, last_used_at)",
+        )?
+        .execute((key_id, encrypts, decrypts, denied, allowed.then_some(now)))?;
+    }
+    tx.commit()?;
+    Ok(())
+}
