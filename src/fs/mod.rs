@@ -6,6 +6,7 @@ mod error;
 mod inode;
 mod object;
 mod policy;
+mod reencrypt;
 #[cfg(test)]
 mod tests;
 mod xattr;
@@ -13,7 +14,8 @@ mod xattr;
 pub use error::FsError;
 pub use inode::ROOT_INO;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
-pub use xattr::{SSE_ATTR, SSE_KEY_ID_ATTR};
+pub use reencrypt::Reencryption;
+pub use xattr::{KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
 use inode::{Inode, InodeTable, lock};
