@@ -9,6 +9,8 @@ mod policy;
 mod reencrypt;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sse;
 mod xattr;
 
 pub use error::FsError;

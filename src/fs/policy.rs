@@ -415,4 +415,140 @@ mod tests {
             Some(Algorithm::Aes256)
         );
     }
+
+    fn rule(algorithm: Algorithm, key: Option<&str>) -> BucketRule {
+        BucketRule {
+            algorithm,
+            kms_key_id: key.map(str::to_string),
+        }
+    }
+
+    use SseAttribute::{Algorithm as Alg, KeyId};
+
+    #[test]
+    fn setting_a_bucket_algorithm_keeps_a_key_id_only_from_kms_to_kms() {
+        let kms_k = rule(Algorithm::Kms, Some("k1"));
+        let cases = [
+            (None, b"AES256".as_slice(), rule(Algorithm::Aes256, None)),
+            (None, b"KMS", rule(Algorithm::Kms, None)),
+            (Some(&kms_k), b"AES256", rule(Algorithm::Aes256, None)),
+            (Some(&kms_k), b"KMS", rule(Algorithm::Kms, Some("k1"))),
+        ];
+        for (current, value, wanted) in cases {
+            assert_eq!(
+                bucket_rule_after_set(current, Alg, value).unwrap(),
+                RuleChange::Put(wanted)
+            );
+        }
+        for bad in [&b"aes256"[..], b"", b"AES256\0", b"none", b"SM4"] {
+            let err = bucket_rule_after_set(Some(&kms_k), Alg, bad).unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_key_id_needs_a_kms_rule() {
+        let kms = rule(Algorithm::Kms, None);
+        assert_eq!(
+            bucket_rule_after_set(Some(&kms), KeyId, b"alias/mine").unwrap(),
+            RuleChange::Put(rule(Algorithm::Kms, Some("alias/mine")))
+        );
+        let aes = rule(Algorithm::Aes256, None);
+        for current in [None, Some(&aes)] {
+            let err = bucket_rule_after_set(current, KeyId, b"k").unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+        for bad in [&b""[..], b"with space", b"nul\0", &[b'k'; 256]] {
+            let err = bucket_rule_after_set(Some(&kms), KeyId, bad).unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn removing_from_a_bucket_deletes_the_rule_or_drops_the_key_id() {
+        let kms_k = rule(Algorithm::Kms, Some("k"));
+        let kms = rule(Algorithm::Kms, None);
+        let aes = rule(Algorithm::Aes256, None);
+        assert_eq!(
+            bucket_rule_after_remove(Some(&aes), Alg).unwrap(),
+            RuleChange::Delete
+        );
+        assert_eq!(
+            bucket_rule_after_remove(Some(&kms_k), KeyId).unwrap(),
+            RuleChange::Put(kms.clone())
+        );
+        for (current, attribute) in [
+            (None, Alg),
+            (None, KeyId),
+            (Some(&kms), KeyId),
+            (Some(&aes), KeyId),
+        ] {
+            let err = bucket_rule_after_remove(current, attribute).unwrap_err();
+            assert_eq!(err.errno(), libc::ENODATA);
+        }
+        assert!(bucket_attribute_exists(Some(&kms_k), KeyId));
+        assert!(!bucket_attribute_exists(Some(&kms), KeyId));
+        assert!(!bucket_attribute_exists(None, Alg));
+    }
+
+    #[test]
+    fn object_settings_follow_the_attribute() {
+        for current in [Algorithm::None, Algorithm::Aes256, Algorithm::Kms] {
+            assert_eq!(
+                object_setting_after_set(current, Alg, b"KMS").unwrap(),
+                SseSetting {
+                    algorithm: Algorithm::Kms,
+                    kms_key_id: None
+                }
+            );
+            assert_eq!(
+                object_setting_after_set(current, Alg, b"AES256")
+                    .unwrap()
+                    .algorithm,
+                Algorithm::Aes256
+            );
+            let bad = object_setting_after_set(current, Alg, b"none").unwrap_err();
+            assert_eq!(bad.errno(), libc::EINVAL);
+        }
+        assert_eq!(
+            object_setting_after_set(Algorithm::Kms, KeyId, b"k9").unwrap(),
+            SseSetting {
+                algorithm: Algorithm::Kms,
+                kms_key_id: Some("k9".into())
+            }
+        );
+        for current in [Algorithm::None, Algorithm::Aes256] {
+            let err = object_setting_after_set(current, KeyId, b"k9").unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+        assert!(object_attribute_exists(Algorithm::Kms, KeyId));
+        assert!(!object_attribute_exists(Algorithm::Aes256, KeyId));
+        assert!(!object_attribute_exists(Algorithm::None, Alg));
+        assert_eq!(SseSetting::from_rule(None).algorithm, Algorithm::None);
+    }
+
+    #[test]
+    fn matching_compares_algorithm_and_cmk_but_not_versions() {
+        let m1 = KeyRef::Master { version: 1 };
+        let m2 = KeyRef::Master { version: 2 };
+        let a1 = KeyRef::Cmk {
+            key_id: "a".into(),
+            version: 1,
+        };
+        let a2 = KeyRef::Cmk {
+            key_id: "a".into(),
+            version: 2,
+        };
+        let b1 = KeyRef::Cmk {
+            key_id: "b".into(),
+            version: 1,
+        };
+        assert!(already_matches(&KeyRef::None, &KeyRef::None));
+        assert!(already_matches(&m1, &m2));
+        assert!(already_matches(&a1, &a2));
+        assert!(!already_matches(&a1, &b1));
+        assert!(!already_matches(&m1, &a1));
+        assert!(!already_matches(&KeyRef::None, &m1));
+        assert!(!already_matches(&a1, &KeyRef::None));
+    }
 }
