@@ -17,7 +17,7 @@ pub use error::FsError;
 pub use inode::ROOT_INO;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
-pub use xattr::{KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
+pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
 use inode::{Inode, InodeTable, lock};

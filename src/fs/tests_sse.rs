@@ -179,6 +179,8 @@ fn directories_below_a_bucket_and_internal_names() {
     let o = object(&f, d, "o", b"x");
     assert_eq!(get(&f, o, KEY_VERSION_ATTR).unwrap(), "1");
     assert_eq!(set(&f, o, KEY_VERSION_ATTR, "2"), Err(libc::EPERM));
+    assert_eq!(set(&f, o, FILE_ID_ATTR, "00"), Err(libc::EPERM));
+    assert_eq!(get(&f, b, FILE_ID_ATTR), Err(libc::ENODATA));
     assert_eq!(remove(&f, o, KEY_VERSION_ATTR), Err(libc::EPERM));
     assert_eq!(set(&f, b, "user.ssefs.other", "2"), Err(libc::EPERM));
     assert_eq!(
@@ -245,9 +247,15 @@ fn matching_objects_are_left_alone() {
     let o = object(&f, b, "o", b"same");
     let backing = f.dir.path().join("bkt/o");
     let ino = std::fs::metadata(&backing).unwrap().ino();
+    let file_id = get(&f, o, FILE_ID_ATTR).unwrap();
+    assert_eq!(file_id.len(), 32);
     set(&f, o, SSE_ATTR, "AES256").unwrap();
     remove(&f, o, SSE_ATTR).unwrap();
     assert_eq!(std::fs::metadata(&backing).unwrap().ino(), ino);
+    assert_eq!(get(&f, o, FILE_ID_ATTR).unwrap(), file_id);
+    set(&f, o, SSE_ATTR, "KMS").unwrap();
+    assert_ne!(get(&f, o, FILE_ID_ATTR).unwrap(), file_id);
+    set(&f, o, SSE_ATTR, "AES256").unwrap();
     // A hard-linked object that matches is fine; one that must change is refused.
     f.fs.link(o, b, os("o2")).unwrap();
     set(&f, o, SSE_ATTR, "AES256").unwrap();

@@ -22,6 +22,9 @@ pub const SSE_KEY_ID_ATTR: &str = "user.oss.server-side-encryption-key-id";
 /// The version of the master key or CMK material wrapping an object's DEK (read-only,
 /// unlisted).
 pub const KEY_VERSION_ATTR: &str = "user.ssefs.key-version";
+/// An object's file ID in hex (read-only, unlisted): new at every re-encryption, so tools
+/// can tell whether a request rewrote the object.
+pub const FILE_ID_ATTR: &str = "user.ssefs.file-id";
 const RESERVED_PREFIX: &[u8] = b"user.oss.";
 const INTERNAL_PREFIX: &[u8] = b"user.ssefs.";
 const USER_PREFIX: &[u8] = b"user.";
@@ -31,6 +34,7 @@ struct Encryption {
     algorithm: Algorithm,
     key_id: Option<String>,
     key_version: Option<u32>,
+    file_id: Option<[u8; 16]>,
 }
 
 /// What the encryption attributes apply to.
@@ -58,6 +62,7 @@ impl BucketFs {
                 algorithm: header.algorithm,
                 key_id,
                 key_version,
+                file_id: Some(header.file_id),
             }));
         }
         if inode.is_dir() && inode.ino != ROOT_INO && self.is_bucket(inode)? {
@@ -66,6 +71,7 @@ impl BucketFs {
                 algorithm: rule.algorithm,
                 key_id: rule.kms_key_id,
                 key_version: None,
+                file_id: None,
             }));
         }
         Ok(None)
@@ -84,6 +90,9 @@ impl BucketFs {
             encryption.key_id
         } else if name == KEY_VERSION_ATTR.as_bytes() {
             encryption.key_version.map(|v| v.to_string())
+        } else if name == FILE_ID_ATTR.as_bytes() {
+            let hex = |id: [u8; 16]| id.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            encryption.file_id.map(hex)
         } else {
             None
         };
