@@ -302,7 +302,7 @@ fn new_nodes_belong_to_the_caller_and_setattr_applies_to_the_backing_node() {
     let attr = f.fs.setattr(d.ino, changes).unwrap();
     assert_eq!((attr.uid, attr.gid), (42, 43));
     let meta = std::fs::metadata(&path).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o7777, attr.perm.into());
+    assert_eq!(meta.permissions().mode() & 0o7777, u32::from(attr.perm));
     // A set-group-ID directory passes its group (and the bit) on to new directories.
     let child = f.fs.mkdir(user, d.ino, os("child"), 0o755).unwrap();
     assert_eq!(child.gid, 43);
