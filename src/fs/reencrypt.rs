@@ -4,7 +4,7 @@
 
 use super::inode::Inode;
 use super::object::{BackingFile, OpenObject};
-use super::policy::{SseSetting, already_matches, key_for_setting};
+use super::policy::{SseSetting, algorithm_name, already_matches, key_for_setting};
 use super::{BucketFs, FsError};
 use crate::crypto::{HeaderInfo, Object};
 use crate::store::{PendingFile, Stat, TimeUpdate};
@@ -79,9 +79,9 @@ impl BucketFs {
             let staged = self.stage(old, &before, key)?;
             let new = self.swap_in(inode, &before, staged)?;
             log::info!(
-                "re-encrypted object {} under {:?}",
+                "re-encrypted object {} under {}",
                 self.display_path(inode),
-                setting.algorithm
+                algorithm_name(setting.algorithm).unwrap_or("none")
             );
             Ok((Reencryption::Reencrypted, Some(new)))
         })?;

@@ -115,12 +115,18 @@ impl BucketFs {
         }
     }
 
-    /// The attribute names, NUL-terminated: the stored `user.*` ones and the reserved ones
-    /// that apply to this node.
+    /// The attribute names, NUL-terminated: the stored `user.*` ones and, on an object, the
+    /// reserved ones that apply. A bucket's rule is readable by name but not listed: tools
+    /// that mirror attributes (`rsync -aX src/ bucket/`) would otherwise delete it.
     pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
         let inode = self.inodes.get(ino)?;
         let mut list = Vec::new();
-        if let Some(encryption) = self.encryption_of(&inode)? {
+        let object = if inode.is_file() {
+            self.encryption_of(&inode)?
+        } else {
+            None
+        };
+        if let Some(encryption) = object {
             if algorithm_name(encryption.algorithm).is_some() {
                 list.extend_from_slice(SSE_ATTR.as_bytes());
                 list.push(0);
