@@ -547,8 +547,8 @@ fn kill_during_reencryption_leaves_old_or_new() {
     std::fs::write(&o, &data).unwrap();
     // First kill while the new object is being written, then at a random later moment.
     for (round, delay_ms) in [(0, None), (1, Some(150)), (2, Some(600))] {
-        let wanted = if round % 2 == 0 { "KMS" } else { "AES256" };
         let was = getfattr(&o, ALG).unwrap();
+        let wanted = if was == "KMS" { "AES256" } else { "KMS" };
         let mut setter = Command::new("setfattr")
             .args(["-n", ALG, "-v", wanted])
             .arg(&o)
@@ -685,6 +685,56 @@ fn reencrypt_and_stat_commands() {
     // Off the mount: refused.
     let out = ssefs(&["stat"], &[m.dir.path()]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn reencrypt_stops_between_objects_on_sigint_and_a_rerun_continues() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let m = Mounted::start();
+    let b = m.path("interrupted");
+    std::fs::create_dir(&b).unwrap();
+    let names = ["a", "b", "c", "d", "e", "f"];
+    for (i, name) in names.iter().enumerate() {
+        std::fs::write(b.join(name), pattern(16 << 20, i as u8)).unwrap();
+    }
+    let child = Command::new(SSEFS)
+        .args(["reencrypt", "--json", "--algorithm", "KMS"])
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while getfattr(&b.join("a"), ALG).unwrap() != "KMS" {
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: plain kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let first = json(&out);
+    assert_eq!(first["interrupted"], true, "{first}");
+    let done = first["reencrypted"].as_u64().unwrap();
+    assert!((1..names.len() as u64).contains(&done), "{first}");
+    let kms = names
+        .iter()
+        .filter(|n| getfattr(&b.join(n), ALG).unwrap() == "KMS")
+        .count() as u64;
+    assert_eq!(kms, done, "only whole objects were re-encrypted");
+    let out = ssefs(&["reencrypt", "--json", "--algorithm", "KMS"], &[&b]);
+    assert!(out.status.success(), "{out:?}");
+    let second = json(&out);
+    assert_eq!(
+        second["reencrypted"].as_u64().unwrap(),
+        names.len() as u64 - done
+    );
+    assert_eq!(second["already_matching"].as_u64().unwrap(), done);
+    for (i, name) in names.iter().enumerate() {
+        assert!(std::fs::read(b.join(name)).unwrap() == pattern(16 << 20, i as u8));
+    }
 }
 
 #[test]
