@@ -184,9 +184,11 @@ impl BucketFs {
             Ok(st) => self.inodes.alias(st.ino, inode.ino),
             Err(e) => log::warn!("cannot stat a re-encrypted object: {e}"),
         }
+        // The swap is durable before the old object's name goes.
+        let synced = self.store.sync_dir(dir.as_fd());
         drop(staged.pending);
-        for synced in [self.store.sync_dir(dir.as_fd()), self.store.sync_temp_dir()] {
-            if let Err(e) = synced {
+        for result in [synced, self.store.sync_temp_dir()] {
+            if let Err(e) = result {
                 log::warn!("re-encryption of {}: {e}", self.display_path(inode));
             }
         }
