@@ -5,7 +5,9 @@ pub mod bucket_encryption;
 pub mod init;
 pub mod kms;
 pub mod mount;
+pub mod reencrypt;
 pub mod rootkey;
+pub mod stat;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -52,6 +54,33 @@ pub enum Command {
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
     BucketEncryption(bucket_encryption::BucketEncryptionArgs),
+    /// Re-encrypt objects on a live mount, each atomically: under their bucket's current
+    /// default rule, or under the algorithm (and CMK) given. Objects already matching are
+    /// skipped; Ctrl-C stops after the current object, and a re-run continues.
+    Reencrypt {
+        /// Objects or directories (recursively) on an ssefs mount.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// AES256 or KMS [default: each bucket's rule; buckets without one are skipped].
+        #[arg(long, value_parser = ["AES256", "KMS"])]
+        algorithm: Option<String>,
+        /// The CMK id or alias for KMS (implies --algorithm KMS).
+        #[arg(long, value_name = "ID")]
+        kms_key_id: Option<String>,
+        /// Print the counts as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show how objects on a live mount are encrypted: algorithm (none, AES256, KMS), key
+    /// (master key or CMK id) and key version.
+    Stat {
+        /// Objects or directories (recursively) on an ssefs mount.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
@@ -71,5 +100,12 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         )?),
         Command::Kms(args) => Ok(kms::run(args)?),
         Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
+        Command::Reencrypt {
+            paths,
+            algorithm,
+            kms_key_id,
+            json,
+        } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json),
+        Command::Stat { paths, json } => stat::run(&paths, json),
     }
 }

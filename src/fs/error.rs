@@ -36,8 +36,28 @@ pub enum FsError {
     NotPermitted,
     #[error("permission denied")]
     AccessDenied,
-    #[error("{0} is reserved for the encryption policy and cannot be set or removed yet")]
+    #[error("{0} is reserved for the encryption policy and is not one of its attributes")]
     ReservedAttribute(String),
+    #[error("{0} is maintained by ssefs and cannot be set or removed")]
+    InternalAttribute(String),
+    #[error("invalid value {value:?} for {attribute}: expected {expected}")]
+    InvalidSseValue {
+        attribute: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("a KMS key id goes only with the KMS algorithm")]
+    KeyIdWithoutKms,
+    #[error("encryption attributes can be set only on buckets and objects")]
+    NotBucketOrObject,
+    #[error("only the bucket's owner or root may change its encryption")]
+    NotBucketOwner,
+    #[error("the attribute already exists")]
+    AttributeExists,
+    #[error("an object with several hard links cannot be re-encrypted atomically")]
+    MultipleLinks,
+    #[error("the object was moved or replaced during its re-encryption; try again")]
+    ObjectMoved,
     #[error("only user.* extended attributes are supported")]
     UnsupportedAttribute,
     #[error("no such attribute")]
@@ -69,6 +89,13 @@ impl FsError {
             FsError::IsADirectory => libc::EISDIR,
             FsError::AccessDenied => libc::EACCES,
             FsError::ReservedAttribute(_) | FsError::UnsupportedAttribute => libc::EOPNOTSUPP,
+            FsError::InternalAttribute(_) | FsError::NotBucketOwner => libc::EPERM,
+            FsError::InvalidSseValue { .. }
+            | FsError::KeyIdWithoutKms
+            | FsError::NotBucketOrObject => libc::EINVAL,
+            FsError::AttributeExists => libc::EEXIST,
+            FsError::MultipleLinks => libc::EMLINK,
+            FsError::ObjectMoved => libc::EAGAIN,
             FsError::NoAttribute => libc::ENODATA,
             FsError::OtherFilesystem(_) => libc::EXDEV,
             FsError::UnknownKey(_) => libc::ENOKEY,
@@ -189,5 +216,10 @@ mod tests {
             action: "decrypt".into(),
         });
         assert_eq!(denied.errno(), libc::EACCES);
+        assert_eq!(FsError::KeyIdWithoutKms.errno(), libc::EINVAL);
+        assert_eq!(FsError::NotBucketOrObject.errno(), libc::EINVAL);
+        assert_eq!(FsError::NotBucketOwner.errno(), libc::EPERM);
+        assert_eq!(FsError::InternalAttribute("x".into()).errno(), libc::EPERM);
+        assert_eq!(FsError::MultipleLinks.errno(), libc::EMLINK);
     }
 }

@@ -1,13 +1,15 @@
 //! The inode table: one entry per backing node the kernel knows, holding an `O_PATH`
 //! descriptor (so renames never invalidate it), the kernel's lookup count, the plaintext size
-//! cache and the slot of the shared open object. Hard links share one entry.
+//! cache and the slot of the shared open object. Hard links share one entry. A re-encrypted
+//! object keeps its inode: the descriptor is repointed and the new backing number aliased.
 
 use super::FsError;
 use super::object::OpenObject;
 use crate::store::{Stat, Timestamp};
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The inode number of the mount root.
@@ -53,6 +55,10 @@ pub(crate) struct Inode {
     /// Serialises setting times with the header bookkeeping that must put them back, so a
     /// `utimensat` racing with an asynchronous release is never undone.
     pub times: Mutex<()>,
+    /// The backing node whose number this inode carries, once a re-encryption replaced it:
+    /// kept referenced so the backing filesystem cannot give its number to another file
+    /// while the kernel knows this inode.
+    retired: Mutex<Option<OwnedFd>>,
 }
 
 impl Inode {
@@ -68,6 +74,37 @@ impl Inode {
     pub fn is_symlink(&self) -> bool {
         self.file_type == libc::S_IFLNK
     }
+
+    fn new(ino: u64, fd: OwnedFd, file_type: u32, object: Option<ObjectSlot>) -> Inode {
+        Inode {
+            ino,
+            fd,
+            file_type,
+            size_cache: Mutex::new(None),
+            object: Mutex::new(object),
+            link_name: Mutex::new(None),
+            retired: Mutex::new(None),
+            times: Mutex::new(()),
+        }
+    }
+
+    /// Points this inode at another backing node (the new object of a re-encryption), at once
+    /// for every user of [`Inode::fd`]: `dup3` makes the same descriptor number refer to it.
+    /// The first node replaced stays referenced (see `retired`); later ones are closed.
+    pub fn repoint(&self, node: BorrowedFd<'_>) -> io::Result<()> {
+        let mut retired = lock(&self.retired);
+        if retired.is_none() {
+            *retired = Some(self.fd.try_clone()?);
+        }
+        // SAFETY: both descriptors are open for the whole call; `dup3` atomically closes what
+        // `self.fd`'s number referred to and makes it refer to `node`'s open file, so the
+        // number `self.fd` owns stays valid throughout.
+        let ret = unsafe { libc::dup3(node.as_raw_fd(), self.fd.as_raw_fd(), libc::O_CLOEXEC) };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 struct Entry {
@@ -82,31 +119,29 @@ pub(crate) struct InodeTable {
     dev: u64,
     root_backing_ino: u64,
     entries: Mutex<HashMap<u64, Entry>>,
+    /// Backing numbers of re-encrypted objects -> the inode number they keep showing.
+    /// Lock order: `entries` before `aliases`.
+    aliases: Mutex<HashMap<u64, u64>>,
 }
 
 impl InodeTable {
     pub fn new(root_fd: OwnedFd, root: &Stat) -> Self {
-        let inode = Arc::new(Inode {
-            ino: ROOT_INO,
-            fd: root_fd,
-            file_type: root.file_type(),
-            size_cache: Mutex::new(None),
-            object: Mutex::new(None),
-            link_name: Mutex::new(None),
-            times: Mutex::new(()),
-        });
+        let inode = Arc::new(Inode::new(ROOT_INO, root_fd, root.file_type(), None));
         let mut entries = HashMap::new();
         entries.insert(ROOT_INO, Entry { inode, lookups: 1 });
         InodeTable {
             dev: root.dev,
             root_backing_ino: root.ino,
             entries: Mutex::new(entries),
+            aliases: Mutex::new(HashMap::new()),
         }
     }
 
     /// The inode number the mount shows for a backing node.
     pub fn ino_of(&self, backing_ino: u64) -> u64 {
-        if backing_ino == self.root_backing_ino {
+        if let Some(ino) = lock(&self.aliases).get(&backing_ino) {
+            *ino
+        } else if backing_ino == self.root_backing_ino {
             ROOT_INO
         } else if backing_ino == ROOT_INO {
             self.root_backing_ino
@@ -141,15 +176,7 @@ impl InodeTable {
         let ino = self.ino_of(stat.ino);
         let mut entries = lock(&self.entries);
         let entry = entries.entry(ino).or_insert_with(|| Entry {
-            inode: Arc::new(Inode {
-                ino,
-                fd,
-                file_type: stat.file_type(),
-                size_cache: Mutex::new(None),
-                object: Mutex::new(None),
-                link_name: Mutex::new(None),
-                times: Mutex::new(()),
-            }),
+            inode: Arc::new(Inode::new(ino, fd, stat.file_type(), None)),
             lookups: 0,
         });
         entry.lookups += 1;
@@ -166,15 +193,8 @@ impl InodeTable {
         object: Arc<OpenObject>,
     ) -> Result<Arc<Inode>, FsError> {
         let ino = self.ino_of(stat.ino);
-        let inode = Arc::new(Inode {
-            ino,
-            fd,
-            file_type: stat.file_type(),
-            size_cache: Mutex::new(None),
-            object: Mutex::new(Some(ObjectSlot { object, users: 1 })),
-            link_name: Mutex::new(None),
-            times: Mutex::new(()),
-        });
+        let slot = ObjectSlot { object, users: 1 };
+        let inode = Arc::new(Inode::new(ino, fd, stat.file_type(), Some(slot)));
         let mut entries = lock(&self.entries);
         if entries.contains_key(&ino) {
             return Err(FsError::StaleInode(ino));
@@ -215,7 +235,18 @@ impl InodeTable {
             entry.lookups = entry.lookups.saturating_sub(n);
             if entry.lookups == 0 {
                 entries.remove(&ino);
+                lock(&self.aliases).retain(|_, aliased| *aliased != ino);
             }
+        }
+    }
+
+    /// Makes the backing node numbered `backing_ino` (the new object of a re-encryption)
+    /// show as inode `ino` for as long as the kernel knows `ino`.
+    pub fn alias(&self, backing_ino: u64, ino: u64) {
+        let mut aliases = lock(&self.aliases);
+        aliases.retain(|_, aliased| *aliased != ino);
+        if backing_ino != ino {
+            aliases.insert(backing_ino, ino);
         }
     }
 

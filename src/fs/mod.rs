@@ -6,14 +6,18 @@ mod error;
 mod inode;
 mod object;
 mod policy;
+mod reencrypt;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sse;
 mod xattr;
 
 pub use error::FsError;
 pub use inode::ROOT_INO;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
-pub use xattr::{SSE_ATTR, SSE_KEY_ID_ATTR};
+pub use reencrypt::Reencryption;
+pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
 use inode::{Inode, InodeTable, lock};

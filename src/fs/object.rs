@@ -82,6 +82,26 @@ impl OpenObject {
         result
     }
 
+    /// Runs `build` on the object under the write lock; when it returns a new object, that
+    /// one takes the old one's place before the lock is released (readers and writers see
+    /// one or the other, never a mix). Returns `build`'s answer and the replaced object.
+    pub(super) fn replace<T>(
+        &self,
+        build: impl FnOnce(&Object<BackingFile>) -> Result<(T, Option<Object<BackingFile>>), FsError>,
+    ) -> Result<(T, Option<Object<BackingFile>>), FsError> {
+        let mut guard = self.object.write().map_err(|_| FsError::Poisoned)?;
+        let object = guard.as_ref().ok_or(FsError::Poisoned)?;
+        let (answer, new) = build(object)?;
+        let old = match new {
+            Some(new) => {
+                self.size.store(new.size(), Ordering::Release);
+                guard.replace(new)
+            }
+            None => None,
+        };
+        Ok((answer, old))
+    }
+
     fn close(&self) -> Result<Option<u64>, FsError> {
         let mut guard = self.object.write().map_err(|_| FsError::Poisoned)?;
         match guard.take() {
@@ -137,7 +157,7 @@ impl BucketFs {
     }
 
     /// The shared open object of an inode, opening it (one key unwrap) for the first user.
-    fn acquire_object(&self, inode: &Arc<Inode>) -> Result<Arc<OpenObject>, FsError> {
+    pub(super) fn acquire_object(&self, inode: &Arc<Inode>) -> Result<Arc<OpenObject>, FsError> {
         let mut slot = lock(&inode.object);
         if let Some(slot) = slot.as_mut() {
             slot.users += 1;
@@ -154,7 +174,7 @@ impl BucketFs {
 
     /// Drops one user; the last one closes the object (under the slot lock, so a new open
     /// cannot race with the close) and leaves its size in the cache.
-    fn release_object(&self, inode: &Inode) -> Result<(), FsError> {
+    pub(super) fn release_object(&self, inode: &Inode) -> Result<(), FsError> {
         let mut slot = lock(&inode.object);
         let Some(current) = slot.as_mut() else {
             return Ok(());

@@ -1,5 +1,7 @@
-//! The SSE policy: bucket names, the mount's default encryption for new buckets, and what the
-//! filesystem needs from the keystore ([`KeySource`]). No file I/O and no FUSE here.
+//! The SSE policy: bucket names, the mount's default encryption for new buckets, what the
+//! filesystem needs from the keystore ([`KeySource`]), and the pure decisions behind the
+//! encryption attributes (what a set or remove means for a bucket rule or an object).
+//! No file I/O and no FUSE here.
 
 use super::FsError;
 use crate::crypto::{Algorithm, Key256, KeyRef};
@@ -118,6 +120,202 @@ impl KeySource for Keystore {
     }
 }
 
+/// The reserved attributes of the encryption policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SseAttribute {
+    /// `user.oss.server-side-encryption`: `AES256` or `KMS`.
+    Algorithm,
+    /// `user.oss.server-side-encryption-key-id`: a CMK id or alias.
+    KeyId,
+}
+
+impl SseAttribute {
+    pub fn from_name(name: &[u8]) -> Option<SseAttribute> {
+        if name == super::SSE_ATTR.as_bytes() {
+            Some(SseAttribute::Algorithm)
+        } else if name == super::SSE_KEY_ID_ATTR.as_bytes() {
+            Some(SseAttribute::KeyId)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SseAttribute::Algorithm => super::SSE_ATTR,
+            SseAttribute::KeyId => super::SSE_KEY_ID_ATTR,
+        }
+    }
+}
+
+/// The longest key id or alias accepted in an attribute (as a CMK alias).
+const MAX_KEY_ID_LEN: usize = 255;
+
+/// Parses an algorithm value: exactly `AES256` or `KMS`.
+pub(crate) fn parse_algorithm(value: &[u8]) -> Result<Algorithm, FsError> {
+    match value {
+        b"AES256" => Ok(Algorithm::Aes256),
+        b"KMS" => Ok(Algorithm::Kms),
+        other => Err(FsError::InvalidSseValue {
+            attribute: super::SSE_ATTR,
+            value: String::from_utf8_lossy(other).into_owned(),
+            expected: "AES256 or KMS",
+        }),
+    }
+}
+
+/// Parses a key id value: a non-empty CMK id or alias of printable ASCII without spaces.
+pub(crate) fn parse_key_id(value: &[u8]) -> Result<String, FsError> {
+    let printable = value.iter().all(|b| b.is_ascii_graphic());
+    if value.is_empty() || value.len() > MAX_KEY_ID_LEN || !printable {
+        return Err(FsError::InvalidSseValue {
+            attribute: super::SSE_KEY_ID_ATTR,
+            value: String::from_utf8_lossy(value).into_owned(),
+            expected: "a CMK id or alias",
+        });
+    }
+    Ok(String::from_utf8_lossy(value).into_owned())
+}
+
+/// What a set or remove of an attribute does to a bucket's rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum RuleChange {
+    Put(BucketRule),
+    Delete,
+}
+
+/// The rule after setting `attribute` to `value` on a bucket whose rule is `current`.
+/// A key id it names is not checked here (the caller asks the keystore).
+pub(crate) fn bucket_rule_after_set(
+    current: Option<&BucketRule>,
+    attribute: SseAttribute,
+    value: &[u8],
+) -> Result<RuleChange, FsError> {
+    match attribute {
+        SseAttribute::Algorithm => {
+            let algorithm = parse_algorithm(value)?;
+            let kms_key_id = match (algorithm, current) {
+                (Algorithm::Kms, Some(rule)) if rule.algorithm == Algorithm::Kms => {
+                    rule.kms_key_id.clone()
+                }
+                _ => None,
+            };
+            Ok(RuleChange::Put(BucketRule {
+                algorithm,
+                kms_key_id,
+            }))
+        }
+        SseAttribute::KeyId => {
+            let key_id = parse_key_id(value)?;
+            match current {
+                Some(rule) if rule.algorithm == Algorithm::Kms => Ok(RuleChange::Put(BucketRule {
+                    algorithm: Algorithm::Kms,
+                    kms_key_id: Some(key_id),
+                })),
+                _ => Err(FsError::KeyIdWithoutKms),
+            }
+        }
+    }
+}
+
+/// The rule after removing `attribute` from a bucket whose rule is `current`.
+pub(crate) fn bucket_rule_after_remove(
+    current: Option<&BucketRule>,
+    attribute: SseAttribute,
+) -> Result<RuleChange, FsError> {
+    match (attribute, current) {
+        (SseAttribute::Algorithm, Some(_)) => Ok(RuleChange::Delete),
+        (SseAttribute::KeyId, Some(rule))
+            if rule.algorithm == Algorithm::Kms && rule.kms_key_id.is_some() =>
+        {
+            Ok(RuleChange::Put(BucketRule {
+                algorithm: Algorithm::Kms,
+                kms_key_id: None,
+            }))
+        }
+        _ => Err(FsError::NoAttribute),
+    }
+}
+
+/// Whether a bucket's attribute has a value now (for `XATTR_CREATE`/`XATTR_REPLACE`).
+pub(crate) fn bucket_attribute_exists(
+    current: Option<&BucketRule>,
+    attribute: SseAttribute,
+) -> bool {
+    match (attribute, current) {
+        (SseAttribute::Algorithm, rule) => rule.is_some(),
+        (SseAttribute::KeyId, Some(rule)) => rule.kms_key_id.is_some(),
+        (SseAttribute::KeyId, None) => false,
+    }
+}
+
+/// How an object is to be encrypted: the algorithm and, for `KMS`, the CMK by id or alias
+/// (`None`: the default CMK).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SseSetting {
+    pub algorithm: Algorithm,
+    pub kms_key_id: Option<String>,
+}
+
+impl SseSetting {
+    /// The setting a bucket's rule gives new objects (no rule: unencrypted).
+    pub fn from_rule(rule: Option<&BucketRule>) -> SseSetting {
+        match rule {
+            Some(rule) => SseSetting {
+                algorithm: rule.algorithm,
+                kms_key_id: rule.kms_key_id.clone(),
+            },
+            None => SseSetting {
+                algorithm: Algorithm::None,
+                kms_key_id: None,
+            },
+        }
+    }
+}
+
+/// The setting asked for by setting `attribute` to `value` on an object now encrypted with
+/// `current`: the algorithm (`KMS`: the default CMK), or a CMK for a `KMS` object.
+pub(crate) fn object_setting_after_set(
+    current: Algorithm,
+    attribute: SseAttribute,
+    value: &[u8],
+) -> Result<SseSetting, FsError> {
+    match attribute {
+        SseAttribute::Algorithm => Ok(SseSetting {
+            algorithm: parse_algorithm(value)?,
+            kms_key_id: None,
+        }),
+        SseAttribute::KeyId => {
+            let key_id = parse_key_id(value)?;
+            if current != Algorithm::Kms {
+                return Err(FsError::KeyIdWithoutKms);
+            }
+            Ok(SseSetting {
+                algorithm: Algorithm::Kms,
+                kms_key_id: Some(key_id),
+            })
+        }
+    }
+}
+
+/// Whether an object's attribute has a value now (for `XATTR_CREATE`/`XATTR_REPLACE`).
+pub(crate) fn object_attribute_exists(current: Algorithm, attribute: SseAttribute) -> bool {
+    match attribute {
+        SseAttribute::Algorithm => current != Algorithm::None,
+        SseAttribute::KeyId => current == Algorithm::Kms,
+    }
+}
+
+/// Whether an object wrapped under `current` already is as `wanted` would make it: the same
+/// algorithm and, for `KMS`, the same CMK (any master key or material version will do).
+pub(crate) fn already_matches(current: &KeyRef, wanted: &KeyRef) -> bool {
+    match (current, wanted) {
+        (KeyRef::None, KeyRef::None) | (KeyRef::Master { .. }, KeyRef::Master { .. }) => true,
+        (KeyRef::Cmk { key_id: a, .. }, KeyRef::Cmk { key_id: b, .. }) => a == b,
+        _ => false,
+    }
+}
+
 /// How a new object in a bucket is encrypted: algorithm, the key reference for its header and
 /// the key-encryption key (present exactly when the algorithm is not `None`).
 pub struct NewObjectKey {
@@ -126,10 +324,20 @@ pub struct NewObjectKey {
     pub kek: Option<Key256>,
 }
 
-/// Chooses the encryption of a new object from the bucket's rule.
+/// Chooses the encryption of a new object from the bucket's rule (read at every create).
 pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey, FsError> {
     let rule = keys.bucket_rule(bucket)?;
-    let algorithm = rule.as_ref().map_or(Algorithm::None, |rule| rule.algorithm);
+    key_for_setting(keys, &SseSetting::from_rule(rule.as_ref()))
+}
+
+/// The key reference and key-encryption key for an object encrypted per `setting`: the
+/// current master key, or the newest material of the named (or default) CMK, which must be
+/// `Enabled`.
+pub(crate) fn key_for_setting(
+    keys: &dyn KeySource,
+    setting: &SseSetting,
+) -> Result<NewObjectKey, FsError> {
+    let algorithm = setting.algorithm;
     match algorithm {
         Algorithm::None => Ok(NewObjectKey {
             algorithm,
@@ -145,7 +353,7 @@ pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey
             })
         }
         Algorithm::Kms => {
-            let named = rule.as_ref().and_then(|rule| rule.kms_key_id.as_deref());
+            let named = setting.kms_key_id.as_deref();
             let (key_id, version, key) = keys.cmk_for_new_object(named)?;
             Ok(NewObjectKey {
                 algorithm,
@@ -206,5 +414,141 @@ mod tests {
             DefaultSse::Aes256.bucket_rule().map(|r| r.algorithm),
             Some(Algorithm::Aes256)
         );
+    }
+
+    fn rule(algorithm: Algorithm, key: Option<&str>) -> BucketRule {
+        BucketRule {
+            algorithm,
+            kms_key_id: key.map(str::to_string),
+        }
+    }
+
+    use SseAttribute::{Algorithm as Alg, KeyId};
+
+    #[test]
+    fn setting_a_bucket_algorithm_keeps_a_key_id_only_from_kms_to_kms() {
+        let kms_k = rule(Algorithm::Kms, Some("k1"));
+        let cases = [
+            (None, b"AES256".as_slice(), rule(Algorithm::Aes256, None)),
+            (None, b"KMS", rule(Algorithm::Kms, None)),
+            (Some(&kms_k), b"AES256", rule(Algorithm::Aes256, None)),
+            (Some(&kms_k), b"KMS", rule(Algorithm::Kms, Some("k1"))),
+        ];
+        for (current, value, wanted) in cases {
+            assert_eq!(
+                bucket_rule_after_set(current, Alg, value).unwrap(),
+                RuleChange::Put(wanted)
+            );
+        }
+        for bad in [&b"aes256"[..], b"", b"AES256\0", b"none", b"SM4"] {
+            let err = bucket_rule_after_set(Some(&kms_k), Alg, bad).unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_key_id_needs_a_kms_rule() {
+        let kms = rule(Algorithm::Kms, None);
+        assert_eq!(
+            bucket_rule_after_set(Some(&kms), KeyId, b"alias/mine").unwrap(),
+            RuleChange::Put(rule(Algorithm::Kms, Some("alias/mine")))
+        );
+        let aes = rule(Algorithm::Aes256, None);
+        for current in [None, Some(&aes)] {
+            let err = bucket_rule_after_set(current, KeyId, b"k").unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+        for bad in [&b""[..], b"with space", b"nul\0", &[b'k'; 256]] {
+            let err = bucket_rule_after_set(Some(&kms), KeyId, bad).unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn removing_from_a_bucket_deletes_the_rule_or_drops_the_key_id() {
+        let kms_k = rule(Algorithm::Kms, Some("k"));
+        let kms = rule(Algorithm::Kms, None);
+        let aes = rule(Algorithm::Aes256, None);
+        assert_eq!(
+            bucket_rule_after_remove(Some(&aes), Alg).unwrap(),
+            RuleChange::Delete
+        );
+        assert_eq!(
+            bucket_rule_after_remove(Some(&kms_k), KeyId).unwrap(),
+            RuleChange::Put(kms.clone())
+        );
+        for (current, attribute) in [
+            (None, Alg),
+            (None, KeyId),
+            (Some(&kms), KeyId),
+            (Some(&aes), KeyId),
+        ] {
+            let err = bucket_rule_after_remove(current, attribute).unwrap_err();
+            assert_eq!(err.errno(), libc::ENODATA);
+        }
+        assert!(bucket_attribute_exists(Some(&kms_k), KeyId));
+        assert!(!bucket_attribute_exists(Some(&kms), KeyId));
+        assert!(!bucket_attribute_exists(None, Alg));
+    }
+
+    #[test]
+    fn object_settings_follow_the_attribute() {
+        for current in [Algorithm::None, Algorithm::Aes256, Algorithm::Kms] {
+            assert_eq!(
+                object_setting_after_set(current, Alg, b"KMS").unwrap(),
+                SseSetting {
+                    algorithm: Algorithm::Kms,
+                    kms_key_id: None
+                }
+            );
+            assert_eq!(
+                object_setting_after_set(current, Alg, b"AES256")
+                    .unwrap()
+                    .algorithm,
+                Algorithm::Aes256
+            );
+            let bad = object_setting_after_set(current, Alg, b"none").unwrap_err();
+            assert_eq!(bad.errno(), libc::EINVAL);
+        }
+        assert_eq!(
+            object_setting_after_set(Algorithm::Kms, KeyId, b"k9").unwrap(),
+            SseSetting {
+                algorithm: Algorithm::Kms,
+                kms_key_id: Some("k9".into())
+            }
+        );
+        for current in [Algorithm::None, Algorithm::Aes256] {
+            let err = object_setting_after_set(current, KeyId, b"k9").unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL);
+        }
+        assert!(object_attribute_exists(Algorithm::Kms, KeyId));
+        assert!(!object_attribute_exists(Algorithm::Aes256, KeyId));
+        assert!(!object_attribute_exists(Algorithm::None, Alg));
+        assert_eq!(SseSetting::from_rule(None).algorithm, Algorithm::None);
+    }
+
+    #[test]
+    fn matching_compares_algorithm_and_cmk_but_not_versions() {
+        let m1 = KeyRef::Master { version: 1 };
+        let m2 = KeyRef::Master { version: 2 };
+        let a1 = KeyRef::Cmk {
+            key_id: "a".into(),
+            version: 1,
+        };
+        let a2 = KeyRef::Cmk {
+            key_id: "a".into(),
+            version: 2,
+        };
+        let b1 = KeyRef::Cmk {
+            key_id: "b".into(),
+            version: 1,
+        };
+        assert!(already_matches(&KeyRef::None, &KeyRef::None));
+        assert!(already_matches(&m1, &m2));
+        assert!(already_matches(&a1, &a2));
+        assert!(!already_matches(&a1, &b1));
+        assert!(!already_matches(&m1, &a1));
+        assert!(!already_matches(&KeyRef::None, &m1));
+        assert!(!already_matches(&a1, &KeyRef::None));
     }
 }

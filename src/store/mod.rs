@@ -26,6 +26,9 @@ pub const LOCK_FILE: &str = "lock";
 const CREATE_PREFIX: &str = "create-";
 /// Prefix of the temporary files of atomic replaces.
 const REPLACE_PREFIX: &str = "replace-";
+/// Prefix of the temporary files of re-encryptions: the new object before the swap, or the
+/// old one after it (only a mounted daemon makes them).
+const REENCRYPT_PREFIX: &str = "reencrypt-";
 
 /// Errors opening or locking a store.
 #[derive(Debug, thiserror::Error)]
@@ -150,15 +153,19 @@ impl Store {
         Ok(file)
     }
 
-    /// Temporary creates left by a daemon that died: nobody else makes `create-*` files, and
-    /// we hold the lock, so they are garbage (never visible objects).
+    /// Temporary creates and re-encryptions left by a daemon that died: nobody else makes
+    /// `create-*` or `reencrypt-*` files, and we hold the lock, so they are garbage (never
+    /// visible objects).
     fn remove_stale_creates(&self, tmp: &Path) {
         let Ok(entries) = std::fs::read_dir(tmp) else {
             return;
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            if name.as_bytes().starts_with(CREATE_PREFIX.as_bytes()) {
+            let bytes = name.as_bytes();
+            if bytes.starts_with(CREATE_PREFIX.as_bytes())
+                || bytes.starts_with(REENCRYPT_PREFIX.as_bytes())
+            {
                 if let Err(e) = self.backing.unlink_at(self.tmp_fd.as_fd(), &name, false) {
                     log::warn!("cannot remove stale temporary file {name:?}: {e}");
                 }
@@ -186,6 +193,24 @@ impl Store {
     /// temporary directory. Write its contents, then [`PendingFile::publish`] it.
     pub fn begin_create(&self, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
         self.begin_temp(CREATE_PREFIX, mode)
+    }
+
+    /// Starts a re-encryption: a new, empty file with exactly `mode` in the temporary
+    /// directory, to be swapped with the object by [`PendingFile::exchange`].
+    pub fn begin_reencrypt(&self, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
+        self.begin_temp(REENCRYPT_PREFIX, mode)
+    }
+
+    /// `fsync` of a directory behind an `O_PATH` descriptor (makes renames in it durable).
+    pub fn sync_dir(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        self.backing
+            .reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?
+            .sync_all()
+    }
+
+    /// `fsync` of the temporary directory.
+    pub fn sync_temp_dir(&self) -> io::Result<()> {
+        self.sync_dir(self.tmp_fd.as_fd())
     }
 
     /// Replaces `dir/name` atomically with a file `write` fills: temporary file, `fsync`,
@@ -261,6 +286,26 @@ impl PendingFile<'_> {
             .rename_at(store.tmp_fd.as_fd(), &self.name, dir, name, mode)?;
         self.done = true;
         Ok(())
+    }
+
+    /// Swaps the file with `dir/name` in one `renameat2(RENAME_EXCHANGE)`: afterwards the
+    /// temporary name holds what was at `dir/name`, removed when this is dropped (or swapped
+    /// back by a second exchange).
+    pub fn exchange(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let store = self.store;
+        store.backing.rename_at(
+            store.tmp_fd.as_fd(),
+            &self.name,
+            dir,
+            name,
+            RenameMode::Exchange,
+        )
+    }
+
+    /// The attributes of the node now at the temporary name.
+    pub fn stat(&self) -> io::Result<Stat> {
+        let store = self.store;
+        store.backing.stat_at(store.tmp_fd.as_fd(), &self.name)
     }
 }
 
@@ -369,9 +414,11 @@ mod tests {
         let tmp = dir.path().join(META_DIR).join(TMP_DIR);
         std::fs::create_dir_all(&tmp).unwrap();
         std::fs::write(tmp.join("create-dead"), b"x").unwrap();
+        std::fs::write(tmp.join("reencrypt-dead"), b"x").unwrap();
         std::fs::write(tmp.join("replace-other"), b"x").unwrap();
         let _store = Store::open_locked(dir.path()).unwrap();
         assert!(!tmp.join("create-dead").exists());
+        assert!(!tmp.join("reencrypt-dead").exists());
         assert!(tmp.join("replace-other").exists());
     }
 }
