@@ -1,8 +1,10 @@
 //! Command-line interface: argument parsing and one module per command. Commands print one
 //! clear line on error and exit non-zero; they never print key material.
 
+pub mod helper_mode;
 pub mod init;
 pub mod mount;
+pub mod notify;
 pub mod rootkey;
 
 use clap::{Parser, Subcommand};
