@@ -2,10 +2,12 @@
 //! CMKs (material versions, aliases, state, grants), bucket default encryption and the audit
 //! log, every secret wrapped under the root key. Knows nothing of FUSE or object files.
 
+pub mod backup;
 mod cache;
 mod cmk;
 mod error;
 mod ids;
+pub mod inspect;
 mod rootkey;
 mod schema;
 
