@@ -3,9 +3,11 @@
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
 mod error;
+pub mod fsck;
 mod inode;
 mod object;
 mod policy;
+pub mod scan;
 #[cfg(test)]
 mod tests;
 mod xattr;

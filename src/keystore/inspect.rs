@@ -46,7 +46,12 @@ impl KeystoreSummary {
 /// Opens `dir/keystore.db` read-only after the same file checks as a normal open: it must
 /// exist, be private (mode 0600) and be an ssefs keystore of a schema this ssefs knows.
 pub fn open_read_only(dir: &Path) -> Result<Connection, KeystoreError> {
-    let path = dir.join(KEYSTORE_FILE);
+    open_file_read_only(&dir.join(KEYSTORE_FILE))
+}
+
+/// As [`open_read_only`], for a keystore file of any name (a backup).
+pub fn open_file_read_only(path: &Path) -> Result<Connection, KeystoreError> {
+    let path = path.to_path_buf();
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => KeystoreError::Missing(path.clone()),
         _ => KeystoreError::file("open keystore", &path)(e),
@@ -71,7 +76,7 @@ pub fn summarize(dir: &Path) -> Result<KeystoreSummary, KeystoreError> {
     summarize_connection(&open_read_only(dir)?)
 }
 
-pub(super) fn summarize_connection(conn: &Connection) -> Result<KeystoreSummary, KeystoreError> {
+pub fn summarize_connection(conn: &Connection) -> Result<KeystoreSummary, KeystoreError> {
     let schema_version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let mut masters =
         conn.prepare("SELECT version, created_at, retired_at FROM master_keys ORDER BY version")?;
