@@ -9,5 +9,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq fuse3 attr rsync >/dev/null
+# systemd-analyze, for verifying the units (present on most machines already).
+command -v systemd-analyze >/dev/null || apt-get install -y -qq systemd >/dev/null
 command -v cargo >/dev/null || { echo "setup.sh: cargo not found: install Rust (rustup)" >&2; exit 1; }
 echo "setup.sh: fuse3, attr and rsync are installed"

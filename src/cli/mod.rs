@@ -2,12 +2,18 @@
 //! clear line on error and exit non-zero; they never print key material.
 
 pub mod bucket_encryption;
+pub mod fsck;
+pub mod helper_mode;
 pub mod init;
+pub mod json;
+pub mod keystore_cmd;
 pub mod kms;
 pub mod mount;
+pub mod notify;
 pub mod reencrypt;
 pub mod rootkey;
 pub mod stat;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -81,6 +87,37 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a store: keystore integrity, every object's header and blocks, missing keys,
+    /// foreign files, leftover temporaries. Works while mounted. Exit 0 clean, 4 problems, 1
+    /// error.
+    Fsck {
+        #[arg(long, value_name = "STORE")]
+        store: PathBuf,
+        /// The root key file, to check blocks [default: as for `ssefs mount`; without one,
+        /// headers only].
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+        /// Remove leftover temporary files (only while the store is not mounted).
+        #[arg(long)]
+        repair: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up or restore a store's keystore.
+    Keystore {
+        #[command(subcommand)]
+        action: keystore_cmd::KeystoreAction,
+    },
+    /// Show whether and where a store is mounted, its buckets, objects per algorithm and key,
+    /// and its master key versions. Needs no root key.
+    Status {
+        #[arg(long, value_name = "STORE")]
+        store: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
@@ -107,5 +144,16 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json),
         Command::Stat { paths, json } => stat::run(&paths, json),
+        Command::Fsck {
+            store,
+            root_key,
+            repair,
+            json,
+        } => match fsck::run(&store, root_key.as_deref(), repair, json)? {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Command::Keystore { action } => Ok(keystore_cmd::run(action)?),
+        Command::Status { store, json } => Ok(status::run(&store, json)?),
     }
 }

@@ -159,12 +159,48 @@ fn harden_process() {
     }
 }
 
+/// Told once whether the mount answers requests (`Ok`) or never will (`Err`).
+pub type ReadyHook = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// Waits, on its own thread, until the mount answers a `stat` of its root (the kernel holds
+/// requests until the FUSE handshake is done), then sends `READY=1` and calls `on_ready`.
+fn announce_when_answering(mountpoint: PathBuf, on_ready: ReadyHook) {
+    let spawned = std::thread::Builder::new()
+        .name("ssefs-ready".to_string())
+        .spawn(move || {
+            let answered = std::fs::metadata(&mountpoint)
+                .map(|_| ())
+                .map_err(|e| format!("the mount on {} does not answer: {e}", mountpoint.display()));
+            if answered.is_ok() {
+                if let Err(e) = super::notify::notify("READY=1") {
+                    log::warn!("cannot tell systemd the mount is ready: {e}");
+                }
+            }
+            on_ready(answered);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the readiness check: {e}");
+    }
+}
+
 /// Runs `ssefs mount`; returns when the filesystem is unmounted.
 pub fn run(
     store: &Path,
     mountpoint: &Path,
     root_key: Option<&Path>,
     options: &[String],
+) -> Result<(), String> {
+    run_announcing(store, mountpoint, root_key, options, Box::new(|_| {}))
+}
+
+/// As [`run`]; once the mount answers, tells systemd (`READY=1` when `$NOTIFY_SOCKET` is set)
+/// and then `on_ready`.
+pub fn run_announcing(
+    store: &Path,
+    mountpoint: &Path,
+    root_key: Option<&Path>,
+    options: &[String],
+    on_ready: ReadyHook,
 ) -> Result<(), String> {
     let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .try_init();
@@ -201,6 +237,7 @@ pub fn run(
     let shown = (store_path.display(), mountpoint.display());
     crate::fuse::serve(fs, &config, || {
         log::info!("mounted store {} on {}", shown.0, shown.1);
+        announce_when_answering(mountpoint.clone(), on_ready);
     })
     .map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
     log::info!("unmounted {}", shown.1);

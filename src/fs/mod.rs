@@ -3,10 +3,12 @@
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
 mod error;
+pub mod fsck;
 mod inode;
 mod object;
 mod policy;
 mod reencrypt;
+pub mod scan;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

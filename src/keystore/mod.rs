@@ -4,11 +4,13 @@
 
 mod access;
 mod audit;
+pub mod backup;
 mod byok;
 mod cache;
 mod cmk;
 mod error;
 mod ids;
+pub mod inspect;
 mod lifecycle;
 mod rootkey;
 mod rules;

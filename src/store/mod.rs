@@ -2,6 +2,7 @@
 //! files), atomic create and replace, and the store lock. Knows nothing of FUSE or keys.
 
 mod backing;
+pub mod lock_probe;
 
 pub use backing::{
     Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate, Timestamp,

@@ -1,0 +1,163 @@
+//! `ssefs fsck --store STORE [--root-key FILE] [--repair] [--json]`: finds the root key, runs
+//! the check of `fs::fsck` with a progress bar on a terminal, and prints the report as text or
+//! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
+
+use super::json::Json;
+use super::rootkey::{RootKeyOrigin, root_key_location};
+use crate::crypto::{Key256, KeyRef};
+use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::keystore::{Keystore, KeystoreError, keystore_dir, load_root_key_file};
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// The exit status when problems remain.
+pub const EXIT_PROBLEMS: i32 = 4;
+
+/// Runs fsck and prints its report; returns the exit status.
+pub fn run(store: &Path, root_key: Option<&Path>, repair: bool, json: bool) -> Result<i32, String> {
+    let mut notes = Vec::new();
+    let keystore = open_keystore(store, root_key, &mut notes)?;
+    let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
+        match &keystore {
+            Some(ks) => ks.resolve(key_ref),
+            None => Ok(None),
+        }
+    };
+    let keys: KeyLookup<'_> = keystore.as_ref().map(|_| &lookup as _);
+    let bar = progress_bar(json);
+    let mut progress = |done: u64, total: u64| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let mut report = check_store(store, keys, FsckOptions { repair }, &mut progress)
+        .map_err(|e| e.to_string())?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    notes.append(&mut report.notes);
+    report.notes = notes;
+    if json {
+        println!("{}", to_json(&report));
+    } else {
+        print_text(&report);
+    }
+    Ok(if report.is_clean() { 0 } else { EXIT_PROBLEMS })
+}
+
+/// The keystore opened with the root key, for checking blocks; `None` (with a note) when no
+/// root key is to be found by default or the keystore does not open (fsck reports why).
+fn open_keystore(
+    store: &Path,
+    explicit: Option<&Path>,
+    notes: &mut Vec<String>,
+) -> Result<Option<Keystore>, String> {
+    let location = match root_key_location(explicit, store) {
+        Ok(location) => location,
+        Err(e) => {
+            notes.push(format!("no root key ({e}): headers checked, blocks not"));
+            return Ok(None);
+        }
+    };
+    if location.origin != RootKeyOrigin::Option && !location.path.exists() {
+        notes.push(format!(
+            "no root key at {} (give --root-key): headers checked, blocks not",
+            location.path.display()
+        ));
+        return Ok(None);
+    }
+    let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    match Keystore::open(&keystore_dir(store), &key) {
+        Ok(ks) => Ok(Some(ks)),
+        Err(KeystoreError::WrongRootKey) => Err(format!(
+            "the root key {} is not the one of store {}",
+            location.path.display(),
+            store.display()
+        )),
+        Err(e) => {
+            notes.push(format!(
+                "the keystore does not open ({e}): headers checked, blocks not"
+            ));
+            Ok(None)
+        }
+    }
+}
+
+fn progress_bar(json: bool) -> Option<indicatif::ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("checking objects {bar:40} {pos}/{len} {eta}")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn print_text(report: &FsckReport) {
+    let store = report.store.display();
+    match report.lock_holders.as_slice() {
+        [] => println!("store {store}"),
+        pids => println!("store {store} (mounted: lock held by pid {pids:?})"),
+    }
+    for p in &report.problems {
+        let path = p.path.display();
+        if p.repaired {
+            println!("repaired {}: {path}: removed", p.kind.as_str());
+        } else {
+            println!("{}: {path}: {}", p.kind.as_str(), p.detail);
+        }
+    }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    let left = report.unrepaired().count();
+    println!(
+        "{} bucket(s), {} object(s), {} verified ({} blocks); {}",
+        report.buckets,
+        report.objects,
+        report.verified,
+        report.blocks,
+        match (left, report.problems.len() - left) {
+            (0, 0) => "clean".to_string(),
+            (0, fixed) => format!("clean after repairing {fixed} problem(s)"),
+            (left, fixed) => format!("{left} problem(s), {fixed} repaired"),
+        }
+    );
+}
+
+fn to_json(report: &FsckReport) -> Json {
+    let problems = report
+        .problems
+        .iter()
+        .map(|p| {
+            Json::object([
+                ("path", Json::str(p.path.to_string_lossy())),
+                ("kind", Json::str(p.kind.as_str())),
+                ("detail", Json::str(p.detail.as_str())),
+                ("repaired", Json::Bool(p.repaired)),
+            ])
+        })
+        .collect();
+    Json::object([
+        ("store", Json::str(report.store.to_string_lossy())),
+        ("clean", Json::Bool(report.is_clean())),
+        (
+            "lock_holders",
+            Json::Array(report.lock_holders.iter().map(|&p| Json::uint(p)).collect()),
+        ),
+        ("buckets", Json::uint(report.buckets)),
+        ("objects", Json::uint(report.objects)),
+        ("verified", Json::uint(report.verified)),
+        ("blocks", Json::uint(report.blocks)),
+        ("problems", Json::Array(problems)),
+        (
+            "notes",
+            Json::Array(report.notes.iter().map(|n| Json::str(n.as_str())).collect()),
+        ),
+    ])
+}

@@ -1,0 +1,445 @@
+//! mount(8) helper mode: `ssefs STORE MOUNTPOINT [-o OPTIONS]` as run by `mount -t fuse.ssefs`
+//! (through `mount.fuse3`, or directly as `/sbin/mount.fuse.ssefs`) and by `/etc/fstab`.
+//! Maps the options, then backgrounds: the parent exits 0 only once the mount answers.
+
+use super::mount::{MountOptions, run_announcing};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Options that only mount(8), `mount.fuse3` or systemd use: accepted and dropped. `dev` and
+/// `suid` are added by `mount.fuse3` unless `nodev`/`nosuid` are given; an ssefs mount is
+/// always `nodev,nosuid`.
+const MOUNT_ONLY_OPTIONS: &[&str] = &[
+    "dev", "suid", "user", "nouser", "users", "owner", "group", "nofail", "_netdev", "auto",
+    "noauto", "defaults", "async", "silent", "loud",
+];
+
+/// What the helper was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelperArgs {
+    pub store: PathBuf,
+    pub mountpoint: PathBuf,
+    pub root_key: Option<PathBuf>,
+    /// The options `ssefs mount -o` understands, mount(8)-only ones removed.
+    pub options: Vec<String>,
+    /// `-f`: check everything, mount nothing.
+    pub fake: bool,
+}
+
+/// Whether `args` (with `args[0]` the program name) is a helper invocation: the program is
+/// named `mount.*`, or its first argument is neither an option nor one of `subcommands`.
+pub fn is_helper_invocation(args: &[OsString], subcommands: &[String]) -> bool {
+    let program = args
+        .first()
+        .map(|p| Path::new(p).file_name().unwrap_or(p).to_string_lossy())
+        .unwrap_or_default();
+    if program.starts_with("mount.") {
+        return true;
+    }
+    match args.get(1).and_then(|a| a.to_str()) {
+        Some(first) => !first.starts_with('-') && !subcommands.iter().any(|s| s == first),
+        None => args.get(1).is_some(),
+    }
+}
+
+/// Parses `STORE MOUNTPOINT [-o OPTS]... [-t TYPE] [-n] [-s] [-v] [-f]` (after the program
+/// name). `-s` (sloppy) drops unknown options instead of refusing them.
+pub fn parse_helper_args(args: &[OsString]) -> Result<HelperArgs, String> {
+    let mut positional = Vec::new();
+    let mut raw_options = Vec::new();
+    let (mut sloppy, mut fake) = (false, false);
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        match text.as_ref() {
+            "-o" => raw_options.push(utf8(next_value(&mut iter, "-o")?)?),
+            "-t" => check_type(&next_value(&mut iter, "-t")?.to_string_lossy())?,
+            "-n" | "-v" | "-i" => {}
+            "-s" => sloppy = true,
+            "-f" => fake = true,
+            "-N" => return Err("mount namespaces (-N) are not supported".to_string()),
+            t if t.starts_with("-o") && t.len() > 2 => raw_options.push(t[2..].to_string()),
+            t if t.starts_with('-') && t.len() > 1 => {
+                return Err(format!("unknown mount helper argument {t:?}"));
+            }
+            _ => positional.push(PathBuf::from(arg)),
+        }
+    }
+    let [store, mountpoint] = <[PathBuf; 2]>::try_from(positional)
+        .map_err(|_| "usage: ssefs STORE MOUNTPOINT [-o OPTIONS]".to_string())?;
+    if mountpoint.starts_with("/dev/fd") {
+        return Err("a pre-opened /dev/fuse (drop_privileges) is not supported".to_string());
+    }
+    let (root_key, options) = map_options(&raw_options, sloppy)?;
+    Ok(HelperArgs {
+        store,
+        mountpoint,
+        root_key,
+        options,
+        fake,
+    })
+}
+
+fn next_value<'a>(
+    iter: &mut impl Iterator<Item = &'a OsString>,
+    flag: &str,
+) -> Result<&'a OsString, String> {
+    iter.next().ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn utf8(value: &OsStr) -> Result<String, String> {
+    value
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("mount options {value:?} are not UTF-8"))
+}
+
+fn check_type(fstype: &str) -> Result<(), String> {
+    match fstype {
+        "fuse.ssefs" | "ssefs" => Ok(()),
+        other => Err(format!(
+            "file system type {other:?} is not ssefs (use -t fuse.ssefs)"
+        )),
+    }
+}
+
+/// Splits the comma-separated options into the root key, the options `ssefs mount` takes,
+/// and the mount(8)-only options (dropped). Unknown options are errors unless `sloppy`.
+fn map_options(raw: &[String], sloppy: bool) -> Result<(Option<PathBuf>, Vec<String>), String> {
+    let mut root_key = None;
+    let mut kept = Vec::new();
+    for option in raw.iter().flat_map(|o| o.split(',')) {
+        if let Some(path) = option.strip_prefix("root_key=") {
+            if path.is_empty() {
+                return Err("root_key= needs a file".to_string());
+            }
+            root_key = Some(PathBuf::from(path));
+        } else if option.is_empty()
+            || MOUNT_ONLY_OPTIONS.contains(&option)
+            || option.starts_with("x-")
+            || option.starts_with("comment=")
+            || option.starts_with("helper=")
+        {
+            continue;
+        } else if MountOptions::parse(&[option]).is_ok() {
+            kept.push(option.to_string());
+        } else if !sloppy {
+            MountOptions::parse(&[option])?;
+        }
+    }
+    MountOptions::parse(&kept)?;
+    Ok((root_key, kept))
+}
+
+/// Runs helper mode and returns the exit status for the caller to exit with.
+pub fn run(args: &[OsString]) -> i32 {
+    let logger = DaemonLog::install();
+    let helper = match parse_helper_args(args).and_then(absolute_paths) {
+        Ok(helper) => helper,
+        Err(e) => {
+            eprintln!("ssefs: {e}");
+            return 1;
+        }
+    };
+    if helper.fake {
+        return 0;
+    }
+    let (reader, writer) = match status_pipe() {
+        Ok(pipe) => pipe,
+        Err(e) => {
+            eprintln!("ssefs: cannot create a pipe: {e}");
+            return 1;
+        }
+    };
+    // SAFETY: the process is still single-threaded (nothing has spawned a thread yet), so the
+    // child may go on running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => {
+            eprintln!("ssefs: cannot fork: {}", std::io::Error::last_os_error());
+            1
+        }
+        0 => {
+            drop(reader);
+            serve_in_background(&helper, writer, logger)
+        }
+        child => {
+            drop(writer);
+            wait_for_child(child, reader)
+        }
+    }
+}
+
+/// The daemon side: new session, mount, and once the mount answers: stdio to /dev/null, logs
+/// to syslog, one byte to the parent.
+fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static DaemonLog) -> i32 {
+    // SAFETY: plain system calls; the child is not a process group leader, so setsid works.
+    unsafe {
+        libc::setsid();
+    }
+    if let Err(e) = std::env::set_current_dir("/") {
+        eprintln!("ssefs: cannot change to /: {e}");
+        return 1;
+    }
+    let on_ready = Box::new(move |answered: Result<(), String>| {
+        let mut writer = writer;
+        match answered {
+            Ok(()) => {
+                detach_stdio();
+                logger.detach();
+                let _ = writer.write_all(b"R");
+            }
+            Err(e) => {
+                let _ = writer.write_all(format!("E{e}").as_bytes());
+                // SAFETY: signals this process; the signal thread unmounts.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGTERM);
+                }
+            }
+        }
+    });
+    match run_announcing(
+        &helper.store,
+        &helper.mountpoint,
+        helper.root_key.as_deref(),
+        &helper.options,
+        on_ready,
+    ) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            1
+        }
+    }
+}
+
+/// The parent side: `R` means mounted and answering (exit 0); `E...` an error after the mount;
+/// end of file means the child exited before mounting (its exit status is ours).
+fn wait_for_child(child: libc::pid_t, mut reader: File) -> i32 {
+    let mut message = Vec::new();
+    let read = reader.read_to_end(&mut message);
+    match (read, message.split_first()) {
+        (_, Some((b'R', _))) => 0,
+        (_, Some((b'E', text))) => {
+            eprintln!("ssefs: {}", String::from_utf8_lossy(text));
+            reap(child);
+            1
+        }
+        _ => match reap(child) {
+            0 => {
+                eprintln!("ssefs: the daemon exited without mounting");
+                1
+            }
+            code => code,
+        },
+    }
+}
+
+/// Waits for `child` and returns its exit code (1 if it was killed).
+fn reap(child: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for our own child; `status` is a valid out-pointer.
+    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
+    if waited == child && libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        1
+    }
+}
+
+fn absolute_paths(mut helper: HelperArgs) -> Result<HelperArgs, String> {
+    let absolute = |p: &Path| {
+        std::path::absolute(p).map_err(|e| format!("cannot resolve {}: {e}", p.display()))
+    };
+    helper.store = absolute(&helper.store)?;
+    helper.mountpoint = absolute(&helper.mountpoint)?;
+    helper.root_key = helper.root_key.as_deref().map(absolute).transpose()?;
+    Ok(helper)
+}
+
+fn status_pipe() -> std::io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((File::from(read), File::from(write)))
+}
+
+/// Points stdin, stdout and stderr at /dev/null, so nothing waits on the caller's terminal or
+/// pipe once the parent has exited.
+fn detach_stdio() {
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    for target in 0..=2 {
+        // SAFETY: dup2 onto the standard descriptors, which this process owns.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), target);
+        }
+    }
+}
+
+/// The daemon's logger: to stderr until the daemon detaches, then to syslog (facility daemon).
+/// The level comes from `RUST_LOG` (`error` .. `trace`); by default warnings and errors go to
+/// stderr (a successful mount prints nothing) and `info` and above to syslog.
+pub struct DaemonLog {
+    detached: AtomicBool,
+    stderr_level: log::LevelFilter,
+    level: log::LevelFilter,
+}
+
+impl DaemonLog {
+    fn install() -> &'static DaemonLog {
+        let chosen: Option<log::LevelFilter> =
+            std::env::var("RUST_LOG").ok().and_then(|v| v.parse().ok());
+        let level = chosen.unwrap_or(log::LevelFilter::Info);
+        let logger: &'static DaemonLog = Box::leak(Box::new(DaemonLog {
+            detached: AtomicBool::new(false),
+            stderr_level: chosen.unwrap_or(log::LevelFilter::Warn),
+            level,
+        }));
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(level);
+        }
+        logger
+    }
+
+    fn detach(&self) {
+        // SAFETY: the identifier is a static C string, as openlog requires.
+        unsafe { libc::openlog(c"ssefs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+        self.detached.store(true, Ordering::SeqCst);
+    }
+}
+
+impl log::Log for DaemonLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        if !self.detached.load(Ordering::SeqCst) {
+            if record.level() <= self.stderr_level {
+                eprintln!("ssefs: {}: {message}", record.level());
+            }
+            return;
+        }
+        let priority = match record.level() {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let Ok(text) = std::ffi::CString::new(message.replace('\0', " ")) else {
+            return;
+        };
+        // SAFETY: a constant format string with one NUL-terminated string argument.
+        unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    fn subcommands() -> Vec<String> {
+        ["init", "mount", "fsck", "help"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn helper_invocations_are_told_from_subcommands() {
+        let subs = subcommands();
+        assert!(is_helper_invocation(
+            &os(&["ssefs", "/srv/s", "/mnt"]),
+            &subs
+        ));
+        assert!(is_helper_invocation(
+            &os(&["/sbin/mount.fuse.ssefs", "mount", "/mnt"]),
+            &subs
+        ));
+        assert!(!is_helper_invocation(
+            &os(&["ssefs", "mount", "a", "b"]),
+            &subs
+        ));
+        assert!(!is_helper_invocation(&os(&["ssefs", "--help"]), &subs));
+        assert!(!is_helper_invocation(&os(&["ssefs"]), &subs));
+    }
+
+    #[test]
+    fn mount_fuse3_arguments_map_to_mount_options() {
+        let got = parse_helper_args(&os(&[
+            "/srv/store",
+            "/srv/data",
+            "-o",
+            "rw,root_key=/etc/ssefs/keys/data.key,default_sse=KMS,nofail,_netdev,dev,suid",
+        ]))
+        .unwrap();
+        assert_eq!(got.store, Path::new("/srv/store"));
+        assert_eq!(got.mountpoint, Path::new("/srv/data"));
+        assert_eq!(
+            got.root_key.as_deref(),
+            Some(Path::new("/etc/ssefs/keys/data.key"))
+        );
+        assert_eq!(got.options, ["rw", "default_sse=KMS"]);
+        assert!(!got.fake);
+    }
+
+    #[test]
+    fn direct_helper_arguments_with_flags_and_type() {
+        let got = parse_helper_args(&os(&[
+            "-n",
+            "/s",
+            "-t",
+            "fuse.ssefs",
+            "/m",
+            "-oro,allow_other,x-systemd.automount,comment=x",
+            "-f",
+        ]))
+        .unwrap();
+        assert_eq!(got.options, ["ro", "allow_other"]);
+        assert!(got.fake && got.root_key.is_none());
+    }
+
+    #[test]
+    fn bad_helper_arguments_are_refused() {
+        for bad in [
+            &["/s"][..],
+            &["/s", "/m", "/extra"],
+            &["/s", "/m", "-o"],
+            &["/s", "/m", "-o", "bogus"],
+            &["/s", "/m", "-o", "root_key="],
+            &["/s", "/m", "-t", "fuse.sshfs"],
+            &["/s", "/m", "-N", "/proc/1/ns/mnt"],
+            &["/s", "/dev/fd/3"],
+            &["/s", "/m", "-q"],
+        ] {
+            assert!(parse_helper_args(&os(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sloppy_drops_unknown_options() {
+        let got = parse_helper_args(&os(&["/s", "/m", "-s", "-o", "bogus,noexec"])).unwrap();
+        assert_eq!(got.options, ["noexec"]);
+    }
+}

@@ -1,0 +1,139 @@
+//! `ssefs keystore backup|restore`: an online, consistent copy of the keystore (still wrapped
+//! under the root key), and a restore that takes the store lock, checks the backup belongs to
+//! this store and opens with the root key, then replaces the keystore atomically.
+
+use super::rootkey::locate_root_key;
+use crate::crypto::KeyRef;
+use crate::fs::fsck::objects_opening_with;
+use crate::keystore::backup::{BackupError, StagedKeystore, backup_keystore};
+use crate::keystore::inspect::{open_file_read_only, summarize_connection};
+use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file};
+use crate::store::{Store, StoreError};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+/// How many encrypted objects a restore tries when the store's own keystore is gone.
+const OBJECTS_TO_TRY: usize = 16;
+
+#[derive(Subcommand, Debug)]
+pub enum KeystoreAction {
+    /// Copy the keystore to FILE (created 0600, never overwritten). Safe while mounted; the copy
+    /// stays wrapped under the root key, which is not in it: keep the two apart.
+    Backup {
+        /// The store whose keystore to copy.
+        #[arg(long, value_name = "STORE")]
+        store: PathBuf,
+        /// The new backup file.
+        file: PathBuf,
+    },
+    /// Replace the keystore with the backup FILE. Refused while the store is mounted; the
+    /// backup must be of this store and open with the root key. The old keystore is kept.
+    Restore {
+        #[arg(long, value_name = "STORE")]
+        store: PathBuf,
+        /// The backup made by `ssefs keystore backup`.
+        file: PathBuf,
+        /// The root key file [default: as for `ssefs mount`].
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+    },
+}
+
+pub fn run(action: KeystoreAction) -> Result<(), String> {
+    match action {
+        KeystoreAction::Backup { store, file } => backup(&store, &file),
+        KeystoreAction::Restore {
+            store,
+            file,
+            root_key,
+        } => restore(&store, &file, root_key.as_deref()),
+    }
+}
+
+fn backup(store: &Path, file: &Path) -> Result<(), String> {
+    let report = backup_keystore(&keystore_dir(store), file).map_err(|e| e.to_string())?;
+    println!(
+        "backed up the keystore of store {} ({} master key version(s), {} bytes) to {}; it \
+         is useless without the root key, which it does not contain",
+        report.store_id,
+        report.master_key_versions,
+        report.bytes,
+        file.display()
+    );
+    Ok(())
+}
+
+fn restore(store: &Path, file: &Path, root_key: Option<&Path>) -> Result<(), String> {
+    let locked = Store::open_locked(store).map_err(|e| match e {
+        StoreError::AlreadyMounted(path) => format!(
+            "store {} is mounted; unmount it before restoring its keystore",
+            path.display()
+        ),
+        other => other.to_string(),
+    })?;
+    let dir = locked.meta_dir();
+    let current = Keystore::read_store_id(&dir);
+    let location = locate_root_key(
+        root_key,
+        &|name| std::env::var_os(name),
+        || match &current {
+            Ok(id) => Ok(*id),
+            Err(_) => summarize_backup(file),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    let staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;
+    match &current {
+        Ok(id) if id != staged.store_id() => {
+            return Err(BackupError::OtherStore {
+                backup: *staged.store_id(),
+                store: *id,
+            }
+            .to_string());
+        }
+        Ok(_) => {}
+        Err(e) => check_against_objects(locked.root(), &staged, e)?,
+    }
+    let kept = staged.install().map_err(|e| e.to_string())?;
+    println!(
+        "restored the keystore of store {} from {}",
+        locked.root().display(),
+        file.display()
+    );
+    if let Some(kept) = kept {
+        println!("the keystore it replaced is kept as {}", kept.display());
+    }
+    Ok(())
+}
+
+fn summarize_backup(file: &Path) -> Result<StoreId, KeystoreError> {
+    Ok(summarize_connection(&open_file_read_only(file)?)?.store_id)
+}
+
+/// Without a keystore to compare store ids with, the backup must open the store's objects.
+fn check_against_objects(
+    store: &Path,
+    staged: &StagedKeystore,
+    why: &KeystoreError,
+) -> Result<(), String> {
+    let keys = |key_ref: &KeyRef| match key_ref {
+        KeyRef::Master { version } => staged.master_key(*version).map(|k| k.duplicate()),
+        _ => None,
+    };
+    let (tried, opened) =
+        objects_opening_with(store, &keys, OBJECTS_TO_TRY).map_err(|e| e.to_string())?;
+    match (tried, opened) {
+        (0, _) => {
+            println!(
+                "note: the current keystore is unusable ({why}) and no AES256 object could be \
+                 checked against the backup"
+            );
+            Ok(())
+        }
+        (_, 0) => Err(format!(
+            "the backup opens none of the {tried} object(s) tried: it is not this store's keystore"
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,302 @@
+//! `ssefs status --store STORE [--json]`: where the store is mounted (from mountinfo), the
+//! buckets with their rule and object counts per algorithm, objects per key, and the master
+//! key versions. Needs no root key: it reads the keystore and object headers only.
+
+use super::json::Json;
+use crate::crypto::{Algorithm, KeyRef};
+use crate::fs::algorithm_name;
+use crate::fs::scan::{inventory, peek_object};
+use crate::keystore::inspect::{KeystoreSummary, summarize};
+use crate::keystore::keystore_dir;
+use crate::store::lock_probe::lock_holders;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One bucket's figures.
+#[derive(Debug, Default)]
+struct BucketStatus {
+    rule: Option<String>,
+    objects: u64,
+    by_algorithm: BTreeMap<&'static str, u64>,
+    unreadable: u64,
+}
+
+pub fn run(store: &Path, json: bool) -> Result<(), String> {
+    let inv = inventory(store).map_err(|e| e.to_string())?;
+    let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
+    let mounts = mounts_of(&inv.root);
+    let holders = lock_holders(&inv.root).unwrap_or_default();
+    let mut buckets: BTreeMap<String, BucketStatus> = inv
+        .buckets
+        .iter()
+        .map(|b| (b.clone(), BucketStatus::default()))
+        .collect();
+    for (bucket, rule) in &summary.bucket_rules {
+        let text = match &rule.kms_key_id {
+            Some(id) => format!("{} {id}", algorithm_label(rule.algorithm)),
+            None => algorithm_label(rule.algorithm).to_string(),
+        };
+        if let Some(status) = buckets.get_mut(bucket) {
+            status.rule = Some(text);
+        }
+    }
+    let mut by_key: BTreeMap<String, u64> = BTreeMap::new();
+    for rel in &inv.objects {
+        let bucket = rel
+            .components()
+            .next()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(status) = buckets.get_mut(&bucket) else {
+            continue;
+        };
+        status.objects += 1;
+        match peek_object(&inv.root, rel) {
+            Ok(info) => {
+                *status
+                    .by_algorithm
+                    .entry(algorithm_label(info.algorithm))
+                    .or_default() += 1;
+                *by_key.entry(key_label(&info.key_ref)).or_default() += 1;
+            }
+            Err(_) => status.unreadable += 1,
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            to_json(&inv.root, &summary, &mounts, &holders, &buckets, &by_key)
+        );
+    } else {
+        print_text(&inv.root, &summary, &mounts, &holders, &buckets, &by_key);
+    }
+    Ok(())
+}
+
+fn algorithm_label(algorithm: Algorithm) -> &'static str {
+    algorithm_name(algorithm).unwrap_or("none")
+}
+
+fn key_label(key_ref: &KeyRef) -> String {
+    match key_ref {
+        KeyRef::None => "none".to_string(),
+        KeyRef::Master { version } => format!("master v{version}"),
+        KeyRef::Cmk { key_id, version } => format!("cmk {key_id} v{version}"),
+    }
+}
+
+/// The mount points of `store` in `/proc/self/mountinfo` (type `fuse.ssefs`, source = store).
+fn mounts_of(store: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    mounts_in(&text, store)
+}
+
+fn mounts_in(mountinfo: &str, store: &Path) -> Vec<PathBuf> {
+    let wanted = store.to_string_lossy();
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let mount_point = mount.split(' ').nth(4)?;
+            let mut fs = fs.split(' ');
+            let (fstype, source) = (fs.next()?, fs.next()?);
+            (fstype == "fuse.ssefs" && unescape(source) == wanted)
+                .then(|| PathBuf::from(unescape(mount_point)))
+        })
+        .collect()
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil-from-days).
+fn utc(secs: i64) -> String {
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn print_text(
+    root: &Path,
+    summary: &KeystoreSummary,
+    mounts: &[PathBuf],
+    holders: &[u32],
+    buckets: &BTreeMap<String, BucketStatus>,
+    by_key: &BTreeMap<String, u64>,
+) {
+    println!("store {} (id {})", root.display(), summary.store_id);
+    match (mounts, holders) {
+        ([], []) => println!("not mounted"),
+        ([], pids) => println!("in use by pid {pids:?} (mounted in another namespace?)"),
+        (points, pids) => {
+            for point in points {
+                println!("mounted on {} (daemon pid {pids:?})", point.display());
+            }
+        }
+    }
+    println!("master keys:");
+    let newest = summary.master_keys.iter().map(|m| m.version).max();
+    for m in &summary.master_keys {
+        let current = if Some(m.version) == newest {
+            ", current"
+        } else {
+            ""
+        };
+        let retired = m
+            .retired_at
+            .map(|t| format!(", retired {}", utc(t)))
+            .unwrap_or_default();
+        println!(
+            "  v{} created {}{retired}{current}",
+            m.version,
+            utc(m.created_at)
+        );
+    }
+    println!("buckets:");
+    for (name, b) in buckets {
+        let algorithms: Vec<String> = b
+            .by_algorithm
+            .iter()
+            .map(|(a, n)| format!("{a} {n}"))
+            .collect();
+        let unreadable = match b.unreadable {
+            0 => String::new(),
+            n => format!(", {n} without a readable header"),
+        };
+        println!(
+            "  {name}: rule {}, {} object(s) ({}){unreadable}",
+            b.rule.as_deref().unwrap_or("none"),
+            b.objects,
+            algorithms.join(", ")
+        );
+    }
+    println!("objects by key:");
+    for (key, n) in by_key {
+        println!("  {key}: {n}");
+    }
+}
+
+fn to_json(
+    root: &Path,
+    summary: &KeystoreSummary,
+    mounts: &[PathBuf],
+    holders: &[u32],
+    buckets: &BTreeMap<String, BucketStatus>,
+    by_key: &BTreeMap<String, u64>,
+) -> Json {
+    let masters = summary
+        .master_keys
+        .iter()
+        .map(|m| {
+            Json::object([
+                ("version", Json::uint(m.version)),
+                ("created_at", Json::Int(m.created_at)),
+                ("retired_at", Json::opt_int(m.retired_at)),
+            ])
+        })
+        .collect();
+    let buckets = buckets
+        .iter()
+        .map(|(name, b)| {
+            Json::object([
+                ("name", Json::str(name.as_str())),
+                ("rule", b.rule.as_deref().map_or(Json::Null, Json::str)),
+                ("objects", Json::uint(b.objects)),
+                (
+                    "by_algorithm",
+                    Json::object(b.by_algorithm.iter().map(|(a, n)| (*a, Json::uint(*n)))),
+                ),
+                ("unreadable_headers", Json::uint(b.unreadable)),
+            ])
+        })
+        .collect();
+    Json::object([
+        ("store", Json::str(root.to_string_lossy())),
+        ("store_id", Json::str(summary.store_id.to_string())),
+        (
+            "mounted",
+            Json::Bool(!mounts.is_empty() || !holders.is_empty()),
+        ),
+        (
+            "mount_points",
+            Json::Array(
+                mounts
+                    .iter()
+                    .map(|m| Json::str(m.to_string_lossy()))
+                    .collect(),
+            ),
+        ),
+        (
+            "lock_holders",
+            Json::Array(holders.iter().map(|&p| Json::uint(p)).collect()),
+        ),
+        ("master_keys", Json::Array(masters)),
+        ("buckets", Json::Array(buckets)),
+        (
+            "objects_by_key",
+            Json::object(by_key.iter().map(|(k, n)| (k.as_str(), Json::uint(*n)))),
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_of_the_store_are_found_and_unescaped() {
+        let info = "42 27 0:40 / /srv/my\\040data rw,nosuid - fuse.ssefs /srv/st\\040ore rw\n\
+                    43 27 0:41 / /mnt/other rw - fuse.ssefs /srv/other rw\n\
+                    44 27 0:42 / /mnt/x rw shared:5 - fuse.sshfs /srv/st\\040ore rw\n";
+        assert_eq!(
+            mounts_in(info, Path::new("/srv/st ore")),
+            [PathBuf::from("/srv/my data")]
+        );
+        assert!(mounts_in(info, Path::new("/srv/none")).is_empty());
+    }
+
+    #[test]
+    fn utc_dates_are_right_around_the_epoch_and_leap_days() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
+    }
+}

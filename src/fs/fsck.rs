@@ -1,0 +1,426 @@
+//! Checking a store: the keystore's integrity, every object's header and blocks, keys that are
+//! missing or destroyed, foreign files, leftover temporaries and strays at the store root.
+//! Read-only beside a mount; the only repair is removing ssefs temporaries under the lock.
+
+use super::scan::{StoreInventory, inventory, open_backing_file};
+use crate::crypto::{CryptoError, Key256, KeyRef, Object, peek_header};
+use crate::keystore::inspect::{KeystoreSummary, integrity_problems, open_read_only};
+use crate::keystore::{CmkState, KeystoreError, keystore_dir};
+use crate::store::lock_probe::lock_holders;
+use crate::store::{Store, StoreError};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// What kind of problem fsck found. The names (`as_str`) are stable: scripts match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// The keystore is missing or is not an ssefs keystore this ssefs can read.
+    KeystoreUnreadable,
+    /// `PRAGMA integrity_check` or the schema version found a fault.
+    KeystoreIntegrity,
+    /// Something at the store root (or in `.ssefs/tmp/`) that does not belong there.
+    StrayEntry,
+    /// A file inside a bucket that is not an ssefs object (bad magic).
+    NotAnObject,
+    /// The object header does not parse, or fails authentication.
+    BadHeader,
+    /// The object's key (master key version, CMK or CMK material version) is not in the keystore.
+    MissingKey,
+    /// The object's key material has been deleted: it can never be read again.
+    DestroyedKey,
+    /// The object's length or blocks fail authentication (truncated, flipped, swapped).
+    DamagedData,
+    /// A temporary file left in `.ssefs/tmp/` by a crash.
+    LeftoverTemporary,
+    /// A file or directory that could not be read.
+    Unreadable,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::KeystoreUnreadable => "keystore-unreadable",
+            ProblemKind::KeystoreIntegrity => "keystore-integrity",
+            ProblemKind::StrayEntry => "stray-entry",
+            ProblemKind::NotAnObject => "not-an-object",
+            ProblemKind::BadHeader => "bad-header",
+            ProblemKind::MissingKey => "missing-key",
+            ProblemKind::DestroyedKey => "destroyed-key",
+            ProblemKind::DamagedData => "damaged-data",
+            ProblemKind::LeftoverTemporary => "leftover-temporary",
+            ProblemKind::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// One problem: where (relative to the store; `.ssefs/keystore.db` for the keystore), what,
+/// and whether `--repair` fixed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub kind: ProblemKind,
+    pub detail: String,
+    pub repaired: bool,
+}
+
+/// How to check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsckOptions {
+    /// Remove leftover temporaries (needs the store lock, so the store must not be mounted).
+    pub repair: bool,
+}
+
+/// Everything fsck found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsckReport {
+    pub store: PathBuf,
+    /// Pids holding the store lock (a mount) while fsck ran.
+    pub lock_holders: Vec<u32>,
+    pub buckets: usize,
+    pub objects: usize,
+    /// Objects whose header and every block were authenticated.
+    pub verified: usize,
+    pub blocks: u64,
+    pub problems: Vec<Problem>,
+    /// Things worth knowing that are not damage (objects that could not be verified, ...).
+    pub notes: Vec<String>,
+}
+
+impl FsckReport {
+    /// Problems `--repair` did not fix.
+    pub fn unrepaired(&self) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(|p| !p.repaired)
+    }
+    pub fn is_clean(&self) -> bool {
+        self.unrepaired().next().is_none()
+    }
+    fn problem(&mut self, path: impl Into<PathBuf>, kind: ProblemKind, detail: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            kind,
+            detail: detail.into(),
+            repaired: false,
+        });
+    }
+}
+
+/// Looks up the key-encryption key an object header names (the keystore opened with the root
+/// key). `None` when fsck runs without the root key: headers are then checked, blocks not.
+pub type KeyLookup<'a> = Option<&'a dyn Fn(&KeyRef) -> Result<Option<Key256>, KeystoreError>>;
+
+/// Operational failures: the store cannot be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum FsckError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks the store at `store`. `progress(done, total)` is called after each object.
+pub fn check_store(
+    store: &Path,
+    keys: KeyLookup<'_>,
+    options: FsckOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<FsckReport, FsckError> {
+    let inv = inventory(store)?;
+    let mut report = FsckReport {
+        store: inv.root.clone(),
+        lock_holders: lock_holders(&inv.root).unwrap_or_default(),
+        buckets: inv.buckets.len(),
+        objects: inv.objects.len(),
+        ..FsckReport::default()
+    };
+    let summary = check_keystore(&inv.root, &mut report);
+    for (path, why) in &inv.strays {
+        report.problem(path, ProblemKind::StrayEntry, why.as_str());
+    }
+    for (path, error) in &inv.unreadable {
+        report.problem(path, ProblemKind::Unreadable, error.as_str());
+    }
+    check_temporaries(&inv, &mut report);
+    let total = inv.objects.len() as u64;
+    let mut unverified = 0usize;
+    for (done, rel) in inv.objects.iter().enumerate() {
+        let known = report.problems.len();
+        let verified = check_object(&inv.root, rel, summary.as_ref(), keys, &mut report);
+        if !verified && report.problems.len() == known {
+            unverified += 1;
+        }
+        progress(done as u64 + 1, total);
+    }
+    if unverified > 0 {
+        report.notes.push(format!(
+            "{unverified} object(s) were not verified block by block ({})",
+            if keys.is_some() {
+                "their key is disabled"
+            } else {
+                "no root key: headers only"
+            }
+        ));
+    }
+    if options.repair {
+        repair_temporaries(&inv, &mut report);
+    }
+    Ok(report)
+}
+
+const KEYSTORE_PATH: &str = ".ssefs/keystore.db";
+
+fn check_keystore(root: &Path, report: &mut FsckReport) -> Option<KeystoreSummary> {
+    let conn = match open_read_only(&keystore_dir(root)) {
+        Ok(conn) => conn,
+        Err(e) => {
+            report.problem(
+                KEYSTORE_PATH,
+                ProblemKind::KeystoreUnreadable,
+                e.to_string(),
+            );
+            return None;
+        }
+    };
+    match integrity_problems(&conn) {
+        Ok(problems) => {
+            for p in problems {
+                report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, p);
+            }
+        }
+        Err(e) => report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, e.to_string()),
+    }
+    match crate::keystore::inspect::summarize_connection(&conn) {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, e.to_string());
+            None
+        }
+    }
+}
+
+fn check_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
+    for path in &inv.temporaries {
+        if report.lock_holders.is_empty() {
+            report.problem(
+                path,
+                ProblemKind::LeftoverTemporary,
+                "left by a crash (fsck --repair removes it)",
+            );
+        } else {
+            report.notes.push(format!(
+                "{} may belong to an operation of the running mount; it is checked only when \
+                 the store is not mounted",
+                path.display()
+            ));
+        }
+    }
+}
+
+/// Checks one object; returns whether its header and every block were authenticated.
+fn check_object(
+    root: &Path,
+    rel: &Path,
+    summary: Option<&KeystoreSummary>,
+    keys: KeyLookup<'_>,
+    report: &mut FsckReport,
+) -> bool {
+    let file = match open_backing_file(root, rel) {
+        Ok(file) => file,
+        Err(e) => {
+            report.problem(rel, ProblemKind::Unreadable, e.to_string());
+            return false;
+        }
+    };
+    let info = match peek_header(&file) {
+        Ok(info) => info,
+        Err(e) => {
+            report_crypto(report, rel, &e, true);
+            return false;
+        }
+    };
+    if let Some(summary) = summary {
+        if let Some((kind, detail)) = key_problem(summary, &info.key_ref) {
+            report.problem(rel, kind, detail);
+            return false;
+        }
+    }
+    let kek = match info.key_ref {
+        KeyRef::None => None,
+        _ => match keys.map(|lookup| lookup(&info.key_ref)) {
+            None => return false,
+            Some(Ok(kek)) => kek,
+            Some(Err(e)) => return report_key_error(report, rel, e),
+        },
+    };
+    let object = match Object::open(file, kek.as_ref()) {
+        Ok(object) => object,
+        Err(e) => {
+            report_crypto(report, rel, &e, false);
+            return false;
+        }
+    };
+    match object.verify() {
+        Ok(verified) if verified.problems.is_empty() => {
+            report.blocks += verified.blocks;
+            report.verified += 1;
+            true
+        }
+        Ok(verified) => {
+            let first = verified.problems.first().cloned().unwrap_or_default();
+            report.problem(
+                rel,
+                ProblemKind::DamagedData,
+                format!(
+                    "{} of {} block(s) fail authentication (first: {first}){}",
+                    verified.problems.len(),
+                    verified.blocks,
+                    dirty_note(&object)
+                ),
+            );
+            false
+        }
+        Err(e) => {
+            report_crypto(report, rel, &e, false);
+            false
+        }
+    }
+}
+
+fn dirty_note(object: &Object<File>) -> &'static str {
+    if object.is_dirty() {
+        "; a write session is open or was interrupted"
+    } else {
+        ""
+    }
+}
+
+/// A key the header names that the keystore (read without the root key) lacks or destroyed.
+fn key_problem(summary: &KeystoreSummary, key_ref: &KeyRef) -> Option<(ProblemKind, String)> {
+    match key_ref {
+        KeyRef::None => None,
+        KeyRef::Master { version } if !summary.has_master(*version) => Some((
+            ProblemKind::MissingKey,
+            format!("master key version {version} is not in the keystore"),
+        )),
+        KeyRef::Master { .. } => None,
+        KeyRef::Cmk { key_id, version } => {
+            let Some(cmk) = summary.cmks.iter().find(|c| &c.key_id == key_id) else {
+                return Some((
+                    ProblemKind::MissingKey,
+                    format!("CMK {key_id} is not in the keystore"),
+                ));
+            };
+            if !cmk.live_versions.contains(version) {
+                return Some((
+                    ProblemKind::DestroyedKey,
+                    format!(
+                        "CMK {key_id} has no material version {version} (deleted or never imported)"
+                    ),
+                ));
+            }
+            if cmk.state != CmkState::Enabled {
+                // Not damage: the key can be enabled again. The lookup says it cannot verify.
+                return None;
+            }
+            None
+        }
+    }
+}
+
+fn report_key_error(report: &mut FsckReport, rel: &Path, e: KeystoreError) -> bool {
+    let kind = match &e {
+        KeystoreError::UnknownMasterKey(_)
+        | KeystoreError::UnknownKey(_)
+        | KeystoreError::UnknownKeyVersion { .. } => ProblemKind::MissingKey,
+        KeystoreError::KeyMaterialDeleted { .. } => ProblemKind::DestroyedKey,
+        KeystoreError::KeyRevoked { .. } => {
+            report
+                .notes
+                .push(format!("{}: not verified: {e}", rel.display()));
+            return false;
+        }
+        _ => ProblemKind::KeystoreIntegrity,
+    };
+    report.problem(rel, kind, e.to_string());
+    false
+}
+
+fn report_crypto(report: &mut FsckReport, rel: &Path, e: &CryptoError, header: bool) {
+    let kind = match e {
+        CryptoError::NotAnObject => ProblemKind::NotAnObject,
+        CryptoError::Io(_) | CryptoError::Random => ProblemKind::Unreadable,
+        CryptoError::UnsupportedVersion(_) => ProblemKind::BadHeader,
+        CryptoError::Malformed(_) | CryptoError::Authentication(_) if header => {
+            ProblemKind::BadHeader
+        }
+        CryptoError::Malformed(_) | CryptoError::Authentication(_) => ProblemKind::DamagedData,
+    };
+    report.problem(rel, kind, e.to_string());
+}
+
+/// Removes the leftover temporaries, holding the store lock so no mount can be using them.
+fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
+    if inv.temporaries.is_empty() {
+        return;
+    }
+    let _lock = match Store::open_locked(&inv.root) {
+        Ok(store) => store,
+        Err(StoreError::AlreadyMounted(_)) => {
+            report.notes.push(
+                "leftover temporaries were not removed: the store is mounted (unmount it and \
+                 run fsck --repair again)"
+                    .into(),
+            );
+            return;
+        }
+        Err(e) => {
+            report
+                .notes
+                .push(format!("leftover temporaries were not removed: {e}"));
+            return;
+        }
+    };
+    for problem in report
+        .problems
+        .iter_mut()
+        .filter(|p| p.kind == ProblemKind::LeftoverTemporary)
+    {
+        // Taking the lock already removes stale `create-*` files.
+        match std::fs::remove_file(inv.root.join(&problem.path)) {
+            Ok(()) => problem.repaired = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => problem.repaired = true,
+            Err(e) => problem.detail = format!("{}; removing it failed: {e}", problem.detail),
+        }
+    }
+}
+
+/// How many objects of a store open (header authenticated) with the keys `keys` gives, out of
+/// those it has a key for, trying at most `limit`: tells whether a keystore backup belongs to
+/// this store when the store's own keystore is gone.
+pub fn objects_opening_with(
+    store: &Path,
+    keys: &dyn Fn(&KeyRef) -> Option<Key256>,
+    limit: usize,
+) -> Result<(usize, usize), FsckError> {
+    let inv = inventory(store)?;
+    let (mut tried, mut opened) = (0, 0);
+    for rel in &inv.objects {
+        if tried >= limit {
+            break;
+        }
+        let Ok(file) = open_backing_file(&inv.root, rel) else {
+            continue;
+        };
+        let Ok(info) = peek_header(&file) else {
+            continue;
+        };
+        if info.key_ref == KeyRef::None {
+            continue;
+        }
+        let Some(kek) = keys(&info.key_ref) else {
+            continue;
+        };
+        tried += 1;
+        if Object::open(file, Some(&kek)).is_ok() {
+            opened += 1;
+        }
+    }
+    Ok((tried, opened))
+}

@@ -1,0 +1,430 @@
+//! Online keystore backup (SQLite's backup API: a consistent copy while the store is mounted)
+//! and restore (checked, staged next to the keystore, then put in place with one rename).
+//! A backup stays wrapped under the root key. Knows nothing of object files or the store lock.
+
+use super::inspect::{integrity_problems, open_read_only, summarize_connection};
+use super::{
+    KEYSTORE_FILE, KeystoreError, StoreId, companion_files, connect_existing, ids, master_context,
+    read_store_id,
+};
+use crate::crypto::{Key256, WrappedKey, unwrap_key};
+use rusqlite::backup::Backup;
+use rusqlite::{Connection, OpenFlags};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors of backup and restore beyond those of opening a keystore.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    #[error("{} already exists; refusing to overwrite it", .0.display())]
+    DestinationExists(PathBuf),
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the backup {} is damaged: {problems}", path.display())]
+    Damaged { path: PathBuf, problems: String },
+    #[error("the backup is of store {backup}, but this store is {store}")]
+    OtherStore { backup: StoreId, store: StoreId },
+}
+
+impl From<rusqlite::Error> for BackupError {
+    fn from(e: rusqlite::Error) -> Self {
+        BackupError::Keystore(KeystoreError::Database(e))
+    }
+}
+
+fn file_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupError {
+    let path = path.to_path_buf();
+    move |source| BackupError::File {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What a backup wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupReport {
+    pub store_id: StoreId,
+    pub master_key_versions: usize,
+    pub bytes: u64,
+}
+
+/// Copies the keystore in `dir` to the new file `dest` (mode 0600, never overwritten) with
+/// SQLite's online backup, so the copy is one consistent snapshot even while a mount writes.
+/// The copy is a single file (journal mode `DELETE`), checked before this returns.
+pub fn backup_keystore(dir: &Path, dest: &Path) -> Result<BackupReport, BackupError> {
+    let source = open_read_only(dir)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => BackupError::DestinationExists(dest.to_path_buf()),
+            _ => file_error("create", dest)(e),
+        })?;
+    let result = write_backup(&source, dest, &file);
+    if result.is_err() {
+        let _ = std::fs::remove_file(dest);
+        for companion in companion_files(dest) {
+            let _ = std::fs::remove_file(companion);
+        }
+    }
+    result
+}
+
+fn write_backup(
+    source: &Connection,
+    dest: &Path,
+    file: &File,
+) -> Result<BackupReport, BackupError> {
+    let mut target = Connection::open_with_flags(
+        dest,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    Backup::new(source, &mut target)?.run_to_completion(
+        i32::MAX,
+        Duration::from_millis(50),
+        None,
+    )?;
+    let mode: String =
+        target.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(BackupError::Damaged {
+            path: dest.to_path_buf(),
+            problems: format!("SQLite kept journal mode {mode}"),
+        });
+    }
+    let problems = integrity_problems(&target)?;
+    if !problems.is_empty() {
+        return Err(BackupError::Damaged {
+            path: dest.to_path_buf(),
+            problems: problems.join("; "),
+        });
+    }
+    let summary = summarize_connection(&target)?;
+    let source_id = read_store_id(source)?;
+    if summary.store_id != source_id {
+        return Err(BackupError::OtherStore {
+            backup: summary.store_id,
+            store: source_id,
+        });
+    }
+    drop(target);
+    file.sync_all().map_err(file_error("sync", dest))?;
+    super::rootkey::sync_dir(&parent_dir(dest))?;
+    Ok(BackupReport {
+        store_id: summary.store_id,
+        master_key_versions: summary.master_keys.len(),
+        bytes: file.metadata().map_err(file_error("examine", dest))?.len(),
+    })
+}
+
+/// A backup copied next to the keystore and checked (an ssefs keystore, sound, opening with
+/// the root key, every master key unwrapping), not yet in place. Removed on drop unless
+/// installed.
+pub struct StagedKeystore {
+    dir: PathBuf,
+    staged: Option<PathBuf>,
+    store_id: StoreId,
+    masters: BTreeMap<u32, Key256>,
+}
+
+impl std::fmt::Debug for StagedKeystore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedKeystore")
+            .field("staged", &self.staged)
+            .field("store_id", &self.store_id)
+            .field("master_versions", &self.masters.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl StagedKeystore {
+    /// Copies `backup` into `dir` under a temporary name and checks it with `root_key`.
+    /// Does not touch the current keystore.
+    pub fn stage(dir: &Path, backup: &Path, root_key: &Key256) -> Result<Self, BackupError> {
+        let staged = dir.join(format!("{KEYSTORE_FILE}.restore-{}", std::process::id()));
+        copy_private(backup, &staged)?;
+        let mut this = StagedKeystore {
+            dir: dir.to_path_buf(),
+            staged: Some(staged.clone()),
+            store_id: StoreId::from_bytes([0; 16]),
+            masters: BTreeMap::new(),
+        };
+        this.check(backup, &staged, root_key)?;
+        Ok(this)
+    }
+
+    fn check(
+        &mut self,
+        backup: &Path,
+        staged: &Path,
+        root_key: &Key256,
+    ) -> Result<(), BackupError> {
+        let conn = connect_existing(staged).map_err(|e| match e {
+            KeystoreError::NotAKeystore(_) => KeystoreError::NotAKeystore(backup.to_path_buf()),
+            other => other,
+        })?;
+        let problems = integrity_problems(&conn)?;
+        if !problems.is_empty() {
+            return Err(BackupError::Damaged {
+                path: backup.to_path_buf(),
+                problems: problems.join("; "),
+            });
+        }
+        let store_id = read_store_id(&conn)?;
+        let recorded: Vec<u8> =
+            conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
+        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        let mut stmt = conn.prepare("SELECT version, wrapped FROM master_keys")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        for (version, wrapped) in rows {
+            let key = unwrap_key(
+                root_key,
+                &master_context(&store_id, version),
+                &WrappedKey(wrapped),
+            )
+            .map_err(|_| {
+                KeystoreError::Corrupt(format!(
+                    "master key version {version} of the backup does not unwrap under the root key"
+                ))
+            })?;
+            self.masters.insert(version, key);
+        }
+        drop(stmt);
+        conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))?;
+        drop(conn);
+        self.store_id = store_id;
+        Ok(())
+    }
+
+    /// The store the backup belongs to.
+    pub fn store_id(&self) -> &StoreId {
+        &self.store_id
+    }
+
+    /// Master key version `version` of the backup, to check objects of the store against.
+    pub fn master_key(&self, version: u32) -> Option<&Key256> {
+        self.masters.get(&version)
+    }
+
+    /// Puts the staged keystore in place with one rename. The keystore it replaces (if any)
+    /// is kept as `keystore.db.replaced-SECONDS` (its WAL folded in first when it opens), so
+    /// nothing is lost. Returns where the old one was kept.
+    pub fn install(mut self) -> Result<Option<PathBuf>, BackupError> {
+        let Some(staged) = self.staged.take() else {
+            return Ok(None);
+        };
+        let current = self.dir.join(KEYSTORE_FILE);
+        let kept = keep_current(&current)?;
+        if let Err(e) = std::fs::rename(&staged, &current) {
+            self.staged = Some(staged);
+            return Err(file_error("replace", &current)(e));
+        }
+        super::rootkey::sync_dir(&self.dir)?;
+        Ok(kept)
+    }
+}
+
+impl Drop for StagedKeystore {
+    fn drop(&mut self) {
+        if let Some(staged) = self.staged.take() {
+            let _ = std::fs::remove_file(&staged);
+            for companion in companion_files(&staged) {
+                let _ = std::fs::remove_file(companion);
+            }
+        }
+    }
+}
+
+/// Copies `from` to the new private file `to` and syncs it.
+fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
+    let mut source = File::open(from).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => BackupError::Keystore(KeystoreError::Missing(from.to_path_buf())),
+        _ => file_error("open", from)(e),
+    })?;
+    let _ = std::fs::remove_file(to); // a stage left by an earlier, killed restore
+    let mut target = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(to)
+        .map_err(file_error("create", to))?;
+    std::io::copy(&mut source, &mut target).map_err(file_error("copy to", to))?;
+    target.sync_all().map_err(file_error("sync", to))
+}
+
+/// Keeps the current keystore under a `.replaced-SECONDS` name: its WAL is checkpointed into
+/// it when it still opens, the database is hard-linked (so the later rename replaces it
+/// atomically) and leftover `-wal`/`-shm` files are moved along with it.
+fn keep_current(current: &Path) -> Result<Option<PathBuf>, BackupError> {
+    if std::fs::symlink_metadata(current).is_err() {
+        return Ok(None);
+    }
+    if let Ok(conn) = Connection::open_with_flags(
+        current,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    ) {
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    }
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut kept = PathBuf::from(format!("{}.replaced-{seconds}", current.display()));
+    let mut n = 0;
+    while std::fs::symlink_metadata(&kept).is_ok() {
+        n += 1;
+        kept = PathBuf::from(format!("{}.replaced-{seconds}-{n}", current.display()));
+    }
+    std::fs::hard_link(current, &kept).map_err(file_error("keep", current))?;
+    for (from, to) in companion_files(current).iter().zip(companion_files(&kept)) {
+        match std::fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(file_error("move aside", from)(e)),
+        }
+    }
+    Ok(Some(kept))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keystore::Keystore;
+
+    fn keystore() -> (tempfile::TempDir, Key256, StoreId) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Key256::generate().unwrap();
+        let ks = Keystore::create(dir.path(), &key).unwrap();
+        ks.new_master_key().unwrap();
+        let id = *ks.store_id();
+        (dir, key, id)
+    }
+
+    #[test]
+    fn backup_is_private_single_file_and_never_overwrites() {
+        let (dir, _key, id) = keystore();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("ks.bak");
+        let report = backup_keystore(dir.path(), &dest).unwrap();
+        assert_eq!(report.store_id, id);
+        assert_eq!(report.master_key_versions, 2);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "no -wal or -shm next to the backup");
+        let before = std::fs::read(&dest).unwrap();
+        let err = backup_keystore(dir.path(), &dest).unwrap_err();
+        assert!(matches!(err, BackupError::DestinationExists(_)), "{err}");
+        assert_eq!(std::fs::read(&dest).unwrap(), before);
+    }
+
+    #[test]
+    fn backup_while_a_connection_writes_is_consistent() {
+        let (dir, key, _) = keystore();
+        let writer = Keystore::open(dir.path(), &key).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("ks.bak");
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    writer.new_master_key().unwrap();
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            backup_keystore(dir.path(), &dest).unwrap();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let staged = StagedKeystore::stage(out.path(), &dest, &key).unwrap();
+        assert!(staged.master_key(1).is_some());
+    }
+
+    #[test]
+    fn restore_replaces_atomically_and_keeps_the_old_keystore() {
+        let (dir, key, id) = keystore();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("ks.bak");
+        backup_keystore(dir.path(), &dest).unwrap();
+        // A newer master key that the backup lacks: the old keystore must be kept.
+        Keystore::open(dir.path(), &key)
+            .unwrap()
+            .new_master_key()
+            .unwrap();
+        let staged = StagedKeystore::stage(dir.path(), &dest, &key).unwrap();
+        assert_eq!(staged.store_id(), &id);
+        assert!(staged.master_key(2).is_some() && staged.master_key(3).is_none());
+        let kept = staged.install().unwrap().unwrap();
+        let ks = Keystore::open(dir.path(), &key).unwrap();
+        assert_eq!(ks.current_master_key().unwrap().0, 2);
+        let old = crate::keystore::inspect::summarize_connection(
+            &Connection::open_with_flags(&kept, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            old.has_master(3),
+            "the replaced keystore keeps its newer key"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".restore-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn restore_refuses_a_wrong_key_or_a_damaged_backup_and_changes_nothing() {
+        let (dir, key, _) = keystore();
+        let out = tempfile::tempdir().unwrap();
+        let dest = out.path().join("ks.bak");
+        backup_keystore(dir.path(), &dest).unwrap();
+        let current = std::fs::read(dir.path().join(KEYSTORE_FILE)).unwrap();
+        let wrong = Key256::generate().unwrap();
+        let err = StagedKeystore::stage(dir.path(), &dest, &wrong).unwrap_err();
+        assert!(
+            matches!(err, BackupError::Keystore(KeystoreError::WrongRootKey)),
+            "{err}"
+        );
+        let mut bytes = std::fs::read(&dest).unwrap();
+        let len = bytes.len();
+        bytes[len / 2..].fill(0x5a);
+        let damaged = out.path().join("damaged.bak");
+        std::fs::write(&damaged, &bytes).unwrap();
+        assert!(StagedKeystore::stage(dir.path(), &damaged, &key).is_err());
+        let foreign = out.path().join("foreign.bak");
+        std::fs::write(&foreign, b"hello").unwrap();
+        assert!(StagedKeystore::stage(dir.path(), &foreign, &key).is_err());
+        assert_eq!(
+            std::fs::read(dir.path().join(KEYSTORE_FILE)).unwrap(),
+            current
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.contains(".restore-"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+}
