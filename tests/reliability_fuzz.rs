@@ -127,7 +127,7 @@ proptest! {
         match parsed {
             Ok(options) => {
                 prop_assert!(all_known && !conflict, "{:?} was accepted", joined);
-                prop_assert_eq!(options.read_only, joined.split(',').filter(|t| *t == "ro" || *t == "rw").last() == Some("ro"));
+                prop_assert_eq!(options.read_only, joined.split(',').rfind(|t| *t == "ro" || *t == "rw") == Some("ro"));
             }
             Err(message) => {
                 prop_assert!(!all_known || conflict, "{:?} was refused: {}", joined, message);
