@@ -212,6 +212,11 @@ pub fn run_announcing(
     let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+    // A master key that no longer unwraps (a damaged keystore) is refused here, not found
+    // by the first object created.
+    keystore
+        .current_master_key()
+        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     drop(root_key);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {

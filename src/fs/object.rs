@@ -11,18 +11,24 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-/// Positional I/O on a backing file, as the crypto layer wants it.
-pub(crate) struct BackingFile(pub(crate) File);
+/// Positional I/O on a backing file, as the crypto layer wants it, through the store's
+/// [`Backing`](crate::store::Backing) (where a test may inject faults).
+pub(crate) struct BackingFile {
+    pub(crate) file: File,
+    backing: Arc<dyn crate::store::Backing>,
+}
 
 impl ObjectIo for BackingFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match FileExt::read_at(&self.0, &mut buf[done..], offset + done as u64) {
+            match self
+                .backing
+                .read_at(&self.file, &mut buf[done..], offset + done as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -32,16 +38,28 @@ impl ObjectIo for BackingFile {
         Ok(done)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        FileExt::write_all_at(&self.0, buf, offset)
+        let mut done = 0;
+        while done < buf.len() {
+            match self
+                .backing
+                .write_at(&self.file, &buf[done..], offset + done as u64)
+            {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.backing.set_len(&self.file, len)
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.backing.sync_data(&self.file)
     }
 }
 
@@ -141,8 +159,15 @@ impl BucketFs {
         Ok(self.backing().reopen(inode.fd(), libc::O_RDONLY)?)
     }
 
+    pub(super) fn backing_file(&self, file: File) -> BackingFile {
+        BackingFile {
+            file,
+            backing: Arc::clone(self.store.backing()),
+        }
+    }
+
     fn open_object(&self, inode: &Inode) -> Result<Object<BackingFile>, FsError> {
-        let file = BackingFile(self.open_backing(inode)?);
+        let file = self.backing_file(self.open_backing(inode)?);
         let header = peek_header(&file)?;
         let kek = object_kek(self.keys.as_ref(), &header.key_ref)?;
         Ok(Object::open(file, kek.as_ref())?)
@@ -260,7 +285,7 @@ impl BucketFs {
     pub(super) fn read_header(&self, inode: &Inode) -> Result<HeaderInfo, FsError> {
         // O_NOATIME: a `stat` through the mount must not change the object's access time.
         let flags = libc::O_RDONLY | libc::O_NOATIME;
-        let file = BackingFile(self.backing().reopen(inode.fd(), flags)?);
+        let file = self.backing_file(self.backing().reopen(inode.fd(), flags)?);
         Ok(peek_header(&file)?)
     }
 
@@ -325,7 +350,7 @@ impl BucketFs {
         let (pending, file) = self.store.begin_create(mode & 0o7777)?;
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
         let created = Object::create(
-            BackingFile(file),
+            self.backing_file(file),
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),
@@ -333,7 +358,7 @@ impl BucketFs {
         )?;
         let path_fd = OwnedFd::from(
             self.backing()
-                .reopen(created.io().0.as_fd(), libc::O_PATH)?,
+                .reopen(created.io().file.as_fd(), libc::O_PATH)?,
         );
         let stat = self.backing().stat(path_fd.as_fd())?;
         let object = OpenObject::new(created);

@@ -88,7 +88,7 @@ impl BucketFs {
         if let Some(old) = old {
             // The old backing file is unlinked: empty it so its space comes back at once (the
             // inode may keep it referenced, see `Inode::repoint`).
-            if let Err(e) = old.io().0.set_len(0) {
+            if let Err(e) = old.io().file.set_len(0) {
                 log::warn!("cannot empty a replaced object: {e}");
             }
         }
@@ -105,7 +105,7 @@ impl BucketFs {
     ) -> Result<StagedObject<'_>, FsError> {
         let (pending, file) = self.store.begin_reencrypt(before.mode & 0o7777)?;
         let mut new = Object::create(
-            BackingFile(file),
+            self.backing_file(file),
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),
@@ -113,9 +113,9 @@ impl BucketFs {
         )?;
         copy_plaintext(old, &mut new)?;
         let io = new.close()?;
-        self.copy_metadata(old.io().0.as_fd(), io.0.as_fd(), before)?;
-        io.0.sync_all()?;
-        let path_fd = OwnedFd::from(self.backing().reopen(io.0.as_fd(), libc::O_PATH)?);
+        self.copy_metadata(old.io().file.as_fd(), io.file.as_fd(), before)?;
+        io.file.sync_all()?;
+        let path_fd = OwnedFd::from(self.backing().reopen(io.file.as_fd(), libc::O_PATH)?);
         let object = Object::open(io, key.kek.as_ref())?;
         Ok(StagedObject {
             pending,

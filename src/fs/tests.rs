@@ -604,9 +604,8 @@ fn an_object_under_an_unknown_master_key_gives_enokey() {
         .create_new(true)
         .open(f.dir.path().join("bkt/orphan"))
         .unwrap();
-    let io = super::object::BackingFile(file);
     let mut object = Object::create(
-        io,
+        file,
         Algorithm::Aes256,
         orphan,
         Some(&kek),

@@ -76,7 +76,7 @@ fn contents(f: &Fixture, ino: u64) -> Vec<u8> {
 }
 
 fn key_ref(f: &Fixture, path: &str) -> KeyRef {
-    let file = object::BackingFile(std::fs::File::open(f.dir.path().join(path)).unwrap());
+    let file = std::fs::File::open(f.dir.path().join(path)).unwrap();
     peek_header(&file).unwrap().key_ref
 }
 

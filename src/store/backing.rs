@@ -150,6 +150,26 @@ pub trait Backing: Send + Sync {
     ) -> io::Result<()>;
     fn remove_xattr(&self, fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<()>;
     fn statvfs(&self, fd: BorrowedFd<'_>) -> io::Result<FsUsage>;
+
+    // Object data moves through these four, so a test can inject faults into it as well;
+    // the defaults are the plain system calls on the open file.
+
+    /// One `pread` of an open backing file; may return fewer bytes than asked.
+    fn read_at(&self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(file, buf, offset)
+    }
+    /// One `pwrite` to an open backing file; may write fewer bytes than given.
+    fn write_at(&self, file: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::write_at(file, buf, offset)
+    }
+    /// `ftruncate` of an open backing file.
+    fn set_len(&self, file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)
+    }
+    /// `fdatasync` of an open backing file.
+    fn sync_data(&self, file: &File) -> io::Result<()> {
+        file.sync_data()
+    }
 }
 
 /// [`Backing`] on the local filesystem, through Linux system calls.
