@@ -742,11 +742,22 @@ impl Model {
         }
     }
 
-    pub fn set_sse(&mut self, path: &[u8], value: &'static [u8]) {
-        if let Ok(Entry::File(f)) = self.lookup(path) {
-            let f = *f;
-            self.node(f).sse = value;
+    /// Re-encrypts a file under `value`: nothing to do when it already matches; a file with
+    /// several hard links cannot be replaced atomically under all its names (`EMLINK`).
+    pub fn set_sse(&mut self, path: &[u8], value: &'static [u8]) -> Result<(), Errno> {
+        let Ok(Entry::File(f)) = self.lookup(path) else {
+            return Err(libc::ENOENT);
+        };
+        let f = *f;
+        let node = self.node(f);
+        if node.sse == value {
+            return Ok(());
         }
+        if node.nlink > 1 {
+            return Err(libc::EMLINK);
+        }
+        node.sse = value;
+        Ok(())
     }
 
     /// Every path in the tree (files and directories), parents first.
@@ -1047,10 +1058,9 @@ fn step(
                 return Ok(false);
             }
             let value = SSE_VALUES[usize::from(*kms)];
-            model.set_sse(path, value);
             same(
                 &format!("setxattr sse={} {}", show(value), show(path)),
-                Ok(()),
+                model.set_sse(path, value),
                 target.set_sse(path, value),
             )?;
             same_bytes(
