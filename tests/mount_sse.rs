@@ -773,3 +773,26 @@ fn rsync_into_a_bucket_keeps_the_bucket_encryption() {
     }
     assert_eq!(std::fs::read_dir(m.tmp_dir()).unwrap().count(), 0);
 }
+
+/// An object whose name was replaced by a rename (after a lookup through that name) while a
+/// hard link kept it alive is still found and re-encrypted through its remaining name.
+#[test]
+fn reencryption_finds_an_object_whose_first_name_was_replaced() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let m = Mounted::start();
+    let b = m.path("renames");
+    std::fs::create_dir_all(b.join("a")).unwrap();
+    std::fs::write(b.join("c"), b"X").unwrap();
+    std::fs::write(b.join("a/b"), b"Y").unwrap();
+    std::fs::hard_link(b.join("a/b"), b.join("b")).unwrap();
+    // A lookup through a/b, then a rename over it: a/b now names X, only b names Y.
+    assert_eq!(std::fs::read(b.join("a/b")).unwrap(), b"Y");
+    std::fs::rename(b.join("c"), b.join("a/b")).unwrap();
+    setfattr(&b.join("b"), ALG, "KMS").unwrap();
+    assert_eq!(getfattr(&b.join("b"), ALG).unwrap(), "KMS");
+    assert_eq!(getfattr(&b.join("a/b"), ALG).unwrap(), "AES256");
+    assert_eq!(std::fs::read(b.join("b")).unwrap(), b"Y");
+    assert_eq!(std::fs::read(b.join("a/b")).unwrap(), b"X");
+}

@@ -6,8 +6,8 @@
 use super::FsError;
 use super::object::OpenObject;
 use crate::store::{Stat, Timestamp};
-use std::collections::HashMap;
-use std::ffi::OsString;
+use std::collections::{HashMap, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,9 +49,11 @@ pub(crate) struct Inode {
     pub file_type: u32,
     pub size_cache: Mutex<Option<SizeCache>>,
     pub object: Mutex<Option<ObjectSlot>>,
-    /// For symlinks only: the last known parent and name, to set their times
-    /// (`utimensat` cannot reach a symlink through an `O_PATH` descriptor).
-    pub link_name: Mutex<Option<(u64, OsString)>>,
+    /// The names the kernel last reached this inode by (parent inode, name), most recent
+    /// first, at most [`NAMES_KEPT`]; any may be stale, so users check before trusting one.
+    /// Symlinks need a name to set their times (`utimensat` cannot reach a symlink through an
+    /// `O_PATH` descriptor), re-encryption to replace an object whose first name is gone.
+    names: Mutex<VecDeque<(u64, OsString)>>,
     /// Serialises setting times with the header bookkeeping that must put them back, so a
     /// `utimensat` racing with an asynchronous release is never undone.
     pub times: Mutex<()>,
@@ -61,7 +63,23 @@ pub(crate) struct Inode {
     retired: Mutex<Option<OwnedFd>>,
 }
 
+/// How many recent names an inode remembers.
+const NAMES_KEPT: usize = 8;
+
 impl Inode {
+    /// Remembers that `name` in directory `parent` led to this inode.
+    pub fn note_name(&self, parent: u64, name: &OsStr) {
+        let mut names = lock(&self.names);
+        names.retain(|(p, n)| !(*p == parent && n.as_os_str() == name));
+        names.push_front((parent, name.to_os_string()));
+        names.truncate(NAMES_KEPT);
+    }
+
+    /// The remembered names, most recent first.
+    pub fn recent_names(&self) -> Vec<(u64, OsString)> {
+        lock(&self.names).iter().cloned().collect()
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -82,7 +100,7 @@ impl Inode {
             file_type,
             size_cache: Mutex::new(None),
             object: Mutex::new(object),
-            link_name: Mutex::new(None),
+            names: Mutex::new(VecDeque::new()),
             retired: Mutex::new(None),
             times: Mutex::new(()),
         }

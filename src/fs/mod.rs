@@ -248,9 +248,7 @@ impl BucketFs {
         let fd = self.backing().open_path_at(parent.fd(), name)?;
         let stat = self.backing().stat(std::os::fd::AsFd::as_fd(&fd))?;
         let inode = self.inodes.remember(fd, &stat, &name.to_string_lossy())?;
-        if inode.is_symlink() {
-            *lock(&inode.link_name) = Some((parent.ino, name.to_os_string()));
-        }
+        inode.note_name(parent.ino, name);
         match self.attr_of(&inode, &stat) {
             Ok(attr) => Ok((inode, attr)),
             Err(e) => {
@@ -353,13 +351,7 @@ impl BucketFs {
         if !inode.is_symlink() {
             return Ok(self.backing().utimens(inode.fd(), atime, mtime)?);
         }
-        let (parent, name) = lock(&inode.link_name).clone().ok_or(FsError::NotFound)?;
-        let parent = self.inodes.get(parent)?;
-        // The name may have moved on since: only touch it if it is still this symlink.
-        let stat = self.backing().stat_at(parent.fd(), &name)?;
-        if self.inodes.ino_of(stat.ino) != inode.ino {
-            return Err(FsError::NotFound);
-        }
+        let (parent, name) = self.current_name(inode)?;
         Ok(self
             .backing()
             .utimens_at(parent.fd(), &name, atime, mtime)?)
@@ -508,15 +500,31 @@ impl BucketFs {
         Ok(())
     }
 
-    /// Keeps the remembered name of a known symlink current after a rename.
+    /// Remembers the new name of a known inode after a rename.
     fn note_link_name(&self, dir: &Inode, name: &OsStr) {
         if let Ok(stat) = self.backing().stat_at(dir.fd(), name) {
             if let Some(inode) = self.inodes.find(&stat) {
-                if inode.is_symlink() {
-                    *lock(&inode.link_name) = Some((dir.ino, name.to_os_string()));
-                }
+                inode.note_name(dir.ino, name);
             }
         }
+    }
+
+    /// A name that leads to `inode` now: the most recent remembered one that still does
+    /// (names go stale through renames and unlinks that the inode's own record never sees).
+    pub(super) fn current_name(&self, inode: &Inode) -> Result<(Arc<Inode>, OsString), FsError> {
+        for (parent, name) in inode.recent_names() {
+            let Ok(dir) = self.inodes.get(parent) else {
+                continue;
+            };
+            let leads_here = self
+                .backing()
+                .stat_at(dir.fd(), &name)
+                .is_ok_and(|st| self.inodes.find(&st).is_some_and(|i| i.ino == inode.ino));
+            if leads_here {
+                return Ok((dir, name));
+            }
+        }
+        Err(FsError::NotFound)
     }
 
     /// A new hard link; both names share one inode (and one open object).

@@ -200,8 +200,30 @@ impl BucketFs {
     }
 
     /// An `O_PATH` descriptor of the directory holding an object's backing file, and its name
-    /// there, reached from the store root one component at a time.
+    /// there: a name the kernel reached it by that still leads to it, else the path of its
+    /// descriptor (stale when that name was replaced or unlinked while another link remains),
+    /// checked too.
     fn parent_of(&self, inode: &Inode) -> Result<(OwnedFd, OsString), FsError> {
+        if let Ok((dir, name)) = self.current_name(inode) {
+            let dir = self.backing().open_path_at(dir.fd(), OsStr::new("."))?;
+            return Ok((dir, name));
+        }
+        let target = self.backing().stat(inode.fd())?;
+        let (dir, name) = self.parent_by_path(inode)?;
+        let names_target = self
+            .backing()
+            .stat_at(dir.as_fd(), &name)
+            .is_ok_and(|s| s.dev == target.dev && s.ino == target.ino);
+        if names_target {
+            Ok((dir, name))
+        } else {
+            Err(FsError::NotFound)
+        }
+    }
+
+    /// The directory and name from the path of the inode's descriptor, reached from the store
+    /// root one component at a time.
+    fn parent_by_path(&self, inode: &Inode) -> Result<(OwnedFd, OsString), FsError> {
         let path = self.backing().path_of(inode.fd())?;
         let rel = path
             .strip_prefix(self.store.root())
