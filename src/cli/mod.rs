@@ -1,6 +1,9 @@
 //! Command-line interface: argument parsing and one module per command. Commands print one
 //! clear line on error and exit non-zero; they never print key material.
 
+pub mod init;
+pub mod rootkey;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -21,8 +24,9 @@ pub enum Command {
     Init {
         /// The backing directory to create.
         store: PathBuf,
-        /// The root key file (created when it does not exist).
-        #[arg(long, env = "SSEFS_ROOT_KEY_FILE")]
+        /// The root key file, created when it does not exist [default: $SSEFS_ROOT_KEY_FILE,
+        /// else $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
+        #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
     },
 }
@@ -30,9 +34,6 @@ pub enum Command {
 /// Runs a parsed command; the error is printed by `main` as one line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Init { store, root_key } => {
-            let _ = (store, root_key);
-            Err("not implemented yet".into())
-        }
+        Command::Init { store, root_key } => Ok(init::run(&store, root_key.as_deref())?),
     }
 }

@@ -2,14 +2,44 @@
 //! CMKs (material versions, aliases, state, grants), bucket default encryption and the audit
 //! log, every secret wrapped under the root key. Knows nothing of FUSE or object files.
 
+mod cache;
+mod cmk;
 mod error;
+mod ids;
 mod rootkey;
+mod schema;
 
+pub use cmk::{CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, validate_alias};
 pub use error::KeystoreError;
-pub use rootkey::{RootKeySource, create_root_key_file, load_root_key_file};
+pub use ids::StoreId;
+pub use rootkey::{
+    ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
+};
+pub use schema::SCHEMA_VERSION;
 
-use crate::crypto::{Algorithm, Key256, KeyRef};
-use std::path::Path;
+use crate::crypto::{Algorithm, Key256, KeyRef, WrappedKey, unwrap_key, wrap_key};
+use cache::KeyCache;
+use rootkey::{check_private_mode, sync_dir};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The store's private directory, holding the keystore (`STORE/.ssefs/`).
+pub const STATE_DIR: &str = ".ssefs";
+/// The keystore's file name inside `STORE/.ssefs/`.
+pub const KEYSTORE_FILE: &str = "keystore.db";
+/// How long a statement waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
+
+/// The directory holding a store's keystore: `STORE/.ssefs`.
+pub fn keystore_dir(store: &Path) -> PathBuf {
+    store.join(STATE_DIR)
+}
 
 /// A bucket's default encryption rule (PutBucketEncryption).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,40 +51,442 @@ pub struct BucketRule {
 
 /// An open keystore. Cheap to share behind an `Arc`; safe to use from many threads.
 pub struct Keystore {
-    _private: (),
+    db_path: PathBuf,
+    store_id: StoreId,
+    root_key: Key256,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    cache: KeyCache,
 }
 
 impl Keystore {
     /// Creates `dir/keystore.db` (the directory must exist, mode 0700), the schema and master
     /// key version 1, all durable before returning. Fails if a keystore already exists.
     pub fn create(dir: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
-        let _ = (dir, root_key);
-        todo!("keystore: create")
+        Self::create_with_store_id(dir, root_key, StoreId::generate()?)
     }
+
+    /// As [`Keystore::create`], with a store id chosen by the caller (`ssefs init` needs the id
+    /// before the keystore exists, to find the default root key path).
+    pub fn create_with_store_id(
+        dir: &Path,
+        root_key: &Key256,
+        store_id: StoreId,
+    ) -> Result<Self, KeystoreError> {
+        let path = dir.join(KEYSTORE_FILE);
+        let companions = companion_files(&path);
+        for existing in std::iter::once(&path).chain(&companions) {
+            if std::fs::symlink_metadata(existing).is_ok() {
+                return Err(KeystoreError::AlreadyExists(existing.clone()));
+            }
+        }
+        // Created 0600 before SQLite sees it, so the -wal and -shm files inherit that mode.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                ErrorKind::AlreadyExists => KeystoreError::AlreadyExists(path.clone()),
+                _ => KeystoreError::file("create keystore", &path)(e),
+            })?;
+        Self::initialise(&path, root_key, store_id).inspect_err(|_| {
+            for file in std::iter::once(&path).chain(&companions) {
+                let _ = std::fs::remove_file(file);
+            }
+        })
+    }
+
+    fn initialise(
+        path: &Path,
+        root_key: &Key256,
+        store_id: StoreId,
+    ) -> Result<Self, KeystoreError> {
+        let mut conn = connect(path)?;
+        use_wal(&conn, path)?;
+        schema::migrate(&mut conn)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, ?2, ?3)",
+            (
+                store_id.to_string(),
+                now(),
+                ids::root_check(root_key, &store_id)?,
+            ),
+        )?;
+        insert_master_key(&tx, root_key, &store_id, 1)?;
+        tx.commit()?;
+        sync_dir(&parent_dir(path))?;
+        Self::assemble(path, root_key, store_id, conn)
+    }
+
     /// Opens an existing keystore, migrating its schema; a wrong root key is `WrongRootKey`.
+    /// Nothing is written unless the root key is right and the schema is one this ssefs knows.
     pub fn open(dir: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
-        let _ = (dir, root_key);
-        todo!("keystore: open")
+        let path = dir.join(KEYSTORE_FILE);
+        let mut conn = connect_existing(&path)?;
+        let store_id = read_store_id(&conn)?;
+        let recorded: Vec<u8> =
+            conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
+        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        use_wal(&conn, &path)?;
+        schema::migrate(&mut conn)?;
+        Self::assemble(&path, root_key, store_id, conn)
     }
+
+    /// The store id recorded in `dir/keystore.db`, read without the root key (it names the
+    /// default root key file). Writes nothing.
+    pub fn read_store_id(dir: &Path) -> Result<StoreId, KeystoreError> {
+        read_store_id(&connect_existing(&dir.join(KEYSTORE_FILE))?)
+    }
+
+    fn assemble(
+        path: &Path,
+        root_key: &Key256,
+        store_id: StoreId,
+        conn: Connection,
+    ) -> Result<Self, KeystoreError> {
+        Ok(Self {
+            db_path: path.to_path_buf(),
+            store_id,
+            root_key: copy_key(root_key)?,
+            inner: Mutex::new(Inner {
+                conn,
+                cache: KeyCache::default(),
+            }),
+        })
+    }
+
+    /// The random id of this store.
+    pub fn store_id(&self) -> &StoreId {
+        &self.store_id
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.db_path
+    }
+
     /// The newest master key version and its key, for new `AES256` objects.
     pub fn current_master_key(&self) -> Result<(u32, Key256), KeystoreError> {
-        todo!("keystore: current_master_key")
+        let mut inner = self.fresh()?;
+        let version = match inner.cache.current_master {
+            Some(version) => version,
+            None => {
+                let newest: Option<u32> =
+                    inner
+                        .conn
+                        .query_row("SELECT max(version) FROM master_keys", [], |r| r.get(0))?;
+                let version = newest
+                    .ok_or_else(|| KeystoreError::Corrupt("there is no master key".into()))?;
+                inner.cache.current_master = Some(version);
+                version
+            }
+        };
+        Ok((version, self.master_key(&mut inner, version)?))
     }
+
+    /// Adds the next master key version, which becomes the current one. Durable (committed
+    /// with `synchronous=FULL`) before it returns, so no object can depend on a lost key.
+    pub fn new_master_key(&self) -> Result<u32, KeystoreError> {
+        let mut inner = self.lock();
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let newest: Option<u32> =
+            tx.query_row("SELECT max(version) FROM master_keys", [], |r| r.get(0))?;
+        let version = newest
+            .unwrap_or(0)
+            .checked_add(1)
+            .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
+        insert_master_key(&tx, &self.root_key, &self.store_id, version)?;
+        tx.commit()?;
+        inner.cache.current_master = Some(version);
+        Ok(version)
+    }
+
     /// The key-encryption key an object header names (`None` for `KeyRef::None`).
     pub fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, KeystoreError> {
-        let _ = key_ref;
-        todo!("keystore: resolve")
+        match key_ref {
+            KeyRef::None => Ok(None),
+            KeyRef::Master { version } => {
+                let mut inner = self.fresh()?;
+                Ok(Some(self.master_key(&mut inner, *version)?))
+            }
+            KeyRef::Cmk { key_id, version } => {
+                let mut inner = self.fresh()?;
+                let entry = cmk::cmk_entry(&mut inner, key_id)?;
+                cmk::require_enabled(key_id, &entry)?;
+                Ok(Some(self.cmk_material(&mut inner, key_id, *version)?))
+            }
+        }
     }
+
     pub fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, KeystoreError> {
-        let _ = bucket;
-        todo!("keystore: bucket_rule")
+        let inner = self.lock();
+        let row: Option<(String, Option<String>)> = inner
+            .conn
+            .query_row(
+                "SELECT algorithm, kms_key_id FROM bucket_rules WHERE bucket = ?1",
+                [bucket],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(algorithm, kms_key_id)| bucket_rule_from_row(bucket, &algorithm, kms_key_id))
+            .transpose()
     }
+
+    /// Every bucket rule, by bucket name.
+    pub fn bucket_rules(&self) -> Result<Vec<(String, BucketRule)>, KeystoreError> {
+        let inner = self.lock();
+        let mut stmt = inner
+            .conn
+            .prepare("SELECT bucket, algorithm, kms_key_id FROM bucket_rules ORDER BY bucket")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (bucket, algorithm, kms_key_id) = row?;
+            let rule = bucket_rule_from_row(&bucket, &algorithm, kms_key_id)?;
+            Ok((bucket, rule))
+        })
+        .collect()
+    }
+
+    /// Sets (or replaces) a bucket's default encryption. `Algorithm::None` is not a rule
+    /// (delete the rule instead) and a key id goes only with `Algorithm::Kms`.
     pub fn put_bucket_rule(&self, bucket: &str, rule: &BucketRule) -> Result<(), KeystoreError> {
-        let _ = (bucket, rule);
-        todo!("keystore: put_bucket_rule")
+        let algorithm = match (rule.algorithm, rule.kms_key_id.as_deref()) {
+            (Algorithm::None, _) => {
+                return Err(KeystoreError::InvalidBucketRule(
+                    "no encryption is not a rule; delete the bucket's rule instead".into(),
+                ));
+            }
+            (Algorithm::Aes256, Some(_)) => {
+                return Err(KeystoreError::InvalidBucketRule(
+                    "a KMS key id goes only with KMS, not AES256".into(),
+                ));
+            }
+            (Algorithm::Kms, Some("")) => {
+                return Err(KeystoreError::InvalidBucketRule(
+                    "the KMS key id is empty".into(),
+                ));
+            }
+            (Algorithm::Aes256, None) => "AES256",
+            (Algorithm::Kms, _) => "KMS",
+        };
+        let inner = self.lock();
+        inner.conn.execute(
+            "INSERT INTO bucket_rules (bucket, algorithm, kms_key_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (bucket) DO UPDATE SET algorithm = excluded.algorithm,
+                 kms_key_id = excluded.kms_key_id, updated_at = excluded.updated_at",
+            (bucket, algorithm, rule.kms_key_id.as_deref(), now()),
+        )?;
+        Ok(())
     }
+
+    /// Removes a bucket's default encryption; removing a rule that does not exist is not an
+    /// error (as DeleteBucketEncryption).
     pub fn delete_bucket_rule(&self, bucket: &str) -> Result<(), KeystoreError> {
-        let _ = bucket;
-        todo!("keystore: delete_bucket_rule")
+        let inner = self.lock();
+        inner
+            .conn
+            .execute("DELETE FROM bucket_rules WHERE bucket = ?1", [bucket])?;
+        Ok(())
+    }
+
+    /// The connection and cache. A panic while holding the lock cannot leave SQLite half
+    /// written (an open transaction rolls back when dropped), so a poisoned lock is taken over.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// As `lock`, with the cache dropped if another connection has committed since.
+    fn fresh(&self) -> Result<MutexGuard<'_, Inner>, KeystoreError> {
+        let mut inner = self.lock();
+        let data_version: i64 = inner
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        inner.cache.revalidate(data_version);
+        Ok(inner)
+    }
+
+    fn master_key(&self, inner: &mut Inner, version: u32) -> Result<Key256, KeystoreError> {
+        if let Some(key) = inner.cache.masters.get(&version) {
+            return copy_key(key);
+        }
+        let wrapped: Vec<u8> = inner
+            .conn
+            .query_row(
+                "SELECT wrapped FROM master_keys WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(KeystoreError::UnknownMasterKey(version))?;
+        let key = unwrap_key(
+            &self.root_key,
+            &master_context(&self.store_id, version),
+            &WrappedKey(wrapped),
+        )
+        .map_err(|_| {
+            KeystoreError::Corrupt(format!(
+                "master key version {version} does not unwrap under the root key"
+            ))
+        })?;
+        let copy = copy_key(&key)?;
+        inner.cache.masters.insert(version, key);
+        Ok(copy)
     }
 }
+
+/// `"ssefs/master/v1" ‖ store id (16 bytes) ‖ version (u32 LE)`.
+fn master_context(store_id: &StoreId, version: u32) -> Vec<u8> {
+    [
+        MASTER_WRAP_LABEL,
+        store_id.as_bytes().as_slice(),
+        &version.to_le_bytes(),
+    ]
+    .concat()
+}
+
+fn insert_master_key(
+    tx: &Transaction<'_>,
+    root_key: &Key256,
+    store_id: &StoreId,
+    version: u32,
+) -> Result<(), KeystoreError> {
+    let key = Key256::generate()?;
+    let wrapped = wrap_key(root_key, &master_context(store_id, version), &key)?;
+    tx.execute(
+        "INSERT INTO master_keys (version, wrapped, created_at) VALUES (?1, ?2, ?3)",
+        (version, wrapped.0, now()),
+    )?;
+    Ok(())
+}
+
+fn bucket_rule_from_row(
+    bucket: &str,
+    algorithm: &str,
+    kms_key_id: Option<String>,
+) -> Result<BucketRule, KeystoreError> {
+    let algorithm = match (algorithm, &kms_key_id) {
+        ("AES256", None) => Algorithm::Aes256,
+        ("KMS", _) => Algorithm::Kms,
+        _ => {
+            return Err(KeystoreError::Corrupt(format!(
+                "bucket {bucket:?} has an invalid rule ({algorithm:?}, key id {kms_key_id:?})"
+            )));
+        }
+    };
+    Ok(BucketRule {
+        algorithm,
+        kms_key_id,
+    })
+}
+
+/// Opens a connection with the keystore's settings. Sets only per-connection state.
+fn connect(path: &Path) -> Result<Connection, KeystoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Checks the files of an existing keystore, opens it and checks it is one this ssefs knows.
+fn connect_existing(path: &Path) -> Result<Connection, KeystoreError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => KeystoreError::Missing(path.to_path_buf()),
+        _ => KeystoreError::file("open keystore", path)(e),
+    })?;
+    if !meta.is_file() {
+        return Err(KeystoreError::NotAKeystore(path.to_path_buf()));
+    }
+    check_private_mode(path, meta.permissions().mode())?;
+    // SQLite reports only "unable to open database file"; the OS names the cause.
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(KeystoreError::file("open keystore", path))?;
+    for companion in companion_files(path) {
+        match std::fs::metadata(&companion) {
+            Ok(meta) => check_private_mode(&companion, meta.permissions().mode())?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(KeystoreError::file("open keystore", companion)(e)),
+        }
+    }
+    let conn = connect(path).map_err(|e| match e {
+        KeystoreError::Database(e) => schema::not_a_database(e, path),
+        other => other,
+    })?;
+    schema::check_is_keystore(&conn, path)?;
+    Ok(conn)
+}
+
+/// Puts the database in WAL mode (a no-op when it already is).
+fn use_wal(conn: &Connection, path: &Path) -> Result<(), KeystoreError> {
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(KeystoreError::File {
+            action: "use WAL journal mode for",
+            path: path.to_path_buf(),
+            source: std::io::Error::new(ErrorKind::Unsupported, format!("SQLite chose {mode}")),
+        });
+    }
+    Ok(())
+}
+
+fn read_store_id(conn: &Connection) -> Result<StoreId, KeystoreError> {
+    let text: String = conn
+        .query_row("SELECT store_id FROM meta WHERE id = 1", [], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| {
+            KeystoreError::Corrupt("the meta row is missing (was `ssefs init` interrupted?)".into())
+        })?;
+    StoreId::parse(&text)
+        .ok_or_else(|| KeystoreError::Corrupt(format!("store id {text:?} is not 32 hex digits")))
+}
+
+/// The `-wal` and `-shm` files SQLite keeps next to the database.
+fn companion_files(path: &Path) -> [PathBuf; 2] {
+    ["-wal", "-shm"].map(|suffix| {
+        let mut name = path.as_os_str().to_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    })
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn copy_key(key: &Key256) -> Result<Key256, KeystoreError> {
+    Ok(Key256::from_bytes(key.expose_secret())?)
+}
+
+/// Seconds since the Unix epoch (0 for a clock set before 1970).
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

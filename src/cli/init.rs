@@ -1,0 +1,249 @@
+//! `ssefs init STORE`: creates the store directory, `.ssefs/` (with `tmp/` and `lock`), the
+//! keystore with master key version 1, and finds or creates the root key. On failure it
+//! removes only what it created. Prints paths, never key material.
+
+use super::rootkey::{RootKeyLocation, locate_root_key};
+use crate::keystore::{
+    KEYSTORE_FILE, Keystore, KeystoreError, StoreId, create_root_key_file, keystore_dir,
+    load_root_key_file, missing_parent_dirs,
+};
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// The directory for atomic replaces, inside `.ssefs/`.
+pub const TMP_DIR: &str = "tmp";
+/// The store lock file, inside `.ssefs/`.
+pub const LOCK_FILE: &str = "lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{} is already an ssefs store", .0.display())]
+    AlreadyAStore(PathBuf),
+    #[error("{} exists and is not empty; a new store needs an empty or missing directory", .0.display())]
+    NotEmpty(PathBuf),
+    #[error("{} exists and is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error(
+        "the root key {} would be inside the store {}; keep it apart from the store",
+        key.display(),
+        store.display()
+    )]
+    RootKeyInsideStore { key: PathBuf, store: PathBuf },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+}
+
+/// What `init` made.
+#[derive(Debug)]
+pub struct Initialised {
+    pub store: PathBuf,
+    pub store_id: StoreId,
+    pub root_key: RootKeyLocation,
+    /// Whether the root key file was created (rather than an existing one used).
+    pub root_key_created: bool,
+}
+
+/// Runs `ssefs init` and prints its one line.
+pub fn run(store: &Path, root_key: Option<&Path>) -> Result<(), InitError> {
+    let done = init(store, root_key, &|name| std::env::var_os(name))?;
+    println!(
+        "created store {} with the {} root key {}; keep the root key apart from the \
+         store and back it up: without it nothing in the store can be read",
+        done.store.display(),
+        if done.root_key_created {
+            "new"
+        } else {
+            "existing"
+        },
+        done.root_key.path.display(),
+    );
+    Ok(())
+}
+
+/// Creates a store at `store`, with the root key at `root_key` or the default location.
+pub fn init(
+    store: &Path,
+    root_key: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<Initialised, InitError> {
+    let store_exists = check_new_store(store)?;
+    let store_id = StoreId::generate()?;
+    let location = locate_root_key(root_key, env, || Ok(store_id))?;
+    refuse_key_inside_store(&location.path, store)?;
+
+    let mut made = UndoLog::default();
+    let result = build(store, store_exists, store_id, &location, &mut made);
+    match result {
+        Ok(root_key_created) => Ok(Initialised {
+            store: store.to_path_buf(),
+            store_id,
+            root_key: location,
+            root_key_created,
+        }),
+        Err(e) => {
+            made.undo();
+            Err(e)
+        }
+    }
+}
+
+/// Every step that creates something, recording it in `made`; returns whether the root key
+/// file was created.
+fn build(
+    store: &Path,
+    store_exists: bool,
+    store_id: StoreId,
+    location: &RootKeyLocation,
+    made: &mut UndoLog,
+) -> Result<bool, InitError> {
+    let (key, key_created) = obtain_root_key(&location.path, made)?;
+    if !store_exists {
+        make_dir(store, made)?;
+    }
+    let state = keystore_dir(store);
+    make_dir(&state, made)?;
+    make_dir(&state.join(TMP_DIR), made)?;
+    make_private_file(&state.join(LOCK_FILE), made)?;
+    let db = state.join(KEYSTORE_FILE);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.clone().into_os_string();
+        name.push(suffix);
+        made.files.push(PathBuf::from(name));
+    }
+    drop(Keystore::create_with_store_id(&state, &key, store_id)?);
+    sync_dir(&state)?;
+    sync_dir(store)?;
+    if !store_exists {
+        sync_dir(&parent_dir(store))?;
+    }
+    Ok(key_created)
+}
+
+/// Loads the root key if its file exists (mode-checked), else creates it.
+fn obtain_root_key(
+    path: &Path,
+    made: &mut UndoLog,
+) -> Result<(crate::crypto::Key256, bool), InitError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok((load_root_key_file(path)?, false));
+    }
+    made.dirs.extend(missing_parent_dirs(path));
+    match create_root_key_file(path) {
+        Ok(key) => {
+            made.files.push(path.to_path_buf());
+            Ok((key, true))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses a store that exists and is not an empty directory; returns whether it exists.
+fn check_new_store(store: &Path) -> Result<bool, InitError> {
+    let meta = match std::fs::metadata(store) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_error("examine", store)(e)),
+    };
+    if !meta.is_dir() {
+        return Err(InitError::NotADirectory(store.to_path_buf()));
+    }
+    if std::fs::symlink_metadata(keystore_dir(store)).is_ok() {
+        return Err(InitError::AlreadyAStore(store.to_path_buf()));
+    }
+    let mut entries = std::fs::read_dir(store).map_err(io_error("read", store))?;
+    if entries.next().is_some() {
+        return Err(InitError::NotEmpty(store.to_path_buf()));
+    }
+    Ok(true)
+}
+
+/// The root key must not be kept with the data it protects: not inside the new store, nor
+/// inside any existing store (checked on absolute paths).
+fn refuse_key_inside_store(key: &Path, store: &Path) -> Result<(), InitError> {
+    let absolute = |p: &Path| std::path::absolute(p).map_err(io_error("resolve", p));
+    let (key_abs, store_abs) = (absolute(key)?, absolute(store)?);
+    let inside = |store: &Path| InitError::RootKeyInsideStore {
+        key: key.to_path_buf(),
+        store: store.to_path_buf(),
+    };
+    if key_abs.starts_with(&store_abs) {
+        return Err(inside(store));
+    }
+    match key_abs
+        .ancestors()
+        .skip(1)
+        .find(|dir| keystore_dir(dir).is_dir())
+    {
+        Some(other) => Err(inside(other)),
+        None => Ok(()),
+    }
+}
+
+fn make_dir(path: &Path, made: &mut UndoLog) -> Result<(), InitError> {
+    DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(io_error("create directory", path))?;
+    made.dirs.push(path.to_path_buf());
+    Ok(())
+}
+
+fn make_private_file(path: &Path, made: &mut UndoLog) -> Result<(), InitError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_error("create", path))?;
+    made.files.push(path.to_path_buf());
+    file.sync_all().map_err(io_error("sync", path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), InitError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("sync directory", dir))
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> InitError {
+    let path = path.to_path_buf();
+    move |source| InitError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// What this run created, removed newest first on failure. Directories are removed only
+/// when empty, so nothing this run did not create is ever deleted.
+#[derive(Default)]
+struct UndoLog {
+    dirs: Vec<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+impl UndoLog {
+    fn undo(self) {
+        for file in self.files.iter().rev() {
+            let _ = std::fs::remove_file(file);
+        }
+        for dir in self.dirs.iter().rev() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}

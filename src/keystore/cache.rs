@@ -1,0 +1,44 @@
+//! The in-memory cache of unwrapped keys and of the CMK facts needed to hand them out, so
+//! the filesystem does not query SQLite per open. Keys are zeroized when evicted or dropped.
+//! The cache is dropped whole whenever another connection commits (`PRAGMA data_version`).
+
+use super::CmkState;
+use crate::crypto::Key256;
+use std::collections::HashMap;
+
+#[derive(Default)]
+pub(super) struct KeyCache {
+    /// `PRAGMA data_version` when the cache was last known valid.
+    pub data_version: Option<i64>,
+    pub masters: HashMap<u32, Key256>,
+    pub current_master: Option<u32>,
+    /// CMK id -> its state and newest material version.
+    pub cmks: HashMap<String, CachedCmk>,
+    /// Alias -> CMK id.
+    pub aliases: HashMap<String, String>,
+    /// (CMK id, material version) -> material.
+    pub materials: HashMap<(String, u32), Key256>,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct CachedCmk {
+    pub state: CmkState,
+    pub newest: Option<u32>,
+}
+
+impl KeyCache {
+    /// Forgets everything (keys are zeroized by `Key256`'s drop).
+    pub fn clear(&mut self) {
+        let data_version = self.data_version;
+        *self = Self::default();
+        self.data_version = data_version;
+    }
+
+    /// Keeps the cache if `data_version` is unchanged since the last call, else clears it.
+    pub fn revalidate(&mut self, data_version: i64) {
+        if self.data_version != Some(data_version) {
+            self.clear();
+            self.data_version = Some(data_version);
+        }
+    }
+}
