@@ -1,44 +1,54 @@
-//! Secret key types (zeroized on drop, no printing `Debug`) and the authenticated,
-//! context-bound key wrap used for DEKs, master keys and CMK material.
+//! Secret key types (zeroized on drop, no printing `Debug`), HKDF subkey derivation and the
+//! authenticated, context-bound key wrap used for DEKs, master keys and CMK material.
+//! Pure functions over bytes: no I/O, no knowledge of where keys are kept.
 
 use super::CryptoError;
 use aes::Aes256;
-use ctr::Ctr128BE;
-use ctr::cipher::{KeyIvInit, StreamCipher};
-use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
+use aes::cipher::{KeyInit, KeyIvInit, StreamCipher};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-/// Bytes in a wrapped key: 16-byte nonce, 32-byte ciphertext, 32-byte tag.
-const WRAPPED_LEN: usize = 16 + 32 + 32;
-const WRAP_ENC_INFO: &[u8] = b"ssefs/v1/wrap-enc";
-const WRAP_MAC_INFO: &[u8] = b"ssefs/v1/wrap-mac";
-const WRAP_TAG_LABEL: &[u8] = b"ssefs/wrap/v1";
+/// HMAC-SHA256 keyed state; cloned for every message so the key schedule is paid once.
+pub(super) type HmacSha256 = Hmac<Sha256>;
+type Aes256Ctr = ctr::Ctr128BE<Aes256>;
+
+/// Bytes of a wrapped 256-bit secret: nonce (16) ‖ ciphertext (32) ‖ tag (32).
+pub const WRAPPED_KEY_LEN: usize = 80;
+const WRAP_NONCE_LEN: usize = 16;
+const WRAP_DOMAIN: &[u8] = b"ssefs/wrap/v1";
 
 /// A 256-bit secret. Zeroized on drop; `Debug` prints only a placeholder.
 pub struct Key256 {
-    bytes: zeroize::Zeroizing<[u8; 32]>,
+    bytes: Zeroizing<[u8; 32]>,
 }
 
 impl Key256 {
     /// A fresh key from the operating system's CSPRNG.
     pub fn generate() -> Result<Self, CryptoError> {
         let mut bytes = Zeroizing::new([0u8; 32]);
-        getrandom::fill(bytes.as_mut_slice()).map_err(|_| CryptoError::Random)?;
+        fill_random(bytes.as_mut())?;
         Ok(Self { bytes })
     }
+    /// A key from exactly 32 raw bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let array: [u8; 32] = bytes.try_into().map_err(|_| {
-            CryptoError::Malformed(format!("a key is 32 bytes, not {}", bytes.len()))
+            CryptoError::Malformed(format!("a key must be 32 bytes, not {}", bytes.len()))
         })?;
-        Ok(Self {
+        Ok(Self::from_array(array))
+    }
+    pub(super) fn from_array(array: [u8; 32]) -> Self {
+        Self {
             bytes: Zeroizing::new(array),
-        })
+        }
     }
     /// The raw key bytes, for deriving subkeys and for writing a root key file.
     pub fn expose_secret(&self) -> &[u8; 32] {
         &self.bytes
+    }
+    /// A second copy of the same secret (also zeroized on drop).
+    pub fn duplicate(&self) -> Self {
+        Self::from_array(*self.bytes)
     }
 }
 
@@ -52,21 +62,63 @@ impl std::fmt::Debug for Key256 {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct WrappedKey(pub Vec<u8>);
 
+/// Fills `buf` from the operating system's CSPRNG.
+pub(super) fn fill_random(buf: &mut [u8]) -> Result<(), CryptoError> {
+    getrandom::fill(buf).map_err(|_| CryptoError::Random)
+}
+
+/// HKDF-SHA256(salt, ikm, info), 32 bytes of output.
+pub(super) fn derive_subkey(salt: &[u8], ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
+    let hkdf = hkdf::Hkdf::<Sha256>::new(Some(salt), ikm);
+    let mut okm = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's limit of 255 * 32, so expand cannot fail.
+    if hkdf.expand(info, okm.as_mut()).is_err() {
+        unreachable!("HKDF-SHA256 output of 32 bytes is always valid");
+    }
+    okm
+}
+
+/// An HMAC-SHA256 keyed with a 32-byte key. HMAC zero-pads keys shorter than its 64-byte
+/// block, so padding here is the standard construction and cannot fail.
+pub(super) fn hmac_with_key(key: &[u8; 32]) -> HmacSha256 {
+    let mut padded = Zeroizing::new([0u8; 64]);
+    padded[..32].copy_from_slice(key);
+    <HmacSha256 as KeyInit>::new(&(*padded).into())
+}
+
+/// An AES-256 key schedule for `key`.
+pub(super) fn aes_with_key(key: &[u8; 32]) -> Aes256 {
+    <Aes256 as KeyInit>::new(&(*key).into())
+}
+
 /// Wraps `secret` under `kek`, bound to `context` (which must be given again to unwrap).
 pub fn wrap_key(kek: &Key256, context: &[u8], secret: &Key256) -> Result<WrappedKey, CryptoError> {
-    let (enc, mac) = wrap_subkeys(kek)?;
-    let mut nonce = [0u8; 16];
-    getrandom::fill(&mut nonce).map_err(|_| CryptoError::Random)?;
-    let mut ct = *secret.expose_secret();
-    Ctr128BE::<Aes256>::new(&(*enc).into(), &nonce.into()).apply_keystream(&mut ct);
-    let tag = wrap_tag(&mac, context, &nonce, &ct)?
+    let mut nonce = [0u8; WRAP_NONCE_LEN];
+    fill_random(&mut nonce)?;
+    wrap_key_with_nonce(kek, context, secret, &nonce)
+}
+
+/// [`wrap_key`] with a caller-chosen nonce: only for reproducible test vectors. A nonce must
+/// never be reused under one KEK.
+#[doc(hidden)]
+pub fn wrap_key_with_nonce(
+    kek: &Key256,
+    context: &[u8],
+    secret: &Key256,
+    nonce: &[u8; 16],
+) -> Result<WrappedKey, CryptoError> {
+    let context_len = framed_len(context)?;
+    let (enc, mac) = wrap_subkeys(kek);
+    let mut ct = Zeroizing::new(*secret.expose_secret());
+    Aes256Ctr::new(&(*enc).into(), &(*nonce).into()).apply_keystream(ct.as_mut());
+    let tag = wrap_tag(&mac, context_len, context, nonce, ct.as_ref())
         .finalize()
         .into_bytes();
-    let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
-    wrapped.extend_from_slice(&nonce);
-    wrapped.extend_from_slice(&ct);
-    wrapped.extend_from_slice(&tag);
-    Ok(WrappedKey(wrapped))
+    let mut out = Vec::with_capacity(WRAPPED_KEY_LEN);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(ct.as_ref());
+    out.extend_from_slice(&tag);
+    Ok(WrappedKey(out))
 }
 
 /// Unwraps; a wrong `kek`, wrong `context` or modified bytes give `CryptoError::Authentication`.
@@ -75,56 +127,55 @@ pub fn unwrap_key(
     context: &[u8],
     wrapped: &WrappedKey,
 ) -> Result<Key256, CryptoError> {
-    if wrapped.0.len() != WRAPPED_LEN {
+    let bytes = wrapped.0.as_slice();
+    if bytes.len() != WRAPPED_KEY_LEN {
         return Err(CryptoError::Malformed(format!(
-            "a wrapped key is {WRAPPED_LEN} bytes, not {}",
-            wrapped.0.len()
+            "a wrapped key must be {WRAPPED_KEY_LEN} bytes, not {}",
+            bytes.len()
         )));
     }
-    let (nonce, rest) = wrapped.0.split_at(16);
+    let context_len = framed_len(context)?;
+    let (nonce, rest) = bytes.split_at(WRAP_NONCE_LEN);
     let (ct, tag) = rest.split_at(32);
-    let (enc, mac) = wrap_subkeys(kek)?;
-    wrap_tag(&mac, context, nonce, ct)?
+    let (enc, mac) = wrap_subkeys(kek);
+    wrap_tag(&mac, context_len, context, nonce, ct)
         .verify_slice(tag)
-        .map_err(|_| CryptoError::Authentication("wrapped key".into()))?;
+        .map_err(|_| CryptoError::Authentication("wrapped key: wrong key or context".into()))?;
     let mut secret = Zeroizing::new([0u8; 32]);
     secret.copy_from_slice(ct);
-    let nonce: [u8; 16] = nonce
+    let nonce: [u8; WRAP_NONCE_LEN] = nonce
         .try_into()
-        .map_err(|_| CryptoError::Malformed("wrapped key nonce".into()))?;
-    Ctr128BE::<Aes256>::new(&(*enc).into(), &nonce.into()).apply_keystream(secret.as_mut_slice());
-    Key256::from_bytes(secret.as_slice())
+        .map_err(|_| CryptoError::Malformed("wrapped key nonce has the wrong length".into()))?;
+    Aes256Ctr::new(&(*enc).into(), &nonce.into()).apply_keystream(secret.as_mut());
+    Ok(Key256::from_array(*secret))
 }
 
-/// A 256-bit subkey, zeroized on drop.
-type Subkey = Zeroizing<[u8; 32]>;
-
-/// The wrap encryption and MAC subkeys: HKDF-SHA256 (empty salt) of the KEK.
-fn wrap_subkeys(kek: &Key256) -> Result<(Subkey, Subkey), CryptoError> {
-    let hkdf = Hkdf::<Sha256>::new(Some(&[]), kek.expose_secret());
-    let mut enc = Zeroizing::new([0u8; 32]);
-    let mut mac = Zeroizing::new([0u8; 32]);
-    hkdf.expand(WRAP_ENC_INFO, enc.as_mut_slice())
-        .and_then(|()| hkdf.expand(WRAP_MAC_INFO, mac.as_mut_slice()))
-        .map_err(|_| CryptoError::Malformed("HKDF output length".into()))?;
-    Ok((enc, mac))
+fn wrap_subkeys(kek: &Key256) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let ikm = kek.expose_secret();
+    (
+        derive_subkey(&[], ikm, b"ssefs/v1/wrap-enc"),
+        derive_subkey(&[], ikm, b"ssefs/v1/wrap-mac"),
+    )
 }
 
-/// HMAC-SHA256 over "ssefs/wrap/v1" ‖ u32-LE len(context) ‖ context ‖ nonce ‖ ciphertext.
+/// The context's length as framed in the tag (a u32): longer contexts are refused.
+fn framed_len(context: &[u8]) -> Result<u32, CryptoError> {
+    u32::try_from(context.len())
+        .map_err(|_| CryptoError::Malformed("key wrap context longer than 4 GiB".into()))
+}
+
 fn wrap_tag(
     mac_key: &[u8; 32],
+    context_len: u32,
     context: &[u8],
     nonce: &[u8],
     ct: &[u8],
-) -> Result<Hmac<Sha256>, CryptoError> {
-    let context_len = u32::try_from(context.len())
-        .map_err(|_| CryptoError::Malformed("wrap context longer than 4 GiB".into()))?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(mac_key)
-        .map_err(|_| CryptoError::Malformed("HMAC key length".into()))?;
-    mac.update(WRAP_TAG_LABEL);
+) -> HmacSha256 {
+    let mut mac = hmac_with_key(mac_key);
+    mac.update(WRAP_DOMAIN);
     mac.update(&context_len.to_le_bytes());
     mac.update(context);
     mac.update(nonce);
     mac.update(ct);
-    Ok(mac)
+    mac
 }

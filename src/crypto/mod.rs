@@ -3,16 +3,31 @@
 //! crate: it takes keys, a file ID, block numbers and bytes (through [`ObjectIo`]).
 //! The byte-level specification is `docs/FORMAT.md`.
 
+mod block;
 mod error;
+mod header;
+mod io;
 mod keys;
+mod layout;
 mod object;
 
 pub use error::CryptoError;
-pub use keys::{Key256, WrappedKey, unwrap_key, wrap_key};
+pub use io::{MemoryIo, ObjectIo};
+pub use keys::{Key256, WRAPPED_KEY_LEN, WrappedKey, unwrap_key, wrap_key};
+pub use layout::{MAX_BLOCK_SIZE, MAX_OBJECT_SIZE, MIN_BLOCK_SIZE};
 pub use object::{
-    Algorithm, DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, MemoryIo, Object, ObjectIo, VerifyReport,
-    peek_header,
+    Algorithm, DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, Object, VerifyReport, peek_header,
 };
+
+// Reproducible building blocks for known-answer tests, fuzzing and benchmarks.
+#[doc(hidden)]
+pub use block::{BlockCipher, Slot};
+#[doc(hidden)]
+pub use header::dek_context;
+#[doc(hidden)]
+pub use keys::wrap_key_with_nonce;
+#[doc(hidden)]
+pub use object::parse_header_bytes;
 
 /// A per-object data encryption key (random, 256 bits, never stored in clear).
 pub type DataKey = Key256;

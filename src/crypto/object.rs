@@ -1,11 +1,27 @@
-//! An encrypted object over any random-access byte store ([`ObjectIo`]): header, block
-//! layout, sealing and opening blocks, read/write at any offset, truncate, commit, rewrap.
+//! An encrypted object over any random-access byte store ([`ObjectIo`]): open and create,
+//! read/write at any offset, truncate, commit, rewrap, verify; the dual-slot write order that
+//! keeps every block readable across a process kill. No paths, no key lookup: the caller
+//! passes the key-encryption key named by the header.
 
-use super::{CryptoError, Key256};
+use super::block::{BlockCipher, FORMAT_VERSION, SlotPair};
+use super::header::{
+    FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
+};
+use super::keys::{
+    HmacSha256, derive_subkey, fill_random, hmac_with_key, wrap_key, wrap_key_with_nonce,
+};
+use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
+use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 
 /// Plaintext bytes per block unless the header says otherwise.
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
+/// Plaintext bytes moved per backing read or write of a large request.
+const CHUNK_BYTES: u64 = 1 << 20;
+/// Bound on the remembered active slots (about 16 bytes each).
+const ACTIVE_CACHE_LIMIT: usize = 1 << 20;
 
 /// How an object's data is protected (`x-oss-server-side-encryption`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,23 +50,6 @@ pub struct HeaderInfo {
     pub size: u64,
 }
 
-/// Positional I/O on the backing bytes of one object.
-pub trait ObjectIo: Send + Sync {
-    /// Reads up to `buf.len()` bytes at `offset`; returns fewer only at end of file.
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
-    /// Writes all of `buf` at `offset`.
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
-    fn set_len(&self, len: u64) -> io::Result<()>;
-    fn sync_data(&self) -> io::Result<()>;
-}
-
-/// An in-memory [`ObjectIo`], for tests and for tools that build objects in memory.
-#[derive(Default, Debug)]
-pub struct MemoryIo {
-    pub bytes: std::sync::Mutex<Vec<u8>>,
-}
-
 /// What a full verification of an object found (for `fsck`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -60,13 +59,126 @@ pub struct VerifyReport {
 
 /// Reads and structurally parses the header without any key.
 pub fn peek_header(io: &dyn ObjectIo) -> Result<HeaderInfo, CryptoError> {
-    let _ = io;
-    todo!("crypto: peek_header")
+    let (bytes, n) = read_header_bytes(io)?;
+    Ok(ParsedHeader::parse(&bytes[..n])?.header.info)
+}
+
+/// Structurally parses a header record from raw bytes (for fuzzing and diagnostics).
+#[doc(hidden)]
+pub fn parse_header_bytes(bytes: &[u8]) -> Result<HeaderInfo, CryptoError> {
+    Ok(ParsedHeader::parse(bytes)?.header.info)
+}
+
+fn read_header_bytes(io: &dyn ObjectIo) -> Result<([u8; HEADER_MAX_LEN], usize), CryptoError> {
+    let mut bytes = [0u8; HEADER_MAX_LEN];
+    let n = io.read_at(&mut bytes, 0)?;
+    Ok((bytes, n))
+}
+
+thread_local! {
+    /// Ciphertext scratch for `read_at`, reused across calls so reads do not allocate.
+    static READ_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where the slot pairs and data pages of blocks `first..=last` sit in a chunk buffer: the
+/// first group's slot pairs, then everything from `first`'s data page to `last`'s (which
+/// includes the whole meta page of every later group).
+#[derive(Clone, Copy)]
+struct Chunk {
+    layout: Layout,
+    first: u64,
+    last: u64,
+    meta_len: usize,
+    /// Body bytes that exist in the backing file (set by `read_chunk`).
+    body_read: usize,
+}
+
+impl Chunk {
+    fn new(layout: Layout, first: u64, last: u64) -> Self {
+        let n = layout.blocks_per_group();
+        let first_group_last = (first / n + 1) * n - 1;
+        let meta_last = last.min(first_group_last);
+        let meta_len = (meta_last - first + 1) as usize * SLOT_PAIR_LEN;
+        Self {
+            layout,
+            first,
+            last,
+            meta_len,
+            body_read: 0,
+        }
+    }
+    /// Bytes of the body when `last` has `last_len` bytes of data.
+    fn body_len(&self, last_len: usize) -> usize {
+        (self.layout.data_offset(self.last) - self.layout.data_offset(self.first)) as usize
+            + last_len
+    }
+    fn meta_offset(&self) -> u64 {
+        self.layout.slot_pair_offset(self.first)
+    }
+    fn body_offset(&self) -> u64 {
+        self.layout.data_offset(self.first)
+    }
+    fn slot_index(&self, k: u64) -> usize {
+        let slot = self.layout.slot_pair_offset(k);
+        if slot < self.body_offset() {
+            (slot - self.meta_offset()) as usize
+        } else {
+            self.meta_len + (slot - self.body_offset()) as usize
+        }
+    }
+    fn data_index(&self, k: u64) -> usize {
+        self.meta_len + (self.layout.data_offset(k) - self.body_offset()) as usize
+    }
+    /// How many bytes of block `k`'s data page exist in the backing file.
+    fn data_available(&self, k: u64) -> usize {
+        let start = (self.layout.data_offset(k) - self.body_offset()) as usize;
+        self.body_read
+            .saturating_sub(start)
+            .min(self.layout.block_len())
+    }
+    /// Buffer indexes of the meta pages of the groups after the first one.
+    fn later_meta_pages(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let n = self.layout.blocks_per_group();
+        let first_group = self.first / n;
+        (first_group + 1..=self.last / n).map(move |g| {
+            let offset = self.layout.meta_page_offset(g * n);
+            (
+                self.meta_len + (offset - self.body_offset()) as usize,
+                offset,
+            )
+        })
+    }
+}
+
+/// One block read and opened on its own: its slots, which one authenticated the data page
+/// (`None` for a hole) and how many plaintext bytes it holds (in `Object::page`).
+#[derive(Clone, Copy)]
+struct LoadedBlock {
+    pair: SlotPair,
+    active: Option<usize>,
+    len: usize,
 }
 
 /// An open object: the authenticated header, the derived keys and the backing I/O.
 pub struct Object<I: ObjectIo> {
     io: I,
+    header: Header,
+    dek: Key256,
+    cipher: BlockCipher,
+    header_mac: HmacSha256,
+    layout: Layout,
+    /// The header in memory may differ from the one on disk (a header write failed).
+    header_unsaved: bool,
+    /// Known: no block past the committed size has a slot or data, and the last block holds
+    /// no bytes past the committed size. False after opening, until checked or repaired.
+    tail_clean: bool,
+    /// Which slot authenticates the current data page, for blocks written or verified here.
+    active: HashMap<u64, usize>,
+    write_buf: Vec<u8>,
+    page: Vec<u8>,
+    ivs: Vec<u8>,
+    /// Blocks of the current chunk that fill a hole inside the committed size, and their length.
+    hole_fills: Vec<(u64, usize)>,
 }
 
 impl<I: ObjectIo> Object<I> {
@@ -79,53 +191,760 @@ impl<I: ObjectIo> Object<I> {
         kek: Option<&Key256>,
         block_size: u32,
     ) -> Result<Self, CryptoError> {
-        let _ = (io, algorithm, key_ref, kek, block_size);
-        todo!("crypto: create")
+        let dek = match algorithm {
+            Algorithm::None => Key256::from_array([0u8; 32]),
+            Algorithm::Aes256 | Algorithm::Kms => Key256::generate()?,
+        };
+        let mut file_id = [0u8; 16];
+        fill_random(&mut file_id)?;
+        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, None)?;
+        Self::create_from_parts(
+            io,
+            algorithm,
+            key_ref,
+            block_size,
+            dek,
+            file_id,
+            wrapped_dek,
+        )
     }
+
+    /// [`Object::create`] with a caller-chosen DEK, file ID and wrap nonce: only for
+    /// reproducible test vectors.
+    #[doc(hidden)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_with_secrets(
+        io: I,
+        algorithm: Algorithm,
+        key_ref: KeyRef,
+        kek: Option<&Key256>,
+        block_size: u32,
+        dek: Key256,
+        file_id: [u8; 16],
+        wrap_nonce: [u8; 16],
+    ) -> Result<Self, CryptoError> {
+        if algorithm == Algorithm::None && dek.expose_secret() != &[0u8; 32] {
+            return Err(CryptoError::Malformed(
+                "algorithm none uses the all-zero DEK".into(),
+            ));
+        }
+        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, Some(&wrap_nonce))?;
+        Self::create_from_parts(
+            io,
+            algorithm,
+            key_ref,
+            block_size,
+            dek,
+            file_id,
+            wrapped_dek,
+        )
+    }
+
+    fn create_from_parts(
+        io: I,
+        algorithm: Algorithm,
+        key_ref: KeyRef,
+        block_size: u32,
+        dek: Key256,
+        file_id: [u8; 16],
+        wrapped_dek: Option<WrappedKey>,
+    ) -> Result<Self, CryptoError> {
+        let layout = Layout::new(block_size)?;
+        let header = Header {
+            info: HeaderInfo {
+                version: FORMAT_VERSION,
+                algorithm,
+                key_ref,
+                block_size,
+                file_id,
+                size: 0,
+            },
+            flags: 0,
+            seq: 0,
+            wrapped_dek,
+        };
+        let mut object = Self::assemble(io, header, dek, layout);
+        object.io.set_len(0)?;
+        object.write_header()?;
+        object.io.set_len(layout.block_size())?;
+        object.tail_clean = true;
+        Ok(object)
+    }
+
     /// Opens and authenticates an existing object; `kek` is the key named by its header.
     pub fn open(io: I, kek: Option<&Key256>) -> Result<Self, CryptoError> {
-        let _ = (io, kek);
-        todo!("crypto: open")
+        let (bytes, n) = read_header_bytes(&io)?;
+        let bytes = &bytes[..n];
+        let parsed = ParsedHeader::parse(bytes)?;
+        let info = &parsed.header.info;
+        let dek = unwrap_dek(
+            info.algorithm,
+            &info.key_ref,
+            kek,
+            parsed.header.wrapped_dek.as_ref(),
+            &info.file_id,
+        )?;
+        let layout = Layout::new(info.block_size)?;
+        let header_mac = header_mac(&dek, &info.file_id);
+        let header = parsed.authenticate(bytes, &header_mac)?;
+        let mut object = Self::assemble(io, header, dek, layout);
+        if !object.header.is_dirty() {
+            object.check_committed_length()?;
+        }
+        Ok(object)
     }
+
+    fn assemble(io: I, header: Header, dek: Key256, layout: Layout) -> Self {
+        let file_id = header.info.file_id;
+        let encrypt = header.info.algorithm != Algorithm::None;
+        Self {
+            io,
+            cipher: BlockCipher::new(&dek, &file_id, encrypt),
+            header_mac: header_mac(&dek, &file_id),
+            header,
+            dek,
+            layout,
+            header_unsaved: false,
+            tail_clean: false,
+            active: HashMap::new(),
+            write_buf: Vec::new(),
+            page: vec![0u8; layout.block_len()],
+            ivs: Vec::new(),
+            hole_fills: Vec::new(),
+        }
+    }
+
     pub fn info(&self) -> &HeaderInfo {
-        todo!("crypto: info")
+        &self.header.info
     }
     pub fn size(&self) -> u64 {
-        todo!("crypto: size")
+        self.header.info.size
     }
+    /// True while a write session is open (or was interrupted and not yet closed).
+    pub fn is_dirty(&self) -> bool {
+        self.header.is_dirty()
+    }
+    /// True when blocks that were never written read as zeros.
+    pub fn is_sparse(&self) -> bool {
+        self.header.is_sparse()
+    }
+
     /// Reads plaintext at `offset`; returns fewer bytes only at the end of the object.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, CryptoError> {
-        let _ = (offset, buf);
-        todo!("crypto: read_at")
+        let size = self.size();
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let end = size.min(offset.saturating_add(buf.len() as u64));
+        let out = &mut buf[..(end - offset) as usize];
+        let result = READ_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.read_range(offset, out, &mut scratch),
+            Err(_) => self.read_range(offset, out, &mut Vec::new()),
+        });
+        if result.is_err() {
+            // Never leave partly decrypted bytes behind an error.
+            out.fill(0);
+        }
+        result.map(|()| out.len())
     }
+
+    fn read_range(
+        &self,
+        offset: u64,
+        out: &mut [u8],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let p = self.layout.block_size();
+        let end = offset + out.len() as u64;
+        let (first, last) = (offset / p, (end - 1) / p);
+        let mut start = first;
+        while start <= last {
+            let stop = last.min(start + self.chunk_blocks() - 1);
+            let chunk = self.read_chunk(start, stop, scratch)?;
+            for k in start..=stop {
+                let (slot_at, data_at) = (chunk.slot_index(k), chunk.data_index(k));
+                let pair = SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN]);
+                let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
+                let len = self.open_block(k, &pair, data)?.map_or(0, |(_, len)| len);
+                let block_start = k * p;
+                let from = offset.max(block_start) - block_start;
+                let to = end.min(block_start + p) - block_start;
+                let dest =
+                    &mut out[(block_start + from - offset) as usize..][..(to - from) as usize];
+                copy_block_bytes(&data[..len], from as usize, dest);
+            }
+            start = stop + 1;
+        }
+        Ok(())
+    }
+
+    /// Reads the slot pairs and data pages of blocks `first..=last` into `buf`; bytes past the
+    /// end of file read as zeros.
+    fn read_chunk(&self, first: u64, last: u64, buf: &mut Vec<u8>) -> Result<Chunk, CryptoError> {
+        let mut chunk = Chunk::new(self.layout, first, last);
+        let total = chunk.meta_len + chunk.body_len(self.layout.block_len());
+        buf.resize(total, 0);
+        let (meta, body) = buf.split_at_mut(chunk.meta_len);
+        let n = self.io.read_at(meta, chunk.meta_offset())?;
+        meta[n..].fill(0);
+        let n = self.io.read_at(body, chunk.body_offset())?;
+        body[n..].fill(0);
+        chunk.body_read = n;
+        Ok(chunk)
+    }
+
+    fn chunk_blocks(&self) -> u64 {
+        (CHUNK_BYTES / self.layout.block_size()).max(1)
+    }
+
+    /// Opens block `k` in place: the first slot (highest generation first) whose tag verifies
+    /// over `data` gives `(slot, len)` and leaves the plaintext in `data[..len]`. `None` is a
+    /// hole of a sparse object; anything else is an authentication error.
+    fn open_block(
+        &self,
+        k: u64,
+        pair: &SlotPair,
+        data: &mut [u8],
+    ) -> Result<Option<(usize, usize)>, CryptoError> {
+        match self.find_active(k, pair, data) {
+            Some(i) => {
+                let slot = &pair.0[i];
+                let len = slot.len as usize;
+                self.cipher.decrypt(slot, &mut data[..len]);
+                Ok(Some((i, len)))
+            }
+            None if pair.is_empty() && self.header.is_sparse() => Ok(None),
+            None => Err(CryptoError::Authentication(format!(
+                "block {k}: no slot authenticates its data page"
+            ))),
+        }
+    }
+
+    /// The slot that authenticates `data` (the bytes of block `k`'s data page that exist).
+    fn find_active(&self, k: u64, pair: &SlotPair, data: &[u8]) -> Option<usize> {
+        pair.candidates().find(|&i| {
+            let slot = &pair.0[i];
+            let len = slot.len as usize;
+            len <= self.layout.block_len()
+                && data
+                    .get(..len)
+                    .is_some_and(|ct| self.cipher.authenticates(k, slot, ct))
+        })
+    }
+
+    /// Reads and opens block `k` alone; its plaintext is left in `self.page[..len]`.
+    fn load_block(&mut self, k: u64) -> Result<LoadedBlock, CryptoError> {
+        let mut raw = [0u8; SLOT_PAIR_LEN];
+        let n = self.io.read_at(&mut raw, self.layout.slot_pair_offset(k))?;
+        let pair = SlotPair::decode(&raw[..n]);
+        let mut page = std::mem::take(&mut self.page);
+        let opened = self
+            .io
+            .read_at(&mut page, self.layout.data_offset(k))
+            .map_err(CryptoError::from)
+            .and_then(|n| self.open_block(k, &pair, &mut page[..n]));
+        self.page = page;
+        let (active, len) = match opened? {
+            Some((i, len)) => (Some(i), len),
+            None => (None, 0),
+        };
+        if let Some(i) = active {
+            self.remember_active(k, i);
+        }
+        Ok(LoadedBlock { pair, active, len })
+    }
+
+    /// Rewrites block `k` with the first `len` bytes of `self.page`, into the slot that is not
+    /// active: slot first, then data.
+    fn store_block(&mut self, k: u64, loaded: &LoadedBlock, len: usize) -> Result<(), CryptoError> {
+        let target = target_slot(&loaded.pair, loaded.active);
+        let generation = next_generation(k, &loaded.pair)?;
+        let mut iv = [0u8; 16];
+        fill_random(&mut iv)?;
+        self.active.remove(&k);
+        let slot = self.cipher.seal(k, generation, &iv, &mut self.page[..len]);
+        let slot_offset = self.layout.slot_pair_offset(k) + (target * SLOT_LEN) as u64;
+        self.io.write_at(&slot.encode(), slot_offset)?;
+        self.io
+            .write_at(&self.page[..len], self.layout.data_offset(k))?;
+        self.remember_active(k, target);
+        Ok(())
+    }
+
+    fn remember_active(&mut self, k: u64, slot: usize) {
+        if self.active.len() >= ACTIVE_CACHE_LIMIT {
+            self.active.clear();
+        }
+        self.active.insert(k, slot);
+    }
+
     /// Writes plaintext at `offset`, extending the object (holes read as zeros).
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), CryptoError> {
-        let _ = (offset, data);
-        todo!("crypto: write_at")
+        if data.is_empty() {
+            return Ok(());
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&end| end <= MAX_OBJECT_SIZE)
+            .ok_or_else(too_large)?;
+        let size = self.size();
+        let leaves_hole = offset / self.layout.block_size() > self.layout.block_count(size);
+        self.begin_mutation(leaves_hole)?;
+        if end > size && !self.tail_clean {
+            self.clean_tail()?;
+        }
+        if let Err(e) = self.write_blocks(offset, data, size) {
+            self.forget_state();
+            return Err(e);
+        }
+        if end > size {
+            self.header.info.size = end;
+            self.write_header()?;
+        }
+        Ok(())
     }
+
+    fn write_blocks(&mut self, offset: u64, data: &[u8], size: u64) -> Result<(), CryptoError> {
+        let p = self.layout.block_size();
+        let end = offset + data.len() as u64;
+        let (first, last) = (offset / p, (end - 1) / p);
+        let mut start = first;
+        while start <= last {
+            let stop = last.min(start + self.chunk_blocks() - 1);
+            let mut buf = std::mem::take(&mut self.write_buf);
+            let result = self.write_chunk(start, stop, offset, data, size, &mut buf);
+            self.write_buf = buf;
+            result?;
+            start = stop + 1;
+        }
+        Ok(())
+    }
+
+    /// Seals blocks `first..=last` of a write of `data` at `offset` and writes them with two
+    /// ascending writes: the first group's slots, then the data pages (and later meta pages).
+    /// Each block's new slot goes to the slot that does not authenticate its current data.
+    fn write_chunk(
+        &mut self,
+        first: u64,
+        last: u64,
+        offset: u64,
+        data: &[u8],
+        size: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        let p = self.layout.block_size();
+        let chunk = Chunk::new(self.layout, first, last);
+        buf.resize(chunk.meta_len + chunk.body_len(self.layout.block_len()), 0);
+        self.read_chunk_meta(&chunk, buf)?;
+        let count = (last - first + 1) as usize;
+        self.ivs.resize(16 * count, 0);
+        fill_random(&mut self.ivs)?;
+        let end = offset + data.len() as u64;
+        let mut written_end = 0;
+        self.hole_fills.clear();
+        for (i, k) in (first..=last).enumerate() {
+            let block_start = k * p;
+            let from = (offset.max(block_start) - block_start) as usize;
+            let to = (end.min(block_start + p) - block_start) as usize;
+            let committed = self.layout.bytes_in_block(k, size) as usize;
+            let slot_at = chunk.slot_index(k);
+            let pair = SlotPair::decode(&buf[slot_at..slot_at + SLOT_PAIR_LEN]);
+            let data_at = chunk.data_index(k);
+            let (active, len) = if from == 0 && to == self.layout.block_len() {
+                (self.overwrite_target(k, &pair, committed)?, to)
+            } else {
+                // A partial block keeps its committed bytes around the new ones.
+                let (active, kept) = if committed > 0 {
+                    let loaded = self.load_block(k)?;
+                    let kept = loaded.len.min(committed);
+                    buf[data_at..data_at + kept].copy_from_slice(&self.page[..kept]);
+                    (loaded.active, kept)
+                } else {
+                    (None, 0)
+                };
+                let len = kept.max(to);
+                buf[data_at + kept.min(from)..data_at + from].fill(0);
+                (active, len)
+            };
+            let src = &data[(block_start + from as u64 - offset) as usize..][..to - from];
+            buf[data_at + from..data_at + to].copy_from_slice(src);
+            let target = target_slot(&pair, active);
+            let generation = next_generation(k, &pair)?;
+            let mut iv = [0u8; 16];
+            iv.copy_from_slice(&self.ivs[16 * i..16 * i + 16]);
+            let slot = self
+                .cipher
+                .seal(k, generation, &iv, &mut buf[data_at..data_at + len]);
+            let at = slot_at + target * SLOT_LEN;
+            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
+            self.active.remove(&k);
+            if committed > 0 && active.is_none() && pair.is_empty() {
+                self.hole_fills.push((k, len));
+            }
+            written_end = data_at + len;
+        }
+        // A hole has no old slot to fall back on, so its data goes first: until its slot is
+        // written the block still reads as zeros.
+        for &(k, len) in &self.hole_fills {
+            let data_at = chunk.data_index(k);
+            self.io
+                .write_at(&buf[data_at..data_at + len], self.layout.data_offset(k))?;
+        }
+        self.io
+            .write_at(&buf[..chunk.meta_len], chunk.meta_offset())?;
+        self.io
+            .write_at(&buf[chunk.meta_len..written_end], chunk.body_offset())?;
+        for k in first..=last {
+            let pair = SlotPair::decode(&buf[chunk.slot_index(k)..][..SLOT_PAIR_LEN]);
+            let newest = usize::from(pair.0[1].generation > pair.0[0].generation);
+            self.remember_active(k, newest);
+        }
+        Ok(())
+    }
+
+    /// Fills the chunk's meta regions from the backing file (zeros past its end).
+    fn read_chunk_meta(&self, chunk: &Chunk, buf: &mut [u8]) -> Result<(), CryptoError> {
+        let meta = &mut buf[..chunk.meta_len];
+        let n = self.io.read_at(meta, chunk.meta_offset())?;
+        meta[n..].fill(0);
+        let p = self.layout.block_len();
+        for (at, offset) in chunk.later_meta_pages() {
+            let page = &mut buf[at..at + p];
+            let n = self.io.read_at(page, offset)?;
+            page[n..].fill(0);
+        }
+        Ok(())
+    }
+
+    /// For a whole-block overwrite of block `k`: the slot that must be kept (authenticates
+    /// the current data), if any.
+    fn overwrite_target(
+        &mut self,
+        k: u64,
+        pair: &SlotPair,
+        committed: usize,
+    ) -> Result<Option<usize>, CryptoError> {
+        if committed == 0 {
+            // Past the committed size: nothing there is part of the object.
+            return Ok(None);
+        }
+        if let Some(&i) = self.active.get(&k) {
+            if pair.0[i].generation > 0 {
+                return Ok(Some(i));
+            }
+        }
+        let mut candidates = pair.candidates();
+        match (candidates.next(), candidates.next()) {
+            (None, _) => Ok(None),
+            (Some(i), None) => Ok(Some(i)),
+            (Some(_), Some(_)) => {
+                let mut page = std::mem::take(&mut self.page);
+                let read = self.io.read_at(&mut page, self.layout.data_offset(k));
+                let active = read.map(|n| self.find_active(k, pair, &page[..n]));
+                self.page = page;
+                Ok(active?)
+            }
+        }
+    }
+
     /// Truncates or extends to `size` bytes.
     pub fn set_size(&mut self, size: u64) -> Result<(), CryptoError> {
-        let _ = size;
-        todo!("crypto: set_size")
+        if size > MAX_OBJECT_SIZE {
+            return Err(too_large());
+        }
+        let old = self.size();
+        if size == old {
+            return Ok(());
+        }
+        if size > old {
+            let adds_blocks = self.layout.block_count(size) > self.layout.block_count(old);
+            self.begin_mutation(adds_blocks)?;
+            if !self.tail_clean {
+                self.clean_tail()?;
+            }
+            self.header.info.size = size;
+            return self.write_header();
+        }
+        self.begin_mutation(false)?;
+        self.header.info.size = size;
+        self.write_header()?;
+        self.tail_clean = false;
+        let blocks = self.layout.block_count(size);
+        self.active.retain(|&k, _| k < blocks);
+        self.clean_tail()
     }
+
+    /// Makes the bytes past the committed size unreachable: reseals the last block cut to the
+    /// committed size, clears the slots after it in its meta page, and sets the backing length
+    /// to the clean length. Every step touches only bytes outside the committed object.
+    fn clean_tail(&mut self) -> Result<(), CryptoError> {
+        let size = self.size();
+        let last_len = match size.checked_sub(1) {
+            None => 0,
+            Some(end) => {
+                let last = end / self.layout.block_size();
+                let committed = self.layout.bytes_in_block(last, size) as usize;
+                let loaded = self.load_block(last)?;
+                if loaded.len > committed {
+                    self.store_block(last, &loaded, committed)?;
+                }
+                loaded.len.min(committed)
+            }
+        };
+        self.clear_slots_past(size)?;
+        let clean = self.layout.clean_length(size, last_len as u64);
+        if self.io.len()? != clean {
+            self.io.set_len(clean)?;
+        }
+        self.tail_clean = true;
+        Ok(())
+    }
+
+    /// Zeroes the slot pairs of blocks past the committed size that share the last block's
+    /// meta page (later meta pages lie past the clean length).
+    fn clear_slots_past(&mut self, size: u64) -> Result<(), CryptoError> {
+        let next = self.layout.block_count(size);
+        let n = self.layout.blocks_per_group();
+        if size == 0 || next % n == 0 {
+            return Ok(());
+        }
+        let start = self.layout.slot_pair_offset(next);
+        let len = ((n - next % n) as usize) * SLOT_PAIR_LEN;
+        let mut slots = std::mem::take(&mut self.page);
+        let result = self.io.read_at(&mut slots[..len], start).and_then(|got| {
+            if slots[..got].iter().any(|&b| b != 0) {
+                slots[..got].fill(0);
+                self.io.write_at(&slots[..got], start)
+            } else {
+                Ok(())
+            }
+        });
+        self.page = slots;
+        Ok(result?)
+    }
+
     /// Makes everything written so far durable (commit header, then `sync_data`).
     pub fn sync(&mut self) -> Result<(), CryptoError> {
-        todo!("crypto: sync")
+        if self.header_unsaved {
+            self.write_header()?;
+        }
+        Ok(self.io.sync_data()?)
     }
+
     /// Marks the object clean (no write session open), trims the backing bytes and syncs nothing.
-    pub fn close(self) -> Result<I, CryptoError> {
-        todo!("crypto: close")
+    pub fn close(mut self) -> Result<I, CryptoError> {
+        if self.header.is_dirty() {
+            self.clean_tail()?;
+            self.header.flags &= !FLAG_DIRTY;
+            self.write_header()?;
+        } else if self.header_unsaved {
+            self.write_header()?;
+        }
+        Ok(self.io)
     }
+
     /// Re-wraps the DEK under another KEK by rewriting only the header.
     pub fn rewrap(&mut self, key_ref: KeyRef, kek: Option<&Key256>) -> Result<(), CryptoError> {
-        let _ = (key_ref, kek);
-        todo!("crypto: rewrap")
+        let algorithm = match key_ref {
+            KeyRef::Master { .. } => Algorithm::Aes256,
+            KeyRef::Cmk { .. } => Algorithm::Kms,
+            KeyRef::None => {
+                return Err(CryptoError::Malformed(
+                    "rewrap cannot remove encryption; re-encrypt the object instead".into(),
+                ));
+            }
+        };
+        if self.header.info.algorithm == Algorithm::None {
+            return Err(CryptoError::Malformed(
+                "rewrap cannot add encryption; re-encrypt the object instead".into(),
+            ));
+        }
+        let file_id = self.header.info.file_id;
+        let wrapped = wrap_dek(algorithm, &key_ref, kek, &self.dek, &file_id, None)?;
+        let previous = self.header.clone();
+        self.header.info.algorithm = algorithm;
+        self.header.info.key_ref = key_ref;
+        self.header.wrapped_dek = wrapped;
+        if let Err(e) = self.write_header() {
+            self.header = Header {
+                seq: self.header.seq,
+                ..previous
+            };
+            return Err(e);
+        }
+        Ok(())
     }
+
     /// Authenticates every block (for `fsck`).
     pub fn verify(&self) -> Result<VerifyReport, CryptoError> {
-        todo!("crypto: verify")
+        let blocks = self.layout.block_count(self.size());
+        let mut report = VerifyReport {
+            blocks,
+            problems: Vec::new(),
+        };
+        let mut scratch = Vec::new();
+        let mut start = 0;
+        while start < blocks {
+            let stop = (blocks - 1).min(start + self.chunk_blocks() - 1);
+            let chunk = self.read_chunk(start, stop, &mut scratch)?;
+            for k in start..=stop {
+                let slot_at = chunk.slot_index(k);
+                let pair = SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN]);
+                let data_at = chunk.data_index(k);
+                let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
+                if let Err(e) = self.open_block(k, &pair, data) {
+                    report.problems.push(e.to_string());
+                }
+            }
+            start = stop + 1;
+        }
+        Ok(report)
     }
+
     pub fn io(&self) -> &I {
         &self.io
     }
+
+    /// Sets DIRTY (and SPARSE if asked) in the header before the first change of a session.
+    fn begin_mutation(&mut self, sparse: bool) -> Result<(), CryptoError> {
+        let mut flags = self.header.flags | FLAG_DIRTY;
+        if sparse {
+            flags |= FLAG_SPARSE;
+        }
+        if flags != self.header.flags || self.header_unsaved {
+            self.header.flags = flags;
+            self.write_header()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the header record (seq + 1) as one 512-byte write at offset 0.
+    fn write_header(&mut self) -> Result<(), CryptoError> {
+        self.header.seq = self.header.seq.wrapping_add(1);
+        self.header_unsaved = true;
+        let (bytes, _) = self.header.encode(&self.header_mac)?;
+        self.io.write_at(&bytes, 0)?;
+        self.header_unsaved = false;
+        Ok(())
+    }
+
+    /// After a failed write, what is on disk is unknown: forget cached slot states.
+    fn forget_state(&mut self) {
+        self.active.clear();
+        self.tail_clean = false;
+    }
+
+    /// On open of a clean object: the last block holds no bytes past the size and the backing
+    /// length is exactly the clean length, so cuts and appended bytes are detected.
+    fn check_committed_length(&mut self) -> Result<(), CryptoError> {
+        let size = self.size();
+        let last_len = match size.checked_sub(1) {
+            None => 0,
+            Some(end) => {
+                let last = end / self.layout.block_size();
+                let loaded = self.load_block(last)?;
+                if loaded.len as u64 > self.layout.bytes_in_block(last, size) {
+                    return Err(truncated_or_extended());
+                }
+                loaded.len as u64
+            }
+        };
+        if self.io.len()? != self.layout.clean_length(size, last_len) {
+            return Err(truncated_or_extended());
+        }
+        Ok(())
+    }
+}
+
+/// Copies the bytes `from..from + dest.len()` of a block whose plaintext is `plain` (bytes
+/// past its length read as zeros).
+fn copy_block_bytes(plain: &[u8], from: usize, dest: &mut [u8]) {
+    let have = plain.len().saturating_sub(from).min(dest.len());
+    if have > 0 {
+        dest[..have].copy_from_slice(&plain[from..from + have]);
+    }
+    dest[have..].fill(0);
+}
+
+/// The slot to write: the one that is not active; with no active slot, the older one.
+fn target_slot(pair: &SlotPair, active: Option<usize>) -> usize {
+    match active {
+        Some(i) => 1 - i,
+        None => usize::from(pair.0[1].generation < pair.0[0].generation),
+    }
+}
+
+fn next_generation(k: u64, pair: &SlotPair) -> Result<u32, CryptoError> {
+    pair.max_generation()
+        .checked_add(1)
+        .ok_or_else(|| CryptoError::Malformed(format!("block {k}: generation counter exhausted")))
+}
+
+fn header_mac(dek: &Key256, file_id: &[u8; 16]) -> HmacSha256 {
+    hmac_with_key(&derive_subkey(
+        file_id,
+        dek.expose_secret(),
+        b"ssefs/v1/header-mac",
+    ))
+}
+
+/// The KEK to use for `algorithm`: none for `none`, required otherwise.
+fn required_kek(
+    algorithm: Algorithm,
+    kek: Option<&Key256>,
+) -> Result<Option<&Key256>, CryptoError> {
+    match (algorithm, kek) {
+        (Algorithm::None, None) => Ok(None),
+        (Algorithm::None, Some(_)) => Err(CryptoError::Malformed(
+            "algorithm none takes no key-encryption key".into(),
+        )),
+        (_, Some(kek)) => Ok(Some(kek)),
+        (_, None) => Err(CryptoError::Malformed(format!(
+            "algorithm {algorithm:?} needs a key-encryption key"
+        ))),
+    }
+}
+
+fn wrap_dek(
+    algorithm: Algorithm,
+    key_ref: &KeyRef,
+    kek: Option<&Key256>,
+    dek: &Key256,
+    file_id: &[u8; 16],
+    nonce: Option<&[u8; 16]>,
+) -> Result<Option<WrappedKey>, CryptoError> {
+    check_key_ref(algorithm, key_ref)?;
+    let Some(kek) = required_kek(algorithm, kek)? else {
+        return Ok(None);
+    };
+    let context = dek_context(algorithm, key_ref, file_id)?;
+    let wrapped = match nonce {
+        Some(nonce) => wrap_key_with_nonce(kek, &context, dek, nonce)?,
+        None => wrap_key(kek, &context, dek)?,
+    };
+    Ok(Some(wrapped))
+}
+
+fn unwrap_dek(
+    algorithm: Algorithm,
+    key_ref: &KeyRef,
+    kek: Option<&Key256>,
+    wrapped: Option<&WrappedKey>,
+    file_id: &[u8; 16],
+) -> Result<Key256, CryptoError> {
+    let Some(kek) = required_kek(algorithm, kek)? else {
+        return Ok(Key256::from_array([0u8; 32]));
+    };
+    let wrapped =
+        wrapped.ok_or_else(|| CryptoError::Malformed("encrypted object without a DEK".into()))?;
+    let context = dek_context(algorithm, key_ref, file_id)?;
+    unwrap_key(kek, &context, wrapped)
+}
+
+fn truncated_or_extended() -> CryptoError {
+    CryptoError::Authentication("object is truncated or extended".into())
+}
+
+fn too_large() -> CryptoError {
+    CryptoError::Io(io::Error::from_raw_os_error(libc::EFBIG))
 }

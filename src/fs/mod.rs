@@ -1,2 +1,664 @@
 //! The filesystem core: buckets, inodes, open handles and the SSE policy. Decides every
 //! operation; knows nothing of `fuser` (see `fuse.rs`) and is tested without a kernel mount.
+//! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
+
+mod error;
+mod inode;
+mod object;
+mod policy;
+#[cfg(test)]
+mod tests;
+mod xattr;
+
+pub use error::FsError;
+pub use inode::ROOT_INO;
+pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
+pub use xattr::{SSE_ATTR, SSE_KEY_ID_ATTR};
+
+use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
+use inode::{Inode, InodeTable, lock};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Who asks: the uid, gid and pid of the calling process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+/// Mount-wide choices.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FsOptions {
+    pub read_only: bool,
+    pub default_sse: DefaultSse,
+}
+
+/// What kind of node an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Directory,
+    RegularFile,
+    Symlink,
+    NamedPipe,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl NodeKind {
+    fn from_mode(file_type: u32) -> Option<NodeKind> {
+        match file_type {
+            libc::S_IFDIR => Some(NodeKind::Directory),
+            libc::S_IFREG => Some(NodeKind::RegularFile),
+            libc::S_IFLNK => Some(NodeKind::Symlink),
+            libc::S_IFIFO => Some(NodeKind::NamedPipe),
+            libc::S_IFSOCK => Some(NodeKind::Socket),
+            libc::S_IFCHR => Some(NodeKind::CharDevice),
+            libc::S_IFBLK => Some(NodeKind::BlockDevice),
+            _ => None,
+        }
+    }
+}
+
+/// The attributes of a node as the mount shows them (regular files: the plaintext size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub kind: NodeKind,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    pub blksize: u32,
+}
+
+/// The changes of a `setattr`; `None` leaves a field alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeUpdate>,
+    pub mtime: Option<TimeUpdate>,
+    /// The open handle the change comes through, if any.
+    pub handle: Option<u64>,
+}
+
+/// One directory entry; `offset` is the offset of the entry after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub offset: u64,
+    pub kind: NodeKind,
+    pub name: OsString,
+}
+
+/// An open file or directory.
+enum Handle {
+    File(object::FileHandle),
+    Dir(Vec<DirEntry>),
+}
+
+/// The filesystem of a mounted store: buckets at the root, objects below.
+pub struct BucketFs {
+    store: Store,
+    keys: Arc<dyn KeySource>,
+    options: FsOptions,
+    inodes: InodeTable,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_handle: AtomicU64,
+}
+
+fn system_time(ts: Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(ts.nanos));
+    let time = if ts.secs >= 0 {
+        UNIX_EPOCH.checked_add(Duration::from_secs(ts.secs.unsigned_abs()))
+    } else {
+        UNIX_EPOCH.checked_sub(Duration::from_secs(ts.secs.unsigned_abs()))
+    };
+    time.and_then(|t| t.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+fn check_name(name: &OsStr) -> Result<(), FsError> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes == b"." || bytes == b".." || bytes.contains(&b'/') {
+        return Err(FsError::InvalidName(name.to_os_string()));
+    }
+    Ok(())
+}
+
+impl BucketFs {
+    /// A filesystem over an open (locked) store and its key source.
+    pub fn new(
+        store: Store,
+        keys: Arc<dyn KeySource>,
+        options: FsOptions,
+    ) -> Result<BucketFs, FsError> {
+        let backing = Arc::clone(store.backing());
+        let root_fd = backing.open_path_at(store.root_fd(), OsStr::new("."))?;
+        let root_stat = backing.stat(store.root_fd())?;
+        Ok(BucketFs {
+            inodes: InodeTable::new(root_fd, &root_stat),
+            store,
+            keys,
+            options,
+            handles: RwLock::new(HashMap::new()),
+            next_handle: AtomicU64::new(1),
+        })
+    }
+
+    pub fn options(&self) -> FsOptions {
+        self.options
+    }
+    pub fn store_root(&self) -> &Path {
+        self.store.root()
+    }
+
+    fn backing(&self) -> &dyn crate::store::Backing {
+        self.store.backing().as_ref()
+    }
+
+    fn writable(&self) -> Result<(), FsError> {
+        if self.options.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The path of a node relative to the store, for log lines.
+    fn display_path(&self, inode: &Inode) -> String {
+        match self.backing().path_of(inode.fd()) {
+            Ok(path) => match path.strip_prefix(self.store.root()) {
+                Ok(rel) => rel.display().to_string(),
+                Err(_) => path.display().to_string(),
+            },
+            Err(_) => format!("inode {}", inode.ino),
+        }
+    }
+
+    /// The bucket a node (below the root) belongs to.
+    fn bucket_of(&self, inode: &Inode) -> Result<String, FsError> {
+        let path = self.backing().path_of(inode.fd())?;
+        let rel = path
+            .strip_prefix(self.store.root())
+            .map_err(|_| FsError::NotFound)?;
+        let first = rel.components().next().ok_or(FsError::NotFound)?;
+        let name = first.as_os_str();
+        Ok(validate_bucket_name(name)
+            .map_err(|_| FsError::NotFound)?
+            .to_string())
+    }
+
+    fn attr_of(&self, inode: &Inode, stat: &Stat) -> Result<Attr, FsError> {
+        let kind = NodeKind::from_mode(stat.file_type()).ok_or(FsError::NotFound)?;
+        let size = if stat.is_file() {
+            self.plaintext_size(inode, stat)
+        } else {
+            stat.size
+        };
+        Ok(Attr {
+            ino: inode.ino,
+            size,
+            blocks: stat.blocks,
+            atime: system_time(stat.atime),
+            mtime: system_time(stat.mtime),
+            ctime: system_time(stat.ctime),
+            kind,
+            perm: (stat.mode & 0o7777) as u16,
+            nlink: u32::try_from(stat.nlink).unwrap_or(u32::MAX),
+            uid: stat.uid,
+            gid: stat.gid,
+            rdev: stat.rdev as u32,
+            blksize: stat.blksize,
+        })
+    }
+
+    /// Hides the store's metadata directory at the root.
+    fn visible(parent: u64, name: &OsStr) -> Result<(), FsError> {
+        if parent == ROOT_INO && name.as_bytes() == crate::store::META_DIR.as_bytes() {
+            return Err(FsError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Looks `name` up in `parent` and counts one kernel lookup of the result.
+    fn enter(&self, parent: &Inode, name: &OsStr) -> Result<(Arc<Inode>, Attr), FsError> {
+        let fd = self.backing().open_path_at(parent.fd(), name)?;
+        let stat = self.backing().stat(std::os::fd::AsFd::as_fd(&fd))?;
+        let inode = self.inodes.remember(fd, &stat, &name.to_string_lossy())?;
+        if inode.is_symlink() {
+            *lock(&inode.link_name) = Some((parent.ino, name.to_os_string()));
+        }
+        match self.attr_of(&inode, &stat) {
+            Ok(attr) => Ok((inode, attr)),
+            Err(e) => {
+                self.inodes.forget(inode.ino, 1);
+                Err(e)
+            }
+        }
+    }
+
+    /// The owner of a new node: the caller, with the group inherited from a set-group-ID
+    /// parent directory (and the bit inherited by new directories).
+    fn new_owner(
+        &self,
+        caller: Caller,
+        parent: &Inode,
+        mode: u32,
+    ) -> Result<(u32, u32, u32), FsError> {
+        let parent_stat = self.backing().stat(parent.fd())?;
+        if parent_stat.mode & libc::S_ISGID != 0 {
+            let mode = if mode & libc::S_IFMT == libc::S_IFDIR {
+                mode | libc::S_ISGID
+            } else {
+                mode
+            };
+            Ok((caller.uid, parent_stat.gid, mode))
+        } else {
+            Ok((caller.uid, caller.gid, mode))
+        }
+    }
+
+    /// Gives a freshly made node to its owner, removing it if that fails.
+    fn chown_new(
+        &self,
+        parent: &Inode,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        is_dir: bool,
+    ) -> Result<(), FsError> {
+        let owned = self
+            .backing()
+            .open_path_at(parent.fd(), name)
+            .and_then(|fd| {
+                self.backing()
+                    .chown(std::os::fd::AsFd::as_fd(&fd), Some(uid), Some(gid))
+            });
+        if let Err(e) = owned {
+            let _ = self.backing().unlink_at(parent.fd(), name, is_dir);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
+        Self::visible(parent, name)?;
+        let parent = self.inodes.get(parent)?;
+        Ok(self.enter(&parent, name)?.1)
+    }
+
+    pub fn forget(&self, ino: u64, lookups: u64) {
+        self.inodes.forget(ino, lookups);
+    }
+
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+        let inode = self.inodes.get(ino)?;
+        let stat = self.backing().stat(inode.fd())?;
+        self.attr_of(&inode, &stat)
+    }
+
+    pub fn setattr(&self, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
+        self.writable()?;
+        let inode = self.inodes.get(ino)?;
+        if let Some(mode) = changes.mode {
+            if inode.is_symlink() {
+                return Err(FsError::Io(std::io::Error::from_raw_os_error(
+                    libc::EOPNOTSUPP,
+                )));
+            }
+            self.backing().chmod(inode.fd(), mode)?;
+        }
+        if changes.uid.is_some() || changes.gid.is_some() {
+            self.backing().chown(inode.fd(), changes.uid, changes.gid)?;
+        }
+        if let Some(size) = changes.size {
+            self.truncate(&inode, size, changes.handle)?;
+        }
+        if changes.atime.is_some() || changes.mtime.is_some() {
+            self.set_times(&inode, changes.atime, changes.mtime)?;
+        }
+        self.getattr(ino)
+    }
+
+    fn set_times(
+        &self,
+        inode: &Inode,
+        atime: Option<TimeUpdate>,
+        mtime: Option<TimeUpdate>,
+    ) -> Result<(), FsError> {
+        if !inode.is_symlink() {
+            return Ok(self.backing().utimens(inode.fd(), atime, mtime)?);
+        }
+        let (parent, name) = lock(&inode.link_name).clone().ok_or(FsError::NotFound)?;
+        let parent = self.inodes.get(parent)?;
+        // The name may have moved on since: only touch it if it is still this symlink.
+        let stat = self.backing().stat_at(parent.fd(), &name)?;
+        if self.inodes.ino_of(stat.ino) != inode.ino {
+            return Err(FsError::NotFound);
+        }
+        Ok(self
+            .backing()
+            .utimens_at(parent.fd(), &name, atime, mtime)?)
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let inode = self.inodes.get(ino)?;
+        Ok(self.backing().readlink(inode.fd())?)
+    }
+
+    /// Creates a FIFO, socket or (through `create`) regular file; device nodes are refused.
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+    ) -> Result<Attr, FsError> {
+        self.writable()?;
+        check_name(name)?;
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => {
+                let (attr, fh) =
+                    self.create(caller, parent, name, mode, libc::O_EXCL | libc::O_WRONLY)?;
+                self.release(fh)?;
+                return Ok(attr);
+            }
+            libc::S_IFIFO | libc::S_IFSOCK => {}
+            libc::S_IFCHR | libc::S_IFBLK => return Err(FsError::DeviceNode),
+            _ => return Err(FsError::InvalidName(name.to_os_string())),
+        }
+        if parent == ROOT_INO {
+            return Err(FsError::NotABucket);
+        }
+        let parent = self.inodes.get(parent)?;
+        let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
+        self.backing()
+            .mknod_at(parent.fd(), name, mode, u64::from(rdev))?;
+        self.chown_new(&parent, name, uid, gid, false)?;
+        Ok(self.enter(&parent, name)?.1)
+    }
+
+    /// Creates a directory; at the root, a bucket with the mount's default encryption.
+    pub fn mkdir(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+    ) -> Result<Attr, FsError> {
+        self.writable()?;
+        check_name(name)?;
+        let bucket = if parent == ROOT_INO {
+            Some(validate_bucket_name(name)?)
+        } else {
+            None
+        };
+        let parent = self.inodes.get(parent)?;
+        let (uid, gid, mode) = self.new_owner(caller, &parent, mode | libc::S_IFDIR)?;
+        self.backing().mkdir_at(parent.fd(), name, mode & 0o7777)?;
+        self.chown_new(&parent, name, uid, gid, true)?;
+        if let Some(bucket) = bucket {
+            // A rule left by a bucket of the same name removed behind our back is replaced.
+            let recorded = match self.options.default_sse.bucket_rule() {
+                Some(rule) => self.keys.put_bucket_rule(bucket, &rule),
+                None => self.keys.delete_bucket_rule(bucket),
+            };
+            if let Err(e) = recorded {
+                let _ = self.backing().unlink_at(parent.fd(), name, true);
+                return Err(e);
+            }
+            log::info!("created bucket {bucket}");
+        }
+        Ok(self.enter(&parent, name)?.1)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        self.writable()?;
+        Self::visible(parent, name)?;
+        let parent = self.inodes.get(parent)?;
+        Ok(self.backing().unlink_at(parent.fd(), name, false)?)
+    }
+
+    /// Removes an empty directory; at the root, a bucket and its encryption rule.
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
+        self.writable()?;
+        Self::visible(parent, name)?;
+        let is_bucket = parent == ROOT_INO;
+        let parent = self.inodes.get(parent)?;
+        self.backing().unlink_at(parent.fd(), name, true)?;
+        if is_bucket {
+            if let Some(bucket) = name.to_str() {
+                if let Err(e) = self.keys.delete_bucket_rule(bucket) {
+                    log::warn!("bucket {bucket} removed but its encryption rule stays: {e}");
+                }
+                log::info!("removed bucket {bucket}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn symlink(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+    ) -> Result<Attr, FsError> {
+        self.writable()?;
+        check_name(name)?;
+        if parent == ROOT_INO {
+            return Err(FsError::NotABucket);
+        }
+        let parent = self.inodes.get(parent)?;
+        self.backing()
+            .symlink_at(target.as_os_str(), parent.fd(), name)?;
+        self.chown_new(&parent, name, caller.uid, caller.gid, false)?;
+        Ok(self.enter(&parent, name)?.1)
+    }
+
+    /// Renames within and across buckets. Objects keep their encryption (the header moves
+    /// with the file); buckets themselves cannot be renamed (`EXDEV`, so `mv` copies).
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        new_parent: u64,
+        new_name: &OsStr,
+        mode: RenameMode,
+    ) -> Result<(), FsError> {
+        self.writable()?;
+        check_name(new_name)?;
+        Self::visible(parent, name)?;
+        if parent == ROOT_INO || new_parent == ROOT_INO {
+            return Err(FsError::BucketRename);
+        }
+        let old_dir = self.inodes.get(parent)?;
+        let new_dir = self.inodes.get(new_parent)?;
+        self.backing()
+            .rename_at(old_dir.fd(), name, new_dir.fd(), new_name, mode)?;
+        self.note_link_name(&new_dir, new_name);
+        if mode == RenameMode::Exchange {
+            self.note_link_name(&old_dir, name);
+        }
+        Ok(())
+    }
+
+    /// Keeps the remembered name of a known symlink current after a rename.
+    fn note_link_name(&self, dir: &Inode, name: &OsStr) {
+        if let Ok(stat) = self.backing().stat_at(dir.fd(), name) {
+            if let Some(inode) = self.inodes.find(&stat) {
+                if inode.is_symlink() {
+                    *lock(&inode.link_name) = Some((dir.ino, name.to_os_string()));
+                }
+            }
+        }
+    }
+
+    /// A new hard link; both names share one inode (and one open object).
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr, FsError> {
+        self.writable()?;
+        check_name(new_name)?;
+        if new_parent == ROOT_INO {
+            return Err(FsError::NotABucket);
+        }
+        let inode = self.inodes.get(ino)?;
+        let dir = self.inodes.get(new_parent)?;
+        self.backing().link_at(inode.fd(), dir.fd(), new_name)?;
+        Ok(self.enter(&dir, new_name)?.1)
+    }
+
+    fn new_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(fh, Arc::new(handle));
+        fh
+    }
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>, FsError> {
+        self.handles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    fn take_handle(&self, fh: u64) -> Result<Arc<Handle>, FsError> {
+        self.handles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&fh)
+            .ok_or(FsError::BadHandle(fh))
+    }
+
+    /// Opens a directory: its entries are read once, so offsets stay stable.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let inode = self.inodes.get(ino)?;
+        let listed = self.backing().read_dir(inode.fd())?;
+        let mut entries = Vec::with_capacity(listed.len() + 2);
+        let parent_ino = if ino == ROOT_INO {
+            ROOT_INO
+        } else {
+            self.backing()
+                .stat_at(inode.fd(), OsStr::new(".."))
+                .map(|st| self.inodes.ino_of(st.ino))?
+        };
+        entries.push((ino, NodeKind::Directory, OsString::from(".")));
+        entries.push((parent_ino, NodeKind::Directory, OsString::from("..")));
+        for entry in listed {
+            if Self::visible(ino, &entry.name).is_err() {
+                continue;
+            }
+            let kind = match NodeKind::from_mode(entry.file_type) {
+                Some(kind) => kind,
+                None => match self.backing().stat_at(inode.fd(), &entry.name) {
+                    Ok(st) => NodeKind::from_mode(st.file_type()).unwrap_or(NodeKind::RegularFile),
+                    Err(_) => continue,
+                },
+            };
+            entries.push((self.inodes.ino_of(entry.ino), kind, entry.name));
+        }
+        let entries = entries
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ino, kind, name))| DirEntry {
+                ino,
+                offset: i as u64 + 1,
+                kind,
+                name,
+            })
+            .collect();
+        Ok(self.new_handle(Handle::Dir(entries)))
+    }
+
+    /// The entries of an open directory from `offset` on (0 is the start).
+    pub fn readdir(&self, fh: u64, offset: u64) -> Result<Vec<DirEntry>, FsError> {
+        match &*self.handle(fh)? {
+            Handle::Dir(entries) => {
+                let start = usize::try_from(offset)
+                    .unwrap_or(usize::MAX)
+                    .min(entries.len());
+                Ok(entries[start..].to_vec())
+            }
+            Handle::File(_) => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) -> Result<(), FsError> {
+        match &*self.take_handle(fh)? {
+            Handle::Dir(_) => Ok(()),
+            Handle::File(_) => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    pub fn fsyncdir(&self, ino: u64) -> Result<(), FsError> {
+        let inode = self.inodes.get(ino)?;
+        let dir = self
+            .backing()
+            .reopen(inode.fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+        Ok(dir.sync_all()?)
+    }
+
+    /// Usage of the backing filesystem.
+    pub fn statfs(&self) -> Result<FsUsage, FsError> {
+        Ok(self.backing().statvfs(self.store.root_fd())?)
+    }
+
+    /// `access(2)` for mounts without `default_permissions`: the classic owner/group/other
+    /// check against the caller's primary group; root passes except for execute.
+    pub fn access(&self, caller: Caller, ino: u64, mask: i32) -> Result<(), FsError> {
+        let inode = self.inodes.get(ino)?;
+        let stat = self.backing().stat(inode.fd())?;
+        if mask & libc::W_OK != 0 && self.options.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        if mask == libc::F_OK {
+            return Ok(());
+        }
+        let mode = stat.mode;
+        if caller.uid == 0 {
+            let any_exec = mode & 0o111 != 0 || stat.is_dir();
+            return if mask & libc::X_OK == 0 || any_exec {
+                Ok(())
+            } else {
+                Err(FsError::AccessDenied)
+            };
+        }
+        let bits = if caller.uid == stat.uid {
+            (mode >> 6) & 7
+        } else if caller.gid == stat.gid {
+            (mode >> 3) & 7
+        } else {
+            mode & 7
+        };
+        if (mask as u32) & 7 & !bits != 0 {
+            return Err(FsError::AccessDenied);
+        }
+        Ok(())
+    }
+
+    /// The lookup count the table holds for an inode (diagnostics and tests).
+    pub fn lookup_count(&self, ino: u64) -> Option<u64> {
+        self.inodes.lookups(ino)
+    }
+}

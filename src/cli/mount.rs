@@ -1,0 +1,261 @@
+//! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
+//! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
+
+use super::rootkey::root_key_location;
+use crate::fs::{BucketFs, DefaultSse, FsOptions};
+use crate::fuse::MountConfig;
+use crate::keystore::{Keystore, load_root_key_file};
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The parsed `-o` options of `ssefs mount`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    pub allow_other: bool,
+    pub allow_root: bool,
+    pub default_permissions: bool,
+    pub read_only: bool,
+    pub default_sse: DefaultSse,
+    pub fsname: Option<String>,
+    pub auto_unmount: bool,
+    pub noexec: bool,
+    pub noatime: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            allow_root: false,
+            default_permissions: true,
+            read_only: false,
+            default_sse: DefaultSse::Aes256,
+            fsname: None,
+            auto_unmount: false,
+            noexec: false,
+            noatime: false,
+        }
+    }
+}
+
+impl MountOptions {
+    /// Parses every `-o` argument (each a comma-separated list); unknown options are errors.
+    /// Options meant for mount(8) or systemd (`defaults`, `nofail`, `_netdev`, `auto`,
+    /// `noauto`, `x-*`) are accepted and ignored, so fstab lines work.
+    pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<MountOptions, String> {
+        let mut options = MountOptions::default();
+        for arg in args {
+            for option in arg.as_ref().split(',').filter(|o| !o.is_empty()) {
+                options.apply(option)?;
+            }
+        }
+        if options.allow_other && options.allow_root {
+            return Err("allow_other and allow_root cannot be used together".to_string());
+        }
+        Ok(options)
+    }
+
+    fn apply(&mut self, option: &str) -> Result<(), String> {
+        match option.split_once('=') {
+            Some(("default_sse", value)) => self.default_sse = value.parse()?,
+            Some(("fsname", value)) if !value.is_empty() => self.fsname = Some(value.to_string()),
+            Some((name, _)) if name.starts_with("x-") => {}
+            Some(_) => return Err(format!("unknown mount option {option:?}")),
+            None => match option {
+                "allow_other" => self.allow_other = true,
+                "allow_root" => self.allow_root = true,
+                "default_permissions" => self.default_permissions = true,
+                "ro" => self.read_only = true,
+                "rw" => self.read_only = false,
+                "auto_unmount" => self.auto_unmount = true,
+                "noexec" => self.noexec = true,
+                "exec" => self.noexec = false,
+                "noatime" => self.noatime = true,
+                "atime" => self.noatime = false,
+                "nodev" | "nosuid" | "defaults" | "nofail" | "_netdev" | "auto" | "noauto" => {}
+                name if name.starts_with("x-") => {}
+                _ => return Err(format!("unknown mount option {option:?}")),
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a missing mountpoint, one that is not a directory, and one with a file system
+/// already mounted on it (or a dead FUSE mount left behind).
+fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
+    let shown = mountpoint.display();
+    let meta = match std::fs::metadata(mountpoint) {
+        Ok(meta) => meta,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "mountpoint {shown} is a dead mount (run `fusermount3 -u {shown}` first)"
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("mountpoint {shown} does not exist"));
+        }
+        Err(e) => return Err(format!("mountpoint {shown}: {e}")),
+    };
+    if !meta.is_dir() {
+        return Err(format!("mountpoint {shown} is not a directory"));
+    }
+    let canonical = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {shown}: {e}"))?;
+    if is_mount_point(&canonical) {
+        return Err(format!(
+            "mountpoint {shown} is busy: a file system is already mounted there"
+        ));
+    }
+    Ok(canonical)
+}
+
+/// Whether `path` (canonical) is the mount point of a mounted file system.
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = escape_mount_path(path);
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount_point| mount_point == wanted)
+}
+
+/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as octal.
+fn escape_mount_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Makes the process undumpable (no core files holding keys) and lets it keep one
+/// descriptor per known inode.
+fn harden_process() {
+    // SAFETY: plain prctl/setrlimit calls with valid arguments.
+    unsafe {
+        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
+            log::warn!(
+                "cannot disable core dumps: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Runs `ssefs mount`; returns when the filesystem is unmounted.
+pub fn run(
+    store: &Path,
+    mountpoint: &Path,
+    root_key: Option<&Path>,
+    options: &[String],
+) -> Result<(), String> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+    harden_process();
+    let options = MountOptions::parse(options)?;
+    let mountpoint = check_mountpoint(mountpoint)?;
+    let store = Store::open_locked(store).map_err(|e| e.to_string())?;
+    let location = root_key_location(root_key, store.root()).map_err(|e| e.to_string())?;
+    let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    let keystore = Keystore::open(&store.meta_dir(), &root_key)
+        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+    drop(root_key);
+    let store_path = store.root().to_path_buf();
+    let fs_options = FsOptions {
+        read_only: options.read_only,
+        default_sse: options.default_sse,
+    };
+    let fs = BucketFs::new(store, Arc::new(keystore), fs_options)
+        .map_err(|e| format!("store {}: {e}", store_path.display()))?;
+    let config = MountConfig {
+        mountpoint: mountpoint.clone(),
+        fsname: options
+            .fsname
+            .clone()
+            .unwrap_or_else(|| store_path.display().to_string()),
+        allow_other: options.allow_other,
+        allow_root: options.allow_root,
+        default_permissions: options.default_permissions,
+        read_only: options.read_only,
+        auto_unmount: options.auto_unmount,
+        noexec: options.noexec,
+        noatime: options.noatime,
+    };
+    let shown = (store_path.display(), mountpoint.display());
+    crate::fuse::serve(fs, &config, || {
+        log::info!("mounted store {} on {}", shown.0, shown.1);
+    })
+    .map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
+    log::info!("unmounted {}", shown.1);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_with_defaults_and_overrides() {
+        let o = MountOptions::parse::<&str>(&[]).unwrap();
+        assert_eq!(o, MountOptions::default());
+        assert!(o.default_permissions);
+        let o = MountOptions::parse(&["ro,allow_other", "default_sse=none,fsname=vault"]).unwrap();
+        assert!(o.read_only && o.allow_other);
+        assert_eq!(o.default_sse, DefaultSse::None);
+        assert_eq!(o.fsname.as_deref(), Some("vault"));
+        let o = MountOptions::parse(&["ro,rw,default_sse=KMS,nofail,x-systemd.automount"]).unwrap();
+        assert!(!o.read_only);
+        assert_eq!(o.default_sse, DefaultSse::Kms);
+    }
+
+    #[test]
+    fn unknown_or_bad_options_are_refused() {
+        for bad in [
+            "bogus",
+            "default_sse=aes",
+            "allow_other,allow_root",
+            "fsname=",
+            "suid",
+        ] {
+            assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mountpoint_checks_come_before_mounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        assert!(
+            check_mountpoint(&missing)
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(
+            check_mountpoint(&file)
+                .unwrap_err()
+                .contains("not a directory")
+        );
+        assert!(check_mountpoint(dir.path()).is_ok());
+        assert!(is_mount_point(Path::new("/")));
+        assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
+    }
+}

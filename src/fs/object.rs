@@ -1,0 +1,428 @@
+//! Objects: creating them atomically under the bucket's rule, the one shared open object per
+//! inode (read lock for reads, write lock for writes and truncates, closed with the last
+//! handle), and the plaintext size `stat` shows.
+
+use super::inode::{Inode, ObjectSlot, SizeCache, lock};
+use super::policy::{new_object_key, object_kek};
+use super::{Attr, BucketFs, Caller, FsError, Handle, ROOT_INO, check_name};
+use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, Object, ObjectIo, peek_header};
+use crate::store::{RenameMode, Stat, TimeUpdate};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// Positional I/O on a backing file, as the crypto layer wants it.
+pub(crate) struct BackingFile(pub(crate) File);
+
+impl ObjectIo for BackingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            match FileExt::read_at(&self.0, &mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.0, buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+}
+
+/// The one open object of an inode, shared by all its handles.
+pub(crate) struct OpenObject {
+    object: RwLock<Option<Object<BackingFile>>>,
+    /// The plaintext size, readable without the lock (for `getattr`).
+    size: AtomicU64,
+}
+
+impl OpenObject {
+    fn new(object: Object<BackingFile>) -> Arc<Self> {
+        Arc::new(OpenObject {
+            size: AtomicU64::new(object.size()),
+            object: RwLock::new(Some(object)),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
+        let guard = self.object.read().map_err(|_| FsError::Poisoned)?;
+        let object = guard.as_ref().ok_or(FsError::Poisoned)?;
+        Ok(object.read_at(offset, buf)?)
+    }
+
+    /// Runs a mutation under the write lock and publishes the new size.
+    fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut Object<BackingFile>) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let mut guard = self.object.write().map_err(|_| FsError::Poisoned)?;
+        let object = guard.as_mut().ok_or(FsError::Poisoned)?;
+        let result = change(object);
+        self.size.store(object.size(), Ordering::Release);
+        result
+    }
+
+    fn close(&self) -> Result<Option<u64>, FsError> {
+        let mut guard = self.object.write().map_err(|_| FsError::Poisoned)?;
+        match guard.take() {
+            Some(object) => {
+                let size = object.size();
+                object.close()?;
+                Ok(Some(size))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// An open regular file.
+pub(crate) struct FileHandle {
+    inode: Arc<Inode>,
+    object: Arc<OpenObject>,
+    append: bool,
+    writable: bool,
+}
+
+fn wants_write(flags: i32) -> bool {
+    matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
+}
+
+impl BucketFs {
+    /// Opens the backing file for the shared object: read-write unless the mount (or the
+    /// backing filesystem) is read-only.
+    fn open_backing(&self, inode: &Inode) -> Result<File, FsError> {
+        if !self.options.read_only {
+            match self.backing().reopen(inode.fd(), libc::O_RDWR) {
+                Ok(file) => return Ok(file),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.backing().reopen(inode.fd(), libc::O_RDONLY)?)
+    }
+
+    fn open_object(&self, inode: &Inode) -> Result<Object<BackingFile>, FsError> {
+        let file = BackingFile(self.open_backing(inode)?);
+        let header = peek_header(&file)?;
+        let kek = object_kek(self.keys.as_ref(), &header.key_ref)?;
+        Ok(Object::open(file, kek.as_ref())?)
+    }
+
+    /// Logs an integrity failure of an object with its path (never its contents).
+    fn note(&self, inode: &Inode, error: FsError) -> FsError {
+        if error.is_integrity_failure() {
+            log::warn!("object {}: {error}", self.display_path(inode));
+        }
+        error
+    }
+
+    /// The shared open object of an inode, opening it (one key unwrap) for the first user.
+    fn acquire_object(&self, inode: &Arc<Inode>) -> Result<Arc<OpenObject>, FsError> {
+        let mut slot = lock(&inode.object);
+        if let Some(slot) = slot.as_mut() {
+            slot.users += 1;
+            return Ok(Arc::clone(&slot.object));
+        }
+        let object = self.open_object(inode).map_err(|e| self.note(inode, e))?;
+        let object = OpenObject::new(object);
+        *slot = Some(ObjectSlot {
+            object: Arc::clone(&object),
+            users: 1,
+        });
+        Ok(object)
+    }
+
+    /// Drops one user; the last one closes the object (under the slot lock, so a new open
+    /// cannot race with the close) and leaves its size in the cache.
+    fn release_object(&self, inode: &Inode) -> Result<(), FsError> {
+        let mut slot = lock(&inode.object);
+        let Some(current) = slot.as_mut() else {
+            return Ok(());
+        };
+        current.users = current.users.saturating_sub(1);
+        if current.users > 0 {
+            return Ok(());
+        }
+        let object = Arc::clone(&current.object);
+        *slot = None;
+        let size = self.keeping_times(inode, || object.close()).map_err(|e| {
+            log::warn!("closing object {} failed: {e}", self.display_path(inode));
+            e
+        })?;
+        if let (Some(size), Ok(stat)) = (size, self.backing().stat(inode.fd())) {
+            *lock(&inode.size_cache) = Some(SizeCache {
+                backing_size: stat.size,
+                mtime: stat.mtime,
+                ctime: stat.ctime,
+                plaintext_size: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs bookkeeping that rewrites the backing file without changing the object (the
+    /// header at `fsync` and close) and puts back the times it disturbed: a `utimensat`
+    /// that came before the (asynchronous) release must survive it, as `cp -p` expects.
+    fn keeping_times<T>(
+        &self,
+        inode: &Inode,
+        bookkeeping: impl FnOnce() -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
+        let before = self.backing().stat(inode.fd());
+        let result = bookkeeping();
+        if let (Ok(before), Ok(after)) = (before, self.backing().stat(inode.fd())) {
+            if after.mtime != before.mtime || after.atime != before.atime {
+                let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
+                if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
+                    log::warn!(
+                        "cannot restore the times of {}: {e}",
+                        self.display_path(inode)
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// The plaintext size of an object: from the open object, the cache, or its header.
+    /// A backing file without a readable header shows size 0 (opening it gives `EIO`).
+    pub(super) fn plaintext_size(&self, inode: &Inode, stat: &Stat) -> u64 {
+        if let Some(slot) = lock(&inode.object).as_ref() {
+            return slot.object.size();
+        }
+        if let Some(cache) = *lock(&inode.size_cache) {
+            if cache.matches(stat) {
+                return cache.plaintext_size;
+            }
+        }
+        match self.read_header(inode) {
+            Ok(header) => {
+                *lock(&inode.size_cache) = Some(SizeCache {
+                    backing_size: stat.size,
+                    mtime: stat.mtime,
+                    ctime: stat.ctime,
+                    plaintext_size: header.size,
+                });
+                header.size
+            }
+            Err(e) => {
+                log::debug!(
+                    "object {}: no readable header: {e}",
+                    self.display_path(inode)
+                );
+                0
+            }
+        }
+    }
+
+    /// The (unauthenticated) header of an object, without any key.
+    pub(super) fn read_header(&self, inode: &Inode) -> Result<HeaderInfo, FsError> {
+        let file = BackingFile(self.backing().reopen(inode.fd(), libc::O_RDONLY)?);
+        Ok(peek_header(&file)?)
+    }
+
+    fn file_handle(&self, fh: u64) -> Result<Arc<Handle>, FsError> {
+        let handle = self.handle(fh)?;
+        match &*handle {
+            Handle::File(_) => Ok(handle),
+            Handle::Dir(_) => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    fn install_handle(&self, inode: Arc<Inode>, object: Arc<OpenObject>, flags: i32) -> u64 {
+        self.new_handle(Handle::File(FileHandle {
+            inode,
+            object,
+            append: flags & libc::O_APPEND != 0,
+            writable: wants_write(flags),
+        }))
+    }
+
+    /// Opens an object; `O_TRUNC` with write access empties it.
+    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, FsError> {
+        let inode = self.inodes.get(ino)?;
+        if inode.is_dir() {
+            return Err(FsError::IsADirectory);
+        }
+        if !inode.is_file() {
+            return Err(FsError::NotPermitted);
+        }
+        if wants_write(flags) || flags & libc::O_TRUNC != 0 {
+            self.writable()?;
+        }
+        let object = self.acquire_object(&inode)?;
+        if flags & libc::O_TRUNC != 0 && wants_write(flags) {
+            if let Err(e) = object.mutate(|o| Ok(o.set_size(0)?)) {
+                let _ = self.release_object(&inode);
+                return Err(e);
+            }
+        }
+        Ok(self.install_handle(inode, object, flags))
+    }
+
+    /// Creates a new object with the bucket's encryption and opens it. The object appears
+    /// under its name only complete (header written), through an atomic no-replace rename.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(Attr, u64), FsError> {
+        self.writable()?;
+        check_name(name)?;
+        if parent == ROOT_INO {
+            return Err(FsError::NotABucket);
+        }
+        let dir = self.inodes.get(parent)?;
+        let bucket = self.bucket_of(&dir)?;
+        let key = new_object_key(self.keys.as_ref(), &bucket)?;
+        let (uid, gid, _) = self.new_owner(caller, &dir, mode)?;
+        let (pending, file) = self.store.begin_create(mode & 0o7777)?;
+        self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
+        let created = Object::create(
+            BackingFile(file),
+            key.algorithm,
+            key.key_ref,
+            key.kek.as_ref(),
+            DEFAULT_BLOCK_SIZE,
+        )?;
+        let path_fd = OwnedFd::from(
+            self.backing()
+                .reopen(created.io().0.as_fd(), libc::O_PATH)?,
+        );
+        let stat = self.backing().stat(path_fd.as_fd())?;
+        let object = OpenObject::new(created);
+        let inode = self.inodes.preload(path_fd, &stat, Arc::clone(&object))?;
+        match pending.publish(dir.fd(), name, RenameMode::NoReplace) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
+                self.inodes.discard_unused(inode.ino);
+                // Someone else created it first: open theirs, as open(O_CREAT) would.
+                let (theirs, _) = self.enter(&dir, name)?;
+                let fh = self.open(theirs.ino, flags).inspect_err(|_| {
+                    self.inodes.forget(theirs.ino, 1);
+                })?;
+                return Ok((self.getattr(theirs.ino)?, fh));
+            }
+            Err(e) => {
+                self.inodes.discard_unused(inode.ino);
+                return Err(e.into());
+            }
+        }
+        self.inodes.count_lookup(inode.ino)?;
+        let attr = self.attr_of(&inode, &stat)?;
+        Ok((attr, self.install_handle(inode, object, flags)))
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer only at the end of the object).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let handle = self.file_handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::BadHandle(fh));
+        };
+        let available = file.object.size().saturating_sub(offset);
+        let len = usize::try_from(available.min(u64::from(size))).unwrap_or(0);
+        let mut buf = vec![0u8; len];
+        let n = file
+            .object
+            .read_at(offset, &mut buf)
+            .map_err(|e| self.note(&file.inode, e))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Writes `data` at `offset` (at the end for `O_APPEND` handles); returns the count.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<usize, FsError> {
+        self.writable()?;
+        let handle = self.file_handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::BadHandle(fh));
+        };
+        if !file.writable {
+            return Err(FsError::BadHandle(fh));
+        }
+        file.object
+            .mutate(|object| {
+                let at = if file.append { object.size() } else { offset };
+                Ok(object.write_at(at, data)?)
+            })
+            .map_err(|e| self.note(&file.inode, e))?;
+        Ok(data.len())
+    }
+
+    /// Makes everything written through any handle of this object durable.
+    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self.file_handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::BadHandle(fh));
+        };
+        if self.options.read_only {
+            return Ok(());
+        }
+        self.keeping_times(&file.inode, || {
+            file.object.mutate(|object| Ok(object.sync()?))
+        })
+        .map_err(|e| self.note(&file.inode, e))
+    }
+
+    /// Closes a handle; the last handle of an object closes the object.
+    pub fn release(&self, fh: u64) -> Result<(), FsError> {
+        match &*self.take_handle(fh)? {
+            Handle::File(file) => self.release_object(&file.inode),
+            Handle::Dir(_) => Err(FsError::BadHandle(fh)),
+        }
+    }
+
+    /// Truncates or extends an object (holes read as zeros), through its handle if given.
+    pub(super) fn truncate(
+        &self,
+        inode: &Arc<Inode>,
+        size: u64,
+        fh: Option<u64>,
+    ) -> Result<(), FsError> {
+        if inode.is_dir() {
+            return Err(FsError::IsADirectory);
+        }
+        if !inode.is_file() {
+            return Err(FsError::Io(io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        if let Some(fh) = fh {
+            if let Ok(handle) = self.file_handle(fh) {
+                if let Handle::File(file) = &*handle {
+                    return file
+                        .object
+                        .mutate(|o| Ok(o.set_size(size)?))
+                        .map_err(|e| self.note(inode, e));
+                }
+            }
+        }
+        let object = self.acquire_object(inode)?;
+        let result = object
+            .mutate(|o| Ok(o.set_size(size)?))
+            .map_err(|e| self.note(inode, e));
+        let released = self.release_object(inode);
+        result.and(released)
+    }
+}

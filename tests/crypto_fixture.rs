@@ -1,0 +1,118 @@
+//! Objects written by format v1, kept in `tests/fixtures/v1/` with their test-only KEKs and
+//! expected plaintext: they must always open and decrypt. To write them again (only when a
+//! new format version is introduced), run this test with SSEFS_WRITE_FIXTURES=1.
+
+use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, peek_header};
+use std::path::PathBuf;
+
+const P: usize = DEFAULT_BLOCK_SIZE as usize;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+struct Fixture {
+    name: &'static str,
+    algorithm: Algorithm,
+    key_ref: KeyRef,
+}
+
+fn fixtures() -> [Fixture; 3] {
+    [
+        Fixture {
+            name: "aes256",
+            algorithm: Algorithm::Aes256,
+            key_ref: KeyRef::Master { version: 1 },
+        },
+        Fixture {
+            name: "kms",
+            algorithm: Algorithm::Kms,
+            key_ref: KeyRef::Cmk {
+                key_id: "0b6f4c1e-test-cmk".into(),
+                version: 3,
+            },
+        },
+        Fixture {
+            name: "none",
+            algorithm: Algorithm::None,
+            key_ref: KeyRef::None,
+        },
+    ]
+}
+
+fn read_kek(fixture: &Fixture) -> Option<Key256> {
+    if fixture.algorithm == Algorithm::None {
+        return None;
+    }
+    let text = std::fs::read_to_string(dir().join(format!("{}.kek.hex", fixture.name))).unwrap();
+    let text = text.trim();
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect();
+    Some(Key256::from_bytes(&bytes).unwrap())
+}
+
+/// Three full blocks and a partial one; block 1 is rewritten, so it lives in slot B.
+fn write_fixture(fixture: &Fixture, plaintext: &[u8]) {
+    let kek = (fixture.algorithm != Algorithm::None).then(|| Key256::generate().unwrap());
+    let mut object = Object::create(
+        MemoryIo::default(),
+        fixture.algorithm,
+        fixture.key_ref.clone(),
+        kek.as_ref(),
+        DEFAULT_BLOCK_SIZE,
+    )
+    .unwrap();
+    let mut first = plaintext.to_vec();
+    first[P..2 * P].fill(0xEE);
+    object.write_at(0, &first).unwrap();
+    object.write_at(P as u64, &plaintext[P..2 * P]).unwrap();
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    std::fs::write(dir().join(format!("{}.obj", fixture.name)), bytes).unwrap();
+    if let Some(kek) = kek {
+        let hex: String = kek
+            .expose_secret()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        std::fs::write(dir().join(format!("{}.kek.hex", fixture.name)), hex + "\n").unwrap();
+    }
+}
+
+#[test]
+fn v1_fixtures_still_decrypt() {
+    let plaintext_path = dir().join("plaintext.bin");
+    if std::env::var_os("SSEFS_WRITE_FIXTURES").is_some() {
+        std::fs::create_dir_all(dir()).unwrap();
+        let plaintext: Vec<u8> = (0..3 * P + 1000).map(|i| (i * 7 + i / 251) as u8).collect();
+        std::fs::write(&plaintext_path, &plaintext).unwrap();
+        for fixture in fixtures() {
+            write_fixture(&fixture, &plaintext);
+        }
+    }
+    let plaintext = std::fs::read(&plaintext_path).unwrap();
+    assert_eq!(plaintext.len(), 3 * P + 1000);
+    for fixture in fixtures() {
+        let bytes = std::fs::read(dir().join(format!("{}.obj", fixture.name))).unwrap();
+        let io = MemoryIo::from_bytes(bytes);
+        let info = peek_header(&io).unwrap();
+        assert_eq!(info.version, 1);
+        assert_eq!(info.algorithm, fixture.algorithm);
+        assert_eq!(info.key_ref, fixture.key_ref);
+        assert_eq!(info.size, plaintext.len() as u64);
+        let kek = read_kek(&fixture);
+        let object = Object::open(io, kek.as_ref()).unwrap();
+        assert!(!object.is_dirty());
+        let mut out = vec![0u8; plaintext.len()];
+        assert_eq!(object.read_at(0, &mut out).unwrap(), plaintext.len());
+        assert_eq!(out, plaintext, "{}", fixture.name);
+        let report = object.verify().unwrap();
+        assert_eq!(report.blocks, 4);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // Block 1 was written twice: its live slot is B, generation 2.
+        let raw = object.io().snapshot().unwrap();
+        let slot_b = &raw[P + 112 + 56..P + 112 + 64];
+        assert_eq!(slot_b, [2, 0, 0, 0, 0, 16, 0, 0], "{}", fixture.name);
+    }
+}

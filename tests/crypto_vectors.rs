@@ -1,0 +1,182 @@
+//! Known-answer tests that pin format v1 byte for byte: key wrap, DEK context, header
+//! records and sealed blocks from fixed keys, file ID, nonce and IV. The same vectors are
+//! listed in docs/FORMAT.md; they were computed independently of this implementation.
+
+use ssefs::crypto::{
+    Algorithm, BlockCipher, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, Slot, WrappedKey,
+    dek_context, unwrap_key, wrap_key_with_nonce,
+};
+
+fn seq(from: u8, len: u8) -> Vec<u8> {
+    (from..from + len).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn kek() -> Key256 {
+    Key256::from_bytes(&seq(0x00, 32)).unwrap()
+}
+fn dek() -> Key256 {
+    Key256::from_bytes(&seq(0x20, 32)).unwrap()
+}
+fn file_id() -> [u8; 16] {
+    seq(0x40, 16).try_into().unwrap()
+}
+fn nonce() -> [u8; 16] {
+    seq(0x50, 16).try_into().unwrap()
+}
+fn iv() -> [u8; 16] {
+    seq(0x60, 16).try_into().unwrap()
+}
+const PLAINTEXT: &[u8] = b"The quick brown fox jumps over the lazy dog";
+
+const WRAP_GENERIC: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebdc450926e9e29a138f1cc2f3b587c9bd0d79069998b874c426bd162ee2f9e40da";
+const WRAPPED_AES256: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebdf581f7f49a6a2fabe412c041dd1e9d6a50ac69800e640f9734a2533eade06b5d";
+const HEADER_AES256: &str = "73736566734f424a0100010000100000404142434445464748494a4b4c4d4e4f010000000000000000000000000000000107000000005000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebdf581f7f49a6a2fabe412c041dd1e9d6a50ac69800e640f9734a2533eade06b5d01fab80b0255da05054b2bdfef2b3f396777b1ccdc95f631e48282f2cdb5986d";
+const WRAPPED_KMS: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd3d6188c4b9f274121fed50c5318d0048ba37bb6b91c6c793c462d7cfe1d26405";
+const HEADER_KMS: &str = "73736566734f424a0100020000100000404142434445464748494a4b4c4d4e4f010000000000000000000000000000000202000000086b65792d303132335000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd3d6188c4b9f274121fed50c5318d0048ba37bb6b91c6c793c462d7cfe1d264056679f6d8d8f1f7621905a6bd3767a3a7bfbde6ee18b187ec158622e4ac463617";
+const HEADER_NONE: &str = "73736566734f424a0100000000100000404142434445464748494a4b4c4d4e4f01000000000000000000000000000000000000000000000072a37c9624794f549796598605378c7b5465bbcbdedc2785fc438662e2576a15";
+const SLOT_AES256: &str = "030000002b000000606162636465666768696a6b6c6d6e6f752781e00b9b6bf1edb9bff5465965c061e9f846522cb11a983cbc6200c8e54c";
+const CT_AES256: &str =
+    "5acf0a8cdbb64e3595c9d841b71e7a00d01425cfa60a17910c253e65d6f6effa2a77c012d92c12c287df8f";
+const SLOT_NONE: &str = "030000002b000000606162636465666768696a6b6c6d6e6fc8b7b4b63d17c69e162d820389115dee94e7066dae8f9d62db47e0508bc24df0";
+
+#[test]
+fn key_wrap_vector() {
+    let wrapped = wrap_key_with_nonce(&kek(), b"ssefs/test/context", &dek(), &nonce()).unwrap();
+    assert_eq!(hex(&wrapped.0), WRAP_GENERIC);
+    let back = unwrap_key(
+        &kek(),
+        b"ssefs/test/context",
+        &WrappedKey(unhex(WRAP_GENERIC)),
+    )
+    .unwrap();
+    assert_eq!(back.expose_secret(), dek().expose_secret());
+}
+
+#[test]
+fn dek_context_vector() {
+    let master = dek_context(
+        Algorithm::Aes256,
+        &KeyRef::Master { version: 7 },
+        &file_id(),
+    )
+    .unwrap();
+    let mut expected = b"ssefs/dek/v1".to_vec();
+    expected.extend_from_slice(&[1, 1, 7, 0, 0, 0, 0]);
+    expected.extend_from_slice(&file_id());
+    assert_eq!(master, expected);
+    let cmk = KeyRef::Cmk {
+        key_id: "key-0123".into(),
+        version: 2,
+    };
+    let context = dek_context(Algorithm::Kms, &cmk, &file_id()).unwrap();
+    let mut expected = b"ssefs/dek/v1".to_vec();
+    expected.extend_from_slice(&[2, 2, 2, 0, 0, 0, 8]);
+    expected.extend_from_slice(b"key-0123");
+    expected.extend_from_slice(&file_id());
+    assert_eq!(context, expected);
+}
+
+fn created_header(
+    algorithm: Algorithm,
+    key_ref: KeyRef,
+    kek: Option<&Key256>,
+    dek: Key256,
+) -> Vec<u8> {
+    let object = Object::create_with_secrets(
+        MemoryIo::default(),
+        algorithm,
+        key_ref,
+        kek,
+        DEFAULT_BLOCK_SIZE,
+        dek,
+        file_id(),
+        nonce(),
+    )
+    .unwrap();
+    let bytes = object.io().snapshot().unwrap();
+    assert_eq!(bytes.len(), 4096, "a new object is exactly one header page");
+    bytes
+}
+
+fn check_header(bytes: &[u8], expected_hex: &str) {
+    let expected = unhex(expected_hex);
+    assert_eq!(hex(&bytes[..expected.len()]), expected_hex);
+    assert!(
+        bytes[expected.len()..].iter().all(|&b| b == 0),
+        "page 0 past the record is zero"
+    );
+}
+
+#[test]
+fn aes256_header_vector() {
+    let bytes = created_header(
+        Algorithm::Aes256,
+        KeyRef::Master { version: 7 },
+        Some(&kek()),
+        dek(),
+    );
+    check_header(&bytes, HEADER_AES256);
+    assert_eq!(hex(&bytes[56..136]), WRAPPED_AES256);
+    let object = Object::open(MemoryIo::from_bytes(bytes), Some(&kek())).unwrap();
+    assert_eq!(object.size(), 0);
+}
+
+#[test]
+fn kms_header_vector() {
+    let cmk = KeyRef::Cmk {
+        key_id: "key-0123".into(),
+        version: 2,
+    };
+    let bytes = created_header(Algorithm::Kms, cmk, Some(&kek()), dek());
+    check_header(&bytes, HEADER_KMS);
+    assert_eq!(hex(&bytes[64..144]), WRAPPED_KMS);
+}
+
+#[test]
+fn none_header_vector() {
+    let zero = Key256::from_bytes(&[0u8; 32]).unwrap();
+    let bytes = created_header(Algorithm::None, KeyRef::None, None, zero);
+    check_header(&bytes, HEADER_NONE);
+}
+
+#[test]
+fn aes256_block_vector() {
+    let cipher = BlockCipher::new(&dek(), &file_id(), true);
+    let mut data = PLAINTEXT.to_vec();
+    let slot = cipher.seal(5, 3, &iv(), &mut data);
+    assert_eq!(hex(&slot.encode()), SLOT_AES256);
+    assert_eq!(hex(&data), CT_AES256);
+    let slot = Slot::decode(&unhex(SLOT_AES256));
+    let mut page = unhex(CT_AES256);
+    assert_eq!(cipher.open(5, &slot, &mut page).unwrap(), PLAINTEXT.len());
+    assert_eq!(page, PLAINTEXT);
+    // The same bytes are not block 6, nor generation 4.
+    let mut page = unhex(CT_AES256);
+    assert!(cipher.open(6, &slot, &mut page).is_err());
+    let newer = Slot {
+        generation: 4,
+        ..slot
+    };
+    assert!(cipher.open(5, &newer, &mut page).is_err());
+}
+
+#[test]
+fn none_block_vector() {
+    let zero = Key256::from_bytes(&[0u8; 32]).unwrap();
+    let cipher = BlockCipher::new(&zero, &file_id(), false);
+    let mut data = PLAINTEXT.to_vec();
+    let slot = cipher.seal(5, 3, &iv(), &mut data);
+    assert_eq!(data, PLAINTEXT, "algorithm none stores plaintext");
+    assert_eq!(hex(&slot.encode()), SLOT_NONE);
+}
