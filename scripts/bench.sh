@@ -351,10 +351,17 @@ w_mem_stream() {
     echo "$hwm"
 }
 
+# Records, besides the peak RSS, how many files the daemon let us hold open (it may run out
+# of descriptors before OPEN_FILES).
 w_mem_open() {
-    local dir=$1 pid=$2 out
+    local t=$1 run=$2 dir=$3 pid=$4 out hwm held stopped_by
     out=$(timeout "$TIMEOUT" python3 "$HELPERS/fsops.py" hold-open "$dir" "$OPEN_FILES" "$pid") || return 1
-    awk '{ printf "%.1f", $1 / 1024 }' <<<"$out"
+    read -r hwm _ held stopped_by <<<"$out"
+    record "$t" mem_open_held "$run" "$held"
+    if [ "$held" -lt "$OPEN_FILES" ]; then
+        echo "$t: only $held of $OPEN_FILES files could be held open ($stopped_by)" >&2
+    fi
+    awk -v k="$hwm" 'BEGIN { printf "%.1f", k / 1024 }'
 }
 
 RESULTS=""
@@ -373,6 +380,7 @@ step() {
     else
         record "$t" "$w" "$run" error
         printf '  %-13s %-14s run %s: FAILED (see %s)\n' "$t" "$w" "$run" "$LOG" >&2
+        tail -n 3 "$LOG" | sed 's/^/      /' >&2
     fi
 }
 
@@ -425,7 +433,7 @@ bench_memory() {
     if ! python3 "$HELPERS/fsops.py" create "$d/open.d" "$OPEN_FILES" >/dev/null 2>>"$LOG"; then
         record "$t" mem_open "$run" error
     elif remount_target "$t"; then
-        step "$t" mem_open "$run" w_mem_open "$d/open.d" "${PID[$t]}"
+        step "$t" mem_open "$run" w_mem_open "$t" "$run" "$d/open.d" "${PID[$t]}"
     else
         record "$t" mem_open "$run" error
     fi
@@ -469,6 +477,10 @@ main() {
     ensure_tools
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     [ "$(ulimit -n)" -gt $((OPEN_FILES + 64)) ] || die "cannot raise the open-file limit above $OPEN_FILES"
+    if [ "$(ulimit -n)" -lt $((2 * OPEN_FILES + 64)) ]; then
+        note "the open-file limit is $(ulimit -n): a daemon that needs two descriptors per open file" \
+            "cannot hold $OPEN_FILES files open"
+    fi
 
     mkdir -p "$BASE_DIR"
     WORK=$(mktemp -d "$BASE_DIR/ssefs-bench.XXXXXX")
@@ -522,7 +534,7 @@ main() {
         printf 'drop_caches\t%s\n' "$DROP_CACHES"
         printf 'started\t%s\nfinished\t%s\n' "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         printf 'loadavg_start\t%s\nloadavg_end\t%s\n' "$loadavg_start" "$(cut -d' ' -f1-3 /proc/loadavg)"
-        printf 'ssefs_commit\t%s\n' "$commit"
+        printf 'ssefs_commit\t%s\nopen_file_limit\t%s\n' "$commit" "$(ulimit -n)"
     } >"$WORK/meta.tsv"
     python3 "$HELPERS/report.py" --results "$RESULTS" --meta "$WORK/meta.tsv" --json "$JSON_OUT" \
         --work-dir "$WORK"

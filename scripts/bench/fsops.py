@@ -5,6 +5,7 @@ the process id it is given; prints one line of results on stdout.
 """
 
 import argparse
+import errno
 import os
 import resource
 import sys
@@ -50,7 +51,8 @@ def process_memory_kib(pid):
 
 def hold_open(directory, count, pid):
     """Opens the first `count` files of `directory`, reads one byte of each, and while all are
-    still open prints the peak and current RSS of process `pid` in KiB."""
+    still open prints the peak and current RSS of process `pid` in KiB, the number of files
+    held, and the error that stopped the opening early (or "-")."""
     limit = raise_open_file_limit(count + 64)
     if limit < count + 16:
         sys.exit(f"fsops: cannot raise the open-file limit to {count + 16} (got {limit})")
@@ -58,13 +60,18 @@ def hold_open(directory, count, pid):
     if len(names) < count:
         sys.exit(f"fsops: {directory} holds {len(names)} files, {count} wanted")
     fds = []
+    stopped_by = "-"
     try:
         for name in names:
-            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            except OSError as e:
+                stopped_by = errno.errorcode.get(e.errno, str(e.errno))
+                break
             fds.append(fd)
             os.pread(fd, 1, 0)
         hwm, rss = process_memory_kib(pid)
-        print(f"{hwm} {rss} {len(fds)}")
+        print(f"{hwm} {rss} {len(fds)} {stopped_by}")
     finally:
         for fd in fds:
             os.close(fd)
