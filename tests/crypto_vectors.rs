@@ -180,3 +180,26 @@ fn none_block_vector() {
     assert_eq!(data, PLAINTEXT, "algorithm none stores plaintext");
     assert_eq!(hex(&slot.encode()), SLOT_NONE);
 }
+
+#[test]
+fn the_format_document_lists_these_vectors() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/FORMAT.md");
+    let doc: String = std::fs::read_to_string(path)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    for (name, vector) in [
+        ("key wrap", WRAP_GENERIC),
+        ("AES256 header", HEADER_AES256),
+        ("KMS header", HEADER_KMS),
+        ("none header", HEADER_NONE),
+        ("AES256 slot", SLOT_AES256),
+        ("AES256 ciphertext", CT_AES256),
+        ("none slot", SLOT_NONE),
+    ] {
+        assert!(
+            doc.contains(vector),
+            "docs/FORMAT.md lacks the {name} vector"
+        );
+    }
+}

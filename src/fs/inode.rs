@@ -50,6 +50,9 @@ pub(crate) struct Inode {
     /// For symlinks only: the last known parent and name, to set their times
     /// (`utimensat` cannot reach a symlink through an `O_PATH` descriptor).
     pub link_name: Mutex<Option<(u64, OsString)>>,
+    /// Serialises setting times with the header bookkeeping that must put them back, so a
+    /// `utimensat` racing with an asynchronous release is never undone.
+    pub times: Mutex<()>,
 }
 
 impl Inode {
@@ -90,6 +93,7 @@ impl InodeTable {
             size_cache: Mutex::new(None),
             object: Mutex::new(None),
             link_name: Mutex::new(None),
+            times: Mutex::new(()),
         });
         let mut entries = HashMap::new();
         entries.insert(ROOT_INO, Entry { inode, lookups: 1 });
@@ -144,6 +148,7 @@ impl InodeTable {
                 size_cache: Mutex::new(None),
                 object: Mutex::new(None),
                 link_name: Mutex::new(None),
+                times: Mutex::new(()),
             }),
             lookups: 0,
         });
@@ -168,6 +173,7 @@ impl InodeTable {
             size_cache: Mutex::new(None),
             object: Mutex::new(Some(ObjectSlot { object, users: 1 })),
             link_name: Mutex::new(None),
+            times: Mutex::new(()),
         });
         let mut entries = lock(&self.entries);
         if entries.contains_key(&ino) {

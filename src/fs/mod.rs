@@ -343,6 +343,7 @@ impl BucketFs {
         atime: Option<TimeUpdate>,
         mtime: Option<TimeUpdate>,
     ) -> Result<(), FsError> {
+        let _times = lock(&inode.times);
         if !inode.is_symlink() {
             return Ok(self.backing().utimens(inode.fd(), atime, mtime)?);
         }

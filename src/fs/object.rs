@@ -188,6 +188,7 @@ impl BucketFs {
         inode: &Inode,
         bookkeeping: impl FnOnce() -> Result<T, FsError>,
     ) -> Result<T, FsError> {
+        let _times = lock(&inode.times);
         let before = self.backing().stat(inode.fd());
         let result = bookkeeping();
         if let (Ok(before), Ok(after)) = (before, self.backing().stat(inode.fd())) {
@@ -237,7 +238,9 @@ impl BucketFs {
 
     /// The (unauthenticated) header of an object, without any key.
     pub(super) fn read_header(&self, inode: &Inode) -> Result<HeaderInfo, FsError> {
-        let file = BackingFile(self.backing().reopen(inode.fd(), libc::O_RDONLY)?);
+        // O_NOATIME: a `stat` through the mount must not change the object's access time.
+        let flags = libc::O_RDONLY | libc::O_NOATIME;
+        let file = BackingFile(self.backing().reopen(inode.fd(), flags)?);
         Ok(peek_header(&file)?)
     }
 
