@@ -223,6 +223,8 @@ pub fn run_announcing(
         read_only: options.read_only,
         default_sse: options.default_sse,
     };
+    // Before the filesystem sizes its descriptor cache from the limit.
+    crate::fuse::raise_open_file_limit();
     let fs = BucketFs::new(store, Arc::new(keystore), fs_options)
         .map_err(|e| format!("store {}: {e}", store_path.display()))?;
     let config = MountConfig {

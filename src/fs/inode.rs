@@ -1,16 +1,19 @@
-//! The inode table: one entry per backing node the kernel knows, holding an `O_PATH`
-//! descriptor (so renames never invalidate it), the kernel's lookup count, the plaintext size
-//! cache and the slot of the shared open object. Hard links share one entry. A re-encrypted
-//! object keeps its inode: the descriptor is repointed and the new backing number aliased.
+//! The inode table: one entry per backing node the kernel knows, with the kernel's lookup
+//! count, the names it was reached by, the plaintext size cache and the slot of the shared
+//! open object. Hard links share one entry. Descriptors are bounded: an open object's file
+//! serves its inode, other inodes keep an `O_PATH` descriptor in a bounded cache and reopen it
+//! from a parent and a remembered name when it was dropped. Knows nothing of FUSE or crypto.
 
 use super::FsError;
 use super::object::OpenObject;
-use crate::store::{Stat, Timestamp};
+use crate::store::{Backing, Stat, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// The inode number of the mount root.
 pub const ROOT_INO: u64 = 1;
@@ -42,18 +45,142 @@ pub(crate) struct ObjectSlot {
     pub users: usize,
 }
 
+/// The descriptor an operation on an inode goes through: its cached `O_PATH` descriptor or
+/// the file of its open object. Holding it keeps the descriptor open.
+pub(crate) enum NodeFd {
+    Path(Arc<OwnedFd>),
+    Open(Arc<File>),
+}
+
+impl AsFd for NodeFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            NodeFd::Path(fd) => fd.as_fd(),
+            NodeFd::Open(file) => file.as_fd(),
+        }
+    }
+}
+
+/// The descriptors an inode holds now (either may be absent).
+#[derive(Default)]
+struct NodeFds {
+    /// An `O_PATH` descriptor, counted in the [`PathFdCache`] (except the root's).
+    path: Option<Arc<OwnedFd>>,
+    /// The backing file of the open object, while there is one.
+    open: Option<Arc<File>>,
+}
+
+/// The bounded set of inodes that hold an `O_PATH` descriptor: when more than `limit` do, the
+/// least recently used half give theirs up (they reopen it by name when next needed).
+pub(crate) struct PathFdCache {
+    backing: Arc<dyn Backing>,
+    dev: u64,
+    limit: AtomicUsize,
+    clock: AtomicU64,
+    /// Inodes holding a counted descriptor, by address.
+    holders: Mutex<HashMap<usize, Weak<Inode>>>,
+}
+
+impl PathFdCache {
+    /// A cache letting at most `limit` inodes (at least 16) hold an `O_PATH` descriptor.
+    pub fn new(backing: Arc<dyn Backing>, dev: u64, limit: usize) -> Arc<Self> {
+        Arc::new(PathFdCache {
+            backing,
+            dev,
+            limit: AtomicUsize::new(limit.max(16)),
+            clock: AtomicU64::new(1),
+            holders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// How many inodes hold a counted descriptor now.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        lock(&self.holders).len()
+    }
+
+    /// Changes the limit (at least 16); it applies from the next admission.
+    #[cfg(test)]
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit.max(16), Ordering::Relaxed);
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts `inode`'s new descriptor and, past the limit, takes the older half away.
+    fn admit(&self, inode: &Inode) {
+        // Strong references made under the lock are dropped after it: dropping the last one
+        // of an inode takes the lock again.
+        let mut alive: Vec<Arc<Inode>> = Vec::new();
+        let mut victims: Vec<Arc<Inode>> = Vec::new();
+        {
+            let mut holders = lock(&self.holders);
+            holders.insert(inode.key(), Weak::clone(&inode.me));
+            let limit = self.limit.load(Ordering::Relaxed);
+            if holders.len() <= limit {
+                return;
+            }
+            alive.extend(holders.values().filter_map(Weak::upgrade));
+            holders.retain(|_, weak| weak.strong_count() > 0);
+            let keep = limit / 2;
+            if alive.len() > keep {
+                let cut = alive.len() - keep;
+                alive.select_nth_unstable_by_key(cut - 1, |i| i.stamp.load(Ordering::Relaxed));
+                victims = alive.drain(..cut).collect();
+                for victim in &victims {
+                    holders.remove(&victim.key());
+                }
+            }
+        }
+        let mut busy = Vec::new();
+        for victim in victims {
+            let taken = match victim.node.try_lock() {
+                Ok(mut node) => {
+                    node.path = None;
+                    true
+                }
+                Err(_) => false,
+            };
+            if !taken {
+                busy.push(victim);
+            }
+        }
+        if !busy.is_empty() {
+            let mut holders = lock(&self.holders);
+            for victim in &busy {
+                holders.insert(victim.key(), Weak::clone(&victim.me));
+            }
+        }
+    }
+
+    fn release(&self, inode: &Inode) {
+        lock(&self.holders).remove(&inode.key());
+    }
+}
+
 /// One backing node known to the kernel.
 pub(crate) struct Inode {
     pub ino: u64,
-    fd: OwnedFd,
+    me: Weak<Inode>,
+    cache: Arc<PathFdCache>,
+    /// The backing inode number the node has (changes when a re-encryption replaces it).
+    backing_ino: AtomicU64,
+    /// Never gives up its descriptor (the root).
+    pinned: bool,
+    node: Mutex<NodeFds>,
+    /// When the descriptor was last used ([`PathFdCache`]'s clock).
+    stamp: AtomicU64,
     pub file_type: u32,
     pub size_cache: Mutex<Option<SizeCache>>,
     pub object: Mutex<Option<ObjectSlot>>,
-    /// The names the kernel last reached this inode by (parent inode, name), most recent
-    /// first, at most [`NAMES_KEPT`]; any may be stale, so users check before trusting one.
-    /// Symlinks need a name to set their times (`utimensat` cannot reach a symlink through an
-    /// `O_PATH` descriptor), re-encryption to replace an object whose first name is gone.
-    names: Mutex<VecDeque<(u64, OsString)>>,
+    /// The names the kernel last reached this inode by (parent, name), most recent first, at
+    /// most [`NAMES_KEPT`]; any may be stale, so users check before trusting one. They reopen
+    /// the descriptor; symlinks need one to set their times (`utimensat` cannot reach a
+    /// symlink through an `O_PATH` descriptor), re-encryption to replace an object whose first
+    /// name is gone.
+    names: Mutex<VecDeque<(Arc<Inode>, OsString)>>,
     /// Serialises setting times with the header bookkeeping that must put them back, so a
     /// `utimensat` racing with an asynchronous release is never undone.
     pub times: Mutex<()>,
@@ -67,22 +194,95 @@ pub(crate) struct Inode {
 const NAMES_KEPT: usize = 8;
 
 impl Inode {
+    fn new(
+        cache: &Arc<PathFdCache>,
+        ino: u64,
+        stat: &Stat,
+        fds: NodeFds,
+        object: Option<ObjectSlot>,
+    ) -> Arc<Inode> {
+        Arc::new_cyclic(|me| Inode {
+            ino,
+            me: Weak::clone(me),
+            cache: Arc::clone(cache),
+            backing_ino: AtomicU64::new(stat.ino),
+            pinned: false,
+            node: Mutex::new(fds),
+            stamp: AtomicU64::new(cache.tick()),
+            file_type: stat.file_type(),
+            size_cache: Mutex::new(None),
+            object: Mutex::new(object),
+            names: Mutex::new(VecDeque::new()),
+            retired: Mutex::new(None),
+            times: Mutex::new(()),
+        })
+    }
+
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
     /// Remembers that `name` in directory `parent` led to this inode.
-    pub fn note_name(&self, parent: u64, name: &OsStr) {
+    pub fn note_name(&self, parent: &Arc<Inode>, name: &OsStr) {
         let mut names = lock(&self.names);
-        names.retain(|(p, n)| !(*p == parent && n.as_os_str() == name));
-        names.push_front((parent, name.to_os_string()));
+        names.retain(|(p, n)| !(p.ino == parent.ino && n.as_os_str() == name));
+        names.push_front((Arc::clone(parent), name.to_os_string()));
         names.truncate(NAMES_KEPT);
     }
 
     /// The remembered names, most recent first.
-    pub fn recent_names(&self) -> Vec<(u64, OsString)> {
+    pub fn recent_names(&self) -> Vec<(Arc<Inode>, OsString)> {
         lock(&self.names).iter().cloned().collect()
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The descriptor of this node: the open object's file, the cached `O_PATH` descriptor,
+    /// or one reopened from a remembered name that still leads here (`ESTALE` if none does).
+    pub fn fd(&self) -> io::Result<NodeFd> {
+        let mut node = lock(&self.node);
+        if let Some(file) = &node.open {
+            return Ok(NodeFd::Open(Arc::clone(file)));
+        }
+        if let Some(fd) = &node.path {
+            self.stamp.store(self.cache.tick(), Ordering::Relaxed);
+            return Ok(NodeFd::Path(Arc::clone(fd)));
+        }
+        let fd = Arc::new(self.reopen_by_name()?);
+        node.path = Some(Arc::clone(&fd));
+        drop(node);
+        self.stamp.store(self.cache.tick(), Ordering::Relaxed);
+        self.cache.admit(self);
+        Ok(NodeFd::Path(fd))
     }
+
+    fn reopen_by_name(&self) -> io::Result<OwnedFd> {
+        let backing = &self.cache.backing;
+        for (parent, name) in self.recent_names() {
+            let Ok(dir) = parent.fd() else {
+                continue;
+            };
+            let Ok(fd) = backing.open_path_at(dir.as_fd(), &name) else {
+                continue;
+            };
+            let leads_here = backing.stat(fd.as_fd()).is_ok_and(|st| {
+                st.dev == self.cache.dev && st.ino == self.backing_ino.load(Ordering::Acquire)
+            });
+            if leads_here {
+                return Ok(fd);
+            }
+        }
+        Err(io::Error::from_raw_os_error(libc::ESTALE))
+    }
+
+    /// Lets the open object's backing file serve this inode (`Some`), or stops (`None`). An
+    /// `O_PATH` descriptor it held is given up meanwhile.
+    pub fn set_open_file(&self, file: Option<Arc<File>>) {
+        let mut node = lock(&self.node);
+        if file.is_some() && !self.pinned && node.path.take().is_some() {
+            self.cache.release(self);
+        }
+        node.open = file;
+    }
+
     pub fn is_dir(&self) -> bool {
         self.file_type == libc::S_IFDIR
     }
@@ -93,35 +293,38 @@ impl Inode {
         self.file_type == libc::S_IFLNK
     }
 
-    fn new(ino: u64, fd: OwnedFd, file_type: u32, object: Option<ObjectSlot>) -> Inode {
-        Inode {
-            ino,
-            fd,
-            file_type,
-            size_cache: Mutex::new(None),
-            object: Mutex::new(object),
-            names: Mutex::new(VecDeque::new()),
-            retired: Mutex::new(None),
-            times: Mutex::new(()),
-        }
-    }
-
     /// Points this inode at another backing node (the new object of a re-encryption), at once
-    /// for every user of [`Inode::fd`]: `dup3` makes the same descriptor number refer to it.
-    /// The first node replaced stays referenced (see `retired`); later ones are closed.
+    /// for every later user of [`Inode::fd`]. The first node replaced stays referenced (see
+    /// `retired`); later ones are closed when their last user is done.
     pub fn repoint(&self, node: BorrowedFd<'_>) -> io::Result<()> {
+        let new = node.try_clone_to_owned()?;
+        let st = self.cache.backing.stat(new.as_fd())?;
         let mut retired = lock(&self.retired);
+        let mut fds = lock(&self.node);
         if retired.is_none() {
-            *retired = Some(self.fd.try_clone()?);
+            let old = match (&fds.open, &fds.path) {
+                (Some(file), _) => Some(file.as_fd().try_clone_to_owned()?),
+                (None, Some(fd)) => Some(fd.as_fd().try_clone_to_owned()?),
+                (None, None) => None,
+            };
+            *retired = old;
         }
-        // SAFETY: both descriptors are open for the whole call; `dup3` atomically closes what
-        // `self.fd`'s number referred to and makes it refer to `node`'s open file, so the
-        // number `self.fd` owns stays valid throughout.
-        let ret = unsafe { libc::dup3(node.as_raw_fd(), self.fd.as_raw_fd(), libc::O_CLOEXEC) };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
+        self.backing_ino.store(st.ino, Ordering::Release);
+        fds.open = None;
+        let had_path = fds.path.replace(Arc::new(new)).is_some();
+        drop(fds);
+        if !had_path && !self.pinned {
+            self.cache.admit(self);
         }
         Ok(())
+    }
+}
+
+impl Drop for Inode {
+    fn drop(&mut self) {
+        if !self.pinned && lock(&self.node).path.is_some() {
+            self.cache.release(self);
+        }
     }
 }
 
@@ -136,6 +339,7 @@ struct Entry {
 pub(crate) struct InodeTable {
     dev: u64,
     root_backing_ino: u64,
+    cache: Arc<PathFdCache>,
     entries: Mutex<HashMap<u64, Entry>>,
     /// Backing numbers of re-encrypted objects -> the inode number they keep showing.
     /// Lock order: `entries` before `aliases`.
@@ -143,16 +347,44 @@ pub(crate) struct InodeTable {
 }
 
 impl InodeTable {
-    pub fn new(root_fd: OwnedFd, root: &Stat) -> Self {
-        let inode = Arc::new(Inode::new(ROOT_INO, root_fd, root.file_type(), None));
+    /// The table of a store whose root is `root_fd`; at most `path_fds` inodes besides the
+    /// root keep an `O_PATH` descriptor at once.
+    pub fn new(backing: Arc<dyn Backing>, root_fd: OwnedFd, root: &Stat, path_fds: usize) -> Self {
+        let cache = PathFdCache::new(backing, root.dev, path_fds);
+        let fds = NodeFds {
+            path: Some(Arc::new(root_fd)),
+            open: None,
+        };
+        let inode = Arc::new_cyclic(|me| Inode {
+            ino: ROOT_INO,
+            me: Weak::clone(me),
+            cache: Arc::clone(&cache),
+            backing_ino: AtomicU64::new(root.ino),
+            pinned: true,
+            node: Mutex::new(fds),
+            stamp: AtomicU64::new(0),
+            file_type: root.file_type(),
+            size_cache: Mutex::new(None),
+            object: Mutex::new(None),
+            names: Mutex::new(VecDeque::new()),
+            retired: Mutex::new(None),
+            times: Mutex::new(()),
+        });
         let mut entries = HashMap::new();
         entries.insert(ROOT_INO, Entry { inode, lookups: 1 });
         InodeTable {
             dev: root.dev,
             root_backing_ino: root.ino,
+            cache,
             entries: Mutex::new(entries),
             aliases: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cache of `O_PATH` descriptors (for tests).
+    #[cfg(test)]
+    pub fn path_fds(&self) -> &PathFdCache {
+        &self.cache
     }
 
     /// The inode number the mount shows for a backing node.
@@ -185,45 +417,79 @@ impl InodeTable {
             .map(|e| Arc::clone(&e.inode))
     }
 
-    /// Records one kernel lookup of the node `fd` refers to (whose attributes are `stat`),
-    /// reusing the existing entry (and dropping `fd`) when the node is already known.
-    pub fn remember(&self, fd: OwnedFd, stat: &Stat, name: &str) -> Result<Arc<Inode>, FsError> {
+    /// Records one kernel lookup of the node `name` in `parent` leads to (whose attributes
+    /// are `stat`); a node not known yet gets an entry whose descriptor is opened when first
+    /// needed.
+    pub fn remember(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+        stat: &Stat,
+    ) -> Result<Arc<Inode>, FsError> {
         if stat.dev != self.dev {
-            return Err(FsError::OtherFilesystem(name.to_string()));
+            return Err(FsError::OtherFilesystem(
+                name.to_string_lossy().into_owned(),
+            ));
         }
         let ino = self.ino_of(stat.ino);
-        let mut entries = lock(&self.entries);
-        let entry = entries.entry(ino).or_insert_with(|| Entry {
-            inode: Arc::new(Inode::new(ino, fd, stat.file_type(), None)),
-            lookups: 0,
-        });
-        entry.lookups += 1;
-        Ok(Arc::clone(&entry.inode))
+        let inode = {
+            let mut entries = lock(&self.entries);
+            let entry = entries.entry(ino).or_insert_with(|| Entry {
+                inode: Inode::new(&self.cache, ino, stat, NodeFds::default(), None),
+                lookups: 0,
+            });
+            if entry.inode.file_type != stat.file_type() {
+                // The number of a removed node the kernel still knows, given to a new node.
+                entry.inode = Inode::new(&self.cache, ino, stat, NodeFds::default(), None);
+            }
+            entry.lookups += 1;
+            Arc::clone(&entry.inode)
+        };
+        inode.note_name(parent, name);
+        Ok(inode)
     }
 
-    /// Registers a node the kernel does not know yet, with its open object already in place:
-    /// a new object before its name appears, so a concurrent lookup and open finds the same
-    /// open object instead of opening a second one.
+    /// Registers a node the kernel does not know yet, with its open object (whose backing
+    /// file is `file`) already in place: a new object before its name appears, so a
+    /// concurrent lookup and open finds the same open object instead of opening a second one.
     pub fn preload(
         &self,
-        fd: OwnedFd,
+        file: Arc<File>,
         stat: &Stat,
         object: Arc<OpenObject>,
     ) -> Result<Arc<Inode>, FsError> {
         let ino = self.ino_of(stat.ino);
         let slot = ObjectSlot { object, users: 1 };
-        let inode = Arc::new(Inode::new(ino, fd, stat.file_type(), Some(slot)));
+        let fds = NodeFds {
+            path: None,
+            open: Some(file),
+        };
+        let inode = Inode::new(&self.cache, ino, stat, fds, Some(slot));
         let mut entries = lock(&self.entries);
-        if entries.contains_key(&ino) {
-            return Err(FsError::StaleInode(ino));
+        match entries.get_mut(&ino) {
+            // The node is new, so a known inode of that number is a removed node the kernel
+            // has not forgotten yet (nothing held it open, so its number was given again):
+            // the new node takes its place, and its lookups, which the kernel will forget.
+            Some(entry)
+                if entry
+                    .inode
+                    .object
+                    .try_lock()
+                    .is_ok_and(|slot| slot.is_none()) =>
+            {
+                entry.inode = Arc::clone(&inode);
+            }
+            Some(_) => return Err(FsError::StaleInode(ino)),
+            None => {
+                entries.insert(
+                    ino,
+                    Entry {
+                        inode: Arc::clone(&inode),
+                        lookups: 0,
+                    },
+                );
+            }
         }
-        entries.insert(
-            ino,
-            Entry {
-                inode: Arc::clone(&inode),
-                lookups: 0,
-            },
-        );
         Ok(inode)
     }
 
@@ -272,4 +538,20 @@ impl InodeTable {
     pub fn lookups(&self, ino: u64) -> Option<u64> {
         lock(&self.entries).get(&ino).map(|e| e.lookups)
     }
+}
+
+/// How many inodes may keep an `O_PATH` descriptor: a quarter of the open-file limit (the
+/// rest is for open objects, directory listings and the keystore), at most 16,384.
+pub(crate) fn path_fd_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid out-pointer for the duration of the call.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    (soft / 4).clamp(16, 16_384)
 }

@@ -12,6 +12,8 @@ pub mod scan;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_fds;
+#[cfg(test)]
 mod tests_sse;
 mod xattr;
 
@@ -25,6 +27,7 @@ use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
 use inode::{Inode, InodeTable, lock};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +162,7 @@ impl BucketFs {
         let root_fd = backing.open_path_at(store.root_fd(), OsStr::new("."))?;
         let root_stat = backing.stat(store.root_fd())?;
         Ok(BucketFs {
-            inodes: InodeTable::new(root_fd, &root_stat),
+            inodes: InodeTable::new(backing, root_fd, &root_stat, inode::path_fd_budget()),
             store,
             keys,
             options,
@@ -189,7 +192,8 @@ impl BucketFs {
 
     /// The path of a node relative to the store, for log lines.
     fn display_path(&self, inode: &Inode) -> String {
-        match self.backing().path_of(inode.fd()) {
+        let path = inode.fd().and_then(|fd| self.backing().path_of(fd.as_fd()));
+        match path {
             Ok(path) => match path.strip_prefix(self.store.root()) {
                 Ok(rel) => rel.display().to_string(),
                 Err(_) => path.display().to_string(),
@@ -198,9 +202,14 @@ impl BucketFs {
         }
     }
 
+    /// `fstat` of the node behind an inode.
+    fn stat_node(&self, inode: &Inode) -> std::io::Result<Stat> {
+        self.backing().stat(inode.fd()?.as_fd())
+    }
+
     /// The bucket a node (below the root) belongs to.
     fn bucket_of(&self, inode: &Inode) -> Result<String, FsError> {
-        let path = self.backing().path_of(inode.fd())?;
+        let path = self.backing().path_of(inode.fd()?.as_fd())?;
         let rel = path
             .strip_prefix(self.store.root())
             .map_err(|_| FsError::NotFound)?;
@@ -244,11 +253,9 @@ impl BucketFs {
     }
 
     /// Looks `name` up in `parent` and counts one kernel lookup of the result.
-    fn enter(&self, parent: &Inode, name: &OsStr) -> Result<(Arc<Inode>, Attr), FsError> {
-        let fd = self.backing().open_path_at(parent.fd(), name)?;
-        let stat = self.backing().stat(std::os::fd::AsFd::as_fd(&fd))?;
-        let inode = self.inodes.remember(fd, &stat, &name.to_string_lossy())?;
-        inode.note_name(parent.ino, name);
+    fn enter(&self, parent: &Arc<Inode>, name: &OsStr) -> Result<(Arc<Inode>, Attr), FsError> {
+        let stat = self.backing().stat_at(parent.fd()?.as_fd(), name)?;
+        let inode = self.inodes.remember(parent, name, &stat)?;
         match self.attr_of(&inode, &stat) {
             Ok(attr) => Ok((inode, attr)),
             Err(e) => {
@@ -266,7 +273,7 @@ impl BucketFs {
         parent: &Inode,
         mode: u32,
     ) -> Result<(u32, u32, u32), FsError> {
-        let parent_stat = self.backing().stat(parent.fd())?;
+        let parent_stat = self.backing().stat(parent.fd()?.as_fd())?;
         if parent_stat.mode & libc::S_ISGID != 0 {
             let mode = if mode & libc::S_IFMT == libc::S_IFDIR {
                 mode | libc::S_ISGID
@@ -290,13 +297,15 @@ impl BucketFs {
     ) -> Result<(), FsError> {
         let owned = self
             .backing()
-            .open_path_at(parent.fd(), name)
+            .open_path_at(parent.fd()?.as_fd(), name)
             .and_then(|fd| {
                 self.backing()
                     .chown(std::os::fd::AsFd::as_fd(&fd), Some(uid), Some(gid))
             });
         if let Err(e) = owned {
-            let _ = self.backing().unlink_at(parent.fd(), name, is_dir);
+            if let Ok(dir) = parent.fd() {
+                let _ = self.backing().unlink_at(dir.as_fd(), name, is_dir);
+            }
             return Err(e.into());
         }
         Ok(())
@@ -314,7 +323,7 @@ impl BucketFs {
 
     pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let inode = self.inodes.get(ino)?;
-        let stat = self.backing().stat(inode.fd())?;
+        let stat = self.backing().stat(inode.fd()?.as_fd())?;
         self.attr_of(&inode, &stat)
     }
 
@@ -327,10 +336,11 @@ impl BucketFs {
                     libc::EOPNOTSUPP,
                 )));
             }
-            self.backing().chmod(inode.fd(), mode)?;
+            self.backing().chmod(inode.fd()?.as_fd(), mode)?;
         }
         if changes.uid.is_some() || changes.gid.is_some() {
-            self.backing().chown(inode.fd(), changes.uid, changes.gid)?;
+            self.backing()
+                .chown(inode.fd()?.as_fd(), changes.uid, changes.gid)?;
         }
         if let Some(size) = changes.size {
             self.truncate(&inode, size, changes.handle)?;
@@ -349,17 +359,17 @@ impl BucketFs {
     ) -> Result<(), FsError> {
         let _times = lock(&inode.times);
         if !inode.is_symlink() {
-            return Ok(self.backing().utimens(inode.fd(), atime, mtime)?);
+            return Ok(self.backing().utimens(inode.fd()?.as_fd(), atime, mtime)?);
         }
         let (parent, name) = self.current_name(inode)?;
         Ok(self
             .backing()
-            .utimens_at(parent.fd(), &name, atime, mtime)?)
+            .utimens_at(parent.fd()?.as_fd(), &name, atime, mtime)?)
     }
 
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
         let inode = self.inodes.get(ino)?;
-        Ok(self.backing().readlink(inode.fd())?)
+        Ok(self.backing().readlink(inode.fd()?.as_fd())?)
     }
 
     /// Creates a FIFO, socket or (through `create`) regular file; device nodes are refused.
@@ -390,7 +400,7 @@ impl BucketFs {
         let parent = self.inodes.get(parent)?;
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode)?;
         self.backing()
-            .mknod_at(parent.fd(), name, mode, u64::from(rdev))?;
+            .mknod_at(parent.fd()?.as_fd(), name, mode, u64::from(rdev))?;
         self.chown_new(&parent, name, uid, gid, false)?;
         Ok(self.enter(&parent, name)?.1)
     }
@@ -412,7 +422,8 @@ impl BucketFs {
         };
         let parent = self.inodes.get(parent)?;
         let (uid, gid, mode) = self.new_owner(caller, &parent, mode | libc::S_IFDIR)?;
-        self.backing().mkdir_at(parent.fd(), name, mode & 0o7777)?;
+        self.backing()
+            .mkdir_at(parent.fd()?.as_fd(), name, mode & 0o7777)?;
         self.chown_new(&parent, name, uid, gid, true)?;
         if let Some(bucket) = bucket {
             // A rule left by a bucket of the same name removed behind our back is replaced.
@@ -421,7 +432,9 @@ impl BucketFs {
                 None => self.keys.delete_bucket_rule(bucket),
             };
             if let Err(e) = recorded {
-                let _ = self.backing().unlink_at(parent.fd(), name, true);
+                if let Ok(dir) = parent.fd() {
+                    let _ = self.backing().unlink_at(dir.as_fd(), name, true);
+                }
                 return Err(e);
             }
             log::info!("created bucket {bucket}");
@@ -433,7 +446,9 @@ impl BucketFs {
         self.writable()?;
         Self::visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
-        Ok(self.backing().unlink_at(parent.fd(), name, false)?)
+        Ok(self
+            .backing()
+            .unlink_at(parent.fd()?.as_fd(), name, false)?)
     }
 
     /// Removes an empty directory; at the root, a bucket and its encryption rule.
@@ -442,7 +457,7 @@ impl BucketFs {
         Self::visible(parent, name)?;
         let is_bucket = parent == ROOT_INO;
         let parent = self.inodes.get(parent)?;
-        self.backing().unlink_at(parent.fd(), name, true)?;
+        self.backing().unlink_at(parent.fd()?.as_fd(), name, true)?;
         if is_bucket {
             if let Some(bucket) = name.to_str() {
                 if let Err(e) = self.keys.delete_bucket_rule(bucket) {
@@ -468,7 +483,7 @@ impl BucketFs {
         }
         let parent = self.inodes.get(parent)?;
         self.backing()
-            .symlink_at(target.as_os_str(), parent.fd(), name)?;
+            .symlink_at(target.as_os_str(), parent.fd()?.as_fd(), name)?;
         self.chown_new(&parent, name, caller.uid, caller.gid, false)?;
         Ok(self.enter(&parent, name)?.1)
     }
@@ -491,8 +506,13 @@ impl BucketFs {
         }
         let old_dir = self.inodes.get(parent)?;
         let new_dir = self.inodes.get(new_parent)?;
-        self.backing()
-            .rename_at(old_dir.fd(), name, new_dir.fd(), new_name, mode)?;
+        self.backing().rename_at(
+            old_dir.fd()?.as_fd(),
+            name,
+            new_dir.fd()?.as_fd(),
+            new_name,
+            mode,
+        )?;
         self.note_link_name(&new_dir, new_name);
         if mode == RenameMode::Exchange {
             self.note_link_name(&old_dir, name);
@@ -501,10 +521,13 @@ impl BucketFs {
     }
 
     /// Remembers the new name of a known inode after a rename.
-    fn note_link_name(&self, dir: &Inode, name: &OsStr) {
-        if let Ok(stat) = self.backing().stat_at(dir.fd(), name) {
+    fn note_link_name(&self, dir: &Arc<Inode>, name: &OsStr) {
+        let stat = dir
+            .fd()
+            .and_then(|fd| self.backing().stat_at(fd.as_fd(), name));
+        if let Ok(stat) = stat {
             if let Some(inode) = self.inodes.find(&stat) {
-                inode.note_name(dir.ino, name);
+                inode.note_name(dir, name);
             }
         }
     }
@@ -512,13 +535,10 @@ impl BucketFs {
     /// A name that leads to `inode` now: the most recent remembered one that still does
     /// (names go stale through renames and unlinks that the inode's own record never sees).
     pub(super) fn current_name(&self, inode: &Inode) -> Result<(Arc<Inode>, OsString), FsError> {
-        for (parent, name) in inode.recent_names() {
-            let Ok(dir) = self.inodes.get(parent) else {
-                continue;
-            };
-            let leads_here = self
-                .backing()
-                .stat_at(dir.fd(), &name)
+        for (dir, name) in inode.recent_names() {
+            let leads_here = dir
+                .fd()
+                .and_then(|fd| self.backing().stat_at(fd.as_fd(), &name))
                 .is_ok_and(|st| self.inodes.find(&st).is_some_and(|i| i.ino == inode.ino));
             if leads_here {
                 return Ok((dir, name));
@@ -536,7 +556,8 @@ impl BucketFs {
         }
         let inode = self.inodes.get(ino)?;
         let dir = self.inodes.get(new_parent)?;
-        self.backing().link_at(inode.fd(), dir.fd(), new_name)?;
+        self.backing()
+            .link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), new_name)?;
         Ok(self.enter(&dir, new_name)?.1)
     }
 
@@ -569,13 +590,13 @@ impl BucketFs {
     /// Opens a directory: its entries are read once, so offsets stay stable.
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         let inode = self.inodes.get(ino)?;
-        let listed = self.backing().read_dir(inode.fd())?;
+        let listed = self.backing().read_dir(inode.fd()?.as_fd())?;
         let mut entries = Vec::with_capacity(listed.len() + 2);
         let parent_ino = if ino == ROOT_INO {
             ROOT_INO
         } else {
             self.backing()
-                .stat_at(inode.fd(), OsStr::new(".."))
+                .stat_at(inode.fd()?.as_fd(), OsStr::new(".."))
                 .map(|st| self.inodes.ino_of(st.ino))?
         };
         entries.push((ino, NodeKind::Directory, OsString::from(".")));
@@ -586,7 +607,7 @@ impl BucketFs {
             }
             let kind = match NodeKind::from_mode(entry.file_type) {
                 Some(kind) => kind,
-                None => match self.backing().stat_at(inode.fd(), &entry.name) {
+                None => match self.backing().stat_at(inode.fd()?.as_fd(), &entry.name) {
                     Ok(st) => NodeKind::from_mode(st.file_type()).unwrap_or(NodeKind::RegularFile),
                     Err(_) => continue,
                 },
@@ -630,7 +651,7 @@ impl BucketFs {
         let inode = self.inodes.get(ino)?;
         let dir = self
             .backing()
-            .reopen(inode.fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
+            .reopen(inode.fd()?.as_fd(), libc::O_RDONLY | libc::O_DIRECTORY)?;
         Ok(dir.sync_all()?)
     }
 
@@ -643,7 +664,7 @@ impl BucketFs {
     /// check against the caller's primary group; root passes except for execute.
     pub fn access(&self, caller: Caller, ino: u64, mask: i32) -> Result<(), FsError> {
         let inode = self.inodes.get(ino)?;
-        let stat = self.backing().stat(inode.fd())?;
+        let stat = self.backing().stat(inode.fd()?.as_fd())?;
         if mask & libc::W_OK != 0 && self.options.read_only {
             return Err(FsError::ReadOnly);
         }
@@ -675,5 +696,17 @@ impl BucketFs {
     /// The lookup count the table holds for an inode (diagnostics and tests).
     pub fn lookup_count(&self, ino: u64) -> Option<u64> {
         self.inodes.lookups(ino)
+    }
+
+    /// Lets at most `limit` inodes keep an `O_PATH` descriptor (tests).
+    #[cfg(test)]
+    pub(crate) fn limit_path_fds(&self, limit: usize) {
+        self.inodes.path_fds().set_limit(limit);
+    }
+
+    /// How many inodes keep an `O_PATH` descriptor now (tests).
+    #[cfg(test)]
+    pub(crate) fn path_fds_held(&self) -> usize {
+        self.inodes.path_fds().held()
     }
 }

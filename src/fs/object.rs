@@ -10,14 +10,14 @@ use crate::store::{RenameMode, Stat, TimeUpdate};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Positional I/O on a backing file, as the crypto layer wants it, through the store's
 /// [`Backing`](crate::store::Backing) (where a test may inject faults).
 pub(crate) struct BackingFile {
-    pub(crate) file: File,
+    pub(crate) file: Arc<File>,
     backing: Arc<dyn crate::store::Backing>,
 }
 
@@ -150,18 +150,18 @@ impl BucketFs {
     /// backing filesystem) is read-only.
     fn open_backing(&self, inode: &Inode) -> Result<File, FsError> {
         if !self.options.read_only {
-            match self.backing().reopen(inode.fd(), libc::O_RDWR) {
+            match self.backing().reopen(inode.fd()?.as_fd(), libc::O_RDWR) {
                 Ok(file) => return Ok(file),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(self.backing().reopen(inode.fd(), libc::O_RDONLY)?)
+        Ok(self.backing().reopen(inode.fd()?.as_fd(), libc::O_RDONLY)?)
     }
 
     pub(super) fn backing_file(&self, file: File) -> BackingFile {
         BackingFile {
-            file,
+            file: Arc::new(file),
             backing: Arc::clone(self.store.backing()),
         }
     }
@@ -189,6 +189,7 @@ impl BucketFs {
             return Ok(Arc::clone(&slot.object));
         }
         let object = self.open_object(inode).map_err(|e| self.note(inode, e))?;
+        inode.set_open_file(Some(Arc::clone(&object.io().file)));
         let object = OpenObject::new(object);
         *slot = Some(ObjectSlot {
             object: Arc::clone(&object),
@@ -210,19 +211,22 @@ impl BucketFs {
         }
         let object = Arc::clone(&current.object);
         *slot = None;
-        let size = self.keeping_times(inode, || object.close()).map_err(|e| {
+        let closed = self.keeping_times(inode, || object.close()).map_err(|e| {
             log::warn!("closing object {} failed: {e}", self.display_path(inode));
             e
-        })?;
-        if let (Some(size), Ok(stat)) = (size, self.backing().stat(inode.fd())) {
-            *lock(&inode.size_cache) = Some(SizeCache {
-                backing_size: stat.size,
-                mtime: stat.mtime,
-                ctime: stat.ctime,
-                plaintext_size: size,
-            });
+        });
+        if let Ok(Some(size)) = closed {
+            if let Ok(stat) = self.stat_node(inode) {
+                *lock(&inode.size_cache) = Some(SizeCache {
+                    backing_size: stat.size,
+                    mtime: stat.mtime,
+                    ctime: stat.ctime,
+                    plaintext_size: size,
+                });
+            }
         }
-        Ok(())
+        inode.set_open_file(None);
+        closed.map(|_| ())
     }
 
     /// Runs bookkeeping that rewrites the backing file without changing the object (the
@@ -234,12 +238,15 @@ impl BucketFs {
         bookkeeping: impl FnOnce() -> Result<T, FsError>,
     ) -> Result<T, FsError> {
         let _times = lock(&inode.times);
-        let before = self.backing().stat(inode.fd());
+        let before = self.stat_node(inode);
         let result = bookkeeping();
-        if let (Ok(before), Ok(after)) = (before, self.backing().stat(inode.fd())) {
+        if let (Ok(before), Ok(after)) = (before, self.stat_node(inode)) {
             if after.mtime != before.mtime || after.atime != before.atime {
                 let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
-                if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
+                let restored = inode
+                    .fd()
+                    .and_then(|fd| self.backing().utimens(fd.as_fd(), Some(atime), Some(mtime)));
+                if let Err(e) = restored {
                     log::warn!(
                         "cannot restore the times of {}: {e}",
                         self.display_path(inode)
@@ -285,7 +292,7 @@ impl BucketFs {
     pub(super) fn read_header(&self, inode: &Inode) -> Result<HeaderInfo, FsError> {
         // O_NOATIME: a `stat` through the mount must not change the object's access time.
         let flags = libc::O_RDONLY | libc::O_NOATIME;
-        let file = self.backing_file(self.backing().reopen(inode.fd(), flags)?);
+        let file = self.backing_file(self.backing().reopen(inode.fd()?.as_fd(), flags)?);
         Ok(peek_header(&file)?)
     }
 
@@ -356,15 +363,12 @@ impl BucketFs {
             key.kek.as_ref(),
             DEFAULT_BLOCK_SIZE,
         )?;
-        let path_fd = OwnedFd::from(
-            self.backing()
-                .reopen(created.io().file.as_fd(), libc::O_PATH)?,
-        );
-        let stat = self.backing().stat(path_fd.as_fd())?;
+        let file = Arc::clone(&created.io().file);
+        let stat = self.backing().stat(file.as_fd())?;
         let object = OpenObject::new(created);
-        let inode = self.inodes.preload(path_fd, &stat, Arc::clone(&object))?;
-        match pending.publish(dir.fd(), name, RenameMode::NoReplace) {
-            Ok(()) => {}
+        let inode = self.inodes.preload(file, &stat, Arc::clone(&object))?;
+        match pending.publish(dir.fd()?.as_fd(), name, RenameMode::NoReplace) {
+            Ok(()) => inode.note_name(&dir, name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
                 self.inodes.discard_unused(inode.ino);
                 // Someone else created it first: open theirs, as open(O_CREAT) would.

@@ -69,7 +69,7 @@ impl BucketFs {
             if already_matches(&old.info().key_ref, &key.key_ref) {
                 return Ok((Reencryption::AlreadyMatching, None));
             }
-            let before = self.backing().stat(inode.fd())?;
+            let before = self.backing().stat(inode.fd()?.as_fd())?;
             if before.nlink > 1 {
                 return Err(FsError::MultipleLinks);
             }
@@ -193,7 +193,10 @@ impl BucketFs {
             }
         }
         let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
-        if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
+        let kept = inode
+            .fd()
+            .and_then(|fd| self.backing().utimens(fd.as_fd(), Some(atime), Some(mtime)));
+        if let Err(e) = kept {
             log::warn!("cannot keep the times of {}: {e}", self.display_path(inode));
         }
         Ok(staged.object)
@@ -205,10 +208,12 @@ impl BucketFs {
     /// checked too.
     fn parent_of(&self, inode: &Inode) -> Result<(OwnedFd, OsString), FsError> {
         if let Ok((dir, name)) = self.current_name(inode) {
-            let dir = self.backing().open_path_at(dir.fd(), OsStr::new("."))?;
+            let dir = self
+                .backing()
+                .open_path_at(dir.fd()?.as_fd(), OsStr::new("."))?;
             return Ok((dir, name));
         }
-        let target = self.backing().stat(inode.fd())?;
+        let target = self.backing().stat(inode.fd()?.as_fd())?;
         let (dir, name) = self.parent_by_path(inode)?;
         let names_target = self
             .backing()
@@ -224,7 +229,7 @@ impl BucketFs {
     /// The directory and name from the path of the inode's descriptor, reached from the store
     /// root one component at a time.
     fn parent_by_path(&self, inode: &Inode) -> Result<(OwnedFd, OsString), FsError> {
-        let path = self.backing().path_of(inode.fd())?;
+        let path = self.backing().path_of(inode.fd()?.as_fd())?;
         let rel = path
             .strip_prefix(self.store.root())
             .map_err(|_| FsError::NotFound)?;

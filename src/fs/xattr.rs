@@ -12,6 +12,7 @@ use super::reencrypt::Reencryption;
 use super::{BucketFs, Caller, FsError, ROOT_INO};
 use crate::crypto::{Algorithm, KeyRef};
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
@@ -78,7 +79,7 @@ impl BucketFs {
     }
 
     fn is_bucket(&self, inode: &Inode) -> Result<bool, FsError> {
-        let path = self.backing().path_of(inode.fd())?;
+        let path = self.backing().path_of(inode.fd()?.as_fd())?;
         Ok(path.parent() == Some(self.store.root()))
     }
 
@@ -108,7 +109,7 @@ impl BucketFs {
         if !bytes.starts_with(USER_PREFIX) || inode.is_symlink() {
             return Err(FsError::NoAttribute);
         }
-        match self.backing().get_xattr(inode.fd(), name) {
+        match self.backing().get_xattr(inode.fd()?.as_fd(), name) {
             Ok(value) => Ok(value),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Err(FsError::NoAttribute),
             Err(e) => Err(e.into()),
@@ -139,7 +140,7 @@ impl BucketFs {
         if inode.is_symlink() {
             return Ok(list);
         }
-        let stored = self.backing().list_xattr(inode.fd())?;
+        let stored = self.backing().list_xattr(inode.fd()?.as_fd())?;
         for name in stored.split(|b| *b == 0).filter(|n| !n.is_empty()) {
             if name.starts_with(USER_PREFIX)
                 && !name.starts_with(RESERVED_PREFIX)
@@ -191,7 +192,9 @@ impl BucketFs {
             return Ok(());
         }
         self.check_settable(&inode, name)?;
-        Ok(self.backing().set_xattr(inode.fd(), name, value, flags)?)
+        Ok(self
+            .backing()
+            .set_xattr(inode.fd()?.as_fd(), name, value, flags)?)
     }
 
     /// Removes an attribute. On an object, removing an encryption attribute brings it under
@@ -203,7 +206,7 @@ impl BucketFs {
             return Ok(());
         }
         self.check_settable(&inode, name)?;
-        match self.backing().remove_xattr(inode.fd(), name) {
+        match self.backing().remove_xattr(inode.fd()?.as_fd(), name) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Err(FsError::NoAttribute),
             Err(e) => Err(e.into()),
@@ -253,7 +256,7 @@ impl BucketFs {
         value: Option<&[u8]>,
         flags: i32,
     ) -> Result<(), FsError> {
-        let owner = self.backing().stat(inode.fd())?.uid;
+        let owner = self.backing().stat(inode.fd()?.as_fd())?.uid;
         if caller.uid != 0 && caller.uid != owner {
             return Err(FsError::NotBucketOwner);
         }
@@ -306,7 +309,7 @@ impl BucketFs {
     /// Re-encrypting an object needs write permission on it (as any `user.*` attribute change
     /// on a regular file); root passes.
     fn check_may_write(&self, caller: Caller, inode: &Inode) -> Result<(), FsError> {
-        let stat = self.backing().stat(inode.fd())?;
+        let stat = self.backing().stat(inode.fd()?.as_fd())?;
         let bits = if caller.uid == 0 {
             return Ok(());
         } else if caller.uid == stat.uid {
