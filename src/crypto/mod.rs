@@ -3,6 +3,7 @@
 //! crate: it takes keys, a file ID, block numbers and bytes (through [`ObjectIo`]).
 //! The byte-level specification is `docs/FORMAT.md`.
 
+mod active;
 mod block;
 mod error;
 mod header;

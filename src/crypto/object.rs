@@ -3,6 +3,7 @@
 //! keeps every block readable across a process kill. No paths, no key lookup: the caller
 //! passes the key-encryption key named by the header.
 
+use super::active::NewestActive;
 use super::block::{BlockCipher, FORMAT_VERSION, SlotPair};
 use super::header::{
     FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
@@ -13,15 +14,12 @@ use super::keys::{
 use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 
 /// Plaintext bytes per block unless the header says otherwise.
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 /// Plaintext bytes moved per backing read or write of a large request.
 const CHUNK_BYTES: u64 = 1 << 20;
-/// Bound on the remembered active slots (about 16 bytes each).
-const ACTIVE_CACHE_LIMIT: usize = 1 << 20;
 
 /// How an object's data is protected (`x-oss-server-side-encryption`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -172,8 +170,8 @@ pub struct Object<I: ObjectIo> {
     /// Known: no block past the committed size has a slot or data, and the last block holds
     /// no bytes past the committed size. False after opening, until checked or repaired.
     tail_clean: bool,
-    /// Which slot authenticates the current data page, for blocks written or verified here.
-    active: HashMap<u64, usize>,
+    /// Blocks written or verified here whose newest slot authenticates the data page.
+    newest_active: NewestActive,
     write_buf: Vec<u8>,
     page: Vec<u8>,
     ivs: Vec<u8>,
@@ -306,7 +304,7 @@ impl<I: ObjectIo> Object<I> {
             layout,
             header_unsaved: false,
             tail_clean: false,
-            active: HashMap::new(),
+            newest_active: NewestActive::default(),
             write_buf: Vec::new(),
             page: vec![0u8; layout.block_len()],
             ivs: Vec::new(),
@@ -449,7 +447,7 @@ impl<I: ObjectIo> Object<I> {
             None => (None, 0),
         };
         if let Some(i) = active {
-            self.remember_active(k, i);
+            self.remember_active(k, &pair, i);
         }
         Ok(LoadedBlock { pair, active, len })
     }
@@ -461,21 +459,25 @@ impl<I: ObjectIo> Object<I> {
         let generation = next_generation(k, &loaded.pair)?;
         let mut iv = [0u8; 16];
         fill_random(&mut iv)?;
-        self.active.remove(&k);
+        self.newest_active.remove(k);
         let slot = self.cipher.seal(k, generation, &iv, &mut self.page[..len]);
         let slot_offset = self.layout.slot_pair_offset(k) + (target * SLOT_LEN) as u64;
         self.io.write_at(&slot.encode(), slot_offset)?;
         self.io
             .write_at(&self.page[..len], self.layout.data_offset(k))?;
-        self.remember_active(k, target);
+        // The slot just written has the highest generation.
+        self.newest_active.insert(k);
         Ok(())
     }
 
-    fn remember_active(&mut self, k: u64, slot: usize) {
-        if self.active.len() >= ACTIVE_CACHE_LIMIT {
-            self.active.clear();
+    /// Remembers which slot of block `k` authenticates its data, when it is the newest one
+    /// (the usual case; an older active slot is found again by verifying when needed).
+    fn remember_active(&mut self, k: u64, pair: &SlotPair, slot: usize) {
+        if slot == newest_slot(pair) {
+            self.newest_active.insert(k);
+        } else {
+            self.newest_active.remove(k);
         }
-        self.active.insert(k, slot);
     }
 
     /// Writes plaintext at `offset`, extending the object (holes read as zeros).
@@ -577,7 +579,7 @@ impl<I: ObjectIo> Object<I> {
                 .seal(k, generation, &iv, &mut buf[data_at..data_at + len]);
             let at = slot_at + target * SLOT_LEN;
             buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
-            self.active.remove(&k);
+            self.newest_active.remove(k);
             if committed > 0 && active.is_none() && pair.is_empty() {
                 self.hole_fills.push((k, len));
             }
@@ -594,10 +596,9 @@ impl<I: ObjectIo> Object<I> {
             .write_at(&buf[..chunk.meta_len], chunk.meta_offset())?;
         self.io
             .write_at(&buf[chunk.meta_len..written_end], chunk.body_offset())?;
+        // Every block of the chunk now has its new slot, the newest, active.
         for k in first..=last {
-            let pair = SlotPair::decode(&buf[chunk.slot_index(k)..][..SLOT_PAIR_LEN]);
-            let newest = usize::from(pair.0[1].generation > pair.0[0].generation);
-            self.remember_active(k, newest);
+            self.newest_active.insert(k);
         }
         Ok(())
     }
@@ -628,7 +629,8 @@ impl<I: ObjectIo> Object<I> {
             // Past the committed size: nothing there is part of the object.
             return Ok(None);
         }
-        if let Some(&i) = self.active.get(&k) {
+        if self.newest_active.contains(k) {
+            let i = newest_slot(pair);
             if pair.0[i].generation > 0 {
                 return Ok(Some(i));
             }
@@ -670,7 +672,7 @@ impl<I: ObjectIo> Object<I> {
         self.write_header()?;
         self.tail_clean = false;
         let blocks = self.layout.block_count(size);
-        self.active.retain(|&k, _| k < blocks);
+        self.newest_active.truncate(blocks);
         self.clean_tail()
     }
 
@@ -830,7 +832,7 @@ impl<I: ObjectIo> Object<I> {
 
     /// After a failed write, what is on disk is unknown: forget cached slot states.
     fn forget_state(&mut self) {
-        self.active.clear();
+        self.newest_active.clear();
         self.tail_clean = false;
     }
 
@@ -864,6 +866,11 @@ fn copy_block_bytes(plain: &[u8], from: usize, dest: &mut [u8]) {
         dest[..have].copy_from_slice(&plain[from..from + have]);
     }
     dest[have..].fill(0);
+}
+
+/// The slot with the higher generation.
+fn newest_slot(pair: &SlotPair) -> usize {
+    usize::from(pair.0[1].generation > pair.0[0].generation)
 }
 
 /// The slot to write: the one that is not active; with no active slot, the older one.
