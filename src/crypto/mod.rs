@@ -11,6 +11,7 @@ mod io;
 mod keys;
 mod layout;
 mod object;
+mod parallel;
 
 pub use error::CryptoError;
 pub use io::{MemoryIo, ObjectIo};

@@ -4,7 +4,7 @@
 //! passes the key-encryption key named by the header.
 
 use super::active::NewestActive;
-use super::block::{BlockCipher, FORMAT_VERSION, SlotPair};
+use super::block::{BlockCipher, FORMAT_VERSION, Slot, SlotPair};
 use super::header::{
     FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
 };
@@ -12,6 +12,7 @@ use super::keys::{
     HmacSha256, derive_subkey, fill_random, hmac_with_key, wrap_key, wrap_key_with_nonce,
 };
 use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
+use super::parallel::{disjoint_mut, run_split};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
 use std::cell::RefCell;
 use std::io;
@@ -155,6 +156,37 @@ struct LoadedBlock {
     pair: SlotPair,
     active: Option<usize>,
     len: usize,
+}
+
+/// One block of a chunk being read: its slots, its data page (opened in place) and what
+/// opening it gave.
+struct OpenJob<'a> {
+    k: u64,
+    pair: SlotPair,
+    data: &'a mut [u8],
+    opened: Result<Option<(usize, usize)>, CryptoError>,
+}
+
+/// One block of a chunk ready to be sealed: its content is at `data_at..data_at + len` in the
+/// chunk buffer, its new slot goes to `slot_at`.
+struct PreparedBlock {
+    k: u64,
+    generation: u32,
+    iv: [u8; 16],
+    data_at: usize,
+    len: usize,
+    slot_at: usize,
+}
+
+/// One block of a chunk being written: its new content (sealed in place) and the slot that
+/// sealing it gives, to be stored at `slot_at` in the chunk buffer.
+struct SealJob<'a> {
+    k: u64,
+    generation: u32,
+    iv: [u8; 16],
+    data: &'a mut [u8],
+    slot_at: usize,
+    slot: Slot,
 }
 
 /// An open object: the authenticated header, the derived keys and the backing I/O.
@@ -359,17 +391,32 @@ impl<I: ObjectIo> Object<I> {
         while start <= last {
             let stop = last.min(start + self.chunk_blocks() - 1);
             let chunk = self.read_chunk(start, stop, scratch)?;
-            for k in start..=stop {
-                let (slot_at, data_at) = (chunk.slot_index(k), chunk.data_index(k));
-                let pair = SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN]);
-                let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
-                let len = self.open_block(k, &pair, data)?.map_or(0, |(_, len)| len);
-                let block_start = k * p;
+            let pairs: Vec<SlotPair> = (start..=stop)
+                .map(|k| SlotPair::decode(&scratch[chunk.slot_index(k)..][..SLOT_PAIR_LEN]))
+                .collect();
+            let pages = (start..=stop).map(|k| (chunk.data_index(k), chunk.data_available(k)));
+            let mut jobs: Vec<OpenJob<'_>> = disjoint_mut(scratch, pages)
+                .into_iter()
+                .zip(start..=stop)
+                .zip(pairs)
+                .map(|((data, k), pair)| OpenJob {
+                    k,
+                    pair,
+                    data,
+                    opened: Ok(None),
+                })
+                .collect();
+            run_split(&mut jobs, |job| {
+                job.opened = self.open_block(job.k, &job.pair, job.data);
+            });
+            for job in jobs {
+                let len = job.opened?.map_or(0, |(_, len)| len);
+                let block_start = job.k * p;
                 let from = offset.max(block_start) - block_start;
                 let to = end.min(block_start + p) - block_start;
                 let dest =
                     &mut out[(block_start + from - offset) as usize..][..(to - from) as usize];
-                copy_block_bytes(&data[..len], from as usize, dest);
+                copy_block_bytes(&job.data[..len], from as usize, dest);
             }
             start = stop + 1;
         }
@@ -544,6 +591,7 @@ impl<I: ObjectIo> Object<I> {
         let end = offset + data.len() as u64;
         let mut written_end = 0;
         self.hole_fills.clear();
+        let mut sealing: Vec<PreparedBlock> = Vec::with_capacity(count);
         for (i, k) in (first..=last).enumerate() {
             let block_start = k * p;
             let from = (offset.max(block_start) - block_start) as usize;
@@ -574,17 +622,21 @@ impl<I: ObjectIo> Object<I> {
             let generation = next_generation(k, &pair)?;
             let mut iv = [0u8; 16];
             iv.copy_from_slice(&self.ivs[16 * i..16 * i + 16]);
-            let slot = self
-                .cipher
-                .seal(k, generation, &iv, &mut buf[data_at..data_at + len]);
-            let at = slot_at + target * SLOT_LEN;
-            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
+            sealing.push(PreparedBlock {
+                k,
+                generation,
+                iv,
+                data_at,
+                len,
+                slot_at: slot_at + target * SLOT_LEN,
+            });
             self.newest_active.remove(k);
             if committed > 0 && active.is_none() && pair.is_empty() {
                 self.hole_fills.push((k, len));
             }
             written_end = data_at + len;
         }
+        self.seal_all(buf, &sealing);
         // A hole has no old slot to fall back on, so its data goes first: until its slot is
         // written the block still reads as zeros.
         for &(k, len) in &self.hole_fills {
@@ -601,6 +653,32 @@ impl<I: ObjectIo> Object<I> {
             self.newest_active.insert(k);
         }
         Ok(())
+    }
+
+    /// Seals the blocks prepared in `buf` (on two threads for a large chunk) and stores each
+    /// new slot at its place in `buf`.
+    fn seal_all(&self, buf: &mut [u8], sealing: &[PreparedBlock]) {
+        let pages = sealing.iter().map(|b| (b.data_at, b.len));
+        let mut jobs: Vec<SealJob<'_>> = disjoint_mut(buf, pages)
+            .into_iter()
+            .zip(sealing)
+            .map(|(data, b)| SealJob {
+                k: b.k,
+                generation: b.generation,
+                iv: b.iv,
+                data,
+                slot_at: b.slot_at,
+                slot: Slot::default(),
+            })
+            .collect();
+        run_split(&mut jobs, |job| {
+            job.slot = self.cipher.seal(job.k, job.generation, &job.iv, job.data);
+        });
+        let slots: Vec<(usize, Slot)> = jobs.iter().map(|j| (j.slot_at, j.slot)).collect();
+        drop(jobs);
+        for (at, slot) in slots {
+            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
+        }
     }
 
     /// Fills the chunk's meta regions from the backing file (zeros past its end).
