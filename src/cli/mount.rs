@@ -8,6 +8,12 @@ use crate::keystore::{Keystore, load_root_key_file};
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often a mount destroys the CMKs whose deletion date has passed.
+const DELETION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The parsed `-o` options of `ssefs mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +165,66 @@ fn harden_process() {
     }
 }
 
+/// Destroys the CMKs whose deletion date has passed and logs each one.
+fn process_deletions(keystore: &Keystore) {
+    match keystore.process_pending_deletions(keystore.now()) {
+        Ok(destroyed) => {
+            for cmk in destroyed {
+                log::warn!(
+                    "CMK {} destroyed: its deletion date {} has passed; objects under it can no \
+                     longer be read",
+                    cmk.key_id,
+                    cmk.deletion_date
+                );
+            }
+        }
+        Err(e) => log::error!("cannot process scheduled CMK deletions: {e}"),
+    }
+}
+
+/// The background thread that processes scheduled CMK deletions while the mount lives;
+/// dropping it (at unmount) stops and joins the thread.
+struct DeletionTimer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeletionTimer {
+    fn start(keystore: Arc<Keystore>, interval: Duration) -> DeletionTimer {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("ssefs-deletions".to_string())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    process_deletions(&keystore);
+                }
+            });
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                log::error!("cannot start processing scheduled CMK deletions: {e}");
+                None
+            }
+        };
+        DeletionTimer {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for DeletionTimer {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread at once.
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the CMK deletion thread panicked");
+            }
+        }
+    }
+}
+
 /// Told once whether the mount answers requests (`Ok`) or never will (`Err`).
 pub type ReadyHook = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -218,12 +284,14 @@ pub fn run_announcing(
         .current_master_key()
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     drop(root_key);
+    let keystore = Arc::new(keystore);
+    process_deletions(&keystore);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {
         read_only: options.read_only,
         default_sse: options.default_sse,
     };
-    let fs = BucketFs::new(store, Arc::new(keystore), fs_options)
+    let fs = BucketFs::new(store, Arc::clone(&keystore) as _, fs_options)
         .map_err(|e| format!("store {}: {e}", store_path.display()))?;
     let config = MountConfig {
         mountpoint: mountpoint.clone(),
@@ -240,11 +308,13 @@ pub fn run_announcing(
         noatime: options.noatime,
     };
     let shown = (store_path.display(), mountpoint.display());
-    crate::fuse::serve(fs, &config, || {
+    let deletions = DeletionTimer::start(keystore, DELETION_INTERVAL);
+    let served = crate::fuse::serve(fs, &config, || {
         log::info!("mounted store {} on {}", shown.0, shown.1);
         announce_when_answering(mountpoint.clone(), on_ready);
-    })
-    .map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
+    });
+    drop(deletions);
+    served.map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
     log::info!("unmounted {}", shown.1);
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use super::FsError;
 use crate::crypto::{Algorithm, Key256, KeyRef};
-use crate::keystore::{BucketRule, Keystore};
+use crate::keystore::{BucketRule, Caller, KeyOp, Keystore};
 use std::ffi::OsStr;
 
 /// The default encryption recorded for a bucket created through the mount
@@ -75,21 +75,38 @@ pub fn validate_bucket_name(name: &OsStr) -> Result<&str, FsError> {
 }
 
 /// What the filesystem needs from the keystore: bucket rules and key-encryption keys.
-/// Implemented by [`Keystore`]; a later backend (a real KMS) implements it too.
+/// Implemented by [`Keystore`]; a later backend (a real KMS) implements it too. Every use of
+/// a CMK names the caller and the object (its path relative to the mount) and is checked
+/// and audited by the key source: there is no way to a CMK's material without a caller.
 pub trait KeySource: Send + Sync {
     fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, FsError>;
     fn put_bucket_rule(&self, bucket: &str, rule: &BucketRule) -> Result<(), FsError>;
     fn delete_bucket_rule(&self, bucket: &str) -> Result<(), FsError>;
+    /// Checks a bucket rule `caller` wants to put (the CMK it names must exist, be Enabled
+    /// and be usable by `caller`) and returns it as it is to be stored.
+    fn validate_rule(&self, rule: &BucketRule, caller: &Caller) -> Result<BucketRule, FsError>;
     /// The newest master key version and its key.
     fn current_master_key(&self) -> Result<(u32, Key256), FsError>;
-    /// The key-encryption key an object header names (`None` for `KeyRef::None`).
-    fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError>;
-    /// The CMK for a new `KMS` object: `(key id, material version, material)` of the CMK
-    /// named by id or alias, or of the default CMK (created on first use) when `None`.
+    /// The master key version an `AES256` object header names.
+    fn master_key(&self, version: u32) -> Result<Option<Key256>, FsError>;
+    /// The CMK for a new `KMS` object at `object_path`: `(key id, material version,
+    /// material)` of the CMK named by id or alias, or of the default CMK (created on first
+    /// use) when `None`, if `caller` may encrypt with it (`GenerateDataKey`).
     fn cmk_for_new_object(
         &self,
         id_or_alias: Option<&str>,
+        caller: &Caller,
+        object_path: &str,
     ) -> Result<(String, u32, Key256), FsError>;
+    /// The material version `version` of CMK `key_id` that an existing object at
+    /// `object_path` is wrapped under, if `caller` may decrypt with it (`Decrypt`).
+    fn cmk_for_object(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<Key256, FsError>;
 }
 
 impl KeySource for Keystore {
@@ -102,21 +119,35 @@ impl KeySource for Keystore {
     fn delete_bucket_rule(&self, bucket: &str) -> Result<(), FsError> {
         Ok(Keystore::delete_bucket_rule(self, bucket)?)
     }
+    fn validate_rule(&self, rule: &BucketRule, caller: &Caller) -> Result<BucketRule, FsError> {
+        Ok(Keystore::validate_rule(self, rule, caller)?)
+    }
     fn current_master_key(&self) -> Result<(u32, Key256), FsError> {
         Ok(Keystore::current_master_key(self)?)
     }
-    fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
-        Ok(Keystore::resolve(self, key_ref)?)
+    fn master_key(&self, version: u32) -> Result<Option<Key256>, FsError> {
+        Ok(Keystore::resolve(self, &KeyRef::Master { version })?)
     }
     fn cmk_for_new_object(
         &self,
         id_or_alias: Option<&str>,
+        caller: &Caller,
+        object_path: &str,
     ) -> Result<(String, u32, Key256), FsError> {
         let key_id = match id_or_alias {
             Some(id) => id.to_string(),
             None => self.default_cmk()?,
         };
-        Ok(self.resolve_cmk(&key_id)?)
+        Ok(self.authorize(&key_id, KeyOp::Encrypt, caller, object_path)?)
+    }
+    fn cmk_for_object(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<Key256, FsError> {
+        Ok(self.authorize_decrypt(key_id, version, caller, object_path)?)
     }
 }
 
@@ -324,18 +355,30 @@ pub struct NewObjectKey {
     pub kek: Option<Key256>,
 }
 
+/// Who asks for a key, and for which object (its path relative to the mount): what the
+/// key source checks and audits a CMK use against.
+pub(crate) struct KeyUse<'a> {
+    pub caller: &'a Caller,
+    pub object_path: &'a str,
+}
+
 /// Chooses the encryption of a new object from the bucket's rule (read at every create).
-pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey, FsError> {
+pub(crate) fn new_object_key(
+    keys: &dyn KeySource,
+    bucket: &str,
+    user: &KeyUse<'_>,
+) -> Result<NewObjectKey, FsError> {
     let rule = keys.bucket_rule(bucket)?;
-    key_for_setting(keys, &SseSetting::from_rule(rule.as_ref()))
+    key_for_setting(keys, &SseSetting::from_rule(rule.as_ref()), user)
 }
 
 /// The key reference and key-encryption key for an object encrypted per `setting`: the
 /// current master key, or the newest material of the named (or default) CMK, which must be
-/// `Enabled`.
+/// `Enabled` and usable by the caller for encryption.
 pub(crate) fn key_for_setting(
     keys: &dyn KeySource,
     setting: &SseSetting,
+    user: &KeyUse<'_>,
 ) -> Result<NewObjectKey, FsError> {
     let algorithm = setting.algorithm;
     match algorithm {
@@ -354,7 +397,8 @@ pub(crate) fn key_for_setting(
         }
         Algorithm::Kms => {
             let named = setting.kms_key_id.as_deref();
-            let (key_id, version, key) = keys.cmk_for_new_object(named)?;
+            let (key_id, version, key) =
+                keys.cmk_for_new_object(named, user.caller, user.object_path)?;
             Ok(NewObjectKey {
                 algorithm,
                 key_ref: KeyRef::Cmk { key_id, version },
@@ -364,17 +408,40 @@ pub(crate) fn key_for_setting(
     }
 }
 
-/// The key-encryption key an existing object's header names.
-pub fn object_kek(keys: &dyn KeySource, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
-    let kek = keys.resolve(key_ref)?;
-    match (key_ref, &kek) {
-        (KeyRef::None, _) => Ok(None),
-        (KeyRef::Master { version }, None) => {
-            Err(FsError::UnknownKey(format!("master key version {version}")))
-        }
-        (KeyRef::Cmk { key_id, .. }, None) => Err(FsError::UnknownKey(format!("CMK {key_id}"))),
-        (_, Some(_)) => Ok(kek),
+/// The key-encryption key an existing object's header names; a CMK only if the caller may
+/// decrypt with it (checked and audited at every call).
+pub(crate) fn object_kek(
+    keys: &dyn KeySource,
+    key_ref: &KeyRef,
+    user: &KeyUse<'_>,
+) -> Result<Option<Key256>, FsError> {
+    match key_ref {
+        KeyRef::None => Ok(None),
+        KeyRef::Master { version } => match keys.master_key(*version)? {
+            Some(key) => Ok(Some(key)),
+            None => Err(FsError::UnknownKey(format!("master key version {version}"))),
+        },
+        KeyRef::Cmk { key_id, version } => Ok(Some(keys.cmk_for_object(
+            key_id,
+            *version,
+            user.caller,
+            user.object_path,
+        )?)),
     }
+}
+
+/// Checks that the caller may still decrypt with the CMK an object is wrapped under, for a
+/// new handle of an object that is already open (its data key is cached, but each open is a
+/// use of the key). Objects not under a CMK need no check.
+pub(crate) fn check_object_key(
+    keys: &dyn KeySource,
+    key_ref: &KeyRef,
+    user: &KeyUse<'_>,
+) -> Result<(), FsError> {
+    if let KeyRef::Cmk { key_id, version } = key_ref {
+        keys.cmk_for_object(key_id, *version, user.caller, user.object_path)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
