@@ -495,3 +495,43 @@ fn a_64_mib_read_is_one_decrypt() {
         1
     );
 }
+
+#[test]
+fn a_mount_destroys_keys_past_their_deletion_date_when_it_starts() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &[]);
+    let bucket = kms_bucket(&mount, "doomed", &key);
+    let object = bucket.join("o");
+    fs::write(&object, b"shred me").expect("write KMS object");
+
+    // Scheduled as if eight days ago: the seven-day wait is over, but nothing has processed it
+    // (every `ssefs kms` command processes deletions by its own clock, so the same past clock).
+    let then = (now() - 8 * DAY).to_string();
+    let at_then = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--now", &then]);
+        kms_json(&store, &all)
+    };
+    at_then(&["schedule-deletion", &key, "--pending-days", "7"]);
+    let described = at_then(&["describe", &key]);
+    assert_eq!(described["KeyMetadata"]["KeyState"], "PendingDeletion");
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+
+    mount.remount();
+    let log = mount.log_text();
+    assert!(
+        log.contains(&format!("CMK {key} destroyed")),
+        "the mount destroys the CMK at start and says so: {log}"
+    );
+    assert_errno(read(&object), libc::EKEYREVOKED, "read, destroyed");
+    let deleted: Vec<Value> = audit(&store)
+        .into_iter()
+        .filter(|r| r["Operation"] == "DeleteKey" && r["KeyId"] == key.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 1, "one DeleteKey record: {deleted:?}");
+    assert_eq!(key_state(&store, &key), "Destroyed");
+}

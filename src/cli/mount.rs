@@ -370,4 +370,70 @@ mod tests {
         assert!(is_mount_point(Path::new("/")));
         assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
     }
+
+    /// A keystore whose clock stands 8 days after a CMK was scheduled for deletion in 7.
+    fn keystore_past_a_deletion_date() -> (tempfile::TempDir, Arc<Keystore>, String) {
+        use crate::keystore::{Caller, Clock, CmkOrigin, CmkState};
+        const T0: i64 = 1_700_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::crypto::Key256::generate().unwrap();
+        let mut keystore = Keystore::create(dir.path(), &root).unwrap();
+        keystore.set_clock(Clock::Fixed(T0));
+        let owner = Caller {
+            uid: 1000,
+            gid: 1000,
+            groups: Vec::new(),
+            pid: 1,
+        };
+        let key = keystore
+            .create_cmk_for("doomed", None, CmkOrigin::Ssefs, &owner)
+            .unwrap();
+        keystore.schedule_cmk_deletion(&key, 7, &owner).unwrap();
+        keystore.set_clock(Clock::Fixed(T0 + 8 * 86_400));
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(state, CmkState::PendingDeletion, "nothing processed it yet");
+        (dir, Arc::new(keystore), key)
+    }
+
+    #[test]
+    fn the_deletion_timer_destroys_keys_past_their_date_while_it_runs() {
+        use crate::keystore::CmkState;
+        let (_dir, keystore, key) = keystore_past_a_deletion_date();
+        let timer = DeletionTimer::start(Arc::clone(&keystore), Duration::from_millis(20));
+        let start = std::time::Instant::now();
+        while keystore.cmk_info(&key).unwrap().state != CmkState::Destroyed {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the timer did not destroy the CMK"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(timer);
+        assert_eq!(Arc::strong_count(&keystore), 1, "the thread has let go");
+    }
+
+    #[test]
+    fn dropping_the_deletion_timer_stops_its_thread_at_once() {
+        use crate::keystore::CmkState;
+        let (_dir, keystore, key) = keystore_past_a_deletion_date();
+        let timer = DeletionTimer::start(Arc::clone(&keystore), Duration::from_secs(3600));
+        assert_eq!(Arc::strong_count(&keystore), 2);
+        let start = std::time::Instant::now();
+        drop(timer);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "unmounting waits for the next tick: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(Arc::strong_count(&keystore), 1, "the thread has ended");
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(
+            state,
+            CmkState::PendingDeletion,
+            "no tick came before the stop"
+        );
+        process_deletions(&keystore);
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(state, CmkState::Destroyed, "as at mount start");
+    }
 }
