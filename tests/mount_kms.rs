@@ -412,10 +412,31 @@ fn a_second_uid_needs_grants_and_the_audit_log_shows_it() {
         read(&bucket.join("by-nobody")).expect("root reads it"),
         b"hi\n"
     );
+    // Moving its object under a CMK it has no grant for is refused and changes nothing.
+    let other = create_key(&store, &["--alias", "alias/other"]);
+    nobody_refused(
+        &format!("setfattr -n user.oss.server-side-encryption-key-id -v alias/other {nobody_file}"),
+        "Permission denied",
+    );
+    let key_id = nobody_ok(&format!(
+        "getfattr --only-values -n user.oss.server-side-encryption-key-id {nobody_file}"
+    ));
+    assert_eq!(key_id, key, "still under the bucket's CMK, not {other}");
 
     kms_json(&store, &["revoke", &key, "--uid", "65534"]);
     nobody_refused(&format!("cat {root_file}"), "Permission denied");
     nobody_refused(&format!("cat {nobody_file}"), "Permission denied");
+    // Re-encrypting its own object to AES256 needs to decrypt it first.
+    nobody_refused(
+        &format!("setfattr -n user.oss.server-side-encryption -v AES256 {nobody_file}"),
+        "Permission denied",
+    );
+    assert_eq!(
+        nobody_ok(&format!(
+            "getfattr --only-values -n user.oss.server-side-encryption {nobody_file}"
+        )),
+        "KMS"
+    );
 
     let records = audit(&store);
     let (root_path, nobody_path) = ("team/by-root", "team/by-nobody");
@@ -432,7 +453,8 @@ fn a_second_uid_needs_grants_and_the_audit_log_shows_it() {
             NOBODY,
             "AccessDenied"
         ),
-        1
+        2,
+        "the refused create and the refused move to another CMK"
     );
     assert_eq!(
         count(&records, "GenerateDataKey", nobody_path, NOBODY, "Success"),
@@ -440,8 +462,14 @@ fn a_second_uid_needs_grants_and_the_audit_log_shows_it() {
     );
     assert_eq!(
         count(&records, "Decrypt", nobody_path, NOBODY, "AccessDenied"),
-        1
+        2,
+        "the refused read and the refused re-encryption"
     );
+    let denied_other = records
+        .iter()
+        .filter(|r| r["KeyId"] == other.as_str() && r["Result"] == "AccessDenied")
+        .count();
+    assert_eq!(denied_other, 1, "the refusal names the CMK asked for");
     assert_eq!(
         count(&records, "GenerateDataKey", root_path, 0, "Success"),
         1
