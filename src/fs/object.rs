@@ -152,12 +152,12 @@ pub(crate) struct FileHandle {
 
 /// Logs a refused use of a key (no grant, key not Enabled, unknown key) with the object's
 /// path; the keystore's audit log has the details.
-fn key_refusal(path: &str, error: FsError) -> FsError {
+pub(super) fn key_refusal(user: &KeyUse<'_>, error: FsError) -> FsError {
     if matches!(
         error.errno(),
         libc::EACCES | libc::EKEYREVOKED | libc::ENOKEY
     ) {
-        log::info!("object {path}: key refused: {error}");
+        log::info!("object {}: key refused: {error}", user.object_path());
     }
     error
 }
@@ -215,22 +215,18 @@ impl BucketFs {
         caller: Caller,
         inode: &Arc<Inode>,
     ) -> Result<Arc<OpenObject>, FsError> {
-        let caller = caller.with_groups();
-        let path = self.display_path(inode);
-        let user = KeyUse {
-            caller: &caller,
-            object_path: &path,
-        };
+        let path = || self.display_path(inode);
+        let user = KeyUse::new(caller, &path);
         let mut slot = lock(&inode.object);
         if let Some(slot) = slot.as_mut() {
             check_object_key(self.keys.as_ref(), &slot.object.key_ref(), &user)
-                .map_err(|e| key_refusal(&path, e))?;
+                .map_err(|e| key_refusal(&user, e))?;
             slot.users += 1;
             return Ok(Arc::clone(&slot.object));
         }
         let object = self
             .open_object(inode, &user)
-            .map_err(|e| self.note(inode, key_refusal(&path, e)))?;
+            .map_err(|e| self.note(inode, key_refusal(&user, e)))?;
         let object = OpenObject::new(object);
         *slot = Some(ObjectSlot {
             object: Arc::clone(&object),
@@ -388,14 +384,10 @@ impl BucketFs {
         }
         let dir = self.inodes.get(parent)?;
         let bucket = self.bucket_of(&dir)?;
-        let key_caller = caller.with_groups();
-        let path = format!("{}/{}", self.display_path(&dir), name.to_string_lossy());
-        let user = KeyUse {
-            caller: &key_caller,
-            object_path: &path,
-        };
+        let path = || format!("{}/{}", self.display_path(&dir), name.to_string_lossy());
+        let user = KeyUse::new(caller, &path);
         let key = new_object_key(self.keys.as_ref(), &bucket, &user)
-            .map_err(|e| key_refusal(&path, e))?;
+            .map_err(|e| key_refusal(&user, e))?;
         let (uid, gid, _) = self.new_owner(caller, &dir, mode)?;
         let (pending, file) = self.store.begin_create(mode & 0o7777)?;
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;

@@ -356,10 +356,31 @@ pub struct NewObjectKey {
 }
 
 /// Who asks for a key, and for which object (its path relative to the mount): what the
-/// key source checks and audits a CMK use against.
+/// key source checks and audits a CMK use against. The caller's supplementary groups and the
+/// path are worked out only when a CMK is used: they cost system calls (`/proc/PID/status`,
+/// `readlink`) that an `AES256` or unencrypted object does not need.
 pub(crate) struct KeyUse<'a> {
-    pub caller: &'a Caller,
-    pub object_path: &'a str,
+    caller: super::Caller,
+    object_path: &'a dyn Fn() -> String,
+}
+
+impl<'a> KeyUse<'a> {
+    pub fn new(caller: super::Caller, object_path: &'a dyn Fn() -> String) -> Self {
+        KeyUse {
+            caller,
+            object_path,
+        }
+    }
+
+    /// The caller with its supplementary groups, as the keystore checks it.
+    fn key_caller(&self) -> Caller {
+        self.caller.with_groups()
+    }
+
+    /// The object's path relative to the mount.
+    pub fn object_path(&self) -> String {
+        (self.object_path)()
+    }
 }
 
 /// Chooses the encryption of a new object from the bucket's rule (read at every create).
@@ -398,7 +419,7 @@ pub(crate) fn key_for_setting(
         Algorithm::Kms => {
             let named = setting.kms_key_id.as_deref();
             let (key_id, version, key) =
-                keys.cmk_for_new_object(named, user.caller, user.object_path)?;
+                keys.cmk_for_new_object(named, &user.key_caller(), &user.object_path())?;
             Ok(NewObjectKey {
                 algorithm,
                 key_ref: KeyRef::Cmk { key_id, version },
@@ -424,8 +445,8 @@ pub(crate) fn object_kek(
         KeyRef::Cmk { key_id, version } => Ok(Some(keys.cmk_for_object(
             key_id,
             *version,
-            user.caller,
-            user.object_path,
+            &user.key_caller(),
+            &user.object_path(),
         )?)),
     }
 }
@@ -439,7 +460,7 @@ pub(crate) fn check_object_key(
     user: &KeyUse<'_>,
 ) -> Result<(), FsError> {
     if let KeyRef::Cmk { key_id, version } = key_ref {
-        keys.cmk_for_object(key_id, *version, user.caller, user.object_path)?;
+        keys.cmk_for_object(key_id, *version, &user.key_caller(), &user.object_path())?;
     }
     Ok(())
 }
@@ -617,5 +638,50 @@ mod tests {
         assert!(!already_matches(&m1, &a1));
         assert!(!already_matches(&KeyRef::None, &m1));
         assert!(!already_matches(&a1, &KeyRef::None));
+    }
+
+    #[test]
+    fn the_object_path_is_worked_out_only_for_a_cmk() {
+        use crate::keystore::CmkOrigin;
+        use std::cell::Cell;
+        let dir = tempfile::tempdir().unwrap();
+        let root_key = Key256::generate().unwrap();
+        let keystore = Keystore::create(dir.path(), &root_key).unwrap();
+        let asked = Cell::new(0);
+        let path = || {
+            asked.set(asked.get() + 1);
+            "bkt/o".to_string()
+        };
+        let root = super::super::Caller {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        let user = KeyUse::new(root, &path);
+        let none = SseSetting::from_rule(None);
+        let aes = SseSetting::from_rule(Some(&rule(Algorithm::Aes256, None)));
+        for setting in [&none, &aes] {
+            let key = key_for_setting(&keystore, setting, &user).unwrap();
+            object_kek(&keystore, &key.key_ref, &user).unwrap();
+            check_object_key(&keystore, &key.key_ref, &user).unwrap();
+        }
+        assert_eq!(asked.get(), 0, "no CMK, no path");
+        let root_caller = root.with_groups();
+        let cmk = keystore
+            .create_cmk_for("", None, CmkOrigin::Ssefs, &root_caller)
+            .unwrap();
+        let kms = SseSetting::from_rule(Some(&rule(Algorithm::Kms, Some(&cmk))));
+        let key = key_for_setting(&keystore, &kms, &user).unwrap();
+        check_object_key(&keystore, &key.key_ref, &user).unwrap();
+        assert_eq!(asked.get(), 2, "one audited use each");
+        let records = keystore
+            .audit_records(&crate::keystore::AuditQuery::default())
+            .unwrap();
+        let uses: Vec<_> = records
+            .iter()
+            .filter(|r| r.object_path.as_deref() == Some("bkt/o"))
+            .map(|r| r.operation.as_str())
+            .collect();
+        assert_eq!(uses, ["GenerateDataKey", "Decrypt"]);
     }
 }

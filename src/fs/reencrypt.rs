@@ -3,7 +3,7 @@
 //! file in one `RENAME_EXCHANGE`. The inode and its shared open object move to the new file.
 
 use super::inode::Inode;
-use super::object::{BackingFile, OpenObject};
+use super::object::{BackingFile, OpenObject, key_refusal};
 use super::policy::{KeyUse, SseSetting, algorithm_name, already_matches, key_for_setting};
 use super::{BucketFs, Caller, FsError};
 use crate::crypto::{HeaderInfo, Object};
@@ -69,13 +69,10 @@ impl BucketFs {
     ) -> Result<Reencryption, FsError> {
         let (outcome, old) = shared.replace(|old| {
             let setting = decide(old.info())?;
-            let key_caller = caller.with_groups();
-            let path = self.display_path(inode);
-            let user = KeyUse {
-                caller: &key_caller,
-                object_path: &path,
-            };
-            let key = key_for_setting(self.keys.as_ref(), &setting, &user)?;
+            let path = || self.display_path(inode);
+            let user = KeyUse::new(caller, &path);
+            let key = key_for_setting(self.keys.as_ref(), &setting, &user)
+                .map_err(|e| key_refusal(&user, e))?;
             if already_matches(&old.info().key_ref, &key.key_ref) {
                 return Ok((Reencryption::AlreadyMatching, None));
             }
