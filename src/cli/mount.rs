@@ -308,9 +308,13 @@ pub fn run_announcing(
         noatime: options.noatime,
     };
     let shown = (store_path.display(), mountpoint.display());
-    let deletions = DeletionTimer::start(keystore, DELETION_INTERVAL);
+    // Started once mounted, from the serving thread: its thread then inherits the mask that
+    // keeps SIGTERM and SIGINT for the signal thread (a thread started earlier would take
+    // them and end the daemon without unmounting).
+    let mut deletions = None;
     let served = crate::fuse::serve(fs, &config, || {
         log::info!("mounted store {} on {}", shown.0, shown.1);
+        deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
         announce_when_answering(mountpoint.clone(), on_ready);
     });
     drop(deletions);
