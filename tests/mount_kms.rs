@@ -1,6 +1,7 @@
 //! The KMS as a mounted filesystem enforces it: key states changed with `ssefs kms` reach a
-//! live mount, crypto-shredding and BYOK material deletion, grants for a second uid, and the
-//! audit trail of every use and refusal. Through a real mount with `allow_other`.
+//! live mount, crypto-shredding (also by the mount at start) and BYOK material deletion,
+//! grants for a second uid, and the audit trail of every use and refusal. Through a real
+//! mount with `allow_other`.
 
 mod common;
 
