@@ -39,6 +39,40 @@ pub struct Caller {
     pub pid: u32,
 }
 
+impl Caller {
+    /// The caller as the keystore's CMK checks want it: with its supplementary groups, read
+    /// from `/proc/PID/status` (best effort: none when the process is gone or its status
+    /// cannot be read, so only uid and primary-gid grants then apply).
+    pub(crate) fn with_groups(self) -> crate::keystore::Caller {
+        crate::keystore::Caller {
+            uid: self.uid,
+            gid: self.gid,
+            groups: supplementary_groups(self.pid),
+            pid: self.pid,
+        }
+    }
+}
+
+/// The `Groups:` line of `/proc/PID/status`; empty when it cannot be read.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    if pid == 0 {
+        return Vec::new();
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|gid| gid.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Mount-wide choices.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsOptions {
@@ -318,7 +352,7 @@ impl BucketFs {
         self.attr_of(&inode, &stat)
     }
 
-    pub fn setattr(&self, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
+    pub fn setattr(&self, caller: Caller, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
         self.writable()?;
         let inode = self.inodes.get(ino)?;
         if let Some(mode) = changes.mode {
@@ -333,7 +367,7 @@ impl BucketFs {
             self.backing().chown(inode.fd(), changes.uid, changes.gid)?;
         }
         if let Some(size) = changes.size {
-            self.truncate(&inode, size, changes.handle)?;
+            self.truncate(caller, &inode, size, changes.handle)?;
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             self.set_times(&inode, changes.atime, changes.mtime)?;

@@ -267,10 +267,9 @@ impl BucketFs {
         };
         match change {
             RuleChange::Put(rule) => {
-                if let (SseAttribute::KeyId, Some(key_id)) = (attribute, &rule.kms_key_id) {
-                    // Unknown: ENOKEY; not Enabled: EKEYREVOKED. Stored as given.
-                    self.keys.cmk_for_new_object(Some(key_id))?;
-                }
+                // A CMK the rule names must exist (ENOKEY), be Enabled (EKEYREVOKED) and be
+                // usable by the caller (EACCES); the keystore's check, as the CLI's.
+                let rule = self.keys.validate_rule(&rule, &caller.with_groups())?;
                 self.keys.put_bucket_rule(bucket, &rule)?;
             }
             RuleChange::Delete => self.keys.delete_bucket_rule(bucket)?,
@@ -289,7 +288,7 @@ impl BucketFs {
     ) -> Result<Reencryption, FsError> {
         self.check_may_write(caller, inode)?;
         match value {
-            Some(value) => self.reencrypt(inode, |current| {
+            Some(value) => self.reencrypt(caller, inode, |current| {
                 check_flags(flags, object_attribute_exists(current.algorithm, attribute))?;
                 object_setting_after_set(current.algorithm, attribute, value)
             }),
@@ -298,7 +297,7 @@ impl BucketFs {
                 let bucket = self.bucket_of(inode)?;
                 let rule = self.keys.bucket_rule(&bucket)?;
                 let setting = SseSetting::from_rule(rule.as_ref());
-                self.reencrypt(inode, move |_| Ok(setting))
+                self.reencrypt(caller, inode, move |_| Ok(setting))
             }
         }
     }
