@@ -112,6 +112,17 @@ pub enum KmsCommand {
         )]
         material: Option<PathBuf>,
     },
+    /// Give a CMK new material (a new version for new objects); older versions stay for
+    /// decrypting until the CMK is destroyed.
+    Rotate { key: String },
+    /// Rotate a CMK automatically every N days (checked by the mount hourly), or --off.
+    SetRotation {
+        key: String,
+        #[arg(long, value_name = "N", required_unless_present = "off")]
+        days: Option<std::num::NonZeroU32>,
+        #[arg(long, conflicts_with = "days")]
+        off: bool,
+    },
     /// Delete the imported material of an EXTERNAL CMK (it becomes PendingImport).
     DeleteMaterial { key: String },
     /// Let a uid or the members of a gid use a CMK.
@@ -271,6 +282,14 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             token,
             material,
         } => import(&ks, &key, encrypted_material, token, material, &me, json)?,
+        KmsCommand::Rotate { key } => {
+            ks.rotate_cmk(&key, &me)?;
+            print_key(&ks.cmk_info(&key)?, json);
+        }
+        KmsCommand::SetRotation { key, days, off: _ } => {
+            ks.set_cmk_rotation(&key, days, &me)?;
+            print_key(&ks.cmk_info(&key)?, json);
+        }
         KmsCommand::DeleteMaterial { key } => {
             ks.delete_material(&key, &me)?;
             print_key(&ks.cmk_info(&key)?, json);
@@ -489,6 +508,7 @@ pub fn key_json(info: &CmkInfo) -> Value {
             "Denied": info.usage.denied,
         },
         "LastUsedDate": info.usage.last_used_at.map(format_rfc3339),
+        "RotationInterval": info.rotation_days.map(|d| format!("{}s", u64::from(d) * 86_400)),
     })
 }
 
@@ -520,6 +540,11 @@ fn print_key(info: &CmkInfo, json: bool) {
         ),
         ("Aliases", or_dash(info.aliases.join(", "))),
         ("MaterialVersions", or_dash(versions)),
+        (
+            "Rotation",
+            info.rotation_days
+                .map_or("-".into(), |d| format!("every {d} days")),
+        ),
         (
             "Usage",
             format!(

@@ -12,6 +12,7 @@ pub mod mount;
 pub mod notify;
 pub mod reencrypt;
 pub mod rootkey;
+pub mod rotate;
 pub mod stat;
 pub mod status;
 
@@ -55,7 +56,14 @@ pub enum Command {
         /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
+        /// Rotate the master key when the current version is N days old, checked at mount and
+        /// hourly (0: never) [default: 90; also -o master_rotation_days=N].
+        #[arg(long, value_name = "N")]
+        master_rotation_days: Option<u32>,
     },
+    /// Add a new master key version (new AES256 objects use it; older versions stay for
+    /// reading), or retire versions no object uses any more.
+    RotateMaster(rotate::RotateMasterArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
@@ -128,13 +136,20 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             store,
             mountpoint,
             root_key,
-            options,
-        } => Ok(mount::run(
-            &store,
-            &mountpoint,
-            root_key.as_deref(),
-            &options,
-        )?),
+            mut options,
+            master_rotation_days,
+        } => {
+            if let Some(days) = master_rotation_days {
+                options.push(format!("master_rotation_days={days}"));
+            }
+            Ok(mount::run(
+                &store,
+                &mountpoint,
+                root_key.as_deref(),
+                &options,
+            )?)
+        }
+        Command::RotateMaster(args) => rotate::run(&args),
         Command::Kms(args) => Ok(kms::run(args)?),
         Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {

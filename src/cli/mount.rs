@@ -21,6 +21,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Rotate the master key when the current one is this many days old (0: never).
+    pub master_rotation_days: u32,
 }
 
 impl Default for MountOptions {
@@ -35,6 +37,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             noexec: false,
             noatime: false,
+            master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
         }
     }
 }
@@ -60,6 +63,11 @@ impl MountOptions {
         match option.split_once('=') {
             Some(("default_sse", value)) => self.default_sse = value.parse()?,
             Some(("fsname", value)) if !value.is_empty() => self.fsname = Some(value.to_string()),
+            Some(("master_rotation_days", value)) => {
+                self.master_rotation_days = value.parse().map_err(|_| {
+                    format!("invalid master_rotation_days {value:?} (days, 0 = never)")
+                })?;
+            }
             Some((name, _)) if name.starts_with("x-") => {}
             Some(_) => return Err(format!("unknown mount option {option:?}")),
             None => match option {
@@ -218,12 +226,14 @@ pub fn run_announcing(
         .current_master_key()
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     drop(root_key);
+    let keystore = Arc::new(keystore);
+    super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {
         read_only: options.read_only,
         default_sse: options.default_sse,
     };
-    let fs = BucketFs::new(store, Arc::new(keystore), fs_options)
+    let fs = BucketFs::new(store, keystore, fs_options)
         .map_err(|e| format!("store {}: {e}", store_path.display()))?;
     let config = MountConfig {
         mountpoint: mountpoint.clone(),

@@ -13,6 +13,7 @@ mod ids;
 pub mod inspect;
 mod lifecycle;
 mod rootkey;
+mod rotation;
 mod rules;
 mod schema;
 
@@ -28,6 +29,7 @@ pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };
+pub use rotation::{MasterVersion, Retirement};
 pub use rules::{parse_sse_algorithm, validate_bucket_name};
 pub use schema::SCHEMA_VERSION;
 
@@ -141,7 +143,7 @@ impl Keystore {
                 ids::root_check(root_key, &store_id)?,
             ),
         )?;
-        insert_master_key(&tx, root_key, &store_id, 1)?;
+        insert_master_key(&tx, root_key, &store_id, 1, now())?;
         tx.commit()?;
         sync_dir(&parent_dir(path))?;
         Self::assemble(path, root_key, store_id, conn)
@@ -241,7 +243,7 @@ impl Keystore {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
-        insert_master_key(&tx, &self.root_key, &self.store_id, version)?;
+        insert_master_key(&tx, &self.root_key, &self.store_id, version, self.now())?;
         tx.commit()?;
         inner.cache.current_master = Some(version);
         Ok(version)
@@ -403,12 +405,13 @@ fn insert_master_key(
     root_key: &Key256,
     store_id: &StoreId,
     version: u32,
+    created_at: i64,
 ) -> Result<(), KeystoreError> {
     let key = Key256::generate()?;
     let wrapped = wrap_key(root_key, &master_context(store_id, version), &key)?;
     tx.execute(
         "INSERT INTO master_keys (version, wrapped, created_at) VALUES (?1, ?2, ?3)",
-        (version, wrapped.0, now()),
+        (version, wrapped.0, created_at),
     )?;
     Ok(())
 }
