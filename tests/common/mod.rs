@@ -336,7 +336,16 @@ impl Mount {
 
     fn unmount_in_place(&mut self) -> ExitStatus {
         self.stop_watchdog();
-        let out = fusermount_u(&self.args.mountpoint);
+        // A process that glances at a fresh mount (a shell's stat, a file manager, a
+        // concurrent test walking /tmp) makes the unmount EBUSY for an instant: retry briefly.
+        let mut out = fusermount_u(&self.args.mountpoint);
+        for _ in 0..20 {
+            if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("busy") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            out = fusermount_u(&self.args.mountpoint);
+        }
         assert!(
             out.status.success(),
             "fusermount3 -u {} failed: {}",
