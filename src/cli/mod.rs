@@ -11,6 +11,7 @@ pub mod kms;
 pub mod mount;
 pub mod notify;
 pub mod reencrypt;
+pub mod rewrap;
 pub mod rootkey;
 pub mod rotate;
 pub mod stat;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Add a new master key version (new AES256 objects use it; older versions stay for
     /// reading), or retire versions no object uses any more.
     RotateMaster(rotate::RotateMasterArgs),
+    /// Re-wrap objects' DEKs under the newest version of their master key or CMK, rewriting
+    /// only headers (data untouched). Through the mount when mounted; resumable.
+    Rewrap(rewrap::RewrapArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
@@ -150,6 +154,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             )?)
         }
         Command::RotateMaster(args) => rotate::run(&args),
+        Command::Rewrap(args) => rewrap::run(&args),
         Command::Kms(args) => Ok(kms::run(args)?),
         Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {

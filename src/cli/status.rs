@@ -86,7 +86,7 @@ fn key_label(key_ref: &KeyRef) -> String {
 }
 
 /// The mount points of `store` in `/proc/self/mountinfo` (type `fuse.ssefs`, source = store).
-fn mounts_of(store: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_of(store: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

@@ -8,6 +8,7 @@ mod inode;
 mod object;
 mod policy;
 mod reencrypt;
+mod rewrap;
 pub mod scan;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ pub use error::FsError;
 pub use inode::ROOT_INO;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
+pub use rewrap::{REWRAP_ATTR, Rewrap, newest_key_for, rewrap_object};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
