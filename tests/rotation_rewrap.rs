@@ -230,6 +230,43 @@ fn bucket_and_key_options_limit_what_is_rewrapped() {
     assert!(out.contains("rewrapped 3, already current 0"), "{out}");
     assert_eq!(key_version(&mount.join("data/o0")), 1);
     assert_eq!(key_version(&mount.join("keyed/o1")), 2);
+
+    // `ssefs status` counts the objects each version wraps.
+    let status = ssefs_ok(&["status", "--store", s(&store.store), "--json"]);
+    let status: serde_json::Value = serde_json::from_str(status.trim()).unwrap();
+    let masters: Vec<(u64, u64)> = status["master_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["version"].as_u64().unwrap(),
+                m["objects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(masters, [(1, 3), (2, 0)], "{status}");
+    let cmk = status["cmks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| !c["versions"].as_array().unwrap().is_empty())
+        .unwrap_or_else(|| panic!("no CMK with material: {status}"));
+    let versions: Vec<(u64, u64)> = cmk["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["objects"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(versions, [(1, 0), (2, 3)], "{status}");
+    let text = ssefs_ok(&["status", "--store", s(&store.store)]);
+    assert!(text.contains(": 3 object(s)"), "{text}");
+    assert!(text.contains("v1 0 object(s), v2 3 object(s)"), "{text}");
     let out = run(&store, &["rewrap", "--bucket", "data", "--json"]);
     let counts: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(counts["rewrapped"], 3, "{out}");
