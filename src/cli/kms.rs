@@ -4,10 +4,9 @@
 
 mod time;
 
-use crate::cli::rootkey::root_key_location;
 use crate::keystore::{
     AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
-    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir, load_root_key_file,
+    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -210,6 +209,8 @@ pub enum KmsCliError {
     MissingMaterial,
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    RootKey(#[from] super::root_key::RootKeyError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KmsCliError {
@@ -225,8 +226,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// CMKs whose deletion date has passed (as the mount does at start).
 pub fn open_keystore(args: &StoreArgs) -> Result<Keystore, KmsCliError> {
     let store = args.store.as_deref().ok_or(KmsCliError::MissingStore)?;
-    let location = root_key_location(args.root_key.as_deref(), store)?;
-    let root_key = load_root_key_file(&location.path)?;
+    let root_key = super::root_key::load_root_key(store, args.root_key.as_deref(), None)?;
     let mut keystore = Keystore::open(&keystore_dir(store), &root_key)?;
     if let Some(now) = &args.now {
         let now = parse_time(now).ok_or_else(|| KmsCliError::InvalidTime(now.clone()))?;

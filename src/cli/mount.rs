@@ -1,10 +1,9 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
-use super::rootkey::root_key_location;
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::{Keystore, load_root_key_file};
+use crate::keystore::Keystore;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -216,8 +215,8 @@ pub fn run_announcing(
     let options = MountOptions::parse(options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let store = Store::open_locked(store).map_err(|e| e.to_string())?;
-    let location = root_key_location(root_key, store.root()).map_err(|e| e.to_string())?;
-    let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    let root_key =
+        super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found

@@ -2,7 +2,7 @@
 //! master key or CMK, rewriting only object headers. Through the live mount (the write-only
 //! attribute `user.ssefs.rewrap`) when the store is mounted, else directly under the store lock.
 
-use super::rotate::open_keystore;
+use super::root_key::open_keystore;
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::mounts_of;
 use crate::crypto::{KeyRef, Object, peek_header};
@@ -33,6 +33,9 @@ pub struct RewrapArgs {
     /// The root key file [default: as for `ssefs mount`].
     #[arg(long, value_name = "FILE")]
     pub root_key: Option<PathBuf>,
+    /// Read the store's passphrase from this file descriptor (passphrase stores).
+    #[arg(long, value_name = "N")]
+    pub passphrase_fd: Option<i32>,
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -121,7 +124,7 @@ fn key_version(key_ref: &KeyRef) -> u32 {
 }
 
 pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref())?;
+    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
     let filter = KeyFilter::new(&keystore, args.key.as_deref())?;
     if let Some(bucket) = &args.bucket {
         crate::keystore::validate_bucket_name(bucket)?;

@@ -2,10 +2,10 @@
 //! retiring versions no object uses; plus the mount's background rotation check. Works while
 //! the store is mounted (the keystore is shared); reads object headers only to count users.
 
-use super::rootkey::root_key_location;
+use super::root_key::open_keystore;
 use crate::crypto::KeyRef;
 use crate::fs::scan::{inventory, peek_object};
-use crate::keystore::{Keystore, keystore_dir, load_root_key_file};
+use crate::keystore::Keystore;
 use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,9 @@ pub struct RotateMasterArgs {
     /// The root key file [default: as for `ssefs mount`].
     #[arg(long, value_name = "FILE")]
     pub root_key: Option<PathBuf>,
+    /// Read the store's passphrase from this file descriptor (passphrase stores).
+    #[arg(long, value_name = "N")]
+    pub passphrase_fd: Option<i32>,
     /// Rotate only if the current version is at least N days old (for timers).
     #[arg(long, value_name = "N", conflicts_with_all = ["retire_unused", "retire"])]
     pub if_older_than_days: Option<u32>,
@@ -35,16 +38,8 @@ pub struct RotateMasterArgs {
     pub retire: Option<u32>,
 }
 
-/// Opens a store's keystore with its root key (`--root-key` or the usual places).
-pub fn open_keystore(store: &Path, root_key: Option<&Path>) -> Result<Keystore, String> {
-    let location = root_key_location(root_key, store).map_err(|e| e.to_string())?;
-    let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
-    Keystore::open(&keystore_dir(store), &key)
-        .map_err(|e| format!("store {}: {e}", store.display()))
-}
-
 pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref())?;
+    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
     if args.retire_unused || args.retire.is_some() {
         return retire(&keystore, &args.store, args.retire);
     }

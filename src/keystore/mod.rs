@@ -12,6 +12,7 @@ mod error;
 mod ids;
 pub mod inspect;
 mod lifecycle;
+mod passphrase;
 mod rootkey;
 mod rotation;
 mod rules;
@@ -26,6 +27,7 @@ pub use cmk::{
 pub use error::KeystoreError;
 pub use ids::StoreId;
 pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
+pub use passphrase::{MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_passphrase_kdf};
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };
