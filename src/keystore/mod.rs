@@ -409,6 +409,7 @@ fn insert_master_key(
     version: u32,
     created_at: i64,
 ) -> Result<(), KeystoreError> {
+    require_current_root_key(tx, root_key, store_id)?;
     let key = Key256::generate()?;
     let wrapped = wrap_key(root_key, &master_context(store_id, version), &key)?;
     tx.execute(
@@ -416,6 +417,19 @@ fn insert_master_key(
         (version, wrapped.0, created_at),
     )?;
     Ok(())
+}
+
+/// Fails with `WrongRootKey` unless `root_key` is the store's root key as of this
+/// transaction: a process that opened the keystore before `change-root-key` must not add a
+/// key wrapped under the old root key.
+fn require_current_root_key(
+    tx: &Transaction<'_>,
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<(), KeystoreError> {
+    let recorded: Vec<u8> =
+        tx.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
+    ids::verify_root_check(root_key, store_id, &recorded)
 }
 
 fn bucket_rule_from_row(

@@ -3,7 +3,10 @@
 //! uses. Older versions stay for reading until retired; knows nothing of object files.
 
 use super::cmk::cmk_context;
-use super::{CmkOrigin, CmkState, Keystore, KeystoreError, copy_key, ids, insert_master_key};
+use super::{
+    CmkOrigin, CmkState, Keystore, KeystoreError, StoreId, copy_key, ids, insert_master_key,
+    require_current_root_key,
+};
 use crate::crypto::{Key256, wrap_key};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::BTreeSet;
@@ -146,7 +149,7 @@ impl Keystore {
                     hint: "",
                 });
             }
-            let version = insert_next_material(tx, &root_key, &row.key_id, now)?;
+            let version = insert_next_material(tx, &root_key, &self.store_id, &row.key_id, now)?;
             Ok((version, format!("new material version {version}")))
         })
     }
@@ -193,7 +196,7 @@ impl Keystore {
         };
         let mut rotated = Vec::with_capacity(due.len());
         for key_id in due {
-            let version = insert_next_material(&tx, &self.root_key, &key_id, now)?;
+            let version = insert_next_material(&tx, &self.root_key, &self.store_id, &key_id, now)?;
             rotated.push((key_id, version));
         }
         tx.commit()?;
@@ -212,9 +215,11 @@ impl Keystore {
 fn insert_next_material(
     tx: &Transaction<'_>,
     root_key: &Key256,
+    store_id: &StoreId,
     key_id: &str,
     now: i64,
 ) -> Result<u32, KeystoreError> {
+    require_current_root_key(tx, root_key, store_id)?;
     let newest: Option<u32> = tx.query_row(
         "SELECT max(version) FROM cmk_materials WHERE key_id = ?1",
         [key_id],
@@ -353,6 +358,26 @@ mod tests {
         assert!(ks.rotate_due_cmks().unwrap().is_empty());
         ks.set_cmk_rotation(&id, None, &root()).unwrap();
         assert_eq!(ks.cmk_info(&id).unwrap().rotation_days, None);
+    }
+
+    #[test]
+    fn a_process_holding_a_replaced_root_key_cannot_add_versions() {
+        let (dir, old_root, ks) = new_store();
+        let id = ks.create_cmk("c", None, CmkOrigin::Ssefs, 0).unwrap();
+        let stale = Keystore::open(dir.path(), &old_root).unwrap();
+        let new_root = Key256::generate().unwrap();
+        ks.change_root_key(&new_root, None).unwrap();
+        assert!(matches!(
+            stale.new_master_key(),
+            Err(KeystoreError::WrongRootKey)
+        ));
+        assert!(matches!(
+            stale.rotate_cmk(&id, &root()),
+            Err(KeystoreError::WrongRootKey)
+        ));
+        let fresh = Keystore::open(dir.path(), &new_root).unwrap();
+        assert_eq!(fresh.new_master_key().unwrap(), 2);
+        fresh.master_key_version(1).unwrap();
     }
 
     #[test]
