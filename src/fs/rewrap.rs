@@ -3,6 +3,7 @@
 //! pages, slots, DEK and file ID stay as they are. No paths or SQLite here: objects and keys.
 
 use super::inode::Inode;
+use super::object::BackingFile;
 use super::policy::{KeySource, NewObjectKey, SseSetting, key_for_setting};
 use super::{BucketFs, FsError};
 use crate::crypto::{Algorithm, KeyRef, Object, ObjectIo};
@@ -76,23 +77,36 @@ impl BucketFs {
         if !inode.is_file() {
             return Err(FsError::NotBucketOrObject);
         }
-        let before = self.backing().stat(inode.fd())?;
         let shared = self.acquire_object(inode)?;
-        let result = shared.mutate(|object| rewrap_object(object, self.keys.as_ref()));
+        let result = shared.mutate(|object| self.rewrap_locked(inode, object));
         let released = self.release_object(inode);
         let outcome = result?;
         released?;
         if let Rewrap::Rewrapped { from, to } = &outcome {
-            let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
-            if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
-                log::warn!("cannot keep the times of {}: {e}", self.display_path(inode));
-            }
             log::info!(
                 "re-wrapped object {} from {} to {}",
                 self.display_path(inode),
                 describe(from),
                 describe(to)
             );
+        }
+        Ok(outcome)
+    }
+
+    /// The rewrap proper, under the object's write lock (no write can move the times
+    /// between the `stat` and their restoring).
+    fn rewrap_locked(
+        &self,
+        inode: &Inode,
+        object: &mut Object<BackingFile>,
+    ) -> Result<Rewrap, FsError> {
+        let before = self.backing().stat(inode.fd())?;
+        let outcome = rewrap_object(object, self.keys.as_ref())?;
+        if matches!(outcome, Rewrap::Rewrapped { .. }) {
+            let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
+            if let Err(e) = self.backing().utimens(inode.fd(), Some(atime), Some(mtime)) {
+                log::warn!("cannot keep the times of {}: {e}", self.display_path(inode));
+            }
         }
         Ok(outcome)
     }
