@@ -166,6 +166,10 @@ fn still_used(store: &Path, version: u32, objects: u64) -> String {
 /// the current one is `master_days` old (0: never), and new material for every CMK whose own
 /// rotation period has passed. Failures are logged and retried at the next check.
 pub fn spawn_rotation_checks(keystore: Arc<Keystore>, master_days: u32) {
+    // The thread must never take SIGINT or SIGTERM: the mount waits for them in one thread
+    // and unmounts cleanly, but a thread with them unblocked would be killed by the default
+    // action. It inherits the mask in force when it is started.
+    let previous = block_termination_signals();
     let spawned = std::thread::Builder::new()
         .name("ssefs-rotation".to_string())
         .spawn(move || {
@@ -174,8 +178,26 @@ pub fn spawn_rotation_checks(keystore: Arc<Keystore>, master_days: u32) {
                 std::thread::sleep(CHECK_INTERVAL);
             }
         });
+    if let Some(previous) = previous {
+        // SAFETY: `previous` is the mask pthread_sigmask returned for this thread.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    }
     if let Err(e) = spawned {
         log::error!("cannot start the key rotation check: {e}");
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in this thread; returns the mask before, `None` on failure.
+fn block_termination_signals() -> Option<libc::sigset_t> {
+    // SAFETY: the sets are initialised by sigemptyset before use; pthread_sigmask only reads
+    // `set` and writes `previous`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        (libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous) == 0).then_some(previous)
     }
 }
 
