@@ -164,17 +164,23 @@ fn still_used(store: &Path, version: u32, objects: u64) -> String {
 
 /// Starts the mount's rotation check: at once and then hourly, a new master key version when
 /// the current one is `master_days` old (0: never), and new material for every CMK whose own
-/// rotation period has passed. Failures are logged and retried at the next check.
+/// rotation period has passed. Failures are logged and retried at the next check. The
+/// thread ends once the mount has dropped the keystore.
 pub fn spawn_rotation_checks(keystore: Arc<Keystore>, master_days: u32) {
     // The thread must never take SIGINT or SIGTERM: the mount waits for them in one thread
     // and unmounts cleanly, but a thread with them unblocked would be killed by the default
     // action. It inherits the mask in force when it is started.
     let previous = block_termination_signals();
+    // Only a weak reference between checks: when the mount ends, the keystore is closed (and
+    // its write-ahead log checkpointed and removed) as if there were no check.
+    let weak = Arc::downgrade(&keystore);
+    drop(keystore);
     let spawned = std::thread::Builder::new()
         .name("ssefs-rotation".to_string())
         .spawn(move || {
-            loop {
+            while let Some(keystore) = weak.upgrade() {
                 check_rotation(&keystore, master_days);
+                drop(keystore);
                 std::thread::sleep(CHECK_INTERVAL);
             }
         });

@@ -3,8 +3,7 @@
 //! material re-wrapped under the new one in one transaction. Never sees an object file.
 
 use super::cmk::cmk_context;
-use super::inspect::open_read_only;
-use super::{Keystore, KeystoreError, ids, master_context};
+use super::{KEYSTORE_FILE, Keystore, KeystoreError, connect_existing, ids, master_context};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::Path;
@@ -66,7 +65,9 @@ impl PassphraseKdf {
 /// The passphrase parameters of the keystore in `dir`, or `None` when its root key is a key
 /// file. Needs no key and writes nothing.
 pub fn read_passphrase_kdf(dir: &Path) -> Result<Option<PassphraseKdf>, KeystoreError> {
-    let conn = open_read_only(dir)?;
+    // The connection a normal open makes first (it writes nothing); a read-only one would
+    // create the WAL companions of a closed keystore.
+    let conn = connect_existing(&dir.join(KEYSTORE_FILE))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version < 3 {
         return Ok(None);
