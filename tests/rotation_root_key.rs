@@ -252,3 +252,105 @@ fn change_root_key_moves_a_live_store_to_a_new_key_without_touching_objects() {
     fs::write(&fresh, b"after the change").unwrap();
     assert_eq!(key_version(&fresh), 2);
 }
+
+/// Unmounts and reaps a daemon started by hand, even when the test fails.
+struct HandMount {
+    child: std::process::Child,
+    mountpoint: PathBuf,
+}
+
+impl Drop for HandMount {
+    fn drop(&mut self) {
+        if common::is_ssefs_mount(&self.mountpoint) {
+            common::fusermount_u(&self.mountpoint);
+        }
+        if common::wait_timeout(&mut self.child, common::DAEMON_TIMEOUT).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().canonicalize().unwrap();
+    let store = base.join("st");
+    let mnt = base.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let good = secret_file(&base, "good", "a long passphrase\n");
+    let out = with_fds(
+        &["init", s(&store), "--passphrase", "--passphrase-fd", "3"],
+        &good,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let script = format!(
+        "exec '{SSEFS_BIN}' mount '{}' '{}' 3<'{}'",
+        s(&store),
+        s(&mnt),
+        s(&good)
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("SSEFS_PASSPHRASE_FD", "3")
+        .env_remove("SSEFS_ROOT_KEY_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("HOME", "/nonexistent")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut mount = HandMount {
+        child,
+        mountpoint: mnt.clone(),
+    };
+    let deadline = std::time::Instant::now() + common::DAEMON_TIMEOUT;
+    while !common::is_ssefs_mount(&mnt) {
+        assert!(
+            mount.child.try_wait().unwrap().is_none(),
+            "the daemon exited without mounting"
+        );
+        assert!(std::time::Instant::now() < deadline, "no mount appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let bucket = mnt.join("data");
+    fs::create_dir(&bucket).unwrap();
+    set_xattr(&bucket, SSE, "AES256").unwrap();
+    fs::write(bucket.join("f"), content(3, 50_000)).unwrap();
+    assert_eq!(key_version(&bucket.join("f")), 1);
+    // While mounted, the CLI rewraps through the mount with the same passphrase.
+    let out = with_fds(
+        &[
+            "rotate-master",
+            "--store",
+            s(&store),
+            "--passphrase-fd",
+            "3",
+        ],
+        &good,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = with_fds(
+        &["rewrap", "--store", s(&store), "--passphrase-fd", "3"],
+        &good,
+        None,
+    );
+    assert!(
+        text(&out).contains("rewrapped 1, already current 0, failed 0"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(key_version(&bucket.join("f")), 2);
+    assert_eq!(fs::read(bucket.join("f")).unwrap(), content(3, 50_000));
+    common::fusermount_u(&mnt);
+    let status = common::wait_timeout(&mut mount.child, common::DAEMON_TIMEOUT);
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
