@@ -1,10 +1,9 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
-use super::rootkey::root_key_location;
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::{Keystore, load_root_key_file};
+use crate::keystore::Keystore;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +26,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Rotate the master key when the current one is this many days old (0: never).
+    pub master_rotation_days: u32,
 }
 
 impl Default for MountOptions {
@@ -41,6 +42,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             noexec: false,
             noatime: false,
+            master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
         }
     }
 }
@@ -66,6 +68,11 @@ impl MountOptions {
         match option.split_once('=') {
             Some(("default_sse", value)) => self.default_sse = value.parse()?,
             Some(("fsname", value)) if !value.is_empty() => self.fsname = Some(value.to_string()),
+            Some(("master_rotation_days", value)) => {
+                self.master_rotation_days = value.parse().map_err(|_| {
+                    format!("invalid master_rotation_days {value:?} (days, 0 = never)")
+                })?;
+            }
             Some((name, _)) if name.starts_with("x-") => {}
             Some(_) => return Err(format!("unknown mount option {option:?}")),
             None => match option {
@@ -274,8 +281,8 @@ pub fn run_announcing(
     let options = MountOptions::parse(options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let store = Store::open_locked(store).map_err(|e| e.to_string())?;
-    let location = root_key_location(root_key, store.root()).map_err(|e| e.to_string())?;
-    let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    let root_key =
+        super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
@@ -286,6 +293,7 @@ pub fn run_announcing(
     drop(root_key);
     let keystore = Arc::new(keystore);
     process_deletions(&keystore);
+    super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {
         read_only: options.read_only,

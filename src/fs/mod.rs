@@ -8,6 +8,7 @@ mod inode;
 mod object;
 mod policy;
 mod reencrypt;
+mod rewrap;
 pub mod scan;
 #[cfg(test)]
 mod tests;
@@ -17,8 +18,11 @@ mod xattr;
 
 pub use error::FsError;
 pub use inode::ROOT_INO;
+pub(crate) use policy::KeyUse;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
+pub(crate) use rewrap::rewrap_object;
+pub use rewrap::{REWRAP_ATTR, Rewrap};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
@@ -40,6 +44,17 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// This process as the caller (the CLI acting on the store directly).
+    pub fn this_process() -> Caller {
+        // SAFETY: these calls take no pointers and cannot fail.
+        let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+        Caller {
+            uid,
+            gid,
+            pid: u32::try_from(pid).unwrap_or(0),
+        }
+    }
+
     /// The caller as the keystore's CMK checks want it: with its supplementary groups, read
     /// from `/proc/PID/status` (best effort: none when the process is gone or its status
     /// cannot be read, so only uid and primary-gid grants then apply).

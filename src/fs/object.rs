@@ -97,7 +97,7 @@ impl OpenObject {
     }
 
     /// Runs a mutation under the write lock and publishes the new size.
-    fn mutate<T>(
+    pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Object<BackingFile>) -> Result<T, FsError>,
     ) -> Result<T, FsError> {

@@ -1,6 +1,7 @@
 //! Extended attributes: `user.*` stored in clear on the backing file, the reserved
 //! `user.oss.*` names that report and change the encryption of an object (by re-encrypting
-//! it) or a bucket's default rule, and the read-only `user.ssefs.key-version`.
+//! it) or a bucket's default rule, the read-only `user.ssefs.key-version` and the write-only
+//! `user.ssefs.rewrap` (re-wraps an object's DEK under the newest version of its key).
 
 use super::inode::Inode;
 use super::policy::{
@@ -9,6 +10,7 @@ use super::policy::{
     object_setting_after_set,
 };
 use super::reencrypt::Reencryption;
+use super::rewrap::REWRAP_ATTR;
 use super::{BucketFs, Caller, FsError, ROOT_INO};
 use crate::crypto::{Algorithm, KeyRef};
 use std::ffi::OsStr;
@@ -186,6 +188,12 @@ impl BucketFs {
         flags: i32,
     ) -> Result<(), FsError> {
         let inode = self.inodes.get(ino)?;
+        if name.as_bytes() == REWRAP_ATTR.as_bytes() {
+            // Write-only: re-wraps the object's DEK under the newest version of its key.
+            self.check_may_write(caller, &inode)?;
+            self.rewrap(caller, &inode)?;
+            return Ok(());
+        }
         if let Some(attribute) = SseAttribute::from_name(name.as_bytes()) {
             self.change_sse(caller, &inode, attribute, Some(value), flags)?;
             return Ok(());
