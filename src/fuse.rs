@@ -180,7 +180,7 @@ impl Filesystem for FuseAdapter {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -205,7 +205,7 @@ impl Filesystem for FuseAdapter {
             mtime: time_update(mtime),
             handle: fh.map(|fh| fh.0),
         };
-        match self.fs.setattr(ino.0, changes) {
+        match self.fs.setattr(caller(req), ino.0, changes) {
             Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -304,8 +304,8 @@ impl Filesystem for FuseAdapter {
         reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(caller(req), ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }

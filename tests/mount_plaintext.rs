@@ -1,12 +1,27 @@
 //! No plaintext reaches the store: files of a known random pattern and of known text are written
-//! through the mount, and every byte under the store (keystore included) is scanned for them and
-//! for the root key.
+//! through the mount, and every byte under the store (keystore included) and of the daemon's
+//! most verbose log is scanned for them, for the root key and for the master key in clear.
 
 mod common;
 
 use common::{Mount, TestRng, TestStore, mount_tests_enabled, scan_tree_for, test_seed};
+use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
 use std::fs;
 use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The daemon log files the harness writes beside the mountpoint.
+fn daemon_logs(base: &Path) -> Vec<PathBuf> {
+    let entries = fs::read_dir(base).unwrap_or_else(|e| panic!("read {}: {e}", base.display()));
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("daemon-") && name.ends_with(".log")
+        })
+        .map(|e| e.path())
+        .collect()
+}
 
 /// Candidate byte strings a root key file may encode: the file as is, trimmed, and the bytes a
 /// hex or base64 text decodes to.
@@ -75,6 +90,9 @@ fn store_holds_no_plaintext_and_no_clear_key() {
          little or no money in my purse.\n"
     );
 
+    // The daemon logs at its most verbose level: not even trace output may carry a secret.
+    // SAFETY: this file holds one test, so no other thread reads the environment meanwhile.
+    unsafe { std::env::set_var("SSEFS_TEST_DAEMON_LOG", "trace") };
     let store = TestStore::new();
     let mount = Mount::new(&store, &[]);
     let bucket = mount.bucket("secrets");
@@ -118,13 +136,55 @@ fn store_holds_no_plaintext_and_no_clear_key() {
         }
     }
     let key_file = fs::read(&store.root_key).expect("read root key file");
-    for (i, key) in root_key_encodings(&key_file).iter().enumerate() {
+    let mut secrets: Vec<(String, Vec<u8>)> = root_key_encodings(&key_file)
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| (format!("root key (encoding {i})"), key))
+        .collect();
+    let root = load_root_key_file(&store.root_key).expect("load root key");
+    let keystore = Keystore::open(&keystore_dir(&store.store), &root).expect("open keystore");
+    let (version, master) = keystore.current_master_key().expect("current master key");
+    drop(keystore);
+    secrets.push((
+        format!("master key v{version}"),
+        master.expose_secret().to_vec(),
+    ));
+    for (what, key) in &secrets {
         for hit in scan_tree_for(&store.store, key) {
             found.push(format!(
-                "root key (encoding {i}) in {} at {}",
+                "{what} in {} at {}",
                 hit.file.display(),
                 hit.offset
             ));
+        }
+    }
+    // The daemon's log (stdout and stderr) of the whole session, unmount included.
+    let logs = daemon_logs(store.base());
+    assert!(
+        !logs.is_empty(),
+        "no daemon log under {}",
+        store.base().display()
+    );
+    for log in &logs {
+        let text = fs::read(log).expect("read daemon log");
+        assert!(
+            String::from_utf8_lossy(&text).contains("TRACE")
+                || String::from_utf8_lossy(&text).contains("DEBUG"),
+            "the daemon did not log verbosely, so this scan would prove nothing: {}",
+            String::from_utf8_lossy(&text)
+        );
+        let needles_and_secrets = needles
+            .iter()
+            .map(|(w, n)| (w.to_string(), n.clone()))
+            .chain(secrets.iter().cloned());
+        for (what, needle) in needles_and_secrets {
+            if text.windows(needle.len()).any(|w| w == needle.as_slice()) {
+                found.push(format!("{what} in the daemon log {}", log.display()));
+            }
+            let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+            if String::from_utf8_lossy(&text).to_lowercase().contains(&hex) {
+                found.push(format!("{what} as hex in the daemon log {}", log.display()));
+            }
         }
     }
     assert!(

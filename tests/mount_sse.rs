@@ -3,12 +3,15 @@
 //! with `setfattr`/`getfattr`, re-encryption under concurrent reads and across `kill -9`,
 //! `ssefs reencrypt` and `ssefs stat`, and `rsync -aX` into a bucket.
 
+mod common;
+
+use common::{Mount, TestStore, mount_tests_enabled};
 use ssefs::crypto::{KeyRef, peek_header};
 use ssefs::keystore::{CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -18,73 +21,35 @@ const ALG: &str = "user.oss.server-side-encryption";
 const KEY_ID: &str = "user.oss.server-side-encryption-key-id";
 const KEY_VERSION: &str = "user.ssefs.key-version";
 
-/// Whether to run; panics when the machine cannot mount unless told to skip.
-fn mount_tests_enabled() -> bool {
-    if std::env::var_os("SSEFS_SKIP_MOUNT_TESTS").is_some_and(|v| v == "1") {
-        return false;
-    }
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root && Path::new("/dev/fuse").exists(),
-        "mount tests need root and /dev/fuse (set SSEFS_SKIP_MOUNT_TESTS=1 to skip them)"
-    );
-    true
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
-
-/// A store, its root key and a running mount; Drop unmounts and reaps the daemon.
+/// A store, its root key and a running mount (with `allow_other`, so other uids can be
+/// tested); dropping it unmounts and reaps the daemon (the shared harness's `Mount`).
 struct Mounted {
-    dir: tempfile::TempDir,
+    mount: Option<Mount>,
+    store: TestStore,
     mnt: PathBuf,
-    daemon: Option<Child>,
 }
 
 impl Mounted {
     fn start() -> Mounted {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
+        let store = TestStore::new();
+        let mnt = store.mountpoint.clone();
         let mut m = Mounted {
-            mnt: mnt.canonicalize().unwrap(),
-            dir,
-            daemon: None,
+            mount: None,
+            store,
+            mnt,
         };
-        let init = Command::new(SSEFS)
-            .arg("init")
-            .arg(m.store())
-            .arg("--root-key")
-            .arg(m.key())
-            .output()
-            .unwrap();
-        assert!(init.status.success(), "init: {init:?}");
         m.mount();
         m
     }
 
     fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.store.store.clone()
     }
     fn key(&self) -> PathBuf {
-        self.dir.path().join("root.key")
+        self.store.root_key.clone()
+    }
+    fn base(&self) -> &Path {
+        self.store.base()
     }
     fn tmp_dir(&self) -> PathBuf {
         self.store().join(".ssefs/tmp")
@@ -94,39 +59,21 @@ impl Mounted {
     }
 
     fn mount(&mut self) {
-        let daemon = Command::new(SSEFS)
-            .arg("mount")
-            .arg(self.store())
-            .arg(&self.mnt)
-            .arg("--root-key")
-            .arg(self.key())
-            .args(["-o", "allow_other"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(daemon);
-        let start = Instant::now();
-        while !is_mounted(&self.mnt) {
-            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the daemon exited before mounting: {status}");
-            }
-            assert!(start.elapsed() < Duration::from_secs(20), "mount timed out");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.mount = Some(Mount::new(&self.store, &["allow_other"]));
     }
 
     /// SIGKILL to the daemon, then a lazy unmount of what it left.
     fn kill9(&mut self) {
-        let mut daemon = self.daemon.take().unwrap();
-        daemon.kill().unwrap();
-        daemon.wait().unwrap();
+        let mut mount = self.mount.take().expect("a daemon is running");
+        mount.signal(libc::SIGKILL);
+        mount.wait_exit();
         let status = Command::new("umount")
             .arg("-l")
             .arg(&self.mnt)
             .status()
             .unwrap();
         assert!(status.success());
+        drop(mount);
     }
 
     fn keystore(&self) -> Keystore {
@@ -138,25 +85,6 @@ impl Mounted {
     fn key_ref(&self, rel: &str) -> KeyRef {
         let file = std::fs::File::open(self.store().join(rel)).unwrap();
         peek_header(&file).unwrap().key_ref
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if let Some(mut daemon) = self.daemon.take() {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg(&self.mnt)
-                .stderr(Stdio::null())
-                .status();
-            if wait_exit(&mut daemon, Duration::from_secs(5)).is_none() {
-                let _ = daemon.kill();
-                let _ = daemon.wait();
-            }
-        }
-        if is_mounted(&self.mnt) {
-            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-        }
     }
 }
 
@@ -683,7 +611,7 @@ fn reencrypt_and_stat_commands() {
     assert_eq!(counts["failed"], 2, "{counts}");
     assert_eq!(counts["reencrypted"], 3, "{counts}");
     // Off the mount: refused.
-    let out = ssefs(&["stat"], &[m.dir.path()]);
+    let out = ssefs(&["stat"], &[m.base()]);
     assert!(!out.status.success());
 }
 
@@ -743,7 +671,7 @@ fn rsync_into_a_bucket_keeps_the_bucket_encryption() {
         return;
     }
     let m = Mounted::start();
-    let src = m.dir.path().join("src");
+    let src = m.base().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
     std::fs::write(src.join("a.txt"), b"alpha").unwrap();
     std::fs::write(src.join("sub/b.bin"), pattern(200_000, 9)).unwrap();

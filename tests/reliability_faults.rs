@@ -358,7 +358,7 @@ fn write_faults_give_the_errno_and_damage_nothing() {
             let mut scene = Scene::new();
             let what = format!("errno {errno} sticky={sticky} on write call {skip}");
             let ino = scene.victim_ino();
-            let fh = scene.fs().open(ino, libc::O_RDWR).unwrap();
+            let fh = scene.fs().open(ROOT, ino, libc::O_RDWR).unwrap();
             scene.backing.arm(Fault {
                 call: Call::Write,
                 skip,
@@ -402,7 +402,10 @@ fn write_faults_give_the_errno_and_damage_nothing() {
             }
             // The object still takes writes once the fault is gone.
             let ino = scene.victim_ino();
-            let fh = scene.fs().open(ino, libc::O_RDWR | libc::O_TRUNC).unwrap();
+            let fh = scene
+                .fs()
+                .open(ROOT, ino, libc::O_RDWR | libc::O_TRUNC)
+                .unwrap();
             scene.fs().write(fh, 0, b"recovered").unwrap();
             scene.fs().release(fh).unwrap();
             assert_eq!(
@@ -428,7 +431,7 @@ fn short_writes_are_completed() {
         sticky: true,
     });
     let ino = scene.victim_ino();
-    let fh = scene.fs().open(ino, libc::O_RDWR).unwrap();
+    let fh = scene.fs().open(ROOT, ino, libc::O_RDWR).unwrap();
     scene.fs().write(fh, 0, &new).unwrap();
     scene.fs().fsync(fh).unwrap();
     scene.fs().release(fh).unwrap();
@@ -457,7 +460,7 @@ fn a_short_write_then_enospc_reports_enospc() {
     let scene = Scene::new();
     let new = data_for(5, NEW_LEN);
     let ino = scene.victim_ino();
-    let fh = scene.fs().open(ino, libc::O_RDWR).unwrap();
+    let fh = scene.fs().open(ROOT, ino, libc::O_RDWR).unwrap();
     scene.backing.arm(Fault {
         call: Call::Write,
         skip: 2,
@@ -498,7 +501,7 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
         // fsync
         let scene = Scene::new();
         let ino = scene.victim_ino();
-        let fh = scene.fs().open(ino, libc::O_RDWR).unwrap();
+        let fh = scene.fs().open(ROOT, ino, libc::O_RDWR).unwrap();
         scene.fs().write(fh, 5, b"synced?").unwrap();
         scene.backing.arm(fault(Call::Sync));
         assert_eq!(errno_of(scene.fs().fsync(fh)), Some(errno), "fsync");
@@ -510,7 +513,7 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
         // read
         let scene = Scene::new();
         let ino = scene.victim_ino();
-        let fh = scene.fs().open(ino, libc::O_RDONLY).unwrap();
+        let fh = scene.fs().open(ROOT, ino, libc::O_RDONLY).unwrap();
         scene.backing.arm(fault(Call::Read));
         let read = scene.fs().read(fh, 0, 4096).map(|_| ());
         assert_eq!(errno_of(read), Some(errno), "read");
@@ -529,7 +532,7 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
                 size: Some(size),
                 ..SetAttr::default()
             };
-            let result = scene.fs().setattr(ino, changes).map(|_| ());
+            let result = scene.fs().setattr(ROOT, ino, changes).map(|_| ());
             let fired = scene.backing.fired();
             scene.backing.disarm();
             if fired > 0 {
@@ -545,8 +548,8 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
             );
         }
 
-        // create (temporary file), publish (rename), open (reopen), mkdir, setxattr
-        for call in [Call::Create, Call::Rename, Call::Reopen] {
+        // create (temporary file), publish (rename), mkdir, setxattr
+        for call in [Call::Create, Call::Rename] {
             let scene = Scene::new();
             scene.backing.arm(fault(call));
             let created = scene
@@ -567,7 +570,7 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
         scene.backing.arm(fault(Call::Reopen));
         let ino = scene.victim_ino();
         assert_eq!(
-            errno_of(scene.fs().open(ino, libc::O_RDONLY).map(|_| ())),
+            errno_of(scene.fs().open(ROOT, ino, libc::O_RDONLY).map(|_| ())),
             Some(errno)
         );
         scene.backing.disarm();

@@ -330,7 +330,7 @@ impl Target for CoreTarget {
             return Err(libc::EISDIR);
         }
         let flags = libc::O_RDWR | if trunc { libc::O_TRUNC } else { 0 };
-        let fh = self.store.fs().open(ino, flags).map_err(fs_errno)?;
+        let fh = self.store.fs().open(ROOT, ino, flags).map_err(fs_errno)?;
         self.handles.push((fh, ino));
         Ok(())
     }
@@ -364,7 +364,7 @@ impl Target for CoreTarget {
         };
         self.store
             .fs()
-            .setattr(ino, changes)
+            .setattr(ROOT, ino, changes)
             .map(|_| ())
             .map_err(fs_errno)
     }
@@ -376,7 +376,7 @@ impl Target for CoreTarget {
         };
         self.store
             .fs()
-            .setattr(ino, changes)
+            .setattr(ROOT, ino, changes)
             .map(|_| ())
             .map_err(fs_errno)
     }

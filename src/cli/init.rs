@@ -4,8 +4,8 @@
 
 use super::rootkey::{RootKeyLocation, locate_root_key};
 use crate::keystore::{
-    KEYSTORE_FILE, Keystore, KeystoreError, StoreId, create_root_key_file, keystore_dir,
-    load_root_key_file, missing_parent_dirs,
+    KEYSTORE_FILE, Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file,
+    keystore_dir, load_root_key_file, missing_parent_dirs,
 };
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::ErrorKind;
@@ -105,6 +105,35 @@ fn build(
     made: &mut UndoLog,
 ) -> Result<bool, InitError> {
     let (key, key_created) = obtain_root_key(&location.path, made)?;
+    drop(make_store(store, store_exists, store_id, &key, made)?);
+    Ok(key_created)
+}
+
+/// Creates a store whose root key is derived from `passphrase` with Argon2id (the salt and
+/// cost are recorded in the keystore; there is no key file). Returns the new store's id.
+pub fn init_with_passphrase(store: &Path, passphrase: &[u8]) -> Result<StoreId, InitError> {
+    let store_exists = check_new_store(store)?;
+    let store_id = StoreId::generate()?;
+    let kdf = PassphraseKdf::generate()?;
+    let key = kdf.derive(passphrase)?;
+    let mut made = UndoLog::default();
+    let result = make_store(store, store_exists, store_id, &key, &mut made)
+        .and_then(|keystore| Ok(keystore.record_passphrase_kdf(&kdf)?));
+    if let Err(e) = result {
+        made.undo();
+        return Err(e);
+    }
+    Ok(store_id)
+}
+
+/// The store directory, `.ssefs/` and the keystore under `key`, all durable.
+fn make_store(
+    store: &Path,
+    store_exists: bool,
+    store_id: StoreId,
+    key: &crate::crypto::Key256,
+    made: &mut UndoLog,
+) -> Result<Keystore, InitError> {
     if !store_exists {
         make_dir(store, made)?;
     }
@@ -118,13 +147,13 @@ fn build(
         name.push(suffix);
         made.files.push(PathBuf::from(name));
     }
-    drop(Keystore::create_with_store_id(&state, &key, store_id)?);
+    let keystore = Keystore::create_with_store_id(&state, key, store_id)?;
     sync_dir(&state)?;
     sync_dir(store)?;
     if !store_exists {
         sync_dir(&parent_dir(store))?;
     }
-    Ok(key_created)
+    Ok(keystore)
 }
 
 /// Loads the root key if its file exists (mode-checked), else creates it.

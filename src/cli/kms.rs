@@ -4,10 +4,9 @@
 
 mod time;
 
-use crate::cli::rootkey::root_key_location;
 use crate::keystore::{
     AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
-    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir, load_root_key_file,
+    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -112,6 +111,17 @@ pub enum KmsCommand {
         )]
         material: Option<PathBuf>,
     },
+    /// Give a CMK new material (a new version for new objects); older versions stay for
+    /// decrypting until the CMK is destroyed.
+    Rotate { key: String },
+    /// Rotate a CMK automatically every N days (checked by the mount hourly), or --off.
+    SetRotation {
+        key: String,
+        #[arg(long, value_name = "N", required_unless_present = "off")]
+        days: Option<std::num::NonZeroU32>,
+        #[arg(long, conflicts_with = "days")]
+        off: bool,
+    },
     /// Delete the imported material of an EXTERNAL CMK (it becomes PendingImport).
     DeleteMaterial { key: String },
     /// Let a uid or the members of a gid use a CMK.
@@ -199,6 +209,8 @@ pub enum KmsCliError {
     MissingMaterial,
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    RootKey(#[from] super::root_key::RootKeyError),
 }
 
 fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> KmsCliError {
@@ -214,8 +226,7 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 /// CMKs whose deletion date has passed (as the mount does at start).
 pub fn open_keystore(args: &StoreArgs) -> Result<Keystore, KmsCliError> {
     let store = args.store.as_deref().ok_or(KmsCliError::MissingStore)?;
-    let location = root_key_location(args.root_key.as_deref(), store)?;
-    let root_key = load_root_key_file(&location.path)?;
+    let root_key = super::root_key::load_root_key(store, args.root_key.as_deref(), None)?;
     let mut keystore = Keystore::open(&keystore_dir(store), &root_key)?;
     if let Some(now) = &args.now {
         let now = parse_time(now).ok_or_else(|| KmsCliError::InvalidTime(now.clone()))?;
@@ -271,6 +282,14 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             token,
             material,
         } => import(&ks, &key, encrypted_material, token, material, &me, json)?,
+        KmsCommand::Rotate { key } => {
+            ks.rotate_cmk(&key, &me)?;
+            print_key(&ks.cmk_info(&key)?, json);
+        }
+        KmsCommand::SetRotation { key, days, off: _ } => {
+            ks.set_cmk_rotation(&key, days, &me)?;
+            print_key(&ks.cmk_info(&key)?, json);
+        }
         KmsCommand::DeleteMaterial { key } => {
             ks.delete_material(&key, &me)?;
             print_key(&ks.cmk_info(&key)?, json);
@@ -489,6 +508,7 @@ pub fn key_json(info: &CmkInfo) -> Value {
             "Denied": info.usage.denied,
         },
         "LastUsedDate": info.usage.last_used_at.map(format_rfc3339),
+        "RotationInterval": info.rotation_days.map(|d| format!("{}s", u64::from(d) * 86_400)),
     })
 }
 
@@ -520,6 +540,11 @@ fn print_key(info: &CmkInfo, json: bool) {
         ),
         ("Aliases", or_dash(info.aliases.join(", "))),
         ("MaterialVersions", or_dash(versions)),
+        (
+            "Rotation",
+            info.rotation_days
+                .map_or("-".into(), |d| format!("every {d} days")),
+        ),
         (
             "Usage",
             format!(

@@ -11,7 +11,10 @@ pub mod kms;
 pub mod mount;
 pub mod notify;
 pub mod reencrypt;
+pub mod rewrap;
+pub mod root_key;
 pub mod rootkey;
+pub mod rotate;
 pub mod stat;
 pub mod status;
 
@@ -37,8 +40,15 @@ pub enum Command {
         store: PathBuf,
         /// The root key file, created when it does not exist [default: $SSEFS_ROOT_KEY_FILE,
         /// else $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
         root_key: Option<PathBuf>,
+        /// Derive the root key from a passphrase (Argon2id) instead of a key file: typed
+        /// twice on the terminal, or read from --passphrase-fd.
+        #[arg(long)]
+        passphrase: bool,
+        /// Read the passphrase from this file descriptor.
+        #[arg(long, value_name = "N", requires = "passphrase")]
+        passphrase_fd: Option<i32>,
     },
     /// Mount a store: each top-level directory is a bucket. Stays in the foreground until
     /// unmounted (umount, fusermount3 -u, SIGTERM or SIGINT).
@@ -55,7 +65,20 @@ pub enum Command {
         /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
+        /// Rotate the master key when the current version is N days old, checked at mount and
+        /// hourly (0: never) [default: 90; also -o master_rotation_days=N].
+        #[arg(long, value_name = "N")]
+        master_rotation_days: Option<u32>,
     },
+    /// Add a new master key version (new AES256 objects use it; older versions stay for
+    /// reading), or retire versions no object uses any more.
+    RotateMaster(rotate::RotateMasterArgs),
+    /// Re-wrap objects' DEKs under the newest version of their master key or CMK, rewriting
+    /// only headers (data untouched). Through the mount when mounted; resumable.
+    Rewrap(rewrap::RewrapArgs),
+    /// Re-wrap every master key and CMK material under a new root key (a key file or a
+    /// passphrase) in one transaction; objects are not touched. Only while unmounted.
+    ChangeRootKey(root_key::ChangeRootKeyArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
@@ -123,18 +146,38 @@ pub enum Command {
 /// Runs a parsed command; the error is printed by `main` as one line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Init { store, root_key } => Ok(init::run(&store, root_key.as_deref())?),
+        Command::Init {
+            store,
+            root_key,
+            passphrase,
+            passphrase_fd,
+        } => {
+            if passphrase {
+                root_key::run_init(&store, passphrase_fd)
+            } else {
+                Ok(init::run(&store, root_key.as_deref())?)
+            }
+        }
         Command::Mount {
             store,
             mountpoint,
             root_key,
-            options,
-        } => Ok(mount::run(
-            &store,
-            &mountpoint,
-            root_key.as_deref(),
-            &options,
-        )?),
+            mut options,
+            master_rotation_days,
+        } => {
+            if let Some(days) = master_rotation_days {
+                options.push(format!("master_rotation_days={days}"));
+            }
+            Ok(mount::run(
+                &store,
+                &mountpoint,
+                root_key.as_deref(),
+                &options,
+            )?)
+        }
+        Command::RotateMaster(args) => rotate::run(&args),
+        Command::Rewrap(args) => rewrap::run(&args),
+        Command::ChangeRootKey(args) => root_key::run_change(&args),
         Command::Kms(args) => Ok(kms::run(args)?),
         Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {

@@ -1,13 +1,18 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
-use super::rootkey::root_key_location;
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::{Keystore, load_root_key_file};
+use crate::keystore::Keystore;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How often a mount destroys the CMKs whose deletion date has passed.
+const DELETION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The parsed `-o` options of `ssefs mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +26,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Rotate the master key when the current one is this many days old (0: never).
+    pub master_rotation_days: u32,
 }
 
 impl Default for MountOptions {
@@ -35,6 +42,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             noexec: false,
             noatime: false,
+            master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
         }
     }
 }
@@ -60,6 +68,11 @@ impl MountOptions {
         match option.split_once('=') {
             Some(("default_sse", value)) => self.default_sse = value.parse()?,
             Some(("fsname", value)) if !value.is_empty() => self.fsname = Some(value.to_string()),
+            Some(("master_rotation_days", value)) => {
+                self.master_rotation_days = value.parse().map_err(|_| {
+                    format!("invalid master_rotation_days {value:?} (days, 0 = never)")
+                })?;
+            }
             Some((name, _)) if name.starts_with("x-") => {}
             Some(_) => return Err(format!("unknown mount option {option:?}")),
             None => match option {
@@ -159,6 +172,66 @@ fn harden_process() {
     }
 }
 
+/// Destroys the CMKs whose deletion date has passed and logs each one.
+fn process_deletions(keystore: &Keystore) {
+    match keystore.process_pending_deletions(keystore.now()) {
+        Ok(destroyed) => {
+            for cmk in destroyed {
+                log::warn!(
+                    "CMK {} destroyed: its deletion date {} has passed; objects under it can no \
+                     longer be read",
+                    cmk.key_id,
+                    cmk.deletion_date
+                );
+            }
+        }
+        Err(e) => log::error!("cannot process scheduled CMK deletions: {e}"),
+    }
+}
+
+/// The background thread that processes scheduled CMK deletions while the mount lives;
+/// dropping it (at unmount) stops and joins the thread.
+struct DeletionTimer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DeletionTimer {
+    fn start(keystore: Arc<Keystore>, interval: Duration) -> DeletionTimer {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("ssefs-deletions".to_string())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    process_deletions(&keystore);
+                }
+            });
+        let thread = match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                log::error!("cannot start processing scheduled CMK deletions: {e}");
+                None
+            }
+        };
+        DeletionTimer {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for DeletionTimer {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread at once.
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                log::error!("the CMK deletion thread panicked");
+            }
+        }
+    }
+}
+
 /// Told once whether the mount answers requests (`Ok`) or never will (`Err`).
 pub type ReadyHook = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -208,8 +281,8 @@ pub fn run_announcing(
     let options = MountOptions::parse(options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let store = Store::open_locked(store).map_err(|e| e.to_string())?;
-    let location = root_key_location(root_key, store.root()).map_err(|e| e.to_string())?;
-    let root_key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    let root_key =
+        super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
@@ -218,6 +291,9 @@ pub fn run_announcing(
         .current_master_key()
         .map_err(|e| format!("store {}: {e}", store.root().display()))?;
     drop(root_key);
+    let keystore = Arc::new(keystore);
+    process_deletions(&keystore);
+    super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
     let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {
         read_only: options.read_only,
@@ -225,7 +301,7 @@ pub fn run_announcing(
     };
     // Before the filesystem sizes its descriptor cache from the limit.
     crate::fuse::raise_open_file_limit();
-    let fs = BucketFs::new(store, Arc::new(keystore), fs_options)
+    let fs = BucketFs::new(store, Arc::clone(&keystore) as _, fs_options)
         .map_err(|e| format!("store {}: {e}", store_path.display()))?;
     let config = MountConfig {
         mountpoint: mountpoint.clone(),
@@ -242,11 +318,17 @@ pub fn run_announcing(
         noatime: options.noatime,
     };
     let shown = (store_path.display(), mountpoint.display());
-    crate::fuse::serve(fs, &config, || {
+    // Started once mounted, from the serving thread: its thread then inherits the mask that
+    // keeps SIGTERM and SIGINT for the signal thread (a thread started earlier would take
+    // them and end the daemon without unmounting).
+    let mut deletions = None;
+    let served = crate::fuse::serve(fs, &config, || {
         log::info!("mounted store {} on {}", shown.0, shown.1);
+        deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
         announce_when_answering(mountpoint.clone(), on_ready);
-    })
-    .map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
+    });
+    drop(deletions);
+    served.map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
     log::info!("unmounted {}", shown.1);
     Ok(())
 }
@@ -301,5 +383,71 @@ mod tests {
         assert!(check_mountpoint(dir.path()).is_ok());
         assert!(is_mount_point(Path::new("/")));
         assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
+    }
+
+    /// A keystore whose clock stands 8 days after a CMK was scheduled for deletion in 7.
+    fn keystore_past_a_deletion_date() -> (tempfile::TempDir, Arc<Keystore>, String) {
+        use crate::keystore::{Caller, Clock, CmkOrigin, CmkState};
+        const T0: i64 = 1_700_000_000;
+        let dir = tempfile::tempdir().unwrap();
+        let root = crate::crypto::Key256::generate().unwrap();
+        let mut keystore = Keystore::create(dir.path(), &root).unwrap();
+        keystore.set_clock(Clock::Fixed(T0));
+        let owner = Caller {
+            uid: 1000,
+            gid: 1000,
+            groups: Vec::new(),
+            pid: 1,
+        };
+        let key = keystore
+            .create_cmk_for("doomed", None, CmkOrigin::Ssefs, &owner)
+            .unwrap();
+        keystore.schedule_cmk_deletion(&key, 7, &owner).unwrap();
+        keystore.set_clock(Clock::Fixed(T0 + 8 * 86_400));
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(state, CmkState::PendingDeletion, "nothing processed it yet");
+        (dir, Arc::new(keystore), key)
+    }
+
+    #[test]
+    fn the_deletion_timer_destroys_keys_past_their_date_while_it_runs() {
+        use crate::keystore::CmkState;
+        let (_dir, keystore, key) = keystore_past_a_deletion_date();
+        let timer = DeletionTimer::start(Arc::clone(&keystore), Duration::from_millis(20));
+        let start = std::time::Instant::now();
+        while keystore.cmk_info(&key).unwrap().state != CmkState::Destroyed {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the timer did not destroy the CMK"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(timer);
+        assert_eq!(Arc::strong_count(&keystore), 1, "the thread has let go");
+    }
+
+    #[test]
+    fn dropping_the_deletion_timer_stops_its_thread_at_once() {
+        use crate::keystore::CmkState;
+        let (_dir, keystore, key) = keystore_past_a_deletion_date();
+        let timer = DeletionTimer::start(Arc::clone(&keystore), Duration::from_secs(3600));
+        assert_eq!(Arc::strong_count(&keystore), 2);
+        let start = std::time::Instant::now();
+        drop(timer);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "unmounting waits for the next tick: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(Arc::strong_count(&keystore), 1, "the thread has ended");
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(
+            state,
+            CmkState::PendingDeletion,
+            "no tick came before the stop"
+        );
+        process_deletions(&keystore);
+        let state = keystore.cmk_info(&key).unwrap().state;
+        assert_eq!(state, CmkState::Destroyed, "as at mount start");
     }
 }

@@ -1,16 +1,56 @@
 //! `ssefs status --store STORE [--json]`: where the store is mounted (from mountinfo), the
 //! buckets with their rule and object counts per algorithm, objects per key, and the master
-//! key versions. Needs no root key: it reads the keystore and object headers only.
+//! key and CMK material versions with how many objects each wraps. Needs no root key: it
+//! reads the keystore and object headers only.
 
 use super::json::Json;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::fs::scan::{inventory, peek_object};
-use crate::keystore::inspect::{KeystoreSummary, summarize};
+use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
 use crate::store::lock_probe::lock_holders;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// How many objects each master key version and each CMK material version wraps.
+#[derive(Debug, Default)]
+struct VersionUse {
+    master: BTreeMap<u32, u64>,
+    cmk: BTreeMap<(String, u32), u64>,
+}
+
+impl VersionUse {
+    fn count(&mut self, key_ref: &KeyRef) {
+        match key_ref {
+            KeyRef::None => {}
+            KeyRef::Master { version } => *self.master.entry(*version).or_default() += 1,
+            KeyRef::Cmk { key_id, version } => {
+                *self.cmk.entry((key_id.clone(), *version)).or_default() += 1;
+            }
+        }
+    }
+
+    fn master(&self, version: u32) -> u64 {
+        self.master.get(&version).copied().unwrap_or_default()
+    }
+
+    /// A CMK's versions: the live ones and any that objects name, with their counts and
+    /// whether the material is still there.
+    fn cmk_versions(&self, cmk: &CmkSummary) -> Vec<(u32, u64, bool)> {
+        let mut versions: BTreeMap<u32, (u64, bool)> =
+            cmk.live_versions.iter().map(|v| (*v, (0, true))).collect();
+        for ((key_id, version), n) in &self.cmk {
+            if *key_id == cmk.key_id {
+                versions.entry(*version).or_insert((0, false)).0 = *n;
+            }
+        }
+        versions
+            .into_iter()
+            .map(|(v, (n, live))| (v, n, live))
+            .collect()
+    }
+}
 
 /// One bucket's figures.
 #[derive(Debug, Default)]
@@ -41,6 +81,7 @@ pub fn run(store: &Path, json: bool) -> Result<(), String> {
         }
     }
     let mut by_key: BTreeMap<String, u64> = BTreeMap::new();
+    let mut uses = VersionUse::default();
     for rel in &inv.objects {
         let bucket = rel
             .components()
@@ -58,17 +99,23 @@ pub fn run(store: &Path, json: bool) -> Result<(), String> {
                     .entry(algorithm_label(info.algorithm))
                     .or_default() += 1;
                 *by_key.entry(key_label(&info.key_ref)).or_default() += 1;
+                uses.count(&info.key_ref);
             }
             Err(_) => status.unreadable += 1,
         }
     }
+    let figures = Figures {
+        buckets: &buckets,
+        by_key: &by_key,
+        uses: &uses,
+    };
     if json {
         println!(
             "{}",
-            to_json(&inv.root, &summary, &mounts, &holders, &buckets, &by_key)
+            to_json(&inv.root, &summary, &mounts, &holders, &figures)
         );
     } else {
-        print_text(&inv.root, &summary, &mounts, &holders, &buckets, &by_key);
+        print_text(&inv.root, &summary, &mounts, &holders, &figures);
     }
     Ok(())
 }
@@ -86,7 +133,7 @@ fn key_label(key_ref: &KeyRef) -> String {
 }
 
 /// The mount points of `store` in `/proc/self/mountinfo` (type `fuse.ssefs`, source = store).
-fn mounts_of(store: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_of(store: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -153,14 +200,25 @@ fn utc(secs: i64) -> String {
     )
 }
 
+/// What the object headers showed.
+struct Figures<'a> {
+    buckets: &'a BTreeMap<String, BucketStatus>,
+    by_key: &'a BTreeMap<String, u64>,
+    uses: &'a VersionUse,
+}
+
 fn print_text(
     root: &Path,
     summary: &KeystoreSummary,
     mounts: &[PathBuf],
     holders: &[u32],
-    buckets: &BTreeMap<String, BucketStatus>,
-    by_key: &BTreeMap<String, u64>,
+    figures: &Figures<'_>,
 ) {
+    let Figures {
+        buckets,
+        by_key,
+        uses,
+    } = *figures;
     println!("store {} (id {})", root.display(), summary.store_id);
     match (mounts, holders) {
         ([], []) => println!("not mounted"),
@@ -184,9 +242,38 @@ fn print_text(
             .map(|t| format!(", retired {}", utc(t)))
             .unwrap_or_default();
         println!(
-            "  v{} created {}{retired}{current}",
+            "  v{} created {}{retired}{current}: {} object(s)",
             m.version,
-            utc(m.created_at)
+            utc(m.created_at),
+            uses.master(m.version)
+        );
+    }
+    for (version, n) in &uses.master {
+        if !summary.has_master(*version) {
+            println!("  v{version} MISSING from the keystore: {n} object(s)");
+        }
+    }
+    if !summary.cmks.is_empty() {
+        println!("CMK material versions:");
+    }
+    for cmk in &summary.cmks {
+        let versions: Vec<String> = uses
+            .cmk_versions(cmk)
+            .iter()
+            .map(|(v, n, live)| {
+                let gone = if *live { "" } else { " (no material)" };
+                format!("v{v}{gone} {n} object(s)")
+            })
+            .collect();
+        println!(
+            "  {} ({}): {}",
+            cmk.key_id,
+            cmk.state.as_str(),
+            if versions.is_empty() {
+                "no material".to_string()
+            } else {
+                versions.join(", ")
+            }
         );
     }
     println!("buckets:");
@@ -218,9 +305,13 @@ fn to_json(
     summary: &KeystoreSummary,
     mounts: &[PathBuf],
     holders: &[u32],
-    buckets: &BTreeMap<String, BucketStatus>,
-    by_key: &BTreeMap<String, u64>,
+    figures: &Figures<'_>,
 ) -> Json {
+    let Figures {
+        buckets,
+        by_key,
+        uses,
+    } = *figures;
     let masters = summary
         .master_keys
         .iter()
@@ -229,6 +320,29 @@ fn to_json(
                 ("version", Json::uint(m.version)),
                 ("created_at", Json::Int(m.created_at)),
                 ("retired_at", Json::opt_int(m.retired_at)),
+                ("objects", Json::uint(uses.master(m.version))),
+            ])
+        })
+        .collect();
+    let cmks = summary
+        .cmks
+        .iter()
+        .map(|cmk| {
+            let versions = uses
+                .cmk_versions(cmk)
+                .into_iter()
+                .map(|(v, n, live)| {
+                    Json::object([
+                        ("version", Json::uint(v)),
+                        ("objects", Json::uint(n)),
+                        ("material", Json::Bool(live)),
+                    ])
+                })
+                .collect();
+            Json::object([
+                ("key_id", Json::str(cmk.key_id.as_str())),
+                ("state", Json::str(cmk.state.as_str())),
+                ("versions", Json::Array(versions)),
             ])
         })
         .collect();
@@ -268,6 +382,7 @@ fn to_json(
             Json::Array(holders.iter().map(|&p| Json::uint(p)).collect()),
         ),
         ("master_keys", Json::Array(masters)),
+        ("cmks", Json::Array(cmks)),
         ("buckets", Json::Array(buckets)),
         (
             "objects_by_key",

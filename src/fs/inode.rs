@@ -188,6 +188,9 @@ pub(crate) struct Inode {
     /// kept referenced so the backing filesystem cannot give its number to another file
     /// while the kernel knows this inode.
     retired: Mutex<Option<OwnedFd>>,
+    /// Once re-encrypted: the node the inode shows now, kept referenced too, so its number
+    /// (aliased to this inode) cannot be given to another node while the kernel knows it.
+    current: Mutex<Option<OwnedFd>>,
 }
 
 /// How many recent names an inode remembers.
@@ -214,6 +217,7 @@ impl Inode {
             object: Mutex::new(object),
             names: Mutex::new(VecDeque::new()),
             retired: Mutex::new(None),
+            current: Mutex::new(None),
             times: Mutex::new(()),
         })
     }
@@ -309,6 +313,7 @@ impl Inode {
             };
             *retired = old;
         }
+        *lock(&self.current) = Some(new.try_clone()?);
         self.backing_ino.store(st.ino, Ordering::Release);
         fds.open = None;
         let had_path = fds.path.replace(Arc::new(new)).is_some();
@@ -368,6 +373,7 @@ impl InodeTable {
             object: Mutex::new(None),
             names: Mutex::new(VecDeque::new()),
             retired: Mutex::new(None),
+            current: Mutex::new(None),
             times: Mutex::new(()),
         });
         let mut entries = HashMap::new();

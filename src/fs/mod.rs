@@ -8,6 +8,7 @@ mod inode;
 mod object;
 mod policy;
 mod reencrypt;
+mod rewrap;
 pub mod scan;
 #[cfg(test)]
 mod tests;
@@ -19,8 +20,11 @@ mod xattr;
 
 pub use error::FsError;
 pub use inode::ROOT_INO;
+pub(crate) use policy::KeyUse;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
+pub(crate) use rewrap::rewrap_object;
+pub use rewrap::{REWRAP_ATTR, Rewrap};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
@@ -40,6 +44,51 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+}
+
+impl Caller {
+    /// This process as the caller (the CLI acting on the store directly).
+    pub fn this_process() -> Caller {
+        // SAFETY: these calls take no pointers and cannot fail.
+        let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+        Caller {
+            uid,
+            gid,
+            pid: u32::try_from(pid).unwrap_or(0),
+        }
+    }
+
+    /// The caller as the keystore's CMK checks want it: with its supplementary groups, read
+    /// from `/proc/PID/status` (best effort: none when the process is gone or its status
+    /// cannot be read, so only uid and primary-gid grants then apply).
+    pub(crate) fn with_groups(self) -> crate::keystore::Caller {
+        crate::keystore::Caller {
+            uid: self.uid,
+            gid: self.gid,
+            groups: supplementary_groups(self.pid),
+            pid: self.pid,
+        }
+    }
+}
+
+/// The `Groups:` line of `/proc/PID/status`; empty when it cannot be read.
+fn supplementary_groups(pid: u32) -> Vec<u32> {
+    if pid == 0 {
+        return Vec::new();
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return Vec::new();
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|groups| {
+            groups
+                .split_whitespace()
+                .filter_map(|gid| gid.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Mount-wide choices.
@@ -327,7 +376,7 @@ impl BucketFs {
         self.attr_of(&inode, &stat)
     }
 
-    pub fn setattr(&self, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
+    pub fn setattr(&self, caller: Caller, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
         self.writable()?;
         let inode = self.inodes.get(ino)?;
         if let Some(mode) = changes.mode {
@@ -343,7 +392,7 @@ impl BucketFs {
                 .chown(inode.fd()?.as_fd(), changes.uid, changes.gid)?;
         }
         if let Some(size) = changes.size {
-            self.truncate(&inode, size, changes.handle)?;
+            self.truncate(caller, &inode, size, changes.handle)?;
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             self.set_times(&inode, changes.atime, changes.mtime)?;

@@ -3,16 +3,16 @@
 //! handle), and the plaintext size `stat` shows.
 
 use super::inode::{Inode, ObjectSlot, SizeCache, lock};
-use super::policy::{new_object_key, object_kek};
+use super::policy::{KeyUse, check_object_key, new_object_key, object_kek};
 use super::{Attr, BucketFs, Caller, FsError, Handle, ROOT_INO, check_name};
-use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, Object, ObjectIo, peek_header};
+use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, Object, ObjectIo, peek_header};
 use crate::store::{RenameMode, Stat, TimeUpdate};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Positional I/O on a backing file, as the crypto layer wants it, through the store's
 /// [`Backing`](crate::store::Backing) (where a test may inject faults).
@@ -68,18 +68,26 @@ pub(crate) struct OpenObject {
     object: RwLock<Option<Object<BackingFile>>>,
     /// The plaintext size, readable without the lock (for `getattr`).
     size: AtomicU64,
+    /// The key the object is wrapped under now, readable without the object's lock (each
+    /// new handle checks the caller may still use it).
+    key_ref: Mutex<KeyRef>,
 }
 
 impl OpenObject {
     fn new(object: Object<BackingFile>) -> Arc<Self> {
         Arc::new(OpenObject {
             size: AtomicU64::new(object.size()),
+            key_ref: Mutex::new(object.info().key_ref.clone()),
             object: RwLock::new(Some(object)),
         })
     }
 
     pub fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
+    }
+
+    fn key_ref(&self) -> KeyRef {
+        lock(&self.key_ref).clone()
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
@@ -89,7 +97,7 @@ impl OpenObject {
     }
 
     /// Runs a mutation under the write lock and publishes the new size.
-    fn mutate<T>(
+    pub(super) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut Object<BackingFile>) -> Result<T, FsError>,
     ) -> Result<T, FsError> {
@@ -113,6 +121,7 @@ impl OpenObject {
         let old = match new {
             Some(new) => {
                 self.size.store(new.size(), Ordering::Release);
+                *lock(&self.key_ref) = new.info().key_ref.clone();
                 guard.replace(new)
             }
             None => None,
@@ -141,6 +150,18 @@ pub(crate) struct FileHandle {
     writable: bool,
 }
 
+/// Logs a refused use of a key (no grant, key not Enabled, unknown key) with the object's
+/// path; the keystore's audit log has the details.
+pub(super) fn key_refusal(user: &KeyUse<'_>, error: FsError) -> FsError {
+    if matches!(
+        error.errno(),
+        libc::EACCES | libc::EKEYREVOKED | libc::ENOKEY
+    ) {
+        log::info!("object {}: key refused: {error}", user.object_path());
+    }
+    error
+}
+
 fn wants_write(flags: i32) -> bool {
     matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR)
 }
@@ -166,10 +187,14 @@ impl BucketFs {
         }
     }
 
-    fn open_object(&self, inode: &Inode) -> Result<Object<BackingFile>, FsError> {
+    fn open_object(
+        &self,
+        inode: &Inode,
+        user: &KeyUse<'_>,
+    ) -> Result<Object<BackingFile>, FsError> {
         let file = self.backing_file(self.open_backing(inode)?);
         let header = peek_header(&file)?;
-        let kek = object_kek(self.keys.as_ref(), &header.key_ref)?;
+        let kek = object_kek(self.keys.as_ref(), &header.key_ref, user)?;
         Ok(Object::open(file, kek.as_ref())?)
     }
 
@@ -182,13 +207,26 @@ impl BucketFs {
     }
 
     /// The shared open object of an inode, opening it (one key unwrap) for the first user.
-    pub(super) fn acquire_object(&self, inode: &Arc<Inode>) -> Result<Arc<OpenObject>, FsError> {
+    /// Every acquisition of an object under a CMK is a use of the key by `caller`: checked
+    /// (grant and key state, read afresh from the keystore) and audited as one `Decrypt`,
+    /// also when the object is already open and its data key cached.
+    pub(super) fn acquire_object(
+        &self,
+        caller: Caller,
+        inode: &Arc<Inode>,
+    ) -> Result<Arc<OpenObject>, FsError> {
+        let path = || self.display_path(inode);
+        let user = KeyUse::new(caller, &path);
         let mut slot = lock(&inode.object);
         if let Some(slot) = slot.as_mut() {
+            check_object_key(self.keys.as_ref(), &slot.object.key_ref(), &user)
+                .map_err(|e| key_refusal(&user, e))?;
             slot.users += 1;
             return Ok(Arc::clone(&slot.object));
         }
-        let object = self.open_object(inode).map_err(|e| self.note(inode, e))?;
+        let object = self
+            .open_object(inode, &user)
+            .map_err(|e| self.note(inode, key_refusal(&user, e)))?;
         inode.set_open_file(Some(Arc::clone(&object.io().file)));
         let object = OpenObject::new(object);
         *slot = Some(ObjectSlot {
@@ -313,8 +351,9 @@ impl BucketFs {
         }))
     }
 
-    /// Opens an object; `O_TRUNC` with write access empties it.
-    pub fn open(&self, ino: u64, flags: i32) -> Result<u64, FsError> {
+    /// Opens an object; `O_TRUNC` with write access empties it. An object under a CMK needs
+    /// `caller` to be allowed to decrypt with it (for reading and for writing alike).
+    pub fn open(&self, caller: Caller, ino: u64, flags: i32) -> Result<u64, FsError> {
         let inode = self.inodes.get(ino)?;
         if inode.is_dir() {
             return Err(FsError::IsADirectory);
@@ -325,7 +364,7 @@ impl BucketFs {
         if wants_write(flags) || flags & libc::O_TRUNC != 0 {
             self.writable()?;
         }
-        let object = self.acquire_object(&inode)?;
+        let object = self.acquire_object(caller, &inode)?;
         if flags & libc::O_TRUNC != 0 && wants_write(flags) {
             if let Err(e) = object.mutate(|o| Ok(o.set_size(0)?)) {
                 let _ = self.release_object(&inode);
@@ -352,7 +391,10 @@ impl BucketFs {
         }
         let dir = self.inodes.get(parent)?;
         let bucket = self.bucket_of(&dir)?;
-        let key = new_object_key(self.keys.as_ref(), &bucket)?;
+        let path = || format!("{}/{}", self.display_path(&dir), name.to_string_lossy());
+        let user = KeyUse::new(caller, &path);
+        let key = new_object_key(self.keys.as_ref(), &bucket, &user)
+            .map_err(|e| key_refusal(&user, e))?;
         let (uid, gid, _) = self.new_owner(caller, &dir, mode)?;
         let (pending, file) = self.store.begin_create(mode & 0o7777)?;
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
@@ -373,7 +415,7 @@ impl BucketFs {
                 self.inodes.discard_unused(inode.ino);
                 // Someone else created it first: open theirs, as open(O_CREAT) would.
                 let (theirs, _) = self.enter(&dir, name)?;
-                let fh = self.open(theirs.ino, flags).inspect_err(|_| {
+                let fh = self.open(caller, theirs.ino, flags).inspect_err(|_| {
                     self.inodes.forget(theirs.ino, 1);
                 })?;
                 return Ok((self.getattr(theirs.ino)?, fh));
@@ -450,6 +492,7 @@ impl BucketFs {
     /// Truncates or extends an object (holes read as zeros), through its handle if given.
     pub(super) fn truncate(
         &self,
+        caller: Caller,
         inode: &Arc<Inode>,
         size: u64,
         fh: Option<u64>,
@@ -470,7 +513,7 @@ impl BucketFs {
                 }
             }
         }
-        let object = self.acquire_object(inode)?;
+        let object = self.acquire_object(caller, inode)?;
         let result = object
             .mutate(|o| Ok(o.set_size(size)?))
             .map_err(|e| self.note(inode, e));

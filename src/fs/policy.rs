@@ -5,7 +5,7 @@
 
 use super::FsError;
 use crate::crypto::{Algorithm, Key256, KeyRef};
-use crate::keystore::{BucketRule, Keystore};
+use crate::keystore::{BucketRule, Caller, KeyOp, Keystore};
 use std::ffi::OsStr;
 
 /// The default encryption recorded for a bucket created through the mount
@@ -75,21 +75,38 @@ pub fn validate_bucket_name(name: &OsStr) -> Result<&str, FsError> {
 }
 
 /// What the filesystem needs from the keystore: bucket rules and key-encryption keys.
-/// Implemented by [`Keystore`]; a later backend (a real KMS) implements it too.
+/// Implemented by [`Keystore`]; a later backend (a real KMS) implements it too. Every use of
+/// a CMK names the caller and the object (its path relative to the mount) and is checked
+/// and audited by the key source: there is no way to a CMK's material without a caller.
 pub trait KeySource: Send + Sync {
     fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, FsError>;
     fn put_bucket_rule(&self, bucket: &str, rule: &BucketRule) -> Result<(), FsError>;
     fn delete_bucket_rule(&self, bucket: &str) -> Result<(), FsError>;
+    /// Checks a bucket rule `caller` wants to put (the CMK it names must exist, be Enabled
+    /// and be usable by `caller`) and returns it as it is to be stored.
+    fn validate_rule(&self, rule: &BucketRule, caller: &Caller) -> Result<BucketRule, FsError>;
     /// The newest master key version and its key.
     fn current_master_key(&self) -> Result<(u32, Key256), FsError>;
-    /// The key-encryption key an object header names (`None` for `KeyRef::None`).
-    fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError>;
-    /// The CMK for a new `KMS` object: `(key id, material version, material)` of the CMK
-    /// named by id or alias, or of the default CMK (created on first use) when `None`.
+    /// The master key version an `AES256` object header names.
+    fn master_key(&self, version: u32) -> Result<Option<Key256>, FsError>;
+    /// The CMK for a new `KMS` object at `object_path`: `(key id, material version,
+    /// material)` of the CMK named by id or alias, or of the default CMK (created on first
+    /// use) when `None`, if `caller` may encrypt with it (`GenerateDataKey`).
     fn cmk_for_new_object(
         &self,
         id_or_alias: Option<&str>,
+        caller: &Caller,
+        object_path: &str,
     ) -> Result<(String, u32, Key256), FsError>;
+    /// The material version `version` of CMK `key_id` that an existing object at
+    /// `object_path` is wrapped under, if `caller` may decrypt with it (`Decrypt`).
+    fn cmk_for_object(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<Key256, FsError>;
 }
 
 impl KeySource for Keystore {
@@ -102,21 +119,35 @@ impl KeySource for Keystore {
     fn delete_bucket_rule(&self, bucket: &str) -> Result<(), FsError> {
         Ok(Keystore::delete_bucket_rule(self, bucket)?)
     }
+    fn validate_rule(&self, rule: &BucketRule, caller: &Caller) -> Result<BucketRule, FsError> {
+        Ok(Keystore::validate_rule(self, rule, caller)?)
+    }
     fn current_master_key(&self) -> Result<(u32, Key256), FsError> {
         Ok(Keystore::current_master_key(self)?)
     }
-    fn resolve(&self, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
-        Ok(Keystore::resolve(self, key_ref)?)
+    fn master_key(&self, version: u32) -> Result<Option<Key256>, FsError> {
+        Ok(Keystore::resolve(self, &KeyRef::Master { version })?)
     }
     fn cmk_for_new_object(
         &self,
         id_or_alias: Option<&str>,
+        caller: &Caller,
+        object_path: &str,
     ) -> Result<(String, u32, Key256), FsError> {
         let key_id = match id_or_alias {
             Some(id) => id.to_string(),
             None => self.default_cmk()?,
         };
-        Ok(self.resolve_cmk(&key_id)?)
+        Ok(self.authorize(&key_id, KeyOp::Encrypt, caller, object_path)?)
+    }
+    fn cmk_for_object(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &Caller,
+        object_path: &str,
+    ) -> Result<Key256, FsError> {
+        Ok(self.authorize_decrypt(key_id, version, caller, object_path)?)
     }
 }
 
@@ -324,18 +355,51 @@ pub struct NewObjectKey {
     pub kek: Option<Key256>,
 }
 
+/// Who asks for a key, and for which object (its path relative to the mount): what the
+/// key source checks and audits a CMK use against. The caller's supplementary groups and the
+/// path are worked out only when a CMK is used: they cost system calls (`/proc/PID/status`,
+/// `readlink`) that an `AES256` or unencrypted object does not need.
+pub(crate) struct KeyUse<'a> {
+    caller: super::Caller,
+    object_path: &'a dyn Fn() -> String,
+}
+
+impl<'a> KeyUse<'a> {
+    pub fn new(caller: super::Caller, object_path: &'a dyn Fn() -> String) -> Self {
+        KeyUse {
+            caller,
+            object_path,
+        }
+    }
+
+    /// The caller with its supplementary groups, as the keystore checks it.
+    fn key_caller(&self) -> Caller {
+        self.caller.with_groups()
+    }
+
+    /// The object's path relative to the mount.
+    pub fn object_path(&self) -> String {
+        (self.object_path)()
+    }
+}
+
 /// Chooses the encryption of a new object from the bucket's rule (read at every create).
-pub fn new_object_key(keys: &dyn KeySource, bucket: &str) -> Result<NewObjectKey, FsError> {
+pub(crate) fn new_object_key(
+    keys: &dyn KeySource,
+    bucket: &str,
+    user: &KeyUse<'_>,
+) -> Result<NewObjectKey, FsError> {
     let rule = keys.bucket_rule(bucket)?;
-    key_for_setting(keys, &SseSetting::from_rule(rule.as_ref()))
+    key_for_setting(keys, &SseSetting::from_rule(rule.as_ref()), user)
 }
 
 /// The key reference and key-encryption key for an object encrypted per `setting`: the
 /// current master key, or the newest material of the named (or default) CMK, which must be
-/// `Enabled`.
+/// `Enabled` and usable by the caller for encryption.
 pub(crate) fn key_for_setting(
     keys: &dyn KeySource,
     setting: &SseSetting,
+    user: &KeyUse<'_>,
 ) -> Result<NewObjectKey, FsError> {
     let algorithm = setting.algorithm;
     match algorithm {
@@ -354,7 +418,8 @@ pub(crate) fn key_for_setting(
         }
         Algorithm::Kms => {
             let named = setting.kms_key_id.as_deref();
-            let (key_id, version, key) = keys.cmk_for_new_object(named)?;
+            let (key_id, version, key) =
+                keys.cmk_for_new_object(named, &user.key_caller(), &user.object_path())?;
             Ok(NewObjectKey {
                 algorithm,
                 key_ref: KeyRef::Cmk { key_id, version },
@@ -364,17 +429,40 @@ pub(crate) fn key_for_setting(
     }
 }
 
-/// The key-encryption key an existing object's header names.
-pub fn object_kek(keys: &dyn KeySource, key_ref: &KeyRef) -> Result<Option<Key256>, FsError> {
-    let kek = keys.resolve(key_ref)?;
-    match (key_ref, &kek) {
-        (KeyRef::None, _) => Ok(None),
-        (KeyRef::Master { version }, None) => {
-            Err(FsError::UnknownKey(format!("master key version {version}")))
-        }
-        (KeyRef::Cmk { key_id, .. }, None) => Err(FsError::UnknownKey(format!("CMK {key_id}"))),
-        (_, Some(_)) => Ok(kek),
+/// The key-encryption key an existing object's header names; a CMK only if the caller may
+/// decrypt with it (checked and audited at every call).
+pub(crate) fn object_kek(
+    keys: &dyn KeySource,
+    key_ref: &KeyRef,
+    user: &KeyUse<'_>,
+) -> Result<Option<Key256>, FsError> {
+    match key_ref {
+        KeyRef::None => Ok(None),
+        KeyRef::Master { version } => match keys.master_key(*version)? {
+            Some(key) => Ok(Some(key)),
+            None => Err(FsError::UnknownKey(format!("master key version {version}"))),
+        },
+        KeyRef::Cmk { key_id, version } => Ok(Some(keys.cmk_for_object(
+            key_id,
+            *version,
+            &user.key_caller(),
+            &user.object_path(),
+        )?)),
     }
+}
+
+/// Checks that the caller may still decrypt with the CMK an object is wrapped under, for a
+/// new handle of an object that is already open (its data key is cached, but each open is a
+/// use of the key). Objects not under a CMK need no check.
+pub(crate) fn check_object_key(
+    keys: &dyn KeySource,
+    key_ref: &KeyRef,
+    user: &KeyUse<'_>,
+) -> Result<(), FsError> {
+    if let KeyRef::Cmk { key_id, version } = key_ref {
+        keys.cmk_for_object(key_id, *version, &user.key_caller(), &user.object_path())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -550,5 +638,50 @@ mod tests {
         assert!(!already_matches(&m1, &a1));
         assert!(!already_matches(&KeyRef::None, &m1));
         assert!(!already_matches(&a1, &KeyRef::None));
+    }
+
+    #[test]
+    fn the_object_path_is_worked_out_only_for_a_cmk() {
+        use crate::keystore::CmkOrigin;
+        use std::cell::Cell;
+        let dir = tempfile::tempdir().unwrap();
+        let root_key = Key256::generate().unwrap();
+        let keystore = Keystore::create(dir.path(), &root_key).unwrap();
+        let asked = Cell::new(0);
+        let path = || {
+            asked.set(asked.get() + 1);
+            "bkt/o".to_string()
+        };
+        let root = super::super::Caller {
+            uid: 0,
+            gid: 0,
+            pid: 0,
+        };
+        let user = KeyUse::new(root, &path);
+        let none = SseSetting::from_rule(None);
+        let aes = SseSetting::from_rule(Some(&rule(Algorithm::Aes256, None)));
+        for setting in [&none, &aes] {
+            let key = key_for_setting(&keystore, setting, &user).unwrap();
+            object_kek(&keystore, &key.key_ref, &user).unwrap();
+            check_object_key(&keystore, &key.key_ref, &user).unwrap();
+        }
+        assert_eq!(asked.get(), 0, "no CMK, no path");
+        let root_caller = root.with_groups();
+        let cmk = keystore
+            .create_cmk_for("", None, CmkOrigin::Ssefs, &root_caller)
+            .unwrap();
+        let kms = SseSetting::from_rule(Some(&rule(Algorithm::Kms, Some(&cmk))));
+        let key = key_for_setting(&keystore, &kms, &user).unwrap();
+        check_object_key(&keystore, &key.key_ref, &user).unwrap();
+        assert_eq!(asked.get(), 2, "one audited use each");
+        let records = keystore
+            .audit_records(&crate::keystore::AuditQuery::default())
+            .unwrap();
+        let uses: Vec<_> = records
+            .iter()
+            .filter(|r| r.object_path.as_deref() == Some("bkt/o"))
+            .map(|r| r.operation.as_str())
+            .collect();
+        assert_eq!(uses, ["GenerateDataKey", "Decrypt"]);
     }
 }

@@ -3,9 +3,9 @@
 //! file in one `RENAME_EXCHANGE`. The inode and its shared open object move to the new file.
 
 use super::inode::Inode;
-use super::object::{BackingFile, OpenObject};
-use super::policy::{SseSetting, algorithm_name, already_matches, key_for_setting};
-use super::{BucketFs, FsError};
+use super::object::{BackingFile, OpenObject, key_refusal};
+use super::policy::{KeyUse, SseSetting, algorithm_name, already_matches, key_for_setting};
+use super::{BucketFs, Caller, FsError};
 use crate::crypto::{HeaderInfo, Object};
 use crate::store::{PendingFile, Stat, TimeUpdate};
 use std::ffi::{OsStr, OsString};
@@ -43,14 +43,17 @@ impl BucketFs {
     /// header, unless it already matches. Holds the object's write lock from the decision to
     /// the swap, so readers and writers of the file see the old or the new object, never a mix.
     /// On every error the object is unchanged.
+    /// Reading the old object is a `Decrypt` and writing the new one a `GenerateDataKey` by
+    /// `caller` when they are under a CMK.
     pub(super) fn reencrypt(
         &self,
+        caller: Caller,
         inode: &Arc<Inode>,
         decide: impl FnOnce(&HeaderInfo) -> Result<SseSetting, FsError>,
     ) -> Result<Reencryption, FsError> {
         self.writable()?;
-        let shared = self.acquire_object(inode)?;
-        let result = self.reencrypt_shared(inode, &shared, decide);
+        let shared = self.acquire_object(caller, inode)?;
+        let result = self.reencrypt_shared(caller, inode, &shared, decide);
         let released = self.release_object(inode);
         let outcome = result?;
         released?;
@@ -59,13 +62,17 @@ impl BucketFs {
 
     fn reencrypt_shared(
         &self,
+        caller: Caller,
         inode: &Arc<Inode>,
         shared: &OpenObject,
         decide: impl FnOnce(&HeaderInfo) -> Result<SseSetting, FsError>,
     ) -> Result<Reencryption, FsError> {
         let (outcome, old) = shared.replace(|old| {
             let setting = decide(old.info())?;
-            let key = key_for_setting(self.keys.as_ref(), &setting)?;
+            let path = || self.display_path(inode);
+            let user = KeyUse::new(caller, &path);
+            let key = key_for_setting(self.keys.as_ref(), &setting, &user)
+                .map_err(|e| key_refusal(&user, e))?;
             if already_matches(&old.info().key_ref, &key.key_ref) {
                 return Ok((Reencryption::AlreadyMatching, None));
             }

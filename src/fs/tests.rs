@@ -261,7 +261,7 @@ fn symlinks_fifos_and_devices() {
         mtime: Some(TimeUpdate::At(when)),
         ..SetAttr::default()
     };
-    let attr = f.fs.setattr(l.ino, changes).unwrap();
+    let attr = f.fs.setattr(ROOT, l.ino, changes).unwrap();
     assert_eq!(attr.mtime, system_time(when));
     assert_eq!(
         errno(f.fs.setxattr(ROOT, l.ino, os("user.a"), b"v", 0)),
@@ -299,7 +299,7 @@ fn new_nodes_belong_to_the_caller_and_setattr_applies_to_the_backing_node() {
         gid: Some(43),
         ..SetAttr::default()
     };
-    let attr = f.fs.setattr(d.ino, changes).unwrap();
+    let attr = f.fs.setattr(ROOT, d.ino, changes).unwrap();
     assert_eq!((attr.uid, attr.gid), (42, 43));
     let meta = std::fs::metadata(&path).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, u32::from(attr.perm));
@@ -380,7 +380,7 @@ fn a_read_only_mount_refuses_every_mutation() {
         mode: Some(0o700),
         ..SetAttr::default()
     };
-    assert_eq!(errno(f.fs.setattr(b.ino, chmod)), libc::EROFS);
+    assert_eq!(errno(f.fs.setattr(ROOT, b.ino, chmod)), libc::EROFS);
     assert_eq!(
         errno(f.fs.symlink(ROOT, b.ino, os("l"), Path::new("t"))),
         libc::EROFS
@@ -417,7 +417,7 @@ fn objects_round_trip_and_only_ciphertext_reaches_the_store() {
     let backing = std::fs::read(f.dir.path().join("bkt/f.txt")).unwrap();
     assert!(!backing.windows(14).any(|w| w == b"attack at dawn"));
     assert_eq!(f.fs.getattr(attr.ino).unwrap().size, text.len() as u64);
-    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     assert_eq!(read_all(&f.fs, fh), text);
     assert_eq!(f.fs.read(fh, 15_990, 100).unwrap(), &text[15_990..]);
     assert!(f.fs.read(fh, 1 << 40, 10).unwrap().is_empty());
@@ -440,20 +440,22 @@ fn truncate_up_and_down_with_and_without_a_handle() {
         handle: Some(fh),
         ..SetAttr::default()
     };
-    assert_eq!(f.fs.setattr(attr.ino, shrink).unwrap().size, 5000);
+    assert_eq!(f.fs.setattr(ROOT, attr.ino, shrink).unwrap().size, 5000);
     f.fs.release(fh).unwrap();
     let grow = SetAttr {
         size: Some(9000),
         ..SetAttr::default()
     };
-    assert_eq!(f.fs.setattr(attr.ino, grow).unwrap().size, 9000);
-    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    assert_eq!(f.fs.setattr(ROOT, attr.ino, grow).unwrap().size, 9000);
+    let fh = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     let data = read_all(&f.fs, fh);
     assert_eq!(data.len(), 9000);
     assert!(data[..5000].iter().all(|b| *b == 7));
     assert!(data[5000..].iter().all(|b| *b == 0), "holes read as zeros");
     f.fs.release(fh).unwrap();
-    let fh = f.fs.open(attr.ino, libc::O_WRONLY | libc::O_TRUNC).unwrap();
+    let fh =
+        f.fs.open(ROOT, attr.ino, libc::O_WRONLY | libc::O_TRUNC)
+            .unwrap();
     assert_eq!(f.fs.getattr(attr.ino).unwrap().size, 0);
     f.fs.release(fh).unwrap();
 }
@@ -463,9 +465,9 @@ fn handles_share_one_object_and_append_goes_to_the_end() {
     let f = fixture();
     let b = bucket(&f, "bkt");
     let (attr, w) = f.fs.create(ROOT, b, os("log"), 0o644, WRITE).unwrap();
-    let r = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let r = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     let a =
-        f.fs.open(attr.ino, libc::O_WRONLY | libc::O_APPEND)
+        f.fs.open(ROOT, attr.ino, libc::O_WRONLY | libc::O_APPEND)
             .unwrap();
     f.fs.write(w, 0, b"hello").unwrap();
     assert_eq!(read_all(&f.fs, r), b"hello");
@@ -479,7 +481,7 @@ fn handles_share_one_object_and_append_goes_to_the_end() {
     assert_eq!(errno(f.fs.read(w, 0, 1)), libc::EBADF);
     let linked = f.fs.link(attr.ino, b, os("log2")).unwrap();
     assert_eq!(linked.ino, attr.ino);
-    let x = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let x = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     assert_eq!(read_all(&f.fs, x), b"Jello world");
     f.fs.release(x).unwrap();
 }
@@ -521,7 +523,7 @@ fn objects_keep_their_encryption_across_buckets() {
     assert_eq!(f.fs.getxattr(e.ino, os(SSE_ATTR)).unwrap(), b"AES256");
     let list = f.fs.listxattr(e.ino).unwrap();
     assert_eq!(list, format!("{SSE_ATTR}\0").into_bytes());
-    let fh = f.fs.open(e.ino, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ROOT, e.ino, libc::O_RDONLY).unwrap();
     assert_eq!(read_all(&f.fs, fh), b"hidden");
     f.fs.release(fh).unwrap();
 }
@@ -538,7 +540,7 @@ fn tampered_objects_give_eio_but_can_be_removed() {
     let last = bytes.len() - 100;
     bytes[last] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let opened = f.fs.open(attr.ino, libc::O_RDONLY);
+    let opened = f.fs.open(ROOT, attr.ino, libc::O_RDONLY);
     let failed = match opened {
         Err(e) => e.errno(),
         Ok(fh) => {
@@ -586,7 +588,7 @@ fn kms_buckets_use_the_named_or_default_cmk() {
         list,
         format!("{SSE_ATTR}\0{SSE_KEY_ID_ATTR}\0").into_bytes()
     );
-    let fh = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     assert_eq!(read_all(&f.fs, fh), b"under a CMK");
     f.fs.release(fh).unwrap();
 }
@@ -616,7 +618,10 @@ fn an_object_under_an_unknown_master_key_gives_enokey() {
     object.close().unwrap();
     let attr = f.fs.lookup(b, os("orphan")).unwrap();
     assert_eq!(attr.size, 4, "stat needs no key");
-    assert_eq!(errno(f.fs.open(attr.ino, libc::O_RDONLY)), libc::ENOKEY);
+    assert_eq!(
+        errno(f.fs.open(ROOT, attr.ino, libc::O_RDONLY)),
+        libc::ENOKEY
+    );
 }
 
 #[test]
@@ -647,7 +652,7 @@ fn times_set_before_close_or_fsync_survive_them() {
         mtime: Some(TimeUpdate::At(past)),
         ..SetAttr::default()
     };
-    f.fs.setattr(attr.ino, touch).unwrap();
+    f.fs.setattr(ROOT, attr.ino, touch).unwrap();
     f.fs.fsync(fh).unwrap();
     assert_eq!(f.fs.getattr(attr.ino).unwrap().mtime, system_time(past));
     f.fs.release(fh).unwrap();

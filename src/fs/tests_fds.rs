@@ -45,7 +45,7 @@ fn every_known_inode_stays_reachable_with_few_descriptors() {
     for (i, &ino) in files.iter().enumerate() {
         let attr = f.fs.getattr(ino).unwrap();
         assert_eq!(attr.size, format!("f{i}").len() as u64);
-        let fh = f.fs.open(ino, libc::O_RDONLY).unwrap();
+        let fh = f.fs.open(ROOT, ino, libc::O_RDONLY).unwrap();
         assert_eq!(f.fs.read(fh, 0, 100).unwrap(), format!("f{i}").as_bytes());
         f.fs.release(fh).unwrap();
         assert!(f.fs.path_fds_held() <= LIMIT);
@@ -62,7 +62,7 @@ fn open_objects_need_no_descriptor_of_their_own() {
     let files = make_files(&f.fs, b, "f", 8 * LIMIT);
     let handles: Vec<u64> = files
         .iter()
-        .map(|&ino| f.fs.open(ino, RW).unwrap())
+        .map(|&ino| f.fs.open(ROOT, ino, RW).unwrap())
         .collect();
     assert!(f.fs.path_fds_held() <= LIMIT);
     for (i, (&ino, &fh)) in files.iter().zip(&handles).enumerate() {
@@ -70,6 +70,7 @@ fn open_objects_need_no_descriptor_of_their_own() {
         let attr = f.fs.getattr(ino).unwrap();
         assert_eq!(attr.size, format!("f{i}").len().max(3) as u64);
         f.fs.setattr(
+            ROOT,
             ino,
             SetAttr {
                 mode: Some(0o600),
@@ -110,7 +111,7 @@ fn renamed_linked_and_moved_nodes_are_found_by_their_new_names() {
 
     assert_eq!(f.fs.getattr(moved).unwrap().size, 6);
     assert_eq!(f.fs.getattr(linked).unwrap().nlink, 1);
-    let fh = f.fs.open(inner, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ROOT, inner, libc::O_RDONLY).unwrap();
     assert_eq!(f.fs.read(fh, 0, 10).unwrap(), b"in0");
     f.fs.release(fh).unwrap();
     assert!(names_of(&f.fs, dir).contains(&"in0".to_string()));

@@ -69,7 +69,7 @@ fn object(f: &Fixture, bucket: u64, name: &str, data: &[u8]) -> u64 {
 }
 
 fn contents(f: &Fixture, ino: u64) -> Vec<u8> {
-    let fh = f.fs.open(ino, libc::O_RDONLY).unwrap();
+    let fh = f.fs.open(ROOT, ino, libc::O_RDONLY).unwrap();
     let data = f.fs.read(fh, 0, u32::MAX).unwrap();
     f.fs.release(fh).unwrap();
     data
@@ -312,7 +312,7 @@ fn open_handles_follow_the_reencrypted_object() {
     set(&f, attr.ino, SSE_ATTR, "KMS").unwrap();
     // The handle writes into the new object, and a second open shares it.
     f.fs.write(fh, 7, b"after").unwrap();
-    let reader = f.fs.open(attr.ino, libc::O_RDONLY).unwrap();
+    let reader = f.fs.open(ROOT, attr.ino, libc::O_RDONLY).unwrap();
     assert_eq!(f.fs.read(reader, 0, 100).unwrap(), b"before after");
     f.fs.fsync(fh).unwrap();
     f.fs.release(fh).unwrap();

@@ -1,6 +1,7 @@
 //! Extended attributes: `user.*` stored in clear on the backing file, the reserved
 //! `user.oss.*` names that report and change the encryption of an object (by re-encrypting
-//! it) or a bucket's default rule, and the read-only `user.ssefs.key-version`.
+//! it) or a bucket's default rule, the read-only `user.ssefs.key-version` and the write-only
+//! `user.ssefs.rewrap` (re-wraps an object's DEK under the newest version of its key).
 
 use super::inode::Inode;
 use super::policy::{
@@ -9,6 +10,7 @@ use super::policy::{
     object_setting_after_set,
 };
 use super::reencrypt::Reencryption;
+use super::rewrap::REWRAP_ATTR;
 use super::{BucketFs, Caller, FsError, ROOT_INO};
 use crate::crypto::{Algorithm, KeyRef};
 use std::ffi::OsStr;
@@ -187,6 +189,12 @@ impl BucketFs {
         flags: i32,
     ) -> Result<(), FsError> {
         let inode = self.inodes.get(ino)?;
+        if name.as_bytes() == REWRAP_ATTR.as_bytes() {
+            // Write-only: re-wraps the object's DEK under the newest version of its key.
+            self.check_may_write(caller, &inode)?;
+            self.rewrap(caller, &inode)?;
+            return Ok(());
+        }
         if let Some(attribute) = SseAttribute::from_name(name.as_bytes()) {
             self.change_sse(caller, &inode, attribute, Some(value), flags)?;
             return Ok(());
@@ -270,10 +278,9 @@ impl BucketFs {
         };
         match change {
             RuleChange::Put(rule) => {
-                if let (SseAttribute::KeyId, Some(key_id)) = (attribute, &rule.kms_key_id) {
-                    // Unknown: ENOKEY; not Enabled: EKEYREVOKED. Stored as given.
-                    self.keys.cmk_for_new_object(Some(key_id))?;
-                }
+                // A CMK the rule names must exist (ENOKEY), be Enabled (EKEYREVOKED) and be
+                // usable by the caller (EACCES); the keystore's check, as the CLI's.
+                let rule = self.keys.validate_rule(&rule, &caller.with_groups())?;
                 self.keys.put_bucket_rule(bucket, &rule)?;
             }
             RuleChange::Delete => self.keys.delete_bucket_rule(bucket)?,
@@ -292,7 +299,7 @@ impl BucketFs {
     ) -> Result<Reencryption, FsError> {
         self.check_may_write(caller, inode)?;
         match value {
-            Some(value) => self.reencrypt(inode, |current| {
+            Some(value) => self.reencrypt(caller, inode, |current| {
                 check_flags(flags, object_attribute_exists(current.algorithm, attribute))?;
                 object_setting_after_set(current.algorithm, attribute, value)
             }),
@@ -301,7 +308,7 @@ impl BucketFs {
                 let bucket = self.bucket_of(inode)?;
                 let rule = self.keys.bucket_rule(&bucket)?;
                 let setting = SseSetting::from_rule(rule.as_ref());
-                self.reencrypt(inode, move |_| Ok(setting))
+                self.reencrypt(caller, inode, move |_| Ok(setting))
             }
         }
     }

@@ -330,7 +330,7 @@ fn import_key_from_seed(seed: &[u8; 32]) -> Result<RsaPrivateKey, KeystoreError>
 }
 
 /// `"ssefs/import/v1" ‖ key id (UTF-8) ‖ token (UTF-8)`.
-fn import_context(key_id: &str, token: &str) -> Vec<u8> {
+pub(super) fn import_context(key_id: &str, token: &str) -> Vec<u8> {
     [IMPORT_WRAP_LABEL, key_id.as_bytes(), token.as_bytes()].concat()
 }
 

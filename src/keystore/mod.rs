@@ -12,7 +12,9 @@ mod error;
 mod ids;
 pub mod inspect;
 mod lifecycle;
+mod passphrase;
 mod rootkey;
+mod rotation;
 mod rules;
 mod schema;
 
@@ -25,9 +27,11 @@ pub use cmk::{
 pub use error::KeystoreError;
 pub use ids::StoreId;
 pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
+pub use passphrase::{MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_passphrase_kdf};
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };
+pub use rotation::{MasterVersion, Retirement};
 pub use rules::{parse_sse_algorithm, validate_bucket_name};
 pub use schema::SCHEMA_VERSION;
 
@@ -141,7 +145,7 @@ impl Keystore {
                 ids::root_check(root_key, &store_id)?,
             ),
         )?;
-        insert_master_key(&tx, root_key, &store_id, 1)?;
+        insert_master_key(&tx, root_key, &store_id, 1, now())?;
         tx.commit()?;
         sync_dir(&parent_dir(path))?;
         Self::assemble(path, root_key, store_id, conn)
@@ -241,7 +245,7 @@ impl Keystore {
             .unwrap_or(0)
             .checked_add(1)
             .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
-        insert_master_key(&tx, &self.root_key, &self.store_id, version)?;
+        insert_master_key(&tx, &self.root_key, &self.store_id, version, self.now())?;
         tx.commit()?;
         inner.cache.current_master = Some(version);
         Ok(version)
@@ -403,14 +407,29 @@ fn insert_master_key(
     root_key: &Key256,
     store_id: &StoreId,
     version: u32,
+    created_at: i64,
 ) -> Result<(), KeystoreError> {
+    require_current_root_key(tx, root_key, store_id)?;
     let key = Key256::generate()?;
     let wrapped = wrap_key(root_key, &master_context(store_id, version), &key)?;
     tx.execute(
         "INSERT INTO master_keys (version, wrapped, created_at) VALUES (?1, ?2, ?3)",
-        (version, wrapped.0, now()),
+        (version, wrapped.0, created_at),
     )?;
     Ok(())
+}
+
+/// Fails with `WrongRootKey` unless `root_key` is the store's root key as of this
+/// transaction: a process that opened the keystore before `change-root-key` must not add a
+/// key wrapped under the old root key.
+fn require_current_root_key(
+    tx: &Transaction<'_>,
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<(), KeystoreError> {
+    let recorded: Vec<u8> =
+        tx.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
+    ids::verify_root_check(root_key, store_id, &recorded)
 }
 
 fn bucket_rule_from_row(

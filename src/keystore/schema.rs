@@ -133,6 +133,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN audit_max_rows INTEGER NOT NULL DEFAULT 100000
         CHECK (audit_max_rows >= 1);
     "#,
+    // 3: a root key derived from a passphrase: the Argon2id salt and parameters (all NULL
+    // when the root key is a key file).
+    r#"
+    ALTER TABLE meta ADD COLUMN root_kdf TEXT CHECK (root_kdf IS NULL OR root_kdf = 'argon2id');
+    ALTER TABLE meta ADD COLUMN root_kdf_salt BLOB CHECK (root_kdf_salt IS NULL
+        OR length(root_kdf_salt) >= 16);
+    ALTER TABLE meta ADD COLUMN root_kdf_memory_kib INTEGER;
+    ALTER TABLE meta ADD COLUMN root_kdf_iterations INTEGER;
+    ALTER TABLE meta ADD COLUMN root_kdf_parallelism INTEGER;
+    "#,
 ];
 
 /// The schema version this ssefs writes and understands.

@@ -152,7 +152,7 @@ impl CoreStore {
     }
 
     pub fn read_all(&self, ino: u64) -> Result<Vec<u8>, FsError> {
-        let fh = self.fs().open(ino, libc::O_RDONLY)?;
+        let fh = self.fs().open(ROOT, ino, libc::O_RDONLY)?;
         let mut out = Vec::new();
         let result = loop {
             match self.fs().read(fh, out.len() as u64, 1 << 20) {

@@ -1,0 +1,363 @@
+//! Root keys derived from a passphrase with Argon2id (salt and cost recorded in the keystore's
+//! `meta` row, readable without any key), and changing the root key: every master key and CMK
+//! material re-wrapped under the new one in one transaction. Never sees an object file.
+
+use super::cmk::cmk_context;
+use super::{KEYSTORE_FILE, Keystore, KeystoreError, connect_existing, ids, master_context};
+use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+/// Memory cost of a new passphrase store, in KiB (64 MiB).
+pub const DEFAULT_KDF_MEMORY_KIB: u32 = 64 * 1024;
+/// Passes over the memory.
+pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
+/// Lanes.
+pub const DEFAULT_KDF_PARALLELISM: u32 = 1;
+const SALT_LEN: usize = 16;
+/// The shortest passphrase accepted for a new store or a new root key.
+pub const MIN_PASSPHRASE_LEN: usize = 8;
+
+/// How a root key is derived from a passphrase: Argon2id (version 0x13) with this salt and
+/// cost, 32 bytes of output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PassphraseKdf {
+    pub salt: Vec<u8>,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl PassphraseKdf {
+    /// A fresh random salt with the default cost.
+    pub fn generate() -> Result<PassphraseKdf, KeystoreError> {
+        let mut salt = vec![0u8; SALT_LEN];
+        getrandom::fill(&mut salt).map_err(|_| crate::crypto::CryptoError::Random)?;
+        Ok(PassphraseKdf {
+            salt,
+            memory_kib: DEFAULT_KDF_MEMORY_KIB,
+            iterations: DEFAULT_KDF_ITERATIONS,
+            parallelism: DEFAULT_KDF_PARALLELISM,
+        })
+    }
+
+    /// The root key this passphrase gives.
+    pub fn derive(&self, passphrase: &[u8]) -> Result<Key256, KeystoreError> {
+        let bad = |e: argon2::Error| {
+            KeystoreError::Corrupt(format!(
+                "the recorded passphrase parameters are unusable: {e}"
+            ))
+        };
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(bad)?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut out = Zeroizing::new([0u8; 32]);
+        argon
+            .hash_password_into(passphrase, &self.salt, out.as_mut_slice())
+            .map_err(bad)?;
+        Ok(Key256::from_bytes(out.as_slice())?)
+    }
+}
+
+/// The passphrase parameters of the keystore in `dir`, or `None` when its root key is a key
+/// file. Needs no key and writes nothing.
+pub fn read_passphrase_kdf(dir: &Path) -> Result<Option<PassphraseKdf>, KeystoreError> {
+    // The connection a normal open makes first (it writes nothing); a read-only one would
+    // create the WAL companions of a closed keystore.
+    let conn = connect_existing(&dir.join(KEYSTORE_FILE))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 3 {
+        return Ok(None);
+    }
+    read_kdf(&conn)
+}
+
+fn read_kdf(conn: &Connection) -> Result<Option<PassphraseKdf>, KeystoreError> {
+    type Row = (
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<u32>,
+        Option<u32>,
+        Option<u32>,
+    );
+    let row: Row = conn.query_row(
+        "SELECT root_kdf, root_kdf_salt, root_kdf_memory_kib, root_kdf_iterations,
+                root_kdf_parallelism FROM meta WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    )?;
+    match row {
+        (None, ..) => Ok(None),
+        (Some(_), Some(salt), Some(memory_kib), Some(iterations), Some(parallelism)) => {
+            Ok(Some(PassphraseKdf {
+                salt,
+                memory_kib,
+                iterations,
+                parallelism,
+            }))
+        }
+        _ => Err(KeystoreError::Corrupt(
+            "the passphrase parameters in the keystore are incomplete".into(),
+        )),
+    }
+}
+
+fn write_kdf(tx: &Transaction<'_>, kdf: Option<&PassphraseKdf>) -> Result<(), KeystoreError> {
+    tx.execute(
+        "UPDATE meta SET root_kdf = ?1, root_kdf_salt = ?2, root_kdf_memory_kib = ?3,
+             root_kdf_iterations = ?4, root_kdf_parallelism = ?5 WHERE id = 1",
+        (
+            kdf.map(|_| "argon2id"),
+            kdf.map(|k| k.salt.clone()),
+            kdf.map(|k| k.memory_kib),
+            kdf.map(|k| k.iterations),
+            kdf.map(|k| k.parallelism),
+        ),
+    )?;
+    Ok(())
+}
+
+/// What `change_root_key` re-wrapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RootKeyChange {
+    pub master_keys: usize,
+    pub cmk_materials: usize,
+    pub import_params: usize,
+}
+
+impl Keystore {
+    /// Records that this keystore's root key is derived from a passphrase with `kdf` (for a
+    /// store just created with the key `kdf` gives).
+    pub fn record_passphrase_kdf(&self, kdf: &PassphraseKdf) -> Result<(), KeystoreError> {
+        let mut inner = self.lock();
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        write_kdf(&tx, Some(kdf))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Re-wraps every master key version, every CMK material and every pending import seed
+    /// under `new_root`, records its check value and how it is derived (`kdf`: from a
+    /// passphrase; `None`: a key file), all in one transaction: either everything moves to
+    /// the new root key or nothing does. Objects are not touched (they depend on the master
+    /// keys and CMKs, which do not change). Consumes the keystore: it held the old key.
+    pub fn change_root_key(
+        self,
+        new_root: &Key256,
+        kdf: Option<&PassphraseKdf>,
+    ) -> Result<RootKeyChange, KeystoreError> {
+        let store_id = self.store_id;
+        let mut inner = self.lock();
+        let tx = inner
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old_root = &self.root_key;
+        let mut change = RootKeyChange::default();
+        let masters: Vec<(u32, Vec<u8>)> = rows(&tx, "SELECT version, wrapped FROM master_keys")?;
+        for (version, wrapped) in masters {
+            let context = master_context(&store_id, version);
+            let new = rewrap(old_root, new_root, &context, wrapped, || {
+                format!("master key version {version}")
+            })?;
+            tx.execute(
+                "UPDATE master_keys SET wrapped = ?1 WHERE version = ?2",
+                (new, version),
+            )?;
+            change.master_keys += 1;
+        }
+        let materials: Vec<(String, u32, Vec<u8>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (key_id, version, wrapped) in materials {
+            let context = cmk_context(&key_id, version);
+            let new = rewrap(old_root, new_root, &context, wrapped, || {
+                format!("CMK {key_id} material version {version}")
+            })?;
+            tx.execute(
+                "UPDATE cmk_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3",
+                (new, &key_id, version),
+            )?;
+            change.cmk_materials += 1;
+        }
+        let seeds: Vec<(String, String, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT key_id, token, wrapped_seed FROM import_params")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (key_id, token, wrapped) in seeds {
+            let context = super::byok::import_context(&key_id, &token);
+            let new = rewrap(old_root, new_root, &context, wrapped, || {
+                format!("the import parameters of CMK {key_id}")
+            })?;
+            tx.execute(
+                "UPDATE import_params SET wrapped_seed = ?1 WHERE key_id = ?2",
+                (new, &key_id),
+            )?;
+            change.import_params += 1;
+        }
+        tx.execute(
+            "UPDATE meta SET root_check = ?1 WHERE id = 1",
+            [ids::root_check(new_root, &store_id)?],
+        )?;
+        write_kdf(&tx, kdf)?;
+        tx.commit()?;
+        inner.cache.clear();
+        // Best effort: the old wrappings also leave the WAL.
+        let _ = inner
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok(change)
+    }
+
+    /// The passphrase parameters recorded in this keystore, if any.
+    pub fn passphrase_kdf(&self) -> Result<Option<PassphraseKdf>, KeystoreError> {
+        read_kdf(&self.lock().conn)
+    }
+}
+
+fn rows<A, B>(tx: &Transaction<'_>, sql: &str) -> Result<Vec<(A, B)>, KeystoreError>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+{
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Unwraps `wrapped` under `old` and wraps the key under `new`, same context.
+fn rewrap(
+    old: &Key256,
+    new: &Key256,
+    context: &[u8],
+    wrapped: Vec<u8>,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, KeystoreError> {
+    let key = unwrap_key(old, context, &WrappedKey(wrapped)).map_err(|_| {
+        KeystoreError::Corrupt(format!("{} does not unwrap under the root key", what()))
+    })?;
+    Ok(wrap_key(new, context, &key)?.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Caller, CmkOrigin};
+    use super::*;
+
+    /// Cheap parameters: the tests check wiring, not cost.
+    fn cheap(salt: u8) -> PassphraseKdf {
+        PassphraseKdf {
+            salt: vec![salt; 16],
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        }
+    }
+
+    #[test]
+    fn the_derived_key_depends_on_passphrase_salt_and_cost() {
+        let a = cheap(1).derive(b"correct horse").unwrap();
+        let again = cheap(1).derive(b"correct horse").unwrap();
+        assert_eq!(a.expose_secret(), again.expose_secret());
+        let other_pass = cheap(1).derive(b"correct horsE").unwrap();
+        let other_salt = cheap(2).derive(b"correct horse").unwrap();
+        let mut costlier = cheap(1);
+        costlier.iterations = 2;
+        let other_cost = costlier.derive(b"correct horse").unwrap();
+        for k in [&other_pass, &other_salt, &other_cost] {
+            assert_ne!(a.expose_secret(), k.expose_secret());
+        }
+        let mut broken = cheap(1);
+        broken.memory_kib = 1;
+        assert!(matches!(
+            broken.derive(b"x"),
+            Err(KeystoreError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn changing_the_root_key_rewraps_everything_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Key256::generate().unwrap();
+        let ks = Keystore::create(dir.path(), &old).unwrap();
+        ks.new_master_key().unwrap();
+        let id = ks.create_cmk("c", None, CmkOrigin::Ssefs, 0).unwrap();
+        let caller = Caller {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            pid: 1,
+        };
+        ks.rotate_cmk(&id, &caller).unwrap();
+        let m1 = ks.master_key_version(1).unwrap();
+        let m2 = ks.master_key_version(2).unwrap();
+        let (_, _, c2) = ks.resolve_cmk(&id).unwrap();
+        assert_eq!(read_passphrase_kdf(dir.path()).unwrap(), None);
+
+        let kdf = cheap(7);
+        let new = kdf.derive(b"a new passphrase").unwrap();
+        let change = ks.change_root_key(&new, Some(&kdf)).unwrap();
+        assert_eq!(change.master_keys, 2);
+        assert_eq!(change.cmk_materials, 2);
+        assert_eq!(read_passphrase_kdf(dir.path()).unwrap(), Some(kdf.clone()));
+
+        assert!(matches!(
+            Keystore::open(dir.path(), &old),
+            Err(KeystoreError::WrongRootKey)
+        ));
+        let reopened = Keystore::open(dir.path(), &new).unwrap();
+        assert_eq!(
+            reopened.master_key_version(1).unwrap().expose_secret(),
+            m1.expose_secret()
+        );
+        assert_eq!(
+            reopened.master_key_version(2).unwrap().expose_secret(),
+            m2.expose_secret()
+        );
+        assert_eq!(
+            reopened.resolve_cmk(&id).unwrap().2.expose_secret(),
+            c2.expose_secret()
+        );
+        assert_eq!(reopened.passphrase_kdf().unwrap(), Some(kdf));
+
+        // Back to a key file: the parameters go.
+        let file_key = Key256::generate().unwrap();
+        reopened.change_root_key(&file_key, None).unwrap();
+        assert_eq!(read_passphrase_kdf(dir.path()).unwrap(), None);
+        Keystore::open(dir.path(), &file_key).unwrap();
+    }
+
+    #[test]
+    fn a_root_key_change_that_fails_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Key256::generate().unwrap();
+        let ks = Keystore::create(dir.path(), &old).unwrap();
+        ks.new_master_key().unwrap();
+        // Damage version 2's wrapping: the change must stop and leave version 1 as it was.
+        ks.lock()
+            .conn
+            .execute(
+                "UPDATE master_keys SET wrapped = zeroblob(length(wrapped)) WHERE version = 2",
+                [],
+            )
+            .unwrap();
+        let new = Key256::generate().unwrap();
+        let err = ks.change_root_key(&new, None).unwrap_err();
+        assert!(err.to_string().contains("master key version 2"), "{err}");
+        let reopened = Keystore::open(dir.path(), &old).unwrap();
+        reopened.master_key_version(1).unwrap();
+        assert!(matches!(
+            Keystore::open(dir.path(), &new),
+            Err(KeystoreError::WrongRootKey)
+        ));
+    }
+}

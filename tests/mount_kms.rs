@@ -1,0 +1,566 @@
+//! The KMS as a mounted filesystem enforces it: key states changed with `ssefs kms` reach a
+//! live mount, crypto-shredding (also by the mount at start) and BYOK material deletion,
+//! grants for a second uid, and the audit trail of every use and refusal. Through a real
+//! mount with `allow_other`.
+
+mod common;
+
+use common::{Mount, SSEFS, TestStore, assert_errno, cpath, mount_tests_enabled, q};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::{Oaep, RsaPublicKey};
+use serde_json::Value;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The unprivileged uid (and gid) of the second user.
+const NOBODY: u32 = 65534;
+const DAY: i64 = 86_400;
+/// How soon a key state change made with the CLI must reach the mount.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// `ssefs kms ARGS --store S --root-key K`, as root.
+fn kms(store: &TestStore, args: &[&str]) -> Output {
+    Command::new(SSEFS)
+        .arg("kms")
+        .args(args)
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .expect("run ssefs kms")
+}
+
+/// Runs `ssefs kms ARGS --json`, expects success and returns the parsed output.
+fn kms_json(store: &TestStore, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = kms(store, &all);
+    assert!(out.status.success(), "kms {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).expect("kms JSON output")
+}
+
+fn key_state(store: &TestStore, key: &str) -> String {
+    kms_json(store, &["describe", key])["KeyMetadata"]["KeyState"]
+        .as_str()
+        .expect("KeyState")
+        .to_string()
+}
+
+fn create_key(store: &TestStore, args: &[&str]) -> String {
+    let mut all = vec!["create"];
+    all.extend_from_slice(args);
+    kms_json(store, &all)["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("KeyId")
+        .to_string()
+}
+
+/// The audit records, oldest first.
+fn audit(store: &TestStore) -> Vec<Value> {
+    kms_json(store, &["audit"])["Records"]
+        .as_array()
+        .expect("Records")
+        .clone()
+}
+
+/// How many audit records have this operation, object path, uid and result.
+fn count(records: &[Value], operation: &str, path: &str, uid: u32, result: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| {
+            r["Operation"] == operation
+                && r["ObjectPath"] == path
+                && r["Uid"] == uid
+                && r["Result"] == result
+        })
+        .count()
+}
+
+fn set_xattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
+    let (path, name) = (cpath(path), std::ffi::CString::new(name).expect("name"));
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    common::check_rc(rc)
+}
+
+/// A bucket whose default rule is KMS under `key`, open to every uid (mode 0777).
+fn kms_bucket(mount: &Mount, name: &str, key: &str) -> PathBuf {
+    let bucket = mount.bucket(name);
+    fs::set_permissions(&bucket, fs::Permissions::from_mode(0o777)).expect("chmod bucket");
+    set_xattr(&bucket, "user.oss.server-side-encryption", "KMS").expect("set KMS");
+    set_xattr(&bucket, "user.oss.server-side-encryption-key-id", key).expect("set key id");
+    bucket
+}
+
+fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    fs::read(path)
+}
+
+/// Waits up to `PROPAGATION` for opening `path` to fail with `expected` (or succeed, for 0).
+fn open_gives_within_a_second(path: &Path, expected: i32) {
+    let start = Instant::now();
+    loop {
+        let got = match fs::File::open(path) {
+            Ok(_) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        };
+        if got == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < PROPAGATION,
+            "open {} gives errno {got}, not {expected}, a second after the change",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `sh -c script` as uid/gid 65534 without supplementary groups.
+fn as_nobody(script: &str) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sh", "-c", script])
+        .output()
+        .expect("run setpriv")
+}
+
+fn nobody_ok(script: &str) -> String {
+    let out = as_nobody(script);
+    assert!(out.status.success(), "as uid {NOBODY}: `{script}`: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nobody_refused(script: &str, message: &str) {
+    let out = as_nobody(script);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains(message),
+        "as uid {NOBODY}: `{script}` should fail with {message:?}: {out:?}"
+    );
+}
+
+/// The store's temporary directory made traversable, so uid 65534 reaches the mount.
+fn open_to_everyone(store: &TestStore, mount: &Mount) {
+    fs::set_permissions(store.base(), fs::Permissions::from_mode(0o755)).expect("chmod base");
+    fs::set_permissions(mount.path(), fs::Permissions::from_mode(0o755)).expect("chmod root");
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// What a user does with `openssl pkeyutl -encrypt -pkeyopt rsa_padding_mode:oaep
+/// -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256`.
+fn wrap_like_openssl(pem: &str, material: &[u8]) -> Vec<u8> {
+    let public = RsaPublicKey::from_public_key_pem(pem).expect("public key");
+    let mut rng = ChaCha20Rng::from_seed([5; 32]);
+    public
+        .encrypt(&mut rng, Oaep::new::<rsa::sha2::Sha256>(), material)
+        .expect("RSA-OAEP")
+}
+
+#[test]
+fn key_states_reach_a_live_mount_and_destruction_is_final() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &["allow_other"]);
+    let key = create_key(&store, &["--alias", "alias/states"]);
+    let bucket = kms_bucket(&mount, "states", "alias/states");
+    let object = bucket.join("a.txt");
+    fs::write(&object, b"state of the key").expect("write KMS object");
+    let mut held = fs::File::open(&object).expect("open before disabling");
+
+    // Disabled: new opens and creates are refused at once; the open handle keeps working.
+    kms_json(&store, &["disable", &key]);
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+    assert_errno(
+        fs::write(bucket.join("b.txt"), b"x"),
+        libc::EKEYREVOKED,
+        "create, disabled",
+    );
+    assert!(
+        !bucket.join("b.txt").exists(),
+        "a refused create leaves nothing"
+    );
+    let mut seen = Vec::new();
+    held.read_to_end(&mut seen)
+        .expect("read through the handle opened before");
+    assert_eq!(seen, b"state of the key");
+    drop(held);
+
+    // Enabled again: everything works.
+    kms_json(&store, &["enable", &key]);
+    open_gives_within_a_second(&object, 0);
+    fs::write(bucket.join("b.txt"), b"after enable").expect("create, enabled");
+    assert_eq!(
+        read(&bucket.join("b.txt")).expect("read b"),
+        b"after enable"
+    );
+
+    // Pending deletion: revoked; cancelling leaves the key Disabled, still revoked.
+    kms_json(&store, &["schedule-deletion", &key, "--pending-days", "7"]);
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+    assert_errno(
+        fs::write(bucket.join("c.txt"), b"x"),
+        libc::EKEYREVOKED,
+        "create, pending",
+    );
+    kms_json(&store, &["cancel-deletion", &key]);
+    assert_eq!(key_state(&store, &key), "Disabled");
+    assert_errno(
+        read(&object),
+        libc::EKEYREVOKED,
+        "read, cancelled = disabled",
+    );
+    kms_json(&store, &["enable", &key]);
+    assert_eq!(
+        read(&object).expect("read, enabled again"),
+        b"state of the key"
+    );
+
+    // Crypto-shred: the deletion date passes (the CLI's clock set 8 days ahead destroys it).
+    kms_json(&store, &["schedule-deletion", &key, "--pending-days", "7"]);
+    let later = (now() + 8 * DAY).to_string();
+    kms_json(&store, &["list", "--now", &later]);
+    assert_eq!(key_state(&store, &key), "Destroyed");
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+    mount.remount();
+    for name in ["a.txt", "b.txt"] {
+        assert_errno(
+            read(&bucket.join(name)),
+            libc::EKEYREVOKED,
+            "read, destroyed",
+        );
+    }
+    // The object still says what it is encrypted under; the log says why it cannot be read.
+    let stat = Command::new(SSEFS)
+        .arg("stat")
+        .arg(&object)
+        .output()
+        .expect("ssefs stat");
+    let stat_text = String::from_utf8_lossy(&stat.stdout);
+    assert!(
+        stat_text.contains("KMS") && stat_text.contains(&key),
+        "{stat:?}"
+    );
+    let log = mount.log_text();
+    assert!(
+        log.contains(&format!("CMK {key} is Destroyed")) && log.contains("states/a.txt"),
+        "the daemon log names the object and the destroyed key: {log}"
+    );
+
+    // A key that does not exist is ENOKEY for a bucket rule.
+    assert_errno(
+        set_xattr(
+            &bucket,
+            "user.oss.server-side-encryption-key-id",
+            "alias/missing",
+        ),
+        libc::ENOKEY,
+        "unknown key",
+    );
+}
+
+#[test]
+fn byok_material_deletion_revokes_and_reimport_restores() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &["allow_other"]);
+    let key = create_key(&store, &["--origin", "external", "--alias", "alias/byok"]);
+    let params_dir = store.scratch_dir("params");
+    let params = kms_json(
+        &store,
+        &[
+            "get-import-params",
+            &key,
+            "--out-dir",
+            params_dir.to_str().expect("utf-8 path"),
+        ],
+    );
+    let pem = fs::read_to_string(params["PublicKeyPemFile"].as_str().expect("pem path"))
+        .expect("read pem");
+    let token = params["ImportTokenFile"]
+        .as_str()
+        .expect("token path")
+        .to_string();
+    let material = [0x5au8; 32];
+    let wrapped = params_dir.join("material.enc");
+    fs::write(&wrapped, wrap_like_openssl(&pem, &material)).expect("write wrapped");
+    let wrapped = wrapped.to_str().expect("utf-8 path").to_string();
+    kms_json(
+        &store,
+        &[
+            "import",
+            &key,
+            "--encrypted-material",
+            &wrapped,
+            "--token",
+            &token,
+        ],
+    );
+    assert_eq!(key_state(&store, &key), "Enabled");
+
+    let bucket = kms_bucket(&mount, "byok", &key);
+    let objects: Vec<(PathBuf, Vec<u8>)> = (0..3)
+        .map(|i| (bucket.join(format!("o{i}")), vec![i as u8; 10_000 + i]))
+        .collect();
+    for (path, data) in &objects {
+        fs::write(path, data).expect("write BYOK object");
+    }
+
+    kms_json(&store, &["delete-material", &key]);
+    assert_eq!(key_state(&store, &key), "PendingImport");
+    open_gives_within_a_second(&objects[0].0, libc::EKEYREVOKED);
+    for (path, _) in &objects {
+        assert_errno(read(path), libc::EKEYREVOKED, "read without material");
+    }
+    assert_errno(
+        fs::write(bucket.join("new"), b"x"),
+        libc::EKEYREVOKED,
+        "create",
+    );
+
+    // The same material, in plain this time, brings every object back.
+    let plain = store.scratch_dir("plain").join("material.bin");
+    fs::write(&plain, material).expect("write material");
+    let out = kms(
+        &store,
+        &["import", &key, "--material", plain.to_str().expect("utf-8")],
+    );
+    assert!(out.status.success(), "{out:?}");
+    open_gives_within_a_second(&objects[0].0, 0);
+    for (path, data) in &objects {
+        assert_eq!(&read(path).expect("read after reimport"), data);
+    }
+}
+
+#[test]
+fn a_second_uid_needs_grants_and_the_audit_log_shows_it() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &["allow_other"]);
+    open_to_everyone(&store, &mount);
+    let key = create_key(&store, &["--alias", "alias/team"]);
+    let bucket = kms_bucket(&mount, "team", &key);
+    let by_root = bucket.join("by-root");
+    fs::write(&by_root, b"root's words").expect("write as root");
+    fs::set_permissions(&by_root, fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (root_file, nobody_file) = (q(&by_root), q(&bucket.join("by-nobody")));
+
+    // No grant: POSIX allows it, the CMK does not.
+    nobody_refused(&format!("cat {root_file}"), "Permission denied");
+    nobody_refused(&format!("echo hi > {nobody_file}"), "Permission denied");
+    assert!(!bucket.join("by-nobody").exists());
+    // An AES256 bucket needs no grant.
+    let plain_bucket = mount.bucket("open");
+    fs::set_permissions(&plain_bucket, fs::Permissions::from_mode(0o777)).expect("chmod");
+    nobody_ok(&format!("echo aes > {}", q(&plain_bucket.join("f"))));
+    // Nor may the second uid name the key in a rule of its own bucket.
+    let mine = mount.bucket("mine");
+    std::os::unix::fs::chown(&mine, Some(NOBODY), Some(NOBODY)).expect("give the bucket away");
+    nobody_ok(&format!(
+        "setfattr -n user.oss.server-side-encryption -v KMS {}",
+        q(&mine)
+    ));
+    nobody_refused(
+        &format!(
+            "setfattr -n user.oss.server-side-encryption-key-id -v {key} {}",
+            q(&mine)
+        ),
+        "Permission denied",
+    );
+
+    kms_json(
+        &store,
+        &[
+            "grant",
+            &key,
+            "--uid",
+            "65534",
+            "--operations",
+            "encrypt,decrypt",
+        ],
+    );
+    assert_eq!(nobody_ok(&format!("cat {root_file}")), "root's words");
+    nobody_ok(&format!("echo hi > {nobody_file}"));
+    assert_eq!(nobody_ok(&format!("cat {nobody_file}")), "hi\n");
+    assert_eq!(
+        read(&bucket.join("by-nobody")).expect("root reads it"),
+        b"hi\n"
+    );
+    // Moving its object under a CMK it has no grant for is refused and changes nothing.
+    let other = create_key(&store, &["--alias", "alias/other"]);
+    nobody_refused(
+        &format!("setfattr -n user.oss.server-side-encryption-key-id -v alias/other {nobody_file}"),
+        "Permission denied",
+    );
+    let key_id = nobody_ok(&format!(
+        "getfattr --only-values -n user.oss.server-side-encryption-key-id {nobody_file}"
+    ));
+    assert_eq!(key_id, key, "still under the bucket's CMK, not {other}");
+
+    kms_json(&store, &["revoke", &key, "--uid", "65534"]);
+    nobody_refused(&format!("cat {root_file}"), "Permission denied");
+    nobody_refused(&format!("cat {nobody_file}"), "Permission denied");
+    // Re-encrypting its own object to AES256 needs to decrypt it first.
+    nobody_refused(
+        &format!("setfattr -n user.oss.server-side-encryption -v AES256 {nobody_file}"),
+        "Permission denied",
+    );
+    assert_eq!(
+        nobody_ok(&format!(
+            "getfattr --only-values -n user.oss.server-side-encryption {nobody_file}"
+        )),
+        "KMS"
+    );
+
+    let records = audit(&store);
+    let (root_path, nobody_path) = ("team/by-root", "team/by-nobody");
+    assert_eq!(
+        count(&records, "Decrypt", root_path, NOBODY, "AccessDenied"),
+        2
+    );
+    assert_eq!(count(&records, "Decrypt", root_path, NOBODY, "Success"), 1);
+    assert_eq!(
+        count(
+            &records,
+            "GenerateDataKey",
+            nobody_path,
+            NOBODY,
+            "AccessDenied"
+        ),
+        2,
+        "the refused create and the refused move to another CMK"
+    );
+    assert_eq!(
+        count(&records, "GenerateDataKey", nobody_path, NOBODY, "Success"),
+        1
+    );
+    assert_eq!(
+        count(&records, "Decrypt", nobody_path, NOBODY, "AccessDenied"),
+        2,
+        "the refused read and the refused re-encryption"
+    );
+    let denied_other = records
+        .iter()
+        .filter(|r| r["KeyId"] == other.as_str() && r["Result"] == "AccessDenied")
+        .count();
+    assert_eq!(denied_other, 1, "the refusal names the CMK asked for");
+    assert_eq!(
+        count(&records, "GenerateDataKey", root_path, 0, "Success"),
+        1
+    );
+    let usage = &kms_json(&store, &["describe", &key])["KeyMetadata"]["UsageCounts"];
+    assert!(usage["Denied"].as_u64().unwrap_or(0) >= 4, "{usage}");
+}
+
+#[test]
+fn a_64_mib_read_is_one_decrypt() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &["allow_other"]);
+    let key = create_key(&store, &[]);
+    let bucket = kms_bucket(&mount, "big", &key);
+    let path = bucket.join("blob");
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    {
+        let mut file = fs::File::create(&path).expect("create big object");
+        for _ in 0..64 {
+            file.write_all(&chunk).expect("write 1 MiB");
+        }
+    }
+    let before = count(&audit(&store), "Decrypt", "big/blob", 0, "Success");
+    let mut file = fs::File::open(&path).expect("open big object");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    loop {
+        let n = file.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        let expected = |i: usize| ((total + i) % chunk.len() % 251) as u8;
+        assert!(
+            buf[..n].iter().enumerate().all(|(i, b)| *b == expected(i)),
+            "wrong plaintext in the {n} bytes at {total}"
+        );
+        total += n;
+    }
+    drop(file);
+    assert_eq!(total, 64 << 20);
+    let records = audit(&store);
+    assert_eq!(
+        count(&records, "Decrypt", "big/blob", 0, "Success") - before,
+        1
+    );
+    assert_eq!(
+        count(&records, "GenerateDataKey", "big/blob", 0, "Success"),
+        1
+    );
+}
+
+#[test]
+fn a_mount_destroys_keys_past_their_deletion_date_when_it_starts() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &[]);
+    let bucket = kms_bucket(&mount, "doomed", &key);
+    let object = bucket.join("o");
+    fs::write(&object, b"shred me").expect("write KMS object");
+
+    // Scheduled as if eight days ago: the seven-day wait is over, but nothing has processed it
+    // (every `ssefs kms` command processes deletions by its own clock, so the same past clock).
+    let then = (now() - 8 * DAY).to_string();
+    let at_then = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--now", &then]);
+        kms_json(&store, &all)
+    };
+    at_then(&["schedule-deletion", &key, "--pending-days", "7"]);
+    let described = at_then(&["describe", &key]);
+    assert_eq!(described["KeyMetadata"]["KeyState"], "PendingDeletion");
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+
+    mount.remount();
+    let log = mount.log_text();
+    assert!(
+        log.contains(&format!("CMK {key} destroyed")),
+        "the mount destroys the CMK at start and says so: {log}"
+    );
+    assert_errno(read(&object), libc::EKEYREVOKED, "read, destroyed");
+    let deleted: Vec<Value> = audit(&store)
+        .into_iter()
+        .filter(|r| r["Operation"] == "DeleteKey" && r["KeyId"] == key.as_str())
+        .collect();
+    assert_eq!(deleted.len(), 1, "one DeleteKey record: {deleted:?}");
+    assert_eq!(key_state(&store, &key), "Destroyed");
+}
