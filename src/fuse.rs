@@ -7,9 +7,9 @@ use crate::store::{RenameMode, TimeUpdate, Timestamp};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags,
-    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL, TimeOrNow,
-    WriteFlags,
+    RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, Session, SessionACL,
+    TimeOrNow, WriteFlags,
 };
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -160,6 +160,10 @@ impl Filesystem for FuseAdapter {
         // Optional speed-ups: ignore those the kernel lacks.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // Listings carry each entry's attributes (the kernel decides when that pays), so
+        // `ls -l` and `find` need no lookup per entry.
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
+        let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
         Ok(())
     }
 
@@ -346,6 +350,8 @@ impl Filesystem for FuseAdapter {
         }
     }
 
+    /// Writes are durable in the store as they are answered, so a close has nothing to flush:
+    /// `ENOSYS` tells the kernel not to send `FLUSH` again (one round trip less per close).
     fn flush(
         &self,
         _req: &Request,
@@ -354,7 +360,7 @@ impl Filesystem for FuseAdapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -407,6 +413,49 @@ impl Filesystem for FuseAdapter {
             }
             Err(e) => reply.error(errno(&e)),
         }
+    }
+
+    /// `readdir` with each entry looked up (counted as a lookup, except `.` and `..`, which
+    /// the kernel does not link); an entry gone meanwhile is left out, and one that does not
+    /// fit in the reply is forgotten again.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.fs.readdir(fh.0, offset) {
+            Ok(entries) => entries,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        for e in entries {
+            let dot = e.name == "." || e.name == "..";
+            let attr = if dot {
+                self.fs.getattr(e.ino).or_else(|_| self.fs.getattr(ino.0))
+            } else {
+                self.fs.lookup(ino.0, &e.name)
+            };
+            let Ok(attr) = attr else {
+                continue;
+            };
+            let full = reply.add(
+                INodeNo(attr.ino),
+                e.offset,
+                &e.name,
+                &TTL,
+                &file_attr(&attr),
+                Generation(0),
+            );
+            if full {
+                if !dot {
+                    self.fs.forget(attr.ino, 1);
+                }
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn releasedir(
