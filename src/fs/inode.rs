@@ -287,6 +287,18 @@ impl Inode {
         node.open = file;
     }
 
+    /// Keeps the cached plaintext size valid across a change of metadata only (mode, owner,
+    /// times), which changes `ctime` but not the object: when the cache held for the node as
+    /// it was (`before`), it now holds for the node as it is (`after`).
+    pub fn carry_size_cache(&self, before: &Stat, after: &Stat) {
+        let mut cache = lock(&self.size_cache);
+        if let Some(entry) = cache.as_mut().filter(|c| c.matches(before)) {
+            entry.backing_size = after.size;
+            entry.mtime = after.mtime;
+            entry.ctime = after.ctime;
+        }
+    }
+
     pub fn is_dir(&self) -> bool {
         self.file_type == libc::S_IFDIR
     }

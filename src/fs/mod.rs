@@ -379,6 +379,10 @@ impl BucketFs {
     pub fn setattr(&self, caller: Caller, ino: u64, changes: SetAttr) -> Result<Attr, FsError> {
         self.writable()?;
         let inode = self.inodes.get(ino)?;
+        // A closed object whose size is cached keeps it when only its metadata changes.
+        let before = (changes.size.is_none() && inode.is_file())
+            .then(|| self.stat_node(&inode).ok())
+            .flatten();
         if let Some(mode) = changes.mode {
             if inode.is_symlink() {
                 return Err(FsError::Io(std::io::Error::from_raw_os_error(
@@ -397,7 +401,11 @@ impl BucketFs {
         if changes.atime.is_some() || changes.mtime.is_some() {
             self.set_times(&inode, changes.atime, changes.mtime)?;
         }
-        self.getattr(ino)
+        let stat = self.stat_node(&inode)?;
+        if let Some(before) = before {
+            inode.carry_size_cache(&before, &stat);
+        }
+        self.attr_of(&inode, &stat)
     }
 
     fn set_times(
