@@ -294,7 +294,11 @@ impl<I: ObjectIo> Object<I> {
             wrapped_dek,
         };
         let mut object = Self::assemble(io, header, dek, layout);
-        object.io.set_len(0)?;
+        // Only when needed: ext4 takes a truncation to 0 for a file being rewritten and then
+        // flushes it to disk at close (auto_da_alloc), a write-back per new object.
+        if object.io.len()? != 0 {
+            object.io.set_len(0)?;
+        }
         object.write_header()?;
         object.io.set_len(layout.block_size())?;
         object.tail_clean = true;
