@@ -1,7 +1,7 @@
 //! `ssefs rewrap` and `ssefs rotate-master --retire*` through a live mount and on an unmounted
 //! store (needs root and /dev/fuse; set SSEFS_SKIP_MOUNT_TESTS=1 to skip): only headers
-//! change, readers and writers carry on, a `kill -9` partway is finished by a re-run, and a
-//! version still in use is never retired.
+//! change, readers and writers carry on, a `kill -9` of the command or of the daemon partway
+//! is finished by a re-run, and a version still in use is never retired.
 
 mod common;
 mod rotation_support;
@@ -373,4 +373,72 @@ fn a_rewrap_killed_partway_is_finished_by_a_rerun() {
         assert_eq!(fs::read(&path).unwrap(), content(i, 100 + i));
         assert_eq!(key_version(&path), 2);
     }
+}
+
+#[test]
+fn a_daemon_killed_during_a_rewrap_leaves_every_object_readable() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &[]);
+    let data = mount.bucket("data");
+    let n = 400;
+    for i in 0..n {
+        fs::write(data.join(format!("f{i:04}")), content(i, 3000 + i)).unwrap();
+    }
+    run(&store, &["rotate-master"]);
+    let on_v2 = || {
+        (0..n)
+            .filter(|i| {
+                header_key(&backing(&store, "data", &format!("f{i:04}")))
+                    == KeyRef::Master { version: 2 }
+            })
+            .count()
+    };
+    let extra = store_args(&store);
+    let mut args = vec!["rewrap"];
+    args.extend(extra.iter().map(String::as_str));
+    let mut child = ssefs_cmd(&args).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while on_v2() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The daemon dies in the middle of the rewrap, the command then fails on the dead mount.
+    mount.signal(libc::SIGKILL);
+    mount.wait_exit();
+    let status = child.wait().unwrap();
+    let partway = on_v2();
+    eprintln!("daemon killed after {partway} of {n} objects; rewrap exited {status}");
+    assert!(partway > 0, "the rewrap never started");
+    let out = common::fusermount_u(&store.mountpoint);
+    assert!(out.status.success(), "{out:?}");
+    drop(mount);
+
+    // Every header is the old one or the new one, and each object reads its own data.
+    let mount = Mount::new(&store, &[]);
+    for i in 0..n {
+        let name = format!("f{i:04}");
+        let key = header_key(&backing(&store, "data", &name));
+        assert!(
+            matches!(key, KeyRef::Master { version: 1 | 2 }),
+            "{name}: {key:?}"
+        );
+        assert_eq!(
+            fs::read(mount.join(format!("data/{name}"))).unwrap(),
+            content(i, 3000 + i),
+            "{name} after the crash"
+        );
+    }
+    let out = run(&store, &["rewrap"]);
+    assert!(out.contains("failed 0"), "{out}");
+    assert_eq!(on_v2(), n);
+    let fsck = ssefs(&[
+        "fsck",
+        "--store",
+        s(&store.store),
+        "--root-key",
+        s(&store.root_key),
+    ]);
+    assert!(fsck.status.success(), "fsck after the crash: {fsck:?}");
 }

@@ -350,7 +350,90 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
     );
     assert_eq!(key_version(&bucket.join("f")), 2);
     assert_eq!(fs::read(bucket.join("f")).unwrap(), content(3, 50_000));
+    let backup = base.join("keystore.bak");
+    let out = ssefs(&["keystore", "backup", "--store", s(&store), s(&backup)]);
+    assert!(out.status.success(), "{}", text(&out));
     common::fusermount_u(&mnt);
     let status = common::wait_timeout(&mut mount.child, common::DAEMON_TIMEOUT);
     assert_eq!(status.and_then(|s| s.code()), Some(0));
+
+    // fsck checks every block with the passphrase; without one it says it checked headers only.
+    let out = with_fds(
+        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
+        &good,
+        None,
+    );
+    assert!(
+        out.status.success() && text(&out).contains("1 verified"),
+        "{}",
+        text(&out)
+    );
+    let out = with_fds(&["fsck", "--store", s(&store)], &good, None);
+    assert!(
+        out.status.success() && text(&out).contains("headers checked, blocks not"),
+        "{}",
+        text(&out)
+    );
+    let wrong = secret_file(&base, "wrong", "not the passphrase\n");
+    let out = with_fds(
+        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
+        &wrong,
+        None,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+
+    // The keystore is lost; the backup restores it with the passphrase alone.
+    for entry in fs::read_dir(store.join(".ssefs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("keystore.db")
+        {
+            fs::remove_file(path).unwrap();
+        }
+    }
+    let out = with_fds(
+        &[
+            "keystore",
+            "restore",
+            "--store",
+            s(&store),
+            s(&backup),
+            "--passphrase-fd",
+            "3",
+        ],
+        &wrong,
+        None,
+    );
+    assert!(
+        !out.status.success(),
+        "a wrong passphrase restored: {}",
+        text(&out)
+    );
+    let out = with_fds(
+        &[
+            "keystore",
+            "restore",
+            "--store",
+            s(&store),
+            s(&backup),
+            "--passphrase-fd",
+            "3",
+        ],
+        &good,
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = with_fds(
+        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
+        &good,
+        None,
+    );
+    assert!(
+        out.status.success() && text(&out).contains("1 verified"),
+        "{}",
+        text(&out)
+    );
 }

@@ -3,10 +3,13 @@
 //! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
 
 use super::json::Json;
+use super::root_key::existing_passphrase;
 use super::rootkey::{RootKeyOrigin, root_key_location};
 use crate::crypto::{Key256, KeyRef};
 use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
-use crate::keystore::{Keystore, KeystoreError, keystore_dir, load_root_key_file};
+use crate::keystore::{
+    Keystore, KeystoreError, keystore_dir, load_root_key_file, read_passphrase_kdf,
+};
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -14,9 +17,15 @@ use std::path::Path;
 pub const EXIT_PROBLEMS: i32 = 4;
 
 /// Runs fsck and prints its report; returns the exit status.
-pub fn run(store: &Path, root_key: Option<&Path>, repair: bool, json: bool) -> Result<i32, String> {
+pub fn run(
+    store: &Path,
+    root_key: Option<&Path>,
+    passphrase_fd: Option<i32>,
+    repair: bool,
+    json: bool,
+) -> Result<i32, String> {
     let mut notes = Vec::new();
-    let keystore = open_keystore(store, root_key, &mut notes)?;
+    let keystore = open_keystore(store, root_key, passphrase_fd, &mut notes)?;
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),
@@ -46,13 +55,33 @@ pub fn run(store: &Path, root_key: Option<&Path>, repair: bool, json: bool) -> R
     Ok(if report.is_clean() { 0 } else { EXIT_PROBLEMS })
 }
 
-/// The keystore opened with the root key, for checking blocks; `None` (with a note) when no
-/// root key is to be found by default or the keystore does not open (fsck reports why).
+/// The keystore opened with the root key (a key file, or the passphrase of a passphrase
+/// store), for checking blocks; `None` (with a note) when no root key is to be found by
+/// default or the keystore does not open (fsck reports why).
 fn open_keystore(
     store: &Path,
     explicit: Option<&Path>,
+    passphrase_fd: Option<i32>,
     notes: &mut Vec<String>,
 ) -> Result<Option<Keystore>, String> {
+    if explicit.is_none() {
+        // A damaged keystore is reported by the check itself; here it only means "no kdf".
+        if let Ok(Some(kdf)) = read_passphrase_kdf(&keystore_dir(store)) {
+            let passphrase = match existing_passphrase(store, passphrase_fd) {
+                Ok(passphrase) => passphrase,
+                // A descriptor named on the command line must work.
+                Err(e) if passphrase_fd.is_some() => return Err(e.to_string()),
+                Err(e) => {
+                    notes.push(format!("{e}: headers checked, blocks not"));
+                    return Ok(None);
+                }
+            };
+            let key = kdf
+                .derive(passphrase.expose_secret())
+                .map_err(|e| e.to_string())?;
+            return open_with(store, &key, "the passphrase", notes);
+        }
+    }
     let location = match root_key_location(explicit, store) {
         Ok(location) => location,
         Err(e) => {
@@ -68,11 +97,20 @@ fn open_keystore(
         return Ok(None);
     }
     let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
-    match Keystore::open(&keystore_dir(store), &key) {
+    let what = format!("the root key {}", location.path.display());
+    open_with(store, &key, &what, notes)
+}
+
+fn open_with(
+    store: &Path,
+    key: &Key256,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Keystore>, String> {
+    match Keystore::open(&keystore_dir(store), key) {
         Ok(ks) => Ok(Some(ks)),
         Err(KeystoreError::WrongRootKey) => Err(format!(
-            "the root key {} is not the one of store {}",
-            location.path.display(),
+            "{what} is not the one of store {}",
             store.display()
         )),
         Err(e) => {

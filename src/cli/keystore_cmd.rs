@@ -2,12 +2,15 @@
 //! under the root key), and a restore that takes the store lock, checks the backup belongs to
 //! this store and opens with the root key, then replaces the keystore atomically.
 
+use super::root_key::existing_passphrase;
 use super::rootkey::locate_root_key;
 use crate::crypto::KeyRef;
 use crate::fs::fsck::objects_opening_with;
 use crate::keystore::backup::{BackupError, StagedKeystore, backup_keystore};
 use crate::keystore::inspect::{open_file_read_only, summarize_connection};
-use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file};
+use crate::keystore::{
+    Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file, read_backup_passphrase_kdf,
+};
 use crate::store::{Store, StoreError};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -36,6 +39,10 @@ pub enum KeystoreAction {
         /// The root key file [default: as for `ssefs mount`].
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
+        /// For a backup whose root key comes from a passphrase: read it from this descriptor
+        /// [default: the credential `passphrase`, or asked on the terminal].
+        #[arg(long, value_name = "N", conflicts_with = "root_key")]
+        passphrase_fd: Option<i32>,
     },
 }
 
@@ -46,7 +53,8 @@ pub fn run(action: KeystoreAction) -> Result<(), String> {
             store,
             file,
             root_key,
-        } => restore(&store, &file, root_key.as_deref()),
+            passphrase_fd,
+        } => restore(&store, &file, root_key.as_deref(), passphrase_fd),
     }
 }
 
@@ -63,7 +71,12 @@ fn backup(store: &Path, file: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn restore(store: &Path, file: &Path, root_key: Option<&Path>) -> Result<(), String> {
+fn restore(
+    store: &Path,
+    file: &Path,
+    root_key: Option<&Path>,
+    passphrase_fd: Option<i32>,
+) -> Result<(), String> {
     let locked = Store::open_locked(store).map_err(|e| match e {
         StoreError::AlreadyMounted(path) => format!(
             "store {} is mounted; unmount it before restoring its keystore",
@@ -73,16 +86,34 @@ fn restore(store: &Path, file: &Path, root_key: Option<&Path>) -> Result<(), Str
     })?;
     let dir = locked.meta_dir();
     let current = Keystore::read_store_id(&dir);
-    let location = locate_root_key(
-        root_key,
-        &|name| std::env::var_os(name),
-        || match &current {
-            Ok(id) => Ok(*id),
-            Err(_) => summarize_backup(file),
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
+    // The backup itself says whether its root key comes from a passphrase (the keystore it
+    // replaces may be lost).
+    let kdf = match root_key {
+        Some(_) => None,
+        None => read_backup_passphrase_kdf(file)
+            .map_err(|e| format!("backup {}: {e}", file.display()))?,
+    };
+    let key = match kdf {
+        Some(kdf) => {
+            let passphrase =
+                existing_passphrase(store, passphrase_fd).map_err(|e| e.to_string())?;
+            kdf.derive(passphrase.expose_secret())
+                .map_err(|e| e.to_string())?
+        }
+        None => {
+            let location =
+                locate_root_key(
+                    root_key,
+                    &|name| std::env::var_os(name),
+                    || match &current {
+                        Ok(id) => Ok(*id),
+                        Err(_) => summarize_backup(file),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            load_root_key_file(&location.path).map_err(|e| e.to_string())?
+        }
+    };
     let staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;
     match &current {
         Ok(id) if id != staged.store_id() => {

@@ -120,6 +120,9 @@ pub enum Command {
         /// headers only].
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
+        /// For a store whose root key comes from a passphrase: read it from this descriptor.
+        #[arg(long, value_name = "N", conflicts_with = "root_key")]
+        passphrase_fd: Option<i32>,
         /// Remove leftover temporary files (only while the store is not mounted).
         #[arg(long)]
         repair: bool,
@@ -190,9 +193,10 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Fsck {
             store,
             root_key,
+            passphrase_fd,
             repair,
             json,
-        } => match fsck::run(&store, root_key.as_deref(), repair, json)? {
+        } => match fsck::run(&store, root_key.as_deref(), passphrase_fd, repair, json)? {
             0 => Ok(()),
             code => std::process::exit(code),
         },

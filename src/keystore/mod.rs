@@ -27,7 +27,10 @@ pub use cmk::{
 pub use error::KeystoreError;
 pub use ids::StoreId;
 pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
-pub use passphrase::{MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_passphrase_kdf};
+pub use passphrase::{
+    MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_backup_passphrase_kdf,
+    read_passphrase_kdf,
+};
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };

@@ -75,6 +75,20 @@ pub fn read_passphrase_kdf(dir: &Path) -> Result<Option<PassphraseKdf>, Keystore
     read_kdf(&conn)
 }
 
+/// The passphrase parameters recorded in a keystore backup file (see `backup`), if its root
+/// key comes from a passphrase. Opened read-only: the backup is not changed.
+pub fn read_backup_passphrase_kdf(file: &Path) -> Result<Option<PassphraseKdf>, KeystoreError> {
+    let conn = Connection::open_with_flags(
+        file,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 3 {
+        return Ok(None);
+    }
+    read_kdf(&conn)
+}
+
 fn read_kdf(conn: &Connection) -> Result<Option<PassphraseKdf>, KeystoreError> {
     type Row = (
         Option<String>,
