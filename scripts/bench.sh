@@ -484,9 +484,11 @@ main() {
     ensure_tools
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     [ "$(ulimit -n)" -gt $((OPEN_FILES + 64)) ] || die "cannot raise the open-file limit above $OPEN_FILES"
-    if [ "$(ulimit -n)" -lt $((2 * OPEN_FILES + 64)) ]; then
-        note "the open-file limit is $(ulimit -n): a daemon that needs two descriptors per open file" \
-            "cannot hold $OPEN_FILES files open"
+    # gocryptfs needs one backing descriptor per open file, and so does ssefs (which keeps a
+    # quarter of the limit for other descriptors): warn when that leaves too little room.
+    if [ "$(ulimit -n)" -lt $((OPEN_FILES + OPEN_FILES / 3 + 64)) ]; then
+        note "the open-file limit is $(ulimit -n): a daemon may not be able to hold" \
+            "$OPEN_FILES files open"
     fi
 
     mkdir -p "$BASE_DIR"
