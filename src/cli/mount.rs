@@ -281,6 +281,9 @@ pub fn run_announcing(
     let options = MountOptions::parse(options)?;
     let mountpoint = check_mountpoint(mountpoint)?;
     let store = Store::open_locked(store).map_err(|e| e.to_string())?;
+    if let Err(e) = store.record_mountpoint(&mountpoint) {
+        log::warn!("cannot record the mountpoint in the store lock: {e}");
+    }
     let root_key =
         super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)

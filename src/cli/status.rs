@@ -9,7 +9,7 @@ use crate::fs::algorithm_name;
 use crate::fs::scan::{inventory, peek_object};
 use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
-use crate::store::lock_probe::lock_holders;
+use crate::store::lock_probe::{lock_holders, locked_mountpoint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -133,11 +133,31 @@ fn key_label(key_ref: &KeyRef) -> String {
 }
 
 /// The mount points of `store` in `/proc/self/mountinfo` (type `fuse.ssefs`, source = store).
+/// The mountpoints of `store`: `fuse.ssefs` mounts whose source is the store's path, and the
+/// mountpoint the daemon holding the store lock recorded (for a mount with another `fsname`).
 pub(crate) fn mounts_of(store: &Path) -> Vec<PathBuf> {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
-    mounts_in(&text, store)
+    let mut mounts = mounts_in(&text, store);
+    if let Some(recorded) = locked_mountpoint(store) {
+        if !mounts.contains(&recorded) && ssefs_mountpoints(&text).contains(&recorded) {
+            mounts.push(recorded);
+        }
+    }
+    mounts
+}
+
+/// Every `fuse.ssefs` mountpoint in `mountinfo`, whatever its source.
+fn ssefs_mountpoints(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (mount, fs) = line.split_once(" - ")?;
+            let mount_point = mount.split(' ').nth(4)?;
+            (fs.split(' ').next()? == "fuse.ssefs").then(|| PathBuf::from(unescape(mount_point)))
+        })
+        .collect()
 }
 
 fn mounts_in(mountinfo: &str, store: &Path) -> Vec<PathBuf> {

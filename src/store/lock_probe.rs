@@ -47,6 +47,18 @@ fn flock_holders(locks: &str, major: u32, minor: u32, ino: u64) -> Vec<u32> {
     pids
 }
 
+/// The mountpoint the daemon holding the store lock recorded in it, if the lock is held now
+/// (a daemon that died leaves its last mountpoint behind, with no holder).
+pub fn locked_mountpoint(store: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    if lock_holders(store).ok()?.is_empty() {
+        return None;
+    }
+    let text = std::fs::read(store.join(META_DIR).join(LOCK_FILE)).ok()?;
+    let line = text.split(|&b| b == b'\n').next()?;
+    (!line.is_empty()).then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(line)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,6 +117,20 @@ impl Store {
         Ok(store)
     }
 
+    /// Writes `mountpoint` into the held store lock file, so tools find the mount of this
+    /// store even when its `fsname` is not the store's path. A no-op without the lock.
+    pub fn record_mountpoint(&self, mountpoint: &Path) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::FileExt;
+        let Some(lock) = &self.lock else {
+            return Ok(());
+        };
+        let mut text = mountpoint.as_os_str().as_bytes().to_vec();
+        text.push(b'\n');
+        lock.set_len(0)?;
+        lock.write_all_at(&text, 0)
+    }
+
     fn check_root(path: &Path) -> Result<PathBuf, StoreError> {
         let root = match path.canonicalize() {
             Ok(root) => root,
