@@ -68,6 +68,30 @@ fn create_cmk(store: &TestStore, alias: &str) {
     run(store, &["kms", "create", "--alias", alias]);
 }
 
+/// How many of `data/f0000..f{n}` have a header on master key version 2.
+fn on_master_v2(store: &TestStore, n: usize) -> usize {
+    (0..n)
+        .filter(|i| {
+            header_key(&backing(store, "data", &format!("f{i:04}")))
+                == KeyRef::Master { version: 2 }
+        })
+        .count()
+}
+
+/// Starts `ssefs rewrap` and returns it once at least `at_least` of `n` objects are on master
+/// key version 2 (or after a minute).
+fn rewrap_until(store: &TestStore, n: usize, at_least: usize) -> std::process::Child {
+    let extra = store_args(store);
+    let mut args = vec!["rewrap"];
+    args.extend(extra.iter().map(String::as_str));
+    let child = ssefs_cmd(&args).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while on_master_v2(store, n) < at_least && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
 /// Objects `data/o{i}` (AES256) and `keyed/o{i}` (KMS under alias/rot) of varied sizes.
 fn populate(mount: &Mount, store: &TestStore, n: usize) -> Vec<(String, Vec<u8>)> {
     create_cmk(store, "alias/rot");
@@ -338,22 +362,8 @@ fn a_rewrap_killed_partway_is_finished_by_a_rerun() {
         fs::write(data.join(format!("f{i:04}")), content(i, 100 + i)).unwrap();
     }
     run(&store, &["rotate-master"]);
-    let rewrapped = || {
-        (0..n)
-            .filter(|i| {
-                header_key(&backing(&store, "data", &format!("f{i:04}")))
-                    == KeyRef::Master { version: 2 }
-            })
-            .count()
-    };
-    let extra = store_args(&store);
-    let mut args = vec!["rewrap"];
-    args.extend(extra.iter().map(String::as_str));
-    let mut child = ssefs_cmd(&args).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rewrapped() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    let rewrapped = || on_master_v2(&store, n);
+    let mut child = rewrap_until(&store, n, 1);
     // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
     let status = child.wait().unwrap();
@@ -394,22 +404,8 @@ fn a_daemon_killed_during_a_rewrap_leaves_every_object_readable() {
         fs::write(data.join(format!("f{i:04}")), content(i, 3000 + i)).unwrap();
     }
     run(&store, &["rotate-master"]);
-    let on_v2 = || {
-        (0..n)
-            .filter(|i| {
-                header_key(&backing(&store, "data", &format!("f{i:04}")))
-                    == KeyRef::Master { version: 2 }
-            })
-            .count()
-    };
-    let extra = store_args(&store);
-    let mut args = vec!["rewrap"];
-    args.extend(extra.iter().map(String::as_str));
-    let mut child = ssefs_cmd(&args).spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while on_v2() < 10 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let on_v2 = || on_master_v2(&store, n);
+    let mut child = rewrap_until(&store, n, 10);
     // The daemon dies in the middle of the rewrap, the command then fails on the dead mount.
     mount.signal(libc::SIGKILL);
     mount.wait_exit();

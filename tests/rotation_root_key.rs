@@ -358,11 +358,8 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 
     // fsck checks every block with the passphrase; without one it says it checked headers only.
-    let out = with_fds(
-        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
-        &good,
-        None,
-    );
+    let fsck = ["fsck", "--store", s(&store), "--passphrase-fd", "3"];
+    let out = with_fds(&fsck, &good, None);
     assert!(
         out.status.success() && text(&out).contains("1 verified"),
         "{}",
@@ -375,11 +372,7 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
         text(&out)
     );
     let wrong = secret_file(&base, "wrong", "not the passphrase\n");
-    let out = with_fds(
-        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
-        &wrong,
-        None,
-    );
+    let out = with_fds(&fsck, &wrong, None);
     assert!(!out.status.success(), "{}", text(&out));
 
     // The keystore is lost; the backup restores it with the passphrase alone.
@@ -394,43 +387,24 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
             fs::remove_file(path).unwrap();
         }
     }
-    let out = with_fds(
-        &[
-            "keystore",
-            "restore",
-            "--store",
-            s(&store),
-            s(&backup),
-            "--passphrase-fd",
-            "3",
-        ],
-        &wrong,
-        None,
-    );
+    let restore = [
+        "keystore",
+        "restore",
+        "--store",
+        s(&store),
+        s(&backup),
+        "--passphrase-fd",
+        "3",
+    ];
+    let out = with_fds(&restore, &wrong, None);
     assert!(
         !out.status.success(),
         "a wrong passphrase restored: {}",
         text(&out)
     );
-    let out = with_fds(
-        &[
-            "keystore",
-            "restore",
-            "--store",
-            s(&store),
-            s(&backup),
-            "--passphrase-fd",
-            "3",
-        ],
-        &good,
-        None,
-    );
+    let out = with_fds(&restore, &good, None);
     assert!(out.status.success(), "{}", text(&out));
-    let out = with_fds(
-        &["fsck", "--store", s(&store), "--passphrase-fd", "3"],
-        &good,
-        None,
-    );
+    let out = with_fds(&fsck, &good, None);
     assert!(
         out.status.success() && text(&out).contains("1 verified"),
         "{}",
