@@ -33,9 +33,23 @@ fn name_bytes() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// One store shared by the cases (creating a keystore per case would dominate the run).
+/// A static is never dropped, so its directory is removed when the test process exits.
 fn shared_store() -> &'static std::sync::Mutex<CoreStore> {
     static STORE: OnceLock<std::sync::Mutex<CoreStore>> = OnceLock::new();
-    STORE.get_or_init(|| std::sync::Mutex::new(CoreStore::local()))
+    static STORE_DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    extern "C" fn remove_store_dir() {
+        if let Some(dir) = STORE_DIR.get() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+    STORE.get_or_init(|| {
+        let store = CoreStore::local();
+        if STORE_DIR.set(store.path()).is_ok() {
+            // SAFETY: registers a plain function with no captured state, run once at exit.
+            unsafe { libc::atexit(remove_store_dir) };
+        }
+        std::sync::Mutex::new(store)
+    })
 }
 
 proptest! {
