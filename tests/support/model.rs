@@ -153,29 +153,8 @@ pub trait Target {
 // Random generation
 // ---------------------------------------------------------------------------------------------
 
-/// splitmix64: a small seeded generator, so a seed reproduces a case exactly.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
+/// The seeded generator, so a seed reproduces a case exactly.
+pub use super::rng::TestRng as Rng;
 
 /// The bytes a `Write` op writes: a pure function of its seed and length.
 pub fn data_for(seed: u64, len: usize) -> Vec<u8> {
