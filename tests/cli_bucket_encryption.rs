@@ -2,55 +2,27 @@
 //! same refusals as the mount's xattrs (each leaving the rule unchanged), the exit code of a
 //! bucket without a rule, owner checks, and a change seen at once by an open keystore.
 
+mod cli_support;
+
+use cli_support::Scratch;
 use serde_json::{Value, json};
 use ssefs::crypto::Algorithm;
 use ssefs::keystore::{BucketRule, CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 const OTHER_UID: u32 = 65534;
 
-struct Scratch {
-    dir: tempfile::TempDir,
+/// The store of [`Scratch`] with a bucket `photos`.
+fn scratch() -> Scratch {
+    let s = Scratch::new();
+    std::fs::create_dir(s.store().join("photos")).unwrap();
+    s
 }
 
 impl Scratch {
-    /// A store `st` with a bucket `photos`, and its root key.
-    fn new() -> Self {
-        let s = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let out = s
-            .bare()
-            .arg("init")
-            .arg(s.store())
-            .arg("--root-key")
-            .arg(s.key())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        std::fs::create_dir(s.store().join("photos")).unwrap();
-        s
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn store(&self) -> PathBuf {
-        self.path("st")
-    }
-    fn key(&self) -> PathBuf {
-        self.path("root.key")
-    }
-    fn bare(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssefs"));
-        cmd.env("HOME", self.path("home"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("SSEFS_ROOT_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY");
-        cmd
-    }
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = self.bare();
         cmd.arg("bucket-encryption")
@@ -142,7 +114,7 @@ fn kms_rule(key: Option<&str>) -> BucketRule {
 
 #[test]
 fn put_get_delete_round_trip_with_oss_json() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.run(&["get", "photos"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(out.stdout.is_empty());
@@ -187,7 +159,7 @@ fn put_get_delete_round_trip_with_oss_json() {
 
 #[test]
 fn kms_without_a_key_id_uses_the_default_cmk_created_on_first_use() {
-    let s = Scratch::new();
+    let s = scratch();
     assert!(s.keystore().list_cmks().unwrap().is_empty());
     let v = s.json(&["put", "photos", "--algorithm", "KMS"]);
     assert_eq!(v, json!({"SSEAlgorithm": "KMS", "KMSMasterKeyID": null}));
@@ -216,7 +188,7 @@ fn kms_without_a_key_id_uses_the_default_cmk_created_on_first_use() {
 
 #[test]
 fn invalid_rules_are_refused_and_leave_the_rule_unchanged() {
-    let s = Scratch::new();
+    let s = scratch();
     s.json(&["put", "photos", "--algorithm", "AES256"]);
     let ks = s.keystore();
     let disabled = ks
@@ -341,7 +313,7 @@ fn invalid_rules_are_refused_and_leave_the_rule_unchanged() {
 
 #[test]
 fn bucket_owner_and_key_grants_decide_who_may_put_a_rule() {
-    let s = Scratch::new();
+    let s = scratch();
     let ks = s.keystore();
     let theirs = ks
         .create_cmk("", Some("alias/theirs"), CmkOrigin::Ssefs, 4242)
@@ -396,7 +368,7 @@ fn bucket_owner_and_key_grants_decide_who_may_put_a_rule() {
 
 #[test]
 fn an_open_keystore_sees_a_rule_change_at_once() {
-    let s = Scratch::new();
+    let s = scratch();
     // Stands for a running mount: a keystore kept open, reading the rule at each create.
     let mounted = s.keystore();
     assert_eq!(mounted.bucket_rule("photos").unwrap(), None);

@@ -6,6 +6,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Oaep, RsaPublicKey};
+mod cli_support;
+
+use cli_support::Scratch;
 use serde_json::Value;
 use ssefs::keystore::{CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::os::unix::fs::PermissionsExt;
@@ -18,43 +21,7 @@ const OTHER_UID: u32 = 65534;
 const DAY: i64 = 86_400;
 const T0: i64 = 1_800_000_000;
 
-/// A scratch directory with a store `st` and its root key `root.key`.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
 impl Scratch {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Self { dir };
-        let out = s
-            .bare()
-            .arg("init")
-            .arg(s.store())
-            .arg("--root-key")
-            .arg(s.key())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        s
-    }
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn store(&self) -> PathBuf {
-        self.path("st")
-    }
-    fn key(&self) -> PathBuf {
-        self.path("root.key")
-    }
-    fn bare(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssefs"));
-        cmd.env("HOME", self.path("home"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("SSEFS_ROOT_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY");
-        cmd
-    }
     /// `ssefs kms ARGS --store st --root-key root.key`, at the time T0 unless ARGS give
     /// `--now` (so no test depends on the machine's clock).
     fn kms_cmd(&self, args: &[&str]) -> Command {
