@@ -199,6 +199,13 @@ impl BucketFs {
                 log::warn!("re-encryption of {}: {e}", self.display_path(inode));
             }
         }
+        self.restore_times(inode, before);
+        Ok(staged.object)
+    }
+
+    /// Puts back the access and modification times an object had before a re-encryption or
+    /// rewrap (neither modifies it); a failure is only logged.
+    pub(super) fn restore_times(&self, inode: &Inode, before: &Stat) {
         let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
         let kept = inode
             .fd()
@@ -206,7 +213,6 @@ impl BucketFs {
         if let Err(e) = kept {
             log::warn!("cannot keep the times of {}: {e}", self.display_path(inode));
         }
-        Ok(staged.object)
     }
 
     /// An `O_PATH` descriptor of the directory holding an object's backing file, and its name

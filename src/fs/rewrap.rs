@@ -7,8 +7,6 @@ use super::object::BackingFile;
 use super::policy::{KeySource, KeyUse, NewObjectKey, SseSetting, key_for_setting};
 use super::{BucketFs, Caller, FsError};
 use crate::crypto::{Algorithm, KeyRef, Object, ObjectIo};
-use crate::store::TimeUpdate;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 /// Setting this write-only attribute on an object (any value) re-wraps its DEK under the
@@ -110,13 +108,7 @@ impl BucketFs {
         let user = KeyUse::new(caller, &path);
         let outcome = rewrap_object(object, self.keys.as_ref(), &user)?;
         if matches!(outcome, Rewrap::Rewrapped { .. }) {
-            let (atime, mtime) = (TimeUpdate::At(before.atime), TimeUpdate::At(before.mtime));
-            let kept = inode
-                .fd()
-                .and_then(|fd| self.backing().utimens(fd.as_fd(), Some(atime), Some(mtime)));
-            if let Err(e) = kept {
-                log::warn!("cannot keep the times of {}: {e}", self.display_path(inode));
-            }
+            self.restore_times(inode, &before);
         }
         Ok(outcome)
     }
