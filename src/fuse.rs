@@ -2,7 +2,7 @@
 //! calls on `fs::` and `fs::` errors into errnos, and decides nothing itself; [`serve`] runs
 //! a mount until it is unmounted (by `umount`, or SIGTERM/SIGINT).
 
-use crate::fs::{Attr, BucketFs, Caller, FsError, NodeKind, SetAttr};
+use crate::fs::{Attr, BucketFs, Caller, FsError, KEEP_PAGE_CACHE, NodeKind, SetAttr};
 use crate::store::{RenameMode, TimeUpdate, Timestamp};
 use fuser::{
     AccessFlags, BsdFileFlags, Config, Errno, FileAttr, FileHandle, FileType, Filesystem,
@@ -149,6 +149,15 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
     }
 }
 
+/// The open flags of a file handle: whether the kernel keeps the file's cached pages.
+fn file_open_flags() -> FopenFlags {
+    if KEEP_PAGE_CACHE {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         if let Err(nearest) = config.set_max_write(MAX_WRITE) {
@@ -160,6 +169,9 @@ impl Filesystem for FuseAdapter {
         // Optional speed-ups: ignore those the kernel lacks.
         let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // The kernel stops asking for `security.capability` before every write; ssefs
+        // clears set-user-ID and set-group-ID bits itself (on writes, truncates, `O_TRUNC`).
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         // Listings carry each entry's attributes (the kernel decides when that pays), so
         // `ls -l` and `find` need no lookup per entry.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
@@ -310,7 +322,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(caller(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), file_open_flags()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -339,12 +351,18 @@ impl Filesystem for FuseAdapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        let written = self.fs.write(fh.0, offset, data).and_then(|n| {
+            if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+                self.fs.clear_setid_after_write(fh.0)?;
+            }
+            Ok(n)
+        });
+        match written {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -544,7 +562,7 @@ impl Filesystem for FuseAdapter {
                 &file_attr(&attr),
                 Generation(0),
                 FileHandle(fh),
-                FopenFlags::empty(),
+                file_open_flags(),
             ),
             Err(e) => reply.error(errno(&e)),
         }

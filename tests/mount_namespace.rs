@@ -570,3 +570,65 @@ fn a_bucket_rule_set_with_setfattr_applies_to_new_objects() {
     );
     assert_eq!(read(&g), b"under the bucket rule");
 }
+
+/// Runs `sh -c script` as uid/gid 65534 (no capabilities); panics when it fails.
+fn as_nobody(script: &str) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sh", "-c", script])
+        .output()
+        .expect("run setpriv");
+    assert!(out.status.success(), "as uid 65534: `{script}`: {out:?}");
+}
+
+/// The mount clears set-user-ID and set-group-ID bits itself (the kernel leaves it to the
+/// mount, so that it need not ask for `security.capability` before each write): a write, a
+/// truncate or an `O_TRUNC` open by a user without `CAP_FSETID` clears them, root's do not,
+/// and `ls -l` meets no ACL or security label it would have to ask about file by file.
+#[test]
+fn writes_by_users_clear_setid_bits_and_root_writes_keep_them() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &["allow_other"]);
+    fs::set_permissions(store.base(), fs::Permissions::from_mode(0o755)).expect("chmod base");
+    fs::set_permissions(mount.path(), fs::Permissions::from_mode(0o755)).expect("chmod root");
+    let b = mount.bucket("setid");
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o777)).unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    let files: Vec<_> = ["append", "truncate", "otrunc", "root"]
+        .iter()
+        .map(|n| b.join(n))
+        .collect();
+    for f in &files {
+        fs::write(f, b"#!/bin/sh\n").unwrap();
+        fs::set_permissions(f, fs::Permissions::from_mode(0o6777)).unwrap();
+    }
+    as_nobody(&format!("printf x >> {}", q(&files[0])));
+    as_nobody(&format!("truncate -s 1 {}", q(&files[1])));
+    as_nobody(&format!(": > {}", q(&files[2])));
+    OpenOptions::new()
+        .append(true)
+        .open(&files[3])
+        .and_then(|mut f| f.write_all(b"# root\n"))
+        .unwrap();
+    for f in &files[..3] {
+        assert_eq!(mode(f), 0o0777, "{}", f.display());
+        let backing = store.store.join("setid").join(f.file_name().unwrap());
+        assert_eq!(mode(&backing), 0o0777, "backing {}", backing.display());
+    }
+    assert_eq!(mode(&files[3]), 0o6777, "root keeps the bits");
+    assert_eq!(fs::read(&files[0]).unwrap(), b"#!/bin/sh\nx");
+    assert_eq!(fs::metadata(&files[1]).unwrap().len(), 1);
+    assert_eq!(fs::metadata(&files[2]).unwrap().len(), 0);
+
+    // Namespaces other than user.* are unsupported, for reading too.
+    let out = sh_output(&format!(
+        "getfattr -n security.selinux {} 2>&1",
+        q(&files[3])
+    ));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Operation not supported"), "{text}");
+    assert_eq!(mount.unmount().code(), Some(0));
+}

@@ -17,6 +17,10 @@ pub trait ObjectIo: Send + Sync {
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn sync_data(&self) -> io::Result<()>;
+    /// A hint: `len` bytes at `offset` will be read soon (start reading them ahead).
+    fn will_need(&self, _offset: u64, _len: u64) {}
+    /// A hint: start writing `len` bytes at `offset` to the device now, without waiting.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
 }
 
 impl ObjectIo for std::fs::File {

@@ -69,6 +69,17 @@ impl Layout {
         self.meta_page_offset(k) + self.page + (k % self.per_group) * self.page
     }
 
+    /// The backing bytes that hold plaintext `offset..offset + len` (the meta and data pages
+    /// of its blocks), as `(start, len)`. For I/O hints: a span may cover pages of other blocks.
+    pub fn backing_span(&self, offset: u64, len: u64) -> (u64, u64) {
+        if len == 0 {
+            return (self.meta_page_offset(offset / self.page), 0);
+        }
+        let (first, last) = (offset / self.page, (offset + len - 1) / self.page);
+        let start = self.meta_page_offset(first);
+        (start, self.data_offset(last) + self.page - start)
+    }
+
     /// The number of blocks that hold bytes of an object of `size` bytes.
     pub fn block_count(&self, size: u64) -> u64 {
         size.div_ceil(self.page)
@@ -104,6 +115,19 @@ mod tests {
         assert_eq!(layout.meta_page_offset(36), 4096 + 37 * 4096);
         assert_eq!(layout.slot_pair_offset(37), 4096 + 37 * 4096 + 112);
         assert_eq!(layout.data_offset(36), 4096 + 38 * 4096);
+    }
+
+    #[test]
+    fn backing_span_covers_meta_and_data_pages() {
+        let layout = Layout::new(4096).unwrap();
+        assert_eq!(layout.backing_span(0, 1), (4096, 8192));
+        assert_eq!(layout.backing_span(0, 4096), (4096, 8192));
+        assert_eq!(layout.backing_span(4095, 2), (4096, 12288));
+        // Blocks 35 and 36 sit in two groups: the span covers the second meta page too.
+        let (start, len) = layout.backing_span(35 * 4096, 8192);
+        assert_eq!(start, layout.meta_page_offset(35));
+        assert_eq!(start + len, layout.data_offset(36) + 4096);
+        assert_eq!(layout.backing_span(4096, 0).1, 0);
     }
 
     #[test]

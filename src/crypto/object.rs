@@ -363,6 +363,21 @@ impl<I: ObjectIo> Object<I> {
         self.header.is_sparse()
     }
 
+    /// Hints that plaintext `offset..offset + len` will be read soon: its backing pages are
+    /// read ahead. Changes nothing the object reads or writes.
+    pub fn will_need(&self, offset: u64, len: u64) {
+        let (start, len) = self.layout.backing_span(offset, len);
+        self.io.will_need(start, len);
+    }
+
+    /// Hints that plaintext `offset..offset + len`, written, may go to the device now: its
+    /// backing pages start being written back, without waiting. Durability still comes only
+    /// from [`Object::sync`].
+    pub fn start_writeback(&self, offset: u64, len: u64) {
+        let (start, len) = self.layout.backing_span(offset, len);
+        self.io.start_writeback(start, len);
+    }
+
     /// Reads plaintext at `offset`; returns fewer bytes only at the end of the object.
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, CryptoError> {
         let size = self.size();

@@ -38,6 +38,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Whether the kernel may keep a file's cached pages from one open to the next. It may: the
+/// mount holds the store's lock, so every change to an object's plaintext passes through this
+/// mount, and so through the kernel's cache (re-encryption and rewrap change the ciphertext,
+/// never the plaintext). Every open is still checked (permissions, KMS grants) here.
+pub const KEEP_PAGE_CACHE: bool = true;
+
 /// Who asks: the uid, gid and pid of the calling process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Caller {
@@ -67,6 +73,28 @@ impl Caller {
             gid: self.gid,
             groups: supplementary_groups(self.pid),
             pid: self.pid,
+        }
+    }
+}
+
+impl Caller {
+    /// Whether the caller keeps set-user-ID and set-group-ID bits when it writes or truncates
+    /// a file: `CAP_FSETID` in its effective set (from `/proc/PID/status`; when that cannot be
+    /// read, only root keeps them).
+    pub(crate) fn keeps_setid(self) -> bool {
+        const CAP_FSETID: u32 = 4;
+        let effective = (self.pid != 0)
+            .then(|| std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok())
+            .flatten()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("CapEff:"))
+                    .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            });
+        match effective {
+            Some(caps) => caps & (1 << CAP_FSETID) != 0,
+            None => self.uid == 0,
         }
     }
 }
@@ -397,6 +425,9 @@ impl BucketFs {
         }
         if let Some(size) = changes.size {
             self.truncate(caller, &inode, size, changes.handle)?;
+            if changes.mode.is_none() && !caller.keeps_setid() {
+                self.clear_setid(&inode)?;
+            }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
             self.set_times(&inode, changes.atime, changes.mtime)?;
@@ -406,6 +437,26 @@ impl BucketFs {
             inode.carry_size_cache(&before, &stat);
         }
         self.attr_of(&inode, &stat)
+    }
+
+    /// Clears a file's set-user-ID bit, and its set-group-ID bit when it is group-executable,
+    /// as a write or truncate by a caller without `CAP_FSETID` must: the mount asks the kernel
+    /// to leave this to it (`FUSE_HANDLE_KILLPRIV_V2`), which saves a request per write.
+    /// (A change of owner needs nothing here: the store's own `chown` clears them.)
+    pub(crate) fn clear_setid(&self, inode: &Inode) -> Result<(), FsError> {
+        if !inode.is_file() {
+            return Ok(());
+        }
+        let fd = inode.fd()?;
+        let mode = self.backing().stat(fd.as_fd())?.mode & 0o7777;
+        let mut cleared = mode & !libc::S_ISUID;
+        if mode & libc::S_IXGRP != 0 {
+            cleared &= !libc::S_ISGID;
+        }
+        if cleared != mode {
+            self.backing().chmod(fd.as_fd(), cleared)?;
+        }
+        Ok(())
     }
 
     fn set_times(

@@ -61,6 +61,73 @@ impl ObjectIo for BackingFile {
     fn sync_data(&self) -> io::Result<()> {
         self.backing.sync_data(&self.file)
     }
+    fn will_need(&self, offset: u64, len: u64) {
+        self.backing.will_need(&self.file, offset, len);
+    }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        self.backing.start_writeback(&self.file, offset, len);
+    }
+}
+
+/// How far ahead of a sequential reader the backing pages are read (plaintext bytes).
+const READ_AHEAD: u64 = 4 << 20;
+/// Reads this large or larger may be part of a sequential stream: the kernel's own readahead
+/// sends sequential reads as large requests; small ones are random access, which reading
+/// ahead would only slow down.
+const STREAM_REQUEST: u64 = 64 << 10;
+/// How far a read may land from where the last one ended and still count as sequential: the
+/// kernel sends readahead requests concurrently, so they may arrive out of order.
+const STREAM_SLACK: u64 = 2 << 20;
+/// A sequential writer's backing pages start going to the device in steps of this many
+/// bytes, so that the device works while the writer encrypts and a closing `fsync` finds
+/// little left to write.
+const WRITE_BEHIND: u64 = 8 << 20;
+
+/// Where the last reads and writes of an object ended, to recognise sequential access.
+#[derive(Default)]
+struct Stream {
+    /// The end of the last read.
+    read_end: u64,
+    /// The backing pages of plaintext below this offset have been read ahead.
+    read_ahead_to: u64,
+    /// The end of the last write.
+    write_end: u64,
+    /// The start of the sequential run of writes not yet handed to writeback.
+    write_behind_from: u64,
+}
+
+impl Stream {
+    /// Notes a read of `asked` bytes at `offset` that returned up to `end` in an object of
+    /// `size` bytes; returns the plaintext range to read ahead, if any.
+    fn on_read(&mut self, offset: u64, asked: u64, end: u64, size: u64) -> Option<(u64, u64)> {
+        let sequential = asked >= STREAM_REQUEST && offset.abs_diff(self.read_end) <= STREAM_SLACK;
+        self.read_end = if sequential {
+            self.read_end.max(end)
+        } else {
+            end
+        };
+        let from = self.read_ahead_to.max(end);
+        let to = end.saturating_add(READ_AHEAD).min(size);
+        if sequential && from < to && to - from >= READ_AHEAD / 2 {
+            self.read_ahead_to = to;
+            Some((from, to - from))
+        } else {
+            None
+        }
+    }
+
+    /// Notes a write of `at..end`; returns the plaintext range to hand to writeback, if any.
+    fn on_write(&mut self, at: u64, end: u64) -> Option<(u64, u64)> {
+        if at != self.write_end {
+            self.write_behind_from = at;
+        }
+        self.write_end = end;
+        let from = self.write_behind_from;
+        (end - from >= WRITE_BEHIND).then(|| {
+            self.write_behind_from = end;
+            (from, end - from)
+        })
+    }
 }
 
 /// The one open object of an inode, shared by all its handles.
@@ -71,6 +138,8 @@ pub(crate) struct OpenObject {
     /// The key the object is wrapped under now, readable without the object's lock (each
     /// new handle checks the caller may still use it).
     key_ref: Mutex<KeyRef>,
+    /// Sequential access, for read-ahead and write-behind hints.
+    stream: Mutex<Stream>,
 }
 
 impl OpenObject {
@@ -78,6 +147,7 @@ impl OpenObject {
         Arc::new(OpenObject {
             size: AtomicU64::new(object.size()),
             key_ref: Mutex::new(object.info().key_ref.clone()),
+            stream: Mutex::new(Stream::default()),
             object: RwLock::new(Some(object)),
         })
     }
@@ -90,10 +160,31 @@ impl OpenObject {
         lock(&self.key_ref).clone()
     }
 
+    /// Reads at `offset`; a sequential reader's next backing pages are read ahead.
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         let guard = self.object.read().map_err(|_| FsError::Poisoned)?;
         let object = guard.as_ref().ok_or(FsError::Poisoned)?;
-        Ok(object.read_at(offset, buf)?)
+        let n = object.read_at(offset, buf)?;
+        let end = offset + n as u64;
+        let ahead = lock(&self.stream).on_read(offset, buf.len() as u64, end, object.size());
+        if let Some((from, len)) = ahead {
+            object.will_need(from, len);
+        }
+        Ok(n)
+    }
+
+    /// Writes `data` at `offset` (at the end when `append`); a sequential writer's backing
+    /// pages are handed to writeback every [`WRITE_BEHIND`] bytes.
+    fn write_at(&self, append: bool, offset: u64, data: &[u8]) -> Result<(), FsError> {
+        self.mutate(|object| {
+            let at = if append { object.size() } else { offset };
+            object.write_at(at, data)?;
+            let behind = lock(&self.stream).on_write(at, at + data.len() as u64);
+            if let Some((from, len)) = behind {
+                object.start_writeback(from, len);
+            }
+            Ok(())
+        })
     }
 
     /// Runs a mutation under the write lock and publishes the new size.
@@ -366,7 +457,14 @@ impl BucketFs {
         }
         let object = self.acquire_object(caller, &inode)?;
         if flags & libc::O_TRUNC != 0 && wants_write(flags) {
-            if let Err(e) = object.mutate(|o| Ok(o.set_size(0)?)) {
+            let truncated = object.mutate(|o| Ok(o.set_size(0)?)).and_then(|()| {
+                if caller.keeps_setid() {
+                    Ok(())
+                } else {
+                    self.clear_setid(&inode)
+                }
+            });
+            if let Err(e) = truncated {
                 let _ = self.release_object(&inode);
                 return Err(e);
             }
@@ -458,12 +556,19 @@ impl BucketFs {
             return Err(FsError::BadHandle(fh));
         }
         file.object
-            .mutate(|object| {
-                let at = if file.append { object.size() } else { offset };
-                Ok(object.write_at(at, data)?)
-            })
+            .write_at(file.append, offset, data)
             .map_err(|e| self.note(&file.inode, e))?;
         Ok(data.len())
+    }
+
+    /// After a write by a caller without `CAP_FSETID` (the kernel says so with each write):
+    /// clears the file's set-user-ID and set-group-ID bits as [`BucketFs::clear_setid`] does.
+    pub fn clear_setid_after_write(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self.file_handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::BadHandle(fh));
+        };
+        self.clear_setid(&file.inode)
     }
 
     /// Makes everything written through any handle of this object durable.
@@ -519,5 +624,73 @@ impl BucketFs {
             .map_err(|e| self.note(inode, e));
         let released = self.release_object(inode);
         result.and(released)
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn sequential_reads_are_read_ahead_once_per_half_window() {
+        let mut s = Stream::default();
+        let size = 64 * MIB;
+        assert_eq!(s.on_read(0, MIB, MIB, size), Some((MIB, READ_AHEAD)));
+        // The next megabyte is inside the window read ahead: nothing new yet.
+        assert_eq!(s.on_read(MIB, MIB, 2 * MIB, size), None);
+        // Half the window consumed: the next stretch, from where the last one ended.
+        let ahead = s.on_read(2 * MIB, MIB, 3 * MIB, size).unwrap();
+        assert_eq!(ahead, (MIB + READ_AHEAD, 2 * MIB));
+        // Requests arriving out of order still count as sequential.
+        assert_eq!(
+            s.on_read(4 * MIB, MIB, 5 * MIB, size),
+            Some((MIB + READ_AHEAD + 2 * MIB, 2 * MIB))
+        );
+        assert!(s.on_read(3 * MIB, MIB, 4 * MIB, size).is_none());
+        // Never past the end of the object.
+        let mut s = Stream::default();
+        assert_eq!(s.on_read(0, MIB, MIB, 3 * MIB), Some((MIB, 2 * MIB)));
+        assert_eq!(s.on_read(MIB, MIB, 2 * MIB, 3 * MIB), None);
+    }
+
+    #[test]
+    fn small_or_scattered_reads_are_not_read_ahead() {
+        let mut s = Stream::default();
+        let size = 256 * MIB;
+        for (i, offset) in [0, 4096, 8192, 100 * MIB, 7 * MIB].into_iter().enumerate() {
+            assert_eq!(
+                s.on_read(offset, 4096, offset + 4096, size),
+                None,
+                "read {i}"
+            );
+        }
+        // A large read far from the last one starts a new stream, read ahead from there.
+        assert_eq!(s.on_read(200 * MIB, MIB, 201 * MIB, size), None);
+        assert_eq!(
+            s.on_read(201 * MIB, MIB, 202 * MIB, size),
+            Some((202 * MIB, READ_AHEAD))
+        );
+    }
+
+    #[test]
+    fn sequential_writes_go_to_writeback_in_steps() {
+        let mut s = Stream::default();
+        let mut handed = Vec::new();
+        for i in 0..20 {
+            if let Some(range) = s.on_write(i * MIB, (i + 1) * MIB) {
+                handed.push(range);
+            }
+        }
+        assert_eq!(
+            handed,
+            vec![(0, WRITE_BEHIND), (WRITE_BEHIND, WRITE_BEHIND)]
+        );
+        // A jump elsewhere starts a new run; rewriting the same block is not sequential.
+        assert_eq!(s.on_write(100 * MIB, 100 * MIB + 4096), None);
+        for _ in 0..4096 {
+            assert_eq!(s.on_write(0, 4096), None);
+        }
     }
 }

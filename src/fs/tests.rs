@@ -335,6 +335,10 @@ fn user_xattrs_are_stored_and_reserved_names_refused() {
         errno(f.fs.setxattr(ROOT, d.ino, os("trusted.x"), b"1", 0)),
         libc::EOPNOTSUPP
     );
+    // Other namespaces are unsupported for reading too, so that `ls -l` stops asking.
+    for name in ["security.selinux", "system.posix_acl_access", "trusted.x"] {
+        assert_eq!(errno(f.fs.getxattr(d.ino, os(name))), libc::EOPNOTSUPP);
+    }
     assert_eq!(errno(f.fs.getxattr(d.ino, os(SSE_ATTR))), libc::ENODATA);
     assert_eq!(
         errno(f.fs.getxattr(b.ino, os(SSE_KEY_ID_ATTR))),
@@ -662,4 +666,69 @@ fn times_set_before_close_or_fsync_survive_them() {
         (system_time(past), system_time(past))
     );
     assert_eq!(after.size, 9000);
+}
+
+#[test]
+fn writes_and_truncates_by_unprivileged_callers_clear_setid_bits() {
+    let f = fixture();
+    let b = f.fs.mkdir(ROOT, ROOT_INO, os("bkt"), 0o777).unwrap();
+    // pid 0: no /proc entry to read, so the uid decides (root keeps the bits).
+    let user = Caller {
+        uid: 1234,
+        gid: 1234,
+        pid: 0,
+    };
+    let root = Caller { pid: 0, ..ROOT };
+    let mode_of = |name: &str| {
+        std::fs::metadata(f.dir.path().join("bkt").join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    let setid = |ino: u64, mode: u32| {
+        let changes = SetAttr {
+            mode: Some(mode),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(ROOT, ino, changes).unwrap();
+    };
+    let truncate = |caller: Caller, ino: u64| {
+        let changes = SetAttr {
+            size: Some(3),
+            ..SetAttr::default()
+        };
+        f.fs.setattr(caller, ino, changes).unwrap();
+    };
+
+    let (exec, fh) =
+        f.fs.create(ROOT, b.ino, os("exec"), 0o755, libc::O_RDWR)
+            .unwrap();
+    f.fs.write(fh, 0, b"contents").unwrap();
+    f.fs.release(fh).unwrap();
+    setid(exec.ino, 0o6775);
+    truncate(root, exec.ino);
+    assert_eq!(mode_of("exec"), 0o6775, "root keeps the bits");
+    truncate(user, exec.ino);
+    assert_eq!(
+        mode_of("exec"),
+        0o0775,
+        "set-group-ID of a group-executable file goes too"
+    );
+
+    // Without group execute, set-group-ID marks mandatory locking and stays.
+    setid(exec.ino, 0o6755 & !0o010);
+    let fh =
+        f.fs.open(user, exec.ino, libc::O_WRONLY | libc::O_TRUNC)
+            .unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(mode_of("exec"), 0o2745, "O_TRUNC by a user");
+
+    setid(exec.ino, 0o4755);
+    let fh = f.fs.open(root, exec.ino, libc::O_WRONLY).unwrap();
+    f.fs.write(fh, 0, b"x").unwrap();
+    f.fs.clear_setid_after_write(fh).unwrap();
+    f.fs.release(fh).unwrap();
+    assert_eq!(mode_of("exec"), 0o0755, "a write the kernel marks");
+    assert_eq!(f.fs.getattr(exec.ino).unwrap().perm, 0o755);
 }

@@ -108,7 +108,12 @@ impl BucketFs {
         if bytes.starts_with(RESERVED_PREFIX) || bytes.starts_with(INTERNAL_PREFIX) {
             return self.reserved_value(&inode, bytes);
         }
-        if !bytes.starts_with(USER_PREFIX) || inode.is_symlink() {
+        if !bytes.starts_with(USER_PREFIX) {
+            // Like a filesystem without ACLs or security labels: tools such as `ls -l` remember
+            // an unsupported namespace per filesystem and stop asking for each file.
+            return Err(FsError::UnsupportedAttribute);
+        }
+        if inode.is_symlink() {
             return Err(FsError::NoAttribute);
         }
         match self.backing().get_xattr(inode.fd()?.as_fd(), name) {

@@ -170,6 +170,29 @@ pub trait Backing: Send + Sync {
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+    /// `posix_fadvise(POSIX_FADV_WILLNEED)`: starts reading a range ahead. A hint, so an
+    /// error is ignored.
+    fn will_need(&self, file: &File, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: plain system call on a descriptor `file` keeps open.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+        }
+    }
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)`: starts writing a range's dirty pages back
+    /// without waiting for them. A hint (durability comes from `sync_data`), so an error is
+    /// ignored.
+    fn start_writeback(&self, file: &File, offset: u64, len: u64) {
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: plain system call on a descriptor `file` keeps open.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
 }
 
 /// [`Backing`] on the local filesystem, through Linux system calls.
