@@ -22,8 +22,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const TTL: Duration = Duration::from_secs(1);
 /// The largest write the kernel is asked to send at once.
 const MAX_WRITE: u32 = 1 << 20;
-/// Request-serving threads (each with its own cloned `/dev/fuse` descriptor).
-const THREADS: usize = 4;
+/// Request-serving threads (each with its own cloned `/dev/fuse` descriptor). Eight rather
+/// than four: the kernel's asynchronous requests (`RELEASE`, `FORGET`, readahead) then less
+/// often keep a synchronous one waiting (extracting a tree: about 12% faster; peak RSS
+/// +1 MiB).
+const THREADS: usize = 8;
 
 /// How to mount: the kernel-facing options of `ssefs mount`.
 #[derive(Clone, Debug, PartialEq, Eq)]
