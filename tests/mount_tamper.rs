@@ -81,3 +81,37 @@ fn tampered_objects_read_as_eio_and_others_stay_readable() {
         intact
     );
 }
+
+/// The kernel keeps a file's pages between opens, but any page it reads from the daemon again
+/// is authenticated again: tampering while mounted shows as EIO once the cached pages go.
+#[test]
+fn tampering_while_mounted_reads_as_eio_once_cached_pages_are_dropped() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("tamper");
+    let data = TestRng::new(0x7A4).bytes(256 * 1024);
+    let path = bucket.join("live");
+    fs::write(&path, &data).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), data, "first read");
+
+    let backing = store.store.join("tamper/live");
+    let len = fs::metadata(&backing).unwrap().len();
+    flip_byte(&backing, len / 2);
+    // Drop the mount's cached pages of the file, as memory pressure would.
+    let file = fs::File::open(&path).unwrap();
+    // SAFETY: plain system call on a descriptor `file` keeps open.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+            0,
+            libc::POSIX_FADV_DONTNEED,
+        )
+    };
+    assert_eq!(rc, 0, "posix_fadvise(DONTNEED)");
+    drop(file);
+    assert_eio(&path, "flipped byte while mounted");
+}
