@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Mount, SSEFS, TestStore, assert_errno, cpath, mount_tests_enabled, q};
+use common::{Mount, SSEFS, TestStore, as_nobody, assert_errno, cpath, mount_tests_enabled, q};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::DecodePublicKey;
@@ -129,15 +129,6 @@ fn open_gives_within_a_second(path: &Path, expected: i32) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Runs `sh -c script` as uid/gid 65534 without supplementary groups.
-fn as_nobody(script: &str) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .args(["sh", "-c", script])
-        .output()
-        .expect("run setpriv")
 }
 
 fn nobody_ok(script: &str) -> String {

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    Mount, TestStore, assert_errno, check_rc, cpath, mkfifo, mount_tests_enabled, q, readdir_all,
-    set_times, sh, sh_output,
+    Mount, TestStore, as_nobody, assert_errno, check_rc, cpath, mkfifo, mount_tests_enabled, q,
+    readdir_all, set_times, sh, sh_output,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -571,16 +571,6 @@ fn a_bucket_rule_set_with_setfattr_applies_to_new_objects() {
     assert_eq!(read(&g), b"under the bucket rule");
 }
 
-/// Runs `sh -c script` as uid/gid 65534 (no capabilities); panics when it fails.
-fn as_nobody(script: &str) {
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
-        .args(["sh", "-c", script])
-        .output()
-        .expect("run setpriv");
-    assert!(out.status.success(), "as uid 65534: `{script}`: {out:?}");
-}
-
 /// The mount clears set-user-ID and set-group-ID bits itself (the kernel leaves it to the
 /// mount, so that it need not ask for `security.capability` before each write): a write, a
 /// truncate or an `O_TRUNC` open by a user without `CAP_FSETID` clears them, root's do not,
@@ -605,9 +595,14 @@ fn writes_by_users_clear_setid_bits_and_root_writes_keep_them() {
         fs::write(f, b"#!/bin/sh\n").unwrap();
         fs::set_permissions(f, fs::Permissions::from_mode(0o6777)).unwrap();
     }
-    as_nobody(&format!("printf x >> {}", q(&files[0])));
-    as_nobody(&format!("truncate -s 1 {}", q(&files[1])));
-    as_nobody(&format!(": > {}", q(&files[2])));
+    for script in [
+        format!("printf x >> {}", q(&files[0])),
+        format!("truncate -s 1 {}", q(&files[1])),
+        format!(": > {}", q(&files[2])),
+    ] {
+        let out = as_nobody(&script);
+        assert!(out.status.success(), "as uid 65534: `{script}`: {out:?}");
+    }
     OpenOptions::new()
         .append(true)
         .open(&files[3])

@@ -5,13 +5,13 @@
 mod common;
 
 use common::{
-    DaemonFailure, Mount, MountArgs, TestStore, is_ssefs_mount, mount_tests_enabled, sh_output,
-    wait_timeout,
+    DaemonFailure, Mount, MountArgs, TestStore, as_nobody, is_ssefs_mount, mount_tests_enabled,
+    sh_output, wait_timeout,
 };
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn mode(path: &Path) -> u32 {
@@ -20,24 +20,6 @@ fn mode(path: &Path) -> u32 {
 
 fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// Runs `sh -c script` as uid and gid 65534 with no supplementary groups.
-fn as_nobody(script: &str) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "sh",
-            "-c",
-            script,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run setpriv")
 }
 
 fn refused(store: &TestStore, what: &str) -> String {

@@ -650,6 +650,17 @@ pub fn sh_output(script: &str) -> Output {
         .expect("run sh")
 }
 
+/// Runs `sh -c script` as uid and gid 65534 with no supplementary groups (and so no
+/// capabilities), and returns its output, whatever the status.
+pub fn as_nobody(script: &str) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv")
+}
+
 /// Quotes a path for `sh`.
 pub fn q(path: &Path) -> String {
     let s = path.to_string_lossy();
