@@ -425,8 +425,8 @@ impl BucketFs {
         }
         if let Some(size) = changes.size {
             self.truncate(caller, &inode, size, changes.handle)?;
-            if changes.mode.is_none() && !caller.keeps_setid() {
-                self.clear_setid(&inode)?;
+            if changes.mode.is_none() {
+                self.clear_setid(&inode, Some(caller))?;
             }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
@@ -442,8 +442,10 @@ impl BucketFs {
     /// Clears a file's set-user-ID bit, and its set-group-ID bit when it is group-executable,
     /// as a write or truncate by a caller without `CAP_FSETID` must: the mount asks the kernel
     /// to leave this to it (`FUSE_HANDLE_KILLPRIV_V2`), which saves a request per write.
-    /// (A change of owner needs nothing here: the store's own `chown` clears them.)
-    pub(crate) fn clear_setid(&self, inode: &Inode) -> Result<(), FsError> {
+    /// `by`: the caller, whose capabilities are looked up only when there are bits to clear
+    /// (`None`: the kernel already decided they must go). (A change of owner needs nothing
+    /// here: the store's own `chown` clears them.)
+    pub(crate) fn clear_setid(&self, inode: &Inode, by: Option<Caller>) -> Result<(), FsError> {
         if !inode.is_file() {
             return Ok(());
         }
@@ -453,7 +455,7 @@ impl BucketFs {
         if mode & libc::S_IXGRP != 0 {
             cleared &= !libc::S_ISGID;
         }
-        if cleared != mode {
+        if cleared != mode && !by.is_some_and(Caller::keeps_setid) {
             self.backing().chmod(fd.as_fd(), cleared)?;
         }
         Ok(())

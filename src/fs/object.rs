@@ -457,13 +457,9 @@ impl BucketFs {
         }
         let object = self.acquire_object(caller, &inode)?;
         if flags & libc::O_TRUNC != 0 && wants_write(flags) {
-            let truncated = object.mutate(|o| Ok(o.set_size(0)?)).and_then(|()| {
-                if caller.keeps_setid() {
-                    Ok(())
-                } else {
-                    self.clear_setid(&inode)
-                }
-            });
+            let truncated = object
+                .mutate(|o| Ok(o.set_size(0)?))
+                .and_then(|()| self.clear_setid(&inode, Some(caller)));
             if let Err(e) = truncated {
                 let _ = self.release_object(&inode);
                 return Err(e);
@@ -568,7 +564,7 @@ impl BucketFs {
         let Handle::File(file) = &*handle else {
             return Err(FsError::BadHandle(fh));
         };
-        self.clear_setid(&file.inode)
+        self.clear_setid(&file.inode, None)
     }
 
     /// Makes everything written through any handle of this object durable.
