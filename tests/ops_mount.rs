@@ -4,6 +4,8 @@
 //! mount is in use, restored after the keystore is lost. Drop always unmounts and waits for
 //! the daemons, even when an assertion fails.
 
+mod common;
+
 use ssefs::store::lock_probe::lock_holders;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -370,18 +372,7 @@ fn a_backup_taken_in_use_restores_a_lost_keystore() {
     assert!(text(&out.stderr).contains("is mounted"), "{out:?}");
     f.umount();
 
-    let meta = f.store().join(".ssefs");
-    for entry in std::fs::read_dir(&meta).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("keystore.db")
-        {
-            std::fs::remove_file(path).unwrap();
-        }
-    }
+    common::remove_keystore(&f.store());
     let out = f.mount_t("");
     assert!(!out.status.success(), "no keystore, no mount: {out:?}");
 

@@ -6,7 +6,7 @@
 mod common;
 mod rotation_support;
 
-use common::{Mount, MountArgs, TestStore, mount_tests_enabled};
+use common::{Mount, MountArgs, TestStore, mount_tests_enabled, remove_keystore};
 use rotation_support::{SSE, SSEFS_BIN, content, key_version, s, set_xattr, ssefs, ssefs_ok};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -376,17 +376,7 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
     assert!(!out.status.success(), "{}", text(&out));
 
     // The keystore is lost; the backup restores it with the passphrase alone.
-    for entry in fs::read_dir(store.join(".ssefs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("keystore.db")
-        {
-            fs::remove_file(path).unwrap();
-        }
-    }
+    remove_keystore(&store);
     let restore = [
         "keystore",
         "restore",

@@ -661,6 +661,20 @@ pub fn as_nobody(script: &str) -> Output {
         .expect("run setpriv")
 }
 
+/// Deletes a store's keystore (`keystore.db` and its `-wal`/`-shm` files), as a lost disk
+/// would: what a keystore backup is for.
+pub fn remove_keystore(store: &Path) {
+    for entry in fs::read_dir(store.join(".ssefs")).expect("read .ssefs") {
+        let path = entry.expect("entry of .ssefs").path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("keystore.db"))
+        {
+            fs::remove_file(&path).unwrap_or_else(|e| panic!("remove {}: {e}", path.display()));
+        }
+    }
+}
+
 /// Quotes a path for `sh`.
 pub fn q(path: &Path) -> String {
     let s = path.to_string_lossy();
