@@ -1,30 +1,19 @@
-//! `ssefs init STORE`: creates the store directory, `.ssefs/` (with `tmp/` and `lock`), the
-//! keystore with master key version 1, and finds or creates the root key. On failure it
-//! removes only what it created. Prints paths, never key material.
+//! `ssefs init STORE`: creates the store (`Store::create`: the directory, `.ssefs/` with `tmp/`
+//! and `lock`), the keystore with master key version 1, and finds or creates the root key. On
+//! failure it removes only what it created. Prints paths, never key material.
 
 use super::rootkey::{RootKeyLocation, locate_root_key};
 use crate::keystore::{
-    KEYSTORE_FILE, Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file,
-    keystore_dir, load_root_key_file, missing_parent_dirs,
+    Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file, load_root_key_file,
+    missing_parent_dirs,
 };
-use std::fs::{DirBuilder, File, OpenOptions};
-use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use crate::store::{Store, StoreError, is_store};
 use std::path::{Path, PathBuf};
-
-/// The directory for atomic replaces, inside `.ssefs/`.
-pub const TMP_DIR: &str = "tmp";
-/// The store lock file, inside `.ssefs/`.
-pub const LOCK_FILE: &str = "lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("{} is already an ssefs store", .0.display())]
-    AlreadyAStore(PathBuf),
-    #[error("{} exists and is not empty; a new store needs an empty or missing directory", .0.display())]
-    NotEmpty(PathBuf),
-    #[error("{} exists and is not a directory", .0.display())]
-    NotADirectory(PathBuf),
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error(
         "the root key {} would be inside the store {}; keep it apart from the store",
         key.display(),
@@ -74,13 +63,13 @@ pub fn init(
     root_key: Option<&Path>,
     env: &dyn Fn(&str) -> Option<std::ffi::OsString>,
 ) -> Result<Initialised, InitError> {
-    let store_exists = check_new_store(store)?;
+    Store::check_new(store)?;
     let store_id = StoreId::generate()?;
     let location = locate_root_key(root_key, env, || Ok(store_id))?;
     refuse_key_inside_store(&location.path, store)?;
 
     let mut made = UndoLog::default();
-    let result = build(store, store_exists, store_id, &location, &mut made);
+    let result = build(store, store_id, &location, &mut made);
     match result {
         Ok(root_key_created) => Ok(Initialised {
             store: store.to_path_buf(),
@@ -95,65 +84,46 @@ pub fn init(
     }
 }
 
-/// Every step that creates something, recording it in `made`; returns whether the root key
-/// file was created.
+/// Every step that creates something (the root key file recorded in `made`; the store
+/// removes itself on failure); returns whether the root key file was created.
 fn build(
     store: &Path,
-    store_exists: bool,
     store_id: StoreId,
     location: &RootKeyLocation,
     made: &mut UndoLog,
 ) -> Result<bool, InitError> {
     let (key, key_created) = obtain_root_key(&location.path, made)?;
-    drop(make_store(store, store_exists, store_id, &key, made)?);
+    make_store(store, store_id, &key, |_| Ok(()))?;
     Ok(key_created)
 }
 
 /// Creates a store whose root key is derived from `passphrase` with Argon2id (the salt and
 /// cost are recorded in the keystore; there is no key file). Returns the new store's id.
 pub fn init_with_passphrase(store: &Path, passphrase: &[u8]) -> Result<StoreId, InitError> {
-    let store_exists = check_new_store(store)?;
+    Store::check_new(store)?;
     let store_id = StoreId::generate()?;
     let kdf = PassphraseKdf::generate()?;
     let key = kdf.derive(passphrase)?;
-    let mut made = UndoLog::default();
-    let result = make_store(store, store_exists, store_id, &key, &mut made)
-        .and_then(|keystore| Ok(keystore.record_passphrase_kdf(&kdf)?));
-    if let Err(e) = result {
-        made.undo();
-        return Err(e);
-    }
+    make_store(store, store_id, &key, |keystore| {
+        Ok(keystore.record_passphrase_kdf(&kdf)?)
+    })?;
     Ok(store_id)
 }
 
-/// The store directory, `.ssefs/` and the keystore under `key`, all durable.
+/// The store (made by `Store::create`) and the keystore under `key` in it, then `complete`
+/// on the new keystore, all durable; on any failure the new store is removed again.
 fn make_store(
     store: &Path,
-    store_exists: bool,
     store_id: StoreId,
     key: &crate::crypto::Key256,
-    made: &mut UndoLog,
-) -> Result<Keystore, InitError> {
-    if !store_exists {
-        make_dir(store, made)?;
-    }
-    let state = keystore_dir(store);
-    make_dir(&state, made)?;
-    make_dir(&state.join(TMP_DIR), made)?;
-    make_private_file(&state.join(LOCK_FILE), made)?;
-    let db = state.join(KEYSTORE_FILE);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut name = db.clone().into_os_string();
-        name.push(suffix);
-        made.files.push(PathBuf::from(name));
-    }
-    let keystore = Keystore::create_with_store_id(&state, key, store_id)?;
-    sync_dir(&state)?;
-    sync_dir(store)?;
-    if !store_exists {
-        sync_dir(&parent_dir(store))?;
-    }
-    Ok(keystore)
+    complete: impl FnOnce(&Keystore) -> Result<(), InitError>,
+) -> Result<(), InitError> {
+    let new = Store::create(store)?;
+    let keystore = Keystore::create_with_store_id(&new.meta_dir(), key, store_id)?;
+    complete(&keystore)?;
+    drop(keystore);
+    new.finish()?;
+    Ok(())
 }
 
 /// Loads the root key if its file exists (mode-checked), else creates it.
@@ -174,26 +144,6 @@ fn obtain_root_key(
     }
 }
 
-/// Refuses a store that exists and is not an empty directory; returns whether it exists.
-fn check_new_store(store: &Path) -> Result<bool, InitError> {
-    let meta = match std::fs::metadata(store) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_error("examine", store)(e)),
-    };
-    if !meta.is_dir() {
-        return Err(InitError::NotADirectory(store.to_path_buf()));
-    }
-    if std::fs::symlink_metadata(keystore_dir(store)).is_ok() {
-        return Err(InitError::AlreadyAStore(store.to_path_buf()));
-    }
-    let mut entries = std::fs::read_dir(store).map_err(io_error("read", store))?;
-    if entries.next().is_some() {
-        return Err(InitError::NotEmpty(store.to_path_buf()));
-    }
-    Ok(true)
-}
-
 /// The root key must not be kept with the data it protects: not inside the new store, nor
 /// inside any existing store (checked on absolute paths).
 fn refuse_key_inside_store(key: &Path, store: &Path) -> Result<(), InitError> {
@@ -206,46 +156,9 @@ fn refuse_key_inside_store(key: &Path, store: &Path) -> Result<(), InitError> {
     if key_abs.starts_with(&store_abs) {
         return Err(inside(store));
     }
-    match key_abs
-        .ancestors()
-        .skip(1)
-        .find(|dir| keystore_dir(dir).is_dir())
-    {
+    match key_abs.ancestors().skip(1).find(|dir| is_store(dir)) {
         Some(other) => Err(inside(other)),
         None => Ok(()),
-    }
-}
-
-fn make_dir(path: &Path, made: &mut UndoLog) -> Result<(), InitError> {
-    DirBuilder::new()
-        .mode(0o700)
-        .create(path)
-        .map_err(io_error("create directory", path))?;
-    made.dirs.push(path.to_path_buf());
-    Ok(())
-}
-
-fn make_private_file(path: &Path, made: &mut UndoLog) -> Result<(), InitError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_error("create", path))?;
-    made.files.push(path.to_path_buf());
-    file.sync_all().map_err(io_error("sync", path))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), InitError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("sync directory", dir))
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
     }
 }
 

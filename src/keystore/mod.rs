@@ -49,17 +49,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// The store's private directory, holding the keystore (`STORE/.ssefs/`).
-pub const STATE_DIR: &str = ".ssefs";
-/// The keystore's file name inside `STORE/.ssefs/`.
-pub const KEYSTORE_FILE: &str = "keystore.db";
+/// The keystore's file name inside `STORE/.ssefs/` (the store's layout names it).
+pub use crate::store::layout::KEYSTORE_FILE;
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
 
-/// The directory holding a store's keystore: `STORE/.ssefs`.
+/// The directory holding a store's keystore: `STORE/.ssefs` (the store's layout names it).
 pub fn keystore_dir(store: &Path) -> PathBuf {
-    store.join(STATE_DIR)
+    crate::store::layout::meta_dir(store)
 }
 
 /// A bucket's default encryption rule (PutBucketEncryption).
@@ -527,11 +525,7 @@ fn read_store_id(conn: &Connection) -> Result<StoreId, KeystoreError> {
 
 /// The `-wal` and `-shm` files SQLite keeps next to the database.
 fn companion_files(path: &Path) -> [PathBuf; 2] {
-    ["-wal", "-shm"].map(|suffix| {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        PathBuf::from(name)
-    })
+    crate::store::layout::companion_files(path)
 }
 
 fn parent_dir(path: &Path) -> PathBuf {

@@ -2,7 +2,7 @@
 //! work beside a mount (fsck, status, restore) ask this instead of taking the lock.
 //! Reads only; knows nothing of objects, keys or FUSE.
 
-use super::{LOCK_FILE, META_DIR};
+use super::layout::lock_path;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::path::Path;
 /// The process ids holding a `flock` on `STORE/.ssefs/lock` (empty when nobody does, or when
 /// the lock file does not exist). A pid from another pid namespace may show as 0.
 pub fn lock_holders(store: &Path) -> io::Result<Vec<u32>> {
-    let meta = match std::fs::metadata(store.join(META_DIR).join(LOCK_FILE)) {
+    let meta = match std::fs::metadata(lock_path(store)) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -54,7 +54,7 @@ pub fn locked_mountpoint(store: &Path) -> Option<std::path::PathBuf> {
     if lock_holders(store).ok()?.is_empty() {
         return None;
     }
-    let text = std::fs::read(store.join(META_DIR).join(LOCK_FILE)).ok()?;
+    let text = std::fs::read(lock_path(store)).ok()?;
     let line = text.split(|&b| b == b'\n').next()?;
     (!line.is_empty()).then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(line)))
 }
@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn a_held_store_lock_is_seen_and_its_release_too() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join(META_DIR)).unwrap();
+        std::fs::create_dir(crate::store::layout::meta_dir(dir.path())).unwrap();
         assert!(lock_holders(dir.path()).unwrap().is_empty());
         let store = super::super::Store::open_locked(dir.path()).unwrap();
         assert_eq!(lock_holders(dir.path()).unwrap().len(), 1);

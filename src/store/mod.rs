@@ -1,37 +1,26 @@
-//! The backing directory: where objects live as files, `.ssefs/` (keystore, lock, temporary
-//! files), atomic create and replace, and the store lock. Knows nothing of FUSE or keys.
+//! The backing directory: the only way to make or open a store (`Store::create`, `Store::open`,
+//! `Store::open_locked`), where objects live as files, `.ssefs/` (named in `layout`), atomic
+//! create and re-encryption swaps, and the store lock. Knows nothing of FUSE or keys.
 
 mod backing;
+pub mod layout;
 pub mod lock_probe;
 
 pub use backing::{
     Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate, Timestamp,
 };
+pub use layout::{LOCK_FILE, META_DIR, TMP_DIR, TempKind};
 
+use layout::TEMP_RANDOM_BYTES;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-/// The name of the store's metadata directory, hidden from the mount.
-pub const META_DIR: &str = ".ssefs";
-/// Temporary files (atomic create and replace) live in `META_DIR/TMP_DIR`.
-pub const TMP_DIR: &str = "tmp";
-/// The lock file a mounted daemon holds with `flock(LOCK_EX)`.
-pub const LOCK_FILE: &str = "lock";
-/// Prefix of the temporary files of atomic creates (only a mounted daemon makes them).
-const CREATE_PREFIX: &str = "create-";
-/// Prefix of the temporary files of atomic replaces.
-const REPLACE_PREFIX: &str = "replace-";
-/// Prefix of the temporary files of re-encryptions: the new object before the swap, or the
-/// old one after it (only a mounted daemon makes them).
-const REENCRYPT_PREFIX: &str = "reencrypt-";
-
-/// Errors opening or locking a store.
+/// Errors opening, creating or locking a store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {0} does not exist")]
@@ -40,10 +29,28 @@ pub enum StoreError {
     NotADirectory(PathBuf),
     #[error("{0} is not an ssefs store (no {META_DIR}/ directory; run `ssefs init` first)")]
     NotAStore(PathBuf),
+    #[error("{0} is already an ssefs store")]
+    AlreadyAStore(PathBuf),
+    #[error("{0} exists and is not empty; a new store needs an empty or missing directory")]
+    NotEmpty(PathBuf),
     #[error("store {0} is already mounted by another ssefs daemon")]
     AlreadyMounted(PathBuf),
+    #[error("cannot create {what} {path}: {source}")]
+    Create {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+}
+
+fn creating<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Create {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -53,12 +60,19 @@ fn at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// Whether `dir` is an ssefs store (has a [`META_DIR`] directory).
+pub fn is_store(dir: &Path) -> bool {
+    layout::meta_dir(dir).is_dir()
+}
+
 /// An open backing directory. Holds `O_PATH` descriptors for the root and the temporary
 /// directory and, when opened for mounting, the store lock.
 pub struct Store {
     root: PathBuf,
     root_fd: OwnedFd,
-    tmp_fd: OwnedFd,
+    /// `None` only in a store opened without the lock whose temporary directory is missing
+    /// (an unlocked open changes nothing).
+    tmp_fd: Option<OwnedFd>,
     lock: Option<File>,
     backing: Arc<dyn Backing>,
 }
@@ -74,36 +88,49 @@ impl std::fmt::Debug for Store {
 
 impl Store {
     /// Opens the store at `path` for mounting: checks it, takes the store lock (failing with
-    /// `AlreadyMounted` if another daemon holds it) and removes leftover temporary creates.
+    /// `AlreadyMounted` if another daemon holds it) and removes leftover temporary files.
     pub fn open_locked(path: &Path) -> Result<Store, StoreError> {
         Self::open_with(path, Arc::new(LocalBacking), true)
     }
 
+    /// Opens the store at `path` without the lock, to read it beside a mount (fsck, status):
+    /// creates and removes nothing.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, Arc::new(LocalBacking), false)
+    }
+
     /// Opens a store with a chosen [`Backing`] (fault injection in tests); `lock` says
-    /// whether to take the store lock.
+    /// whether to take the store lock (and with it, make the temporary directory if missing
+    /// and remove leftover temporary files).
     pub fn open_with(
         path: &Path,
         backing: Arc<dyn Backing>,
         lock: bool,
     ) -> Result<Store, StoreError> {
         let root = Self::check_root(path)?;
-        let meta = root.join(META_DIR);
+        let meta = layout::meta_dir(&root);
         if !meta.is_dir() {
             return Err(StoreError::NotAStore(root));
         }
-        let lock = if lock {
-            Some(Self::lock(&root, &meta)?)
-        } else {
-            None
-        };
+        let lock = if lock { Some(Self::lock(&root)?) } else { None };
         let tmp = meta.join(TMP_DIR);
-        match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(at(&tmp)(e)),
+        if lock.is_some() {
+            match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(at(&tmp)(e)),
+            }
         }
         let root_fd = open_dir_path(&root)?;
-        let tmp_fd = open_dir_path(&tmp)?;
+        let tmp_fd = match open_dir_path(&tmp) {
+            Ok(fd) => Some(fd),
+            Err(StoreError::Io { source, .. })
+                if lock.is_none() && source.kind() == io::ErrorKind::NotFound =>
+            {
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let store = Store {
             root,
             root_fd,
@@ -112,9 +139,63 @@ impl Store {
             backing,
         };
         if store.lock.is_some() {
-            store.remove_stale_creates(&tmp);
+            store.remove_leftover_temporaries();
         }
         Ok(store)
+    }
+
+    /// Refuses `path` as a new store unless it is missing or an empty directory; returns
+    /// whether it exists. [`Store::create`] checks the same; callers that must do other
+    /// work first (find a root key) ask this before.
+    pub fn check_new(path: &Path) -> Result<bool, StoreError> {
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(at(path)(e)),
+        };
+        if !meta.is_dir() {
+            return Err(StoreError::NotADirectory(path.to_path_buf()));
+        }
+        if std::fs::symlink_metadata(layout::meta_dir(path)).is_ok() {
+            return Err(StoreError::AlreadyAStore(path.to_path_buf()));
+        }
+        let mut entries = std::fs::read_dir(path).map_err(at(path))?;
+        if entries.next().is_some() {
+            return Err(StoreError::NotEmpty(path.to_path_buf()));
+        }
+        Ok(true)
+    }
+
+    /// Makes a new store at `path` (missing, or an empty directory): the directory, `.ssefs/`,
+    /// `.ssefs/tmp/` (all 0700) and the lock file (0600). The caller puts the keystore into
+    /// [`NewStore::meta_dir`] and then calls [`NewStore::finish`]; dropped unfinished, the
+    /// new store is removed again (only what this made, and the keystore files).
+    pub fn create(path: &Path) -> Result<NewStore, StoreError> {
+        let existed = Self::check_new(path)?;
+        let mut new = NewStore {
+            root: path.to_path_buf(),
+            made_root: !existed,
+            made: Vec::new(),
+            finished: false,
+        };
+        if !existed {
+            make_dir(path)?;
+        }
+        let meta = layout::meta_dir(path);
+        make_dir(&meta)?;
+        new.made.push(meta.clone());
+        make_dir(&meta.join(TMP_DIR))?;
+        new.made.push(meta.join(TMP_DIR));
+        let lock = layout::lock_path(path);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&lock)
+            .map_err(creating("file", &lock))?;
+        new.made.push(lock.clone());
+        file.sync_all().map_err(at(&lock))?;
+        Ok(new)
     }
 
     /// Writes `mountpoint` into the held store lock file, so tools find the mount of this
@@ -145,8 +226,8 @@ impl Store {
         Ok(root)
     }
 
-    fn lock(root: &Path, meta: &Path) -> Result<File, StoreError> {
-        let path = meta.join(LOCK_FILE);
+    fn lock(root: &Path) -> Result<File, StoreError> {
+        let path = layout::lock_path(root);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -168,23 +249,56 @@ impl Store {
         Ok(file)
     }
 
-    /// Temporary creates and re-encryptions left by a daemon that died: nobody else makes
-    /// `create-*` or `reencrypt-*` files, and we hold the lock, so they are garbage (never
-    /// visible objects).
-    fn remove_stale_creates(&self, tmp: &Path) {
-        let Ok(entries) = std::fs::read_dir(tmp) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let bytes = name.as_bytes();
-            if bytes.starts_with(CREATE_PREFIX.as_bytes())
-                || bytes.starts_with(REENCRYPT_PREFIX.as_bytes())
-            {
-                if let Err(e) = self.backing.unlink_at(self.tmp_fd.as_fd(), &name, false) {
-                    log::warn!("cannot remove stale temporary file {name:?}: {e}");
+    /// Removes the temporary files a daemon that died left: only a lock holder makes them
+    /// and we hold the lock, so each is garbage (see [`TempKind`]); other names stay.
+    fn remove_leftover_temporaries(&self) {
+        for (name, kind) in self.temporaries().unwrap_or_default() {
+            if let Some(kind) = kind {
+                if let Err(e) = self.remove_temporary(&name) {
+                    log::warn!("cannot remove a leftover {kind:?} temporary {name:?}: {e}");
                 }
             }
+        }
+    }
+
+    /// The entries of the temporary directory, each with its kind (`None`: not a name
+    /// ssefs makes), sorted by name. Empty when the directory is missing.
+    pub fn temporaries(&self) -> io::Result<Vec<(OsString, Option<TempKind>)>> {
+        let Some(tmp) = &self.tmp_fd else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<_> = self
+            .backing
+            .read_dir(tmp.as_fd())?
+            .into_iter()
+            .filter(|e| e.file_type == libc::S_IFREG || e.file_type == 0)
+            .map(|e| {
+                let kind = TempKind::parse(&e.name);
+                (e.name, kind)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Removes the temporary file `name` if it is one ssefs makes (any other name gives
+    /// `InvalidInput`). Only a caller holding the lock may: else it could be in use.
+    pub fn remove_temporary(&self, name: &OsStr) -> io::Result<()> {
+        if self.lock.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "temporary files are removed only under the store lock",
+            ));
+        }
+        if TempKind::parse(name).is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a temporary file ssefs makes",
+            ));
+        }
+        match self.backing.unlink_at(self.tmp_fd()?, name, false) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
         }
     }
 
@@ -194,7 +308,11 @@ impl Store {
     }
     /// `STORE/.ssefs`, where the keystore lives.
     pub fn meta_dir(&self) -> PathBuf {
-        self.root.join(META_DIR)
+        layout::meta_dir(&self.root)
+    }
+    /// Whether this handle holds the store lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
     /// An `O_PATH` descriptor of the store root.
     pub fn root_fd(&self) -> BorrowedFd<'_> {
@@ -204,16 +322,59 @@ impl Store {
         &self.backing
     }
 
+    fn tmp_fd(&self) -> io::Result<BorrowedFd<'_>> {
+        self.tmp_fd
+            .as_ref()
+            .map(|fd| fd.as_fd())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    /// An `O_PATH` descriptor of `rel` (relative to the store root), reached one component at
+    /// a time without following a symlink. `rel` may not leave the store (`..`, absolute).
+    pub fn open_path(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let mut fd = self.backing.open_path_at(self.root_fd(), OsStr::new("."))?;
+        for component in rel.components() {
+            match component {
+                Component::Normal(name) => fd = self.backing.open_path_at(fd.as_fd(), name)?,
+                Component::CurDir => {}
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "a store path must be relative and stay inside the store",
+                    ));
+                }
+            }
+        }
+        Ok(fd)
+    }
+
+    /// Opens the regular file `rel` (relative to the store root) for reading, or for reading
+    /// and writing; never follows a symlink.
+    pub fn open_file(&self, rel: &Path, write: bool) -> io::Result<File> {
+        let fd = self.open_path(rel)?;
+        if !self.backing.stat(fd.as_fd())?.is_file() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };
+        self.backing.reopen(fd.as_fd(), flags)
+    }
+
+    /// The entries of the directory `rel` (relative to the store root).
+    pub fn list_dir(&self, rel: &Path) -> io::Result<Vec<DirEntryInfo>> {
+        let fd = self.open_path(rel)?;
+        self.backing.read_dir(fd.as_fd())
+    }
+
     /// Starts an atomic create: a new, empty, unnamed-to-users file with exactly `mode` in the
     /// temporary directory. Write its contents, then [`PendingFile::publish`] it.
     pub fn begin_create(&self, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
-        self.begin_temp(CREATE_PREFIX, mode)
+        self.begin_temp(TempKind::Create, mode)
     }
 
     /// Starts a re-encryption: a new, empty file with exactly `mode` in the temporary
     /// directory, to be swapped with the object by [`PendingFile::exchange`].
     pub fn begin_reencrypt(&self, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
-        self.begin_temp(REENCRYPT_PREFIX, mode)
+        self.begin_temp(TempKind::Reencrypt, mode)
     }
 
     /// `fsync` of a directory behind an `O_PATH` descriptor (makes renames in it durable).
@@ -225,36 +386,16 @@ impl Store {
 
     /// `fsync` of the temporary directory.
     pub fn sync_temp_dir(&self) -> io::Result<()> {
-        self.sync_dir(self.tmp_fd.as_fd())
+        self.sync_dir(self.tmp_fd()?)
     }
 
-    /// Replaces `dir/name` atomically with a file `write` fills: temporary file, `fsync`,
-    /// `rename` over the old one, `fsync` of the directory. The old contents stay in place
-    /// if anything fails.
-    pub fn replace_atomically(
-        &self,
-        dir: BorrowedFd<'_>,
-        name: &OsStr,
-        mode: u32,
-        write: impl FnOnce(&File) -> io::Result<()>,
-    ) -> io::Result<()> {
-        let (pending, file) = self.begin_temp(REPLACE_PREFIX, mode)?;
-        write(&file)?;
-        file.sync_all()?;
-        drop(file);
-        pending.publish(dir, name, RenameMode::Replace)?;
-        self.backing
-            .reopen(dir, libc::O_RDONLY | libc::O_DIRECTORY)?
-            .sync_all()
-    }
-
-    fn begin_temp(&self, prefix: &str, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
+    fn begin_temp(&self, kind: TempKind, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
+        let tmp = self.tmp_fd()?;
         loop {
-            let mut random = [0u8; 12];
+            let mut random = [0u8; TEMP_RANDOM_BYTES];
             getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
-            let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-            let name = OsString::from(format!("{prefix}{hex}"));
-            match self.backing.create_at(self.tmp_fd.as_fd(), &name, mode) {
+            let name = OsString::from(kind.name(&random));
+            match self.backing.create_at(tmp, &name, mode) {
                 Ok(file) => {
                     let pending = PendingFile {
                         store: self,
@@ -279,6 +420,78 @@ fn open_dir_path(path: &Path) -> Result<OwnedFd, StoreError> {
     Ok(OwnedFd::from(file))
 }
 
+fn make_dir(path: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .map_err(creating("directory", path))
+}
+
+fn sync_dir_path(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+/// A store [`Store::create`] made and its caller has not finished (the keystore is still to
+/// be put in). Removed again when dropped unfinished.
+#[derive(Debug)]
+pub struct NewStore {
+    root: PathBuf,
+    made_root: bool,
+    /// What `create` made inside the store, in order.
+    made: Vec<PathBuf>,
+    finished: bool,
+}
+
+impl NewStore {
+    /// The store's path, as given.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `STORE/.ssefs`, where the caller creates the keystore.
+    pub fn meta_dir(&self) -> PathBuf {
+        layout::meta_dir(&self.root)
+    }
+
+    /// Makes the new store durable (the meta directory, the store directory and, when
+    /// `create` made it, its parent synced) and keeps it.
+    pub fn finish(mut self) -> Result<(), StoreError> {
+        sync_dir_path(&self.meta_dir())?;
+        sync_dir_path(&self.root)?;
+        if self.made_root {
+            let parent = match self.root.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            sync_dir_path(&parent)?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for NewStore {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // The keystore files the caller may have made; then what `create` made, newest
+        // first. Directories go only when empty, so nothing else is ever deleted.
+        let keystore = layout::keystore_path(&self.root);
+        for file in layout::companion_files(&keystore)
+            .into_iter()
+            .chain([keystore.clone()])
+        {
+            let _ = std::fs::remove_file(file);
+        }
+        for path in self.made.iter().rev() {
+            let _ = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir(path));
+        }
+        if self.made_root {
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+}
+
 /// A temporary file not yet in place; removed on drop unless published.
 pub struct PendingFile<'a> {
     store: &'a Store,
@@ -298,7 +511,7 @@ impl PendingFile<'_> {
         let store = self.store;
         store
             .backing
-            .rename_at(store.tmp_fd.as_fd(), &self.name, dir, name, mode)?;
+            .rename_at(store.tmp_fd()?, &self.name, dir, name, mode)?;
         self.done = true;
         Ok(())
     }
@@ -308,19 +521,15 @@ impl PendingFile<'_> {
     /// back by a second exchange).
     pub fn exchange(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         let store = self.store;
-        store.backing.rename_at(
-            store.tmp_fd.as_fd(),
-            &self.name,
-            dir,
-            name,
-            RenameMode::Exchange,
-        )
+        store
+            .backing
+            .rename_at(store.tmp_fd()?, &self.name, dir, name, RenameMode::Exchange)
     }
 
     /// The attributes of the node now at the temporary name.
     pub fn stat(&self) -> io::Result<Stat> {
         let store = self.store;
-        store.backing.stat_at(store.tmp_fd.as_fd(), &self.name)
+        store.backing.stat_at(store.tmp_fd()?, &self.name)
     }
 }
 
@@ -328,10 +537,10 @@ impl Drop for PendingFile<'_> {
     fn drop(&mut self) {
         if !self.done {
             let store = self.store;
-            if let Err(e) = store
-                .backing
-                .unlink_at(store.tmp_fd.as_fd(), &self.name, false)
-            {
+            let removed = store
+                .tmp_fd()
+                .and_then(|tmp| store.backing.unlink_at(tmp, &self.name, false));
+            if let Err(e) = removed {
                 log::warn!("cannot remove temporary file {:?}: {e}", self.name);
             }
         }
@@ -400,40 +609,125 @@ mod tests {
         assert_eq!(mode & 0o7777, 0o640);
     }
 
-    #[test]
-    fn replace_atomically_keeps_old_contents_on_failure() {
-        let dir = new_store();
-        let store = Store::open_locked(dir.path()).unwrap();
-        std::fs::write(dir.path().join("f"), b"old").unwrap();
-        let err = store
-            .replace_atomically(store.root_fd(), OsStr::new("f"), 0o600, |_| {
-                Err(io::Error::other("disk on fire"))
-            })
-            .unwrap_err();
-        assert_eq!(err.to_string(), "disk on fire");
-        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"old");
-        store
-            .replace_atomically(store.root_fd(), OsStr::new("f"), 0o600, |f| {
-                use std::io::Write;
-                (&*f).write_all(b"new")
-            })
-            .unwrap();
-        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
-        let tmp = dir.path().join(META_DIR).join(TMP_DIR);
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
-    }
+    const HEX: &str = "00112233445566778899aabb";
 
     #[test]
-    fn stale_creates_are_removed_when_locking() {
+    fn leftover_temporaries_are_removed_when_locking_and_nothing_else() {
         let dir = new_store();
         let tmp = dir.path().join(META_DIR).join(TMP_DIR);
         std::fs::create_dir_all(&tmp).unwrap();
-        std::fs::write(tmp.join("create-dead"), b"x").unwrap();
-        std::fs::write(tmp.join("reencrypt-dead"), b"x").unwrap();
-        std::fs::write(tmp.join("replace-other"), b"x").unwrap();
-        let _store = Store::open_locked(dir.path()).unwrap();
-        assert!(!tmp.join("create-dead").exists());
-        assert!(!tmp.join("reencrypt-dead").exists());
-        assert!(tmp.join("replace-other").exists());
+        for name in [
+            format!("create-{HEX}"),
+            format!("reencrypt-{HEX}"),
+            format!("replace-{HEX}"),
+            "create-notes".to_string(),
+        ] {
+            std::fs::write(tmp.join(name), b"x").unwrap();
+        }
+        let unlocked = Store::open(dir.path()).unwrap();
+        let kinds: Vec<Option<TempKind>> = unlocked
+            .temporaries()
+            .unwrap()
+            .into_iter()
+            .map(|(_, kind)| kind)
+            .collect();
+        // Sorted by name: create-0011…, create-notes, reencrypt-…, replace-….
+        assert_eq!(
+            kinds,
+            [
+                Some(TempKind::Create),
+                None,
+                Some(TempKind::Reencrypt),
+                None
+            ]
+        );
+        let err = unlocked
+            .remove_temporary(OsStr::new(&format!("create-{HEX}")))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        drop(unlocked);
+        let store = Store::open_locked(dir.path()).unwrap();
+        assert!(!tmp.join(format!("create-{HEX}")).exists());
+        assert!(!tmp.join(format!("reencrypt-{HEX}")).exists());
+        assert!(tmp.join(format!("replace-{HEX}")).exists());
+        assert!(tmp.join("create-notes").exists());
+        let err = store
+            .remove_temporary(OsStr::new("create-notes"))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn an_unlocked_open_creates_nothing() {
+        let dir = new_store();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.is_locked());
+        assert!(!dir.path().join(META_DIR).join(TMP_DIR).exists());
+        assert!(store.temporaries().unwrap().is_empty());
+        assert!(store.begin_create(0o600).is_err());
+    }
+
+    #[test]
+    fn create_makes_the_layout_and_removes_it_unless_finished() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let new = Store::create(&path).unwrap();
+        std::fs::write(new.meta_dir().join(layout::KEYSTORE_FILE), b"db").unwrap();
+        drop(new);
+        assert!(!path.exists(), "an unfinished store is removed");
+
+        std::fs::create_dir(&path).unwrap();
+        let new = Store::create(&path).unwrap();
+        new.finish().unwrap();
+        for dir in [path.join(META_DIR), path.join(META_DIR).join(TMP_DIR)] {
+            let meta = std::fs::metadata(&dir).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, 0o700, "{dir:?}");
+        }
+        let lock = std::fs::metadata(layout::lock_path(&path)).unwrap();
+        assert_eq!(lock.permissions().mode() & 0o7777, 0o600);
+        assert!(matches!(
+            Store::create(&path),
+            Err(StoreError::AlreadyAStore(_))
+        ));
+        assert!(is_store(&path));
+        Store::open_locked(&path).unwrap();
+
+        let full = dir.path().join("full");
+        std::fs::create_dir(&full).unwrap();
+        std::fs::write(full.join("f"), b"x").unwrap();
+        assert!(matches!(Store::create(&full), Err(StoreError::NotEmpty(_))));
+        assert!(full.join("f").exists() && !full.join(META_DIR).exists());
+        assert!(matches!(
+            Store::create(&full.join("f")),
+            Err(StoreError::NotADirectory(_))
+        ));
+    }
+
+    #[test]
+    fn store_paths_stay_inside_and_follow_no_symlink() {
+        let dir = new_store();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("b/o"), b"obj").unwrap();
+        std::os::unix::fs::symlink("o", dir.path().join("b/l")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut text = String::new();
+        use std::io::Read;
+        store
+            .open_file(Path::new("b/o"), false)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "obj");
+        assert!(store.open_file(Path::new("b/l"), false).is_err());
+        assert!(store.open_file(Path::new("../x"), false).is_err());
+        assert!(store.open_file(Path::new("/etc/passwd"), false).is_err());
+        let names: Vec<_> = store
+            .list_dir(Path::new("b"))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names.len(), 2);
     }
 }
