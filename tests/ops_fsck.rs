@@ -1,7 +1,8 @@
 //! `ssefs fsck` and `ssefs status` on stores built without a mount: a clean store, and one
 //! with each kind of damage (flipped block byte, truncated object, foreign file, leftover
-//! temporary, object under an unknown master key, stray at the root); `--repair` removes the
-//! temporary and nothing else.
+//! temporaries of a create and of a re-encryption, object under an unknown master key, stray at
+//! the root); `--repair` removes the temporaries and nothing else; the retire check of
+//! `ssefs rotate-master` counts a re-encryption left by a crash.
 
 use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, Object};
 use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
@@ -96,6 +97,25 @@ impl TestStore {
     }
 }
 
+/// A temporary file name of `kind` (`create` or `reencrypt`) as ssefs makes them.
+fn temp_name(kind: &str, seed: u8) -> String {
+    let hex: String = (0..12)
+        .map(|i| format!("{:02x}", seed ^ (i * 17)))
+        .collect();
+    format!("{kind}-{hex}")
+}
+
+fn run(t: &TestStore, args: &[&str]) -> Output {
+    Command::new(SSEFS)
+        .args(args)
+        .arg("--store")
+        .arg(t.store())
+        .arg("--root-key")
+        .arg(t.key())
+        .output()
+        .unwrap()
+}
+
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -156,7 +176,15 @@ fn each_kind_of_damage_is_reported_at_its_path() {
     let len = truncated.metadata().unwrap().len();
     truncated.set_len(len - 3000).unwrap();
     std::fs::write(store.join("docs/notes.txt"), b"plain text, not an object").unwrap();
-    std::fs::write(store.join(".ssefs/tmp/replace-0123abcd"), b"half written").unwrap();
+    // A create the daemon was writing when it died: not even a whole header.
+    let torn = format!(".ssefs/tmp/{}", temp_name("create", 1));
+    std::fs::write(store.join(&torn), b"half written").unwrap();
+    // A re-encryption interrupted by a crash: a whole object under master key version 1.
+    let reencrypt = format!(".ssefs/tmp/{}", temp_name("reencrypt", 2));
+    t.object(&reencrypt, &data(2 * 4096, 12), 1);
+    // A name ssefs never makes.
+    let foreign = ".ssefs/tmp/replace-0123456789abcdef01234567";
+    std::fs::write(store.join(foreign), b"not ours").unwrap();
     std::fs::write(store.join("README"), b"stray").unwrap();
 
     let out = t.fsck(&[]);
@@ -166,10 +194,12 @@ fn each_kind_of_damage_is_reported_at_its_path() {
     let expected: Vec<(String, String)> = [
         ("damaged-data", "photos/flipped.bin"),
         ("damaged-data", "photos/truncated.bin"),
-        ("leftover-temporary", ".ssefs/tmp/replace-0123abcd"),
+        ("leftover-temporary", torn.as_str()),
+        ("leftover-temporary", reencrypt.as_str()),
         ("missing-key", "docs/2024/lost-key.bin"),
         ("not-an-object", "docs/notes.txt"),
         ("stray-entry", "README"),
+        ("stray-entry", foreign),
     ]
     .iter()
     .map(|(k, p)| (k.to_string(), p.to_string()))
@@ -188,13 +218,18 @@ fn each_kind_of_damage_is_reported_at_its_path() {
 }
 
 #[test]
-fn repair_removes_the_leftover_temporary_and_nothing_else() {
+fn repair_removes_the_leftover_temporaries_and_nothing_else() {
     let t = TestStore::new();
     t.object("photos/a.bin", &data(5000, 6), 1);
     std::fs::write(t.store().join("photos/foreign"), b"not ours to delete").unwrap();
     let tmp = t.store().join(".ssefs/tmp");
-    std::fs::write(tmp.join("replace-feedface"), b"crash leftover").unwrap();
+    let create = temp_name("create", 3);
+    std::fs::write(tmp.join(&create), b"crash leftover").unwrap();
+    // The old side of an interrupted re-encryption of photos/a.bin: a whole object.
+    let reencrypt = temp_name("reencrypt", 4);
+    t.object(&format!(".ssefs/tmp/{reencrypt}"), &data(5000, 6), 1);
     std::fs::write(tmp.join("keep-me"), b"not an ssefs temporary").unwrap();
+    std::fs::write(tmp.join("create-me"), b"not an ssefs name either").unwrap();
     let mut before = t.files();
 
     let out = t.fsck(&["--repair"]);
@@ -202,15 +237,20 @@ fn repair_removes_the_leftover_temporary_and_nothing_else() {
     assert_eq!(
         out.status.code(),
         Some(4),
-        "the foreign file remains: {text}"
+        "the foreign files remain: {text}"
     );
-    assert!(
-        text.contains("repaired leftover-temporary: .ssefs/tmp/replace-feedface: removed"),
-        "{text}"
-    );
+    for name in [&create, &reencrypt] {
+        assert!(
+            text.contains(&format!(
+                "repaired leftover-temporary: .ssefs/tmp/{name}: removed"
+            )),
+            "{text}"
+        );
+        assert!(before.remove(&tmp.join(name)).is_some());
+    }
     let after = t.files();
-    assert!(before.remove(&tmp.join("replace-feedface")).is_some());
-    assert_eq!(after, before, "only the temporary may go");
+    assert_eq!(after, before, "only the temporaries may go");
+    std::fs::remove_file(tmp.join("create-me")).unwrap();
 
     std::fs::remove_file(t.store().join("photos/foreign")).unwrap();
     std::fs::remove_file(tmp.join("keep-me")).unwrap();
@@ -301,4 +341,39 @@ fn status_counts_objects_per_bucket_algorithm_and_key() {
         text.contains("photos: rule none, 2 object(s) (AES256 2)"),
         "{text}"
     );
+}
+
+#[test]
+fn a_reencryption_left_by_a_crash_keeps_its_master_version_from_retirement() {
+    let t = TestStore::new();
+    let out = run(&t, &["rotate-master"]);
+    assert!(out.status.success(), "{out:?}");
+    // The object was re-encrypted from version 1 to version 2, and the crash came after the
+    // swap: the old object, under version 1, is still in the temporary directory.
+    t.object("photos/a.bin", &data(3000, 13), 2);
+    let name = temp_name("reencrypt", 5);
+    t.object(&format!(".ssefs/tmp/{name}"), &data(3000, 13), 1);
+
+    let out = run(&t, &["rotate-master", "--retire", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        err.contains("master key version 1: 0 object(s) still use it, and 1 temporary file(s)"),
+        "{err}"
+    );
+    assert!(err.contains("fsck --repair"), "{err}");
+    let out = run(&t, &["rotate-master", "--retire-unused"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("0 version(s) retired"), "{text}");
+    assert!(text.contains("kept master key version 1"), "{text}");
+
+    let out = t.fsck(&["--repair"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!t.store().join(".ssefs/tmp").join(&name).exists());
+    let out = run(&t, &["rotate-master", "--retire", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("retired master key version 1"), "{text}");
+    assert_eq!(t.fsck(&[]).status.code(), Some(0));
 }

@@ -64,27 +64,55 @@ pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// How many objects each master key version wraps, from the headers in the store. Fails if
-/// any object's header cannot be read (then no version can be proven unused).
-pub fn master_usage(store: &Path) -> Result<BTreeMap<u32, u64>, String> {
+/// How many objects each master key version wraps, from the headers in the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MasterUsage {
+    /// Objects under their names in buckets.
+    pub objects: BTreeMap<u32, u64>,
+    /// Temporary files of creates and re-encryptions (in progress, or left by a crash until
+    /// `fsck --repair` removes them): they may become an object's contents.
+    pub temporaries: BTreeMap<u32, u64>,
+}
+
+impl MasterUsage {
+    /// Objects and temporaries under `version`.
+    pub fn users(&self, version: u32) -> u64 {
+        [&self.objects, &self.temporaries]
+            .iter()
+            .filter_map(|m| m.get(&version))
+            .sum()
+    }
+    /// Every version something uses.
+    pub fn versions(&self) -> BTreeSet<u32> {
+        self.objects
+            .keys()
+            .chain(self.temporaries.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// How many objects and temporaries each master key version wraps, from the headers in the
+/// store. Fails if any object's header cannot be read (then no version can be proven unused).
+pub fn master_usage(store: &Path) -> Result<MasterUsage, String> {
     let inv = inventory(store).map_err(|e| e.to_string())?;
-    let mut usage = BTreeMap::new();
+    let mut usage = MasterUsage::default();
     let mut unreadable = Vec::new();
     for rel in &inv.objects {
         match peek_object(&inv.root, rel) {
             Ok(info) => {
                 if let KeyRef::Master { version } = info.key_ref {
-                    *usage.entry(version).or_default() += 1;
+                    *usage.objects.entry(version).or_default() += 1;
                 }
             }
             Err(e) => unreadable.push(format!("{}: {e}", rel.display())),
         }
     }
-    // Temporaries are objects being created or re-encrypted; a torn one is skipped.
-    for rel in &inv.temporaries {
+    // A temporary whose header is not written yet (torn) names no key: it is skipped.
+    for (rel, _) in &inv.temporaries {
         if let Ok(info) = peek_object(&inv.root, rel) {
             if let KeyRef::Master { version } = info.key_ref {
-                *usage.entry(version).or_default() += 1;
+                *usage.temporaries.entry(version).or_default() += 1;
             }
         }
     }
@@ -122,8 +150,8 @@ fn retire(
         if version >= before_scan {
             return Err(format!("master key version {version} is the current one").into());
         }
-        if let Some(n) = usage.get(&version) {
-            return Err(still_used(store, version, *n).into());
+        if usage.users(version) > 0 {
+            return Err(still_used(store, version, &usage).into());
         }
     }
     let in_use: BTreeSet<u32> = match only {
@@ -134,7 +162,7 @@ fn retire(
             .map(|m| m.version)
             .filter(|v| *v != version)
             .collect(),
-        None => usage.keys().copied().collect(),
+        None => usage.versions(),
     };
     let outcome = keystore.retire_unused_master_keys(&in_use, before_scan)?;
     for version in &outcome.retired {
@@ -142,8 +170,7 @@ fn retire(
     }
     if only.is_none() {
         for version in &outcome.in_use {
-            let n = usage.get(version).copied().unwrap_or_default();
-            println!("kept {}", still_used(store, *version, n));
+            println!("kept {}", still_used(store, *version, &usage));
         }
     }
     println!(
@@ -154,12 +181,22 @@ fn retire(
     Ok(())
 }
 
-fn still_used(store: &Path, version: u32, objects: u64) -> String {
-    format!(
-        "master key version {version}: {objects} object(s) still use it; run `ssefs rewrap \
-         --store {}` first",
-        store.display()
-    )
+fn still_used(store: &Path, version: u32, usage: &MasterUsage) -> String {
+    let objects = usage.objects.get(&version).copied().unwrap_or_default();
+    let mut text = format!("master key version {version}: {objects} object(s) still use it");
+    if let Some(temporaries) = usage.temporaries.get(&version) {
+        text.push_str(&format!(
+            ", and {temporaries} temporary file(s) of a create or re-encryption in progress or \
+             interrupted (when the store is not mounted, `ssefs fsck --repair` removes them)"
+        ));
+    }
+    if objects > 0 {
+        text.push_str(&format!(
+            "; run `ssefs rewrap --store {}` first",
+            store.display()
+        ));
+    }
+    text
 }
 
 /// Starts the mount's rotation check: at once and then hourly, a new master key version when

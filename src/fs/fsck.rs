@@ -196,12 +196,12 @@ fn check_keystore(root: &Path, report: &mut FsckReport) -> Option<KeystoreSummar
 }
 
 fn check_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
-    for path in &inv.temporaries {
+    for (path, kind) in &inv.temporaries {
         if report.lock_holders.is_empty() {
             report.problem(
                 path,
                 ProblemKind::LeftoverTemporary,
-                "left by a crash (fsck --repair removes it)",
+                format!("{} (fsck --repair removes it)", kind.leftover()),
             );
         } else {
             report.notes.push(format!(
@@ -356,11 +356,14 @@ fn report_crypto(report: &mut FsckReport, rel: &Path, e: &CryptoError, header: b
 }
 
 /// Removes the leftover temporaries, holding the store lock so no mount can be using them.
+/// Every kind is garbage once its daemon is gone (see `TempKind`): a create was never
+/// published, and an interrupted re-encryption left the object's own name holding the old or
+/// the new object whole, so removing the other side loses nothing.
 fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
     if inv.temporaries.is_empty() {
         return;
     }
-    let _lock = match Store::open_locked(&inv.root) {
+    let store = match Store::open_locked(&inv.root) {
         Ok(store) => store,
         Err(StoreError::AlreadyMounted(_)) => {
             report.notes.push(
@@ -382,10 +385,12 @@ fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
         .iter_mut()
         .filter(|p| p.kind == ProblemKind::LeftoverTemporary)
     {
-        // Taking the lock already removes stale `create-*` files.
-        match std::fs::remove_file(inv.root.join(&problem.path)) {
+        // Taking the lock already removed them; this removes what it could not, or says why.
+        let Some(name) = problem.path.file_name() else {
+            continue;
+        };
+        match store.remove_temporary(name) {
             Ok(()) => problem.repaired = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => problem.repaired = true,
             Err(e) => problem.detail = format!("{}; removing it failed: {e}", problem.detail),
         }
     }

@@ -4,13 +4,11 @@
 
 use super::policy::validate_bucket_name;
 use crate::crypto::{CryptoError, HeaderInfo, peek_header};
-use crate::store::{META_DIR, StoreError, TMP_DIR};
+use crate::store::layout::temp_rel_dir;
+use crate::store::{META_DIR, StoreError, TempKind};
 use std::fs::{File, FileType, OpenOptions};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-/// Name prefixes of the temporary files ssefs makes in `.ssefs/tmp/`.
-pub const TEMPORARY_PREFIXES: &[&str] = &["create-", "replace-"];
 
 /// What a store's backing directory holds. Paths are relative to the store root.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -20,8 +18,8 @@ pub struct StoreInventory {
     pub buckets: Vec<String>,
     /// Regular files inside buckets: each should be an ssefs object.
     pub objects: Vec<PathBuf>,
-    /// ssefs temporary files in `.ssefs/tmp/`.
-    pub temporaries: Vec<PathBuf>,
+    /// ssefs temporary files in `.ssefs/tmp/`, with their kind.
+    pub temporaries: Vec<(PathBuf, TempKind)>,
     /// Entries that do not belong, with the reason.
     pub strays: Vec<(PathBuf, String)>,
     /// Directories that could not be listed, with the error.
@@ -117,17 +115,14 @@ fn scan_root(inv: &mut StoreInventory) {
 }
 
 fn scan_temporaries(inv: &mut StoreInventory) {
-    let tmp = Path::new(META_DIR).join(TMP_DIR);
+    let tmp = temp_rel_dir();
     if !inv.root.join(&tmp).is_dir() {
         return;
     }
     for (rel, kind) in list(inv, &tmp) {
-        let name = rel
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if kind.is_file() && TEMPORARY_PREFIXES.iter().any(|p| name.starts_with(p)) {
-            inv.temporaries.push(rel);
+        let temp = rel.file_name().and_then(TempKind::parse);
+        if let (true, Some(temp)) = (kind.is_file(), temp) {
+            inv.temporaries.push((rel, temp));
         } else {
             let what = describe(&kind);
             inv.strays.push((
@@ -181,7 +176,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir_all(root.join(".ssefs/tmp")).unwrap();
-        std::fs::write(root.join(".ssefs/tmp/replace-00ff"), b"x").unwrap();
+        let hex = "00ff00ff00ff00ff00ff00ff";
+        for name in [format!("create-{hex}"), format!("reencrypt-{hex}")] {
+            std::fs::write(root.join(".ssefs/tmp").join(name), b"x").unwrap();
+        }
+        std::fs::write(root.join(format!(".ssefs/tmp/replace-{hex}")), b"x").unwrap();
         std::fs::write(root.join(".ssefs/tmp/notes.txt"), b"x").unwrap();
         std::fs::create_dir_all(root.join("photos/2024/may")).unwrap();
         std::fs::write(root.join("photos/a.jpg"), b"x").unwrap();
@@ -198,14 +197,27 @@ mod tests {
                 PathBuf::from("photos/a.jpg")
             ]
         );
-        assert_eq!(inv.temporaries, [PathBuf::from(".ssefs/tmp/replace-00ff")]);
-        let strays: Vec<&Path> = inv.strays.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(
+            inv.temporaries,
+            [
+                (
+                    PathBuf::from(format!(".ssefs/tmp/create-{hex}")),
+                    TempKind::Create
+                ),
+                (
+                    PathBuf::from(format!(".ssefs/tmp/reencrypt-{hex}")),
+                    TempKind::Reencrypt
+                ),
+            ]
+        );
+        let strays: Vec<PathBuf> = inv.strays.iter().map(|(p, _)| p.clone()).collect();
         assert_eq!(
             strays,
             [
-                Path::new("Bad_Name"),
-                Path::new("loose.txt"),
-                Path::new(".ssefs/tmp/notes.txt")
+                PathBuf::from("Bad_Name"),
+                PathBuf::from("loose.txt"),
+                PathBuf::from(".ssefs/tmp/notes.txt"),
+                PathBuf::from(format!(".ssefs/tmp/replace-{hex}")),
             ]
         );
         assert!(inv.unreadable.is_empty());
