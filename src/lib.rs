@@ -7,4 +7,5 @@ pub mod crypto;
 pub mod fs;
 pub mod fuse;
 pub mod keystore;
+pub mod ops;
 pub mod store;

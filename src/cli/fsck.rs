@@ -1,15 +1,15 @@
 //! `ssefs fsck --store STORE [--root-key FILE] [--repair] [--json]`: finds the root key, runs
-//! the check of `fs::fsck` with a progress bar on a terminal, and prints the report as text or
+//! the check of `ops::fsck` with a progress bar on a terminal, and prints the report as text or
 //! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
 
 use super::json::Json;
 use super::root_key::existing_passphrase;
 use super::rootkey::{RootKeyOrigin, root_key_location};
 use crate::crypto::{Key256, KeyRef};
-use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
 use crate::keystore::{
     Keystore, KeystoreError, keystore_dir, load_root_key_file, read_passphrase_kdf,
 };
+use crate::ops::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
 use std::io::IsTerminal;
 use std::path::Path;
 

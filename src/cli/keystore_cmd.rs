@@ -5,12 +5,12 @@
 use super::root_key::existing_passphrase;
 use super::rootkey::locate_root_key;
 use crate::crypto::KeyRef;
-use crate::fs::fsck::objects_opening_with;
 use crate::keystore::backup::{BackupError, StagedKeystore, backup_keystore};
-use crate::keystore::inspect::{open_file_read_only, summarize_connection};
+use crate::keystore::inspect::summarize_file;
 use crate::keystore::{
     Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file, read_backup_passphrase_kdf,
 };
+use crate::ops::fsck::objects_opening_with;
 use crate::store::{Store, StoreError};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ fn restore(
 }
 
 fn summarize_backup(file: &Path) -> Result<StoreId, KeystoreError> {
-    Ok(summarize_connection(&open_file_read_only(file)?)?.store_id)
+    Ok(summarize_file(file)?.store_id)
 }
 
 /// Without a keystore to compare store ids with, the backup must open the store's objects.

@@ -1,21 +1,18 @@
 //! `ssefs rewrap`: re-wraps the DEK of every affected object under the newest version of its
 //! master key or CMK, rewriting only object headers. Through the live mount (the write-only
-//! attribute `user.ssefs.rewrap`) when the store is mounted, else directly under the store lock.
+//! attribute `user.ssefs.rewrap`) when the store is mounted, else under the store lock with
+//! `ops::rewrap`. This module walks, shows progress and reports.
 
 use super::root_key::open_keystore;
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::mounts_of;
-use crate::crypto::{KeyRef, Object, peek_header};
-use crate::fs::scan::inventory;
-use crate::fs::{Caller, KEY_VERSION_ATTR, KeyUse, REWRAP_ATTR, Rewrap, rewrap_object};
-use crate::keystore::Keystore;
+use crate::crypto::KeyRef;
+use crate::fs::{KEY_VERSION_ATTR, REWRAP_ATTR};
+use crate::ops::rewrap::{KeyFilter, NewestVersions, OfflineRewrap, Outcome};
 use crate::store::Store;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::HashMap;
-use std::fs::{File, FileTimes, OpenOptions};
 use std::io::IsTerminal;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,46 +38,6 @@ pub struct RewrapArgs {
     pub json: bool,
 }
 
-/// Which objects `--key` selects.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum KeyFilter {
-    Any,
-    Master,
-    Cmk(String),
-}
-
-impl KeyFilter {
-    fn new(keystore: &Keystore, key: Option<&str>) -> Result<KeyFilter, String> {
-        match key {
-            None => Ok(KeyFilter::Any),
-            Some("master") => Ok(KeyFilter::Master),
-            Some(key) => keystore
-                .cmk_info(key)
-                .map(|info| KeyFilter::Cmk(info.key_id))
-                .map_err(|e| format!("--key {key}: {e}")),
-        }
-    }
-
-    /// Whether an object wrapped under `key_ref` is affected (unencrypted objects never are).
-    fn selects(&self, key_ref: &KeyRef) -> bool {
-        match (self, key_ref) {
-            (_, KeyRef::None) => false,
-            (KeyFilter::Any, _) => true,
-            (KeyFilter::Master, KeyRef::Master { .. }) => true,
-            (KeyFilter::Cmk(wanted), KeyRef::Cmk { key_id, .. }) => wanted == key_id,
-            _ => false,
-        }
-    }
-}
-
-/// What happened to one object.
-enum Outcome {
-    Rewrapped,
-    AlreadyCurrent,
-    /// Not encrypted or under another key than `--key`.
-    NotAffected,
-}
-
 /// The counts a run ends with.
 #[derive(Debug, Default)]
 struct Tally {
@@ -88,46 +45,6 @@ struct Tally {
     already_current: u64,
     failures: Vec<(String, String)>,
     interrupted: bool,
-}
-
-/// The newest version of each key, asked of the keystore once per run (a rotation during the
-/// run is still honoured: the rewrap itself takes the newest version).
-struct NewestVersions<'a> {
-    keystore: &'a Keystore,
-    known: HashMap<Option<String>, u32>,
-}
-
-impl NewestVersions<'_> {
-    /// Whether `key_ref` already is the newest version of its key.
-    fn is_current(&mut self, key_ref: &KeyRef) -> Result<bool, String> {
-        let (key, version) = match key_ref {
-            KeyRef::None => return Ok(true),
-            KeyRef::Master { version } => (None, *version),
-            KeyRef::Cmk { key_id, version } => (Some(key_id.clone()), *version),
-        };
-        if let Some(newest) = self.known.get(&key) {
-            return Ok(version >= *newest);
-        }
-        // From the keystore's metadata: finding the newest version unwraps no key.
-        let newest = match &key {
-            None => self
-                .keystore
-                .master_versions()
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(|v| v.version)
-                .max(),
-            Some(key_id) => {
-                self.keystore
-                    .cmk_info(key_id)
-                    .map_err(|e| e.to_string())?
-                    .newest_version
-            }
-        }
-        .unwrap_or(version);
-        self.known.insert(key, newest);
-        Ok(version >= newest)
-    }
 }
 
 fn key_version(key_ref: &KeyRef) -> u32 {
@@ -151,10 +68,7 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
         .store
         .canonicalize()
         .map_err(|e| format!("store {}: {e}", args.store.display()))?;
-    let mut newest = NewestVersions {
-        keystore: &keystore,
-        known: HashMap::new(),
-    };
+    let mut newest = NewestVersions::new(&keystore);
     let tally = match mounts_of(&root).into_iter().next() {
         Some(mountpoint) => {
             let run = MountedRewrap {
@@ -168,14 +82,8 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
             let store = Store::open_locked(&root).map_err(|e| {
                 format!("{e} (a mount in another mount namespace? run ssefs rewrap there)")
             })?;
-            let run = OfflineRewrap {
-                root: store.root().to_path_buf(),
-                bucket: args.bucket.as_deref(),
-                filter: &filter,
-            };
-            let tally = run.run(&mut newest, &keystore, &stop)?;
-            drop(store);
-            tally
+            let run = OfflineRewrap::new(&store, &keystore, &filter)?;
+            offline(&run, args.bucket.as_deref(), &mut newest, &stop)?
         }
     };
     report(&tally, args.json);
@@ -262,7 +170,7 @@ impl MountedRewrap<'_> {
         if !self.filter.selects(&key_ref) {
             return Ok(Outcome::NotAffected);
         }
-        if newest.is_current(&key_ref)? {
+        if newest.is_current(&key_ref).map_err(|e| e.to_string())? {
             return Ok(Outcome::AlreadyCurrent);
         }
         set_attr(object, REWRAP_ATTR, "1").map_err(|e| e.to_string())?;
@@ -293,93 +201,25 @@ fn list_dirs(root: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 /// A rewrap of an unmounted store, holding its lock: each header is rewritten in place.
-struct OfflineRewrap<'a> {
-    root: PathBuf,
-    bucket: Option<&'a str>,
-    filter: &'a KeyFilter,
-}
-
-impl OfflineRewrap<'_> {
-    fn run(
-        &self,
-        newest: &mut NewestVersions<'_>,
-        keystore: &Keystore,
-        stop: &AtomicBool,
-    ) -> Result<Tally, String> {
-        let inv = inventory(&self.root).map_err(|e| e.to_string())?;
-        if let Some(bucket) = self.bucket {
-            if !inv.buckets.iter().any(|b| b == bucket) {
-                return Err(format!("there is no bucket {bucket}"));
-            }
-        }
-        let objects: Vec<&PathBuf> = inv
-            .objects
-            .iter()
-            .filter(|rel| self.bucket.is_none_or(|b| rel.starts_with(b)))
-            .collect();
-        let mut tally = Tally::default();
-        for (dir, e) in &inv.unreadable {
-            tally.failures.push((dir.display().to_string(), e.clone()));
-        }
-        run_all(
-            &objects,
-            |rel| rel.display().to_string(),
-            |rel| self.process(rel, newest, keystore),
-            stop,
-            &mut tally,
-        );
-        Ok(tally)
+fn offline(
+    run: &OfflineRewrap<'_>,
+    bucket: Option<&str>,
+    newest: &mut NewestVersions<'_>,
+    stop: &AtomicBool,
+) -> Result<Tally, String> {
+    let (objects, unreadable) = run.objects(bucket).map_err(|e| e.to_string())?;
+    let mut tally = Tally::default();
+    for (dir, e) in unreadable {
+        tally.failures.push((dir.display().to_string(), e));
     }
-
-    fn process(
-        &self,
-        rel: &Path,
-        newest: &mut NewestVersions<'_>,
-        keystore: &Keystore,
-    ) -> Result<Outcome, String> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.root.join(rel))
-            .map_err(|e| e.to_string())?;
-        let header = peek_header(&file).map_err(|e| e.to_string())?;
-        if !self.filter.selects(&header.key_ref) {
-            return Ok(Outcome::NotAffected);
-        }
-        if newest.is_current(&header.key_ref)? {
-            return Ok(Outcome::AlreadyCurrent);
-        }
-        let times = file_times(&file)?;
-        let kek = keystore
-            .resolve(&header.key_ref)
-            .map_err(|e| e.to_string())?;
-        let mut object = Object::open(file, kek.as_ref()).map_err(|e| e.to_string())?;
-        // Offline, the operator holding the root key is the caller (and is audited as such).
-        let path = || rel.display().to_string();
-        let user = KeyUse::new(Caller::this_process(), &path);
-        let outcome = rewrap_object(&mut object, keystore, &user).map_err(|e| e.to_string())?;
-        // Not closed: closing would also end a write session a crash left open; the object
-        // stays exactly as it was apart from its header.
-        if let Err(e) = object.io().set_times(times) {
-            eprintln!("ssefs: {}: cannot keep the times: {e}", rel.display());
-        }
-        Ok(match outcome {
-            Rewrap::Rewrapped { .. } => Outcome::Rewrapped,
-            Rewrap::AlreadyCurrent => Outcome::AlreadyCurrent,
-            Rewrap::NotEncrypted => Outcome::NotAffected,
-        })
-    }
-}
-
-/// The access and modification times of a backing file, to put back after the rewrite.
-fn file_times(file: &File) -> Result<FileTimes, String> {
-    let meta = file.metadata().map_err(|e| e.to_string())?;
-    let accessed = meta.accessed().map_err(|e| e.to_string())?;
-    let modified = meta.modified().map_err(|e| e.to_string())?;
-    Ok(FileTimes::new()
-        .set_accessed(accessed)
-        .set_modified(modified))
+    run_all(
+        &objects,
+        |rel| rel.display().to_string(),
+        |rel| run.rewrap(rel, newest).map_err(|e| e.to_string()),
+        stop,
+        &mut tally,
+    );
+    Ok(tally)
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
@@ -425,24 +265,4 @@ fn report(tally: &Tally, json: bool) {
             ""
         }
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_key_filter_selects_encrypted_objects_of_its_key_only() {
-        let master = KeyRef::Master { version: 1 };
-        let cmk = KeyRef::Cmk {
-            key_id: "k".into(),
-            version: 2,
-        };
-        assert!(!KeyFilter::Any.selects(&KeyRef::None));
-        assert!(KeyFilter::Any.selects(&master) && KeyFilter::Any.selects(&cmk));
-        assert!(KeyFilter::Master.selects(&master) && !KeyFilter::Master.selects(&cmk));
-        assert!(KeyFilter::Cmk("k".into()).selects(&cmk));
-        assert!(!KeyFilter::Cmk("other".into()).selects(&cmk));
-        assert!(!KeyFilter::Cmk("k".into()).selects(&master));
-    }
 }

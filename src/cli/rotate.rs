@@ -1,13 +1,12 @@
 //! `ssefs rotate-master`: a new master key version now or when the current one is old, and
 //! retiring versions no object uses; plus the mount's background rotation check. Works while
-//! the store is mounted (the keystore is shared); reads object headers only to count users.
+//! the store is mounted (the keystore is shared); the retire check is `ops::retire`.
 
 use super::root_key::open_keystore;
-use crate::crypto::KeyRef;
-use crate::fs::scan::{inventory, peek_object};
 use crate::keystore::Keystore;
+use crate::ops::retire::retire_master_keys;
+use crate::store::Store;
 use clap::Args;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,139 +63,27 @@ pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// How many objects each master key version wraps, from the headers in the store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MasterUsage {
-    /// Objects under their names in buckets.
-    pub objects: BTreeMap<u32, u64>,
-    /// Temporary files of creates and re-encryptions (in progress, or left by a crash until
-    /// `fsck --repair` removes them): they may become an object's contents.
-    pub temporaries: BTreeMap<u32, u64>,
-}
-
-impl MasterUsage {
-    /// Objects and temporaries under `version`.
-    pub fn users(&self, version: u32) -> u64 {
-        [&self.objects, &self.temporaries]
-            .iter()
-            .filter_map(|m| m.get(&version))
-            .sum()
-    }
-    /// Every version something uses.
-    pub fn versions(&self) -> BTreeSet<u32> {
-        self.objects
-            .keys()
-            .chain(self.temporaries.keys())
-            .copied()
-            .collect()
-    }
-}
-
-/// How many objects and temporaries each master key version wraps, from the headers in the
-/// store. Fails if any object's header cannot be read (then no version can be proven unused).
-pub fn master_usage(store: &Path) -> Result<MasterUsage, String> {
-    let inv = inventory(store).map_err(|e| e.to_string())?;
-    let mut usage = MasterUsage::default();
-    let mut unreadable = Vec::new();
-    for rel in &inv.objects {
-        match peek_object(&inv.root, rel) {
-            Ok(info) => {
-                if let KeyRef::Master { version } = info.key_ref {
-                    *usage.objects.entry(version).or_default() += 1;
-                }
-            }
-            Err(e) => unreadable.push(format!("{}: {e}", rel.display())),
-        }
-    }
-    // A temporary whose header is not written yet (torn) names no key: it is skipped.
-    for (rel, _) in &inv.temporaries {
-        if let Ok(info) = peek_object(&inv.root, rel) {
-            if let KeyRef::Master { version } = info.key_ref {
-                *usage.temporaries.entry(version).or_default() += 1;
-            }
-        }
-    }
-    if let Some((dir, e)) = inv.unreadable.first() {
-        unreadable.push(format!("{}: {e}", dir.display()));
-    }
-    if !unreadable.is_empty() {
-        return Err(format!(
-            "cannot read {} object header(s) or directories, so no version can be shown unused \
-             (first: {}); run `ssefs fsck`",
-            unreadable.len(),
-            unreadable[0]
-        ));
-    }
-    Ok(usage)
-}
-
 fn retire(
     keystore: &Keystore,
     store: &Path,
     only: Option<u32>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    // The current version before the scan: anything created during the scan uses it or a
-    // newer one, and those are never retired.
-    let (before_scan, _) = keystore.current_master_key()?;
-    let usage = master_usage(store)?;
-    if let Some(version) = only {
-        if !keystore
-            .master_versions()?
-            .iter()
-            .any(|m| m.version == version)
-        {
-            return Err(format!("there is no master key version {version}").into());
-        }
-        if version >= before_scan {
-            return Err(format!("master key version {version} is the current one").into());
-        }
-        if usage.users(version) > 0 {
-            return Err(still_used(store, version, &usage).into());
-        }
-    }
-    let in_use: BTreeSet<u32> = match only {
-        // Everything else counts as in use, so only the one version goes.
-        Some(version) => keystore
-            .master_versions()?
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| *v != version)
-            .collect(),
-        None => usage.versions(),
-    };
-    let outcome = keystore.retire_unused_master_keys(&in_use, before_scan)?;
-    for version in &outcome.retired {
+    let store = Store::open(store)?;
+    let outcome = retire_master_keys(keystore, &store, only)?;
+    for version in &outcome.retirement.retired {
         println!("retired master key version {version}");
     }
     if only.is_none() {
-        for version in &outcome.in_use {
-            println!("kept {}", still_used(store, *version, &usage));
+        for version in &outcome.retirement.in_use {
+            println!("kept {}", outcome.usage.still_used(store.root(), *version));
         }
     }
     println!(
         "{} version(s) retired; current version {}",
-        outcome.retired.len(),
-        outcome.current
+        outcome.retirement.retired.len(),
+        outcome.retirement.current
     );
     Ok(())
-}
-
-fn still_used(store: &Path, version: u32, usage: &MasterUsage) -> String {
-    let objects = usage.objects.get(&version).copied().unwrap_or_default();
-    let mut text = format!("master key version {version}: {objects} object(s) still use it");
-    if let Some(temporaries) = usage.temporaries.get(&version) {
-        text.push_str(&format!(
-            ", and {temporaries} temporary file(s) of a create or re-encryption in progress or \
-             interrupted (when the store is not mounted, `ssefs fsck --repair` removes them)"
-        ));
-    }
-    if objects > 0 {
-        text.push_str(&format!(
-            "; run `ssefs rewrap --store {}` first",
-            store.display()
-        ));
-    }
-    text
 }
 
 /// Starts the mount's rotation check: at once and then hourly, a new master key version when

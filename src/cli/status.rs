@@ -6,9 +6,10 @@
 use super::json::Json;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
-use crate::fs::scan::{inventory, peek_object};
 use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
+use crate::ops::scan::{inventory, peek_object};
+use crate::store::Store;
 use crate::store::lock_probe::{lock_holders, locked_mountpoint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -62,7 +63,8 @@ struct BucketStatus {
 }
 
 pub fn run(store: &Path, json: bool) -> Result<(), String> {
-    let inv = inventory(store).map_err(|e| e.to_string())?;
+    let store = Store::open(store).map_err(|e| e.to_string())?;
+    let inv = inventory(&store);
     let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
     let mounts = mounts_of(&inv.root);
     let holders = lock_holders(&inv.root).unwrap_or_default();
@@ -92,7 +94,7 @@ pub fn run(store: &Path, json: bool) -> Result<(), String> {
             continue;
         };
         status.objects += 1;
-        match peek_object(&inv.root, rel) {
+        match peek_object(&store, rel) {
             Ok(info) => {
                 *status
                     .by_algorithm

@@ -3,13 +3,11 @@
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
 mod error;
-pub mod fsck;
 mod inode;
 mod object;
 mod policy;
 mod reencrypt;
 mod rewrap;
-pub mod scan;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -20,6 +18,7 @@ mod xattr;
 
 pub use error::FsError;
 pub use inode::ROOT_INO;
+pub(crate) use object::BackingFile;
 pub(crate) use policy::KeyUse;
 pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;

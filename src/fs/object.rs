@@ -21,6 +21,16 @@ pub(crate) struct BackingFile {
     backing: Arc<dyn crate::store::Backing>,
 }
 
+impl BackingFile {
+    /// An open backing file whose I/O goes through `backing` (offline tools use this too).
+    pub(crate) fn new(file: File, backing: Arc<dyn crate::store::Backing>) -> BackingFile {
+        BackingFile {
+            file: Arc::new(file),
+            backing,
+        }
+    }
+}
+
 impl ObjectIo for BackingFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;
@@ -272,10 +282,7 @@ impl BucketFs {
     }
 
     pub(super) fn backing_file(&self, file: File) -> BackingFile {
-        BackingFile {
-            file: Arc::new(file),
-            backing: Arc::clone(self.store.backing()),
-        }
+        BackingFile::new(file, Arc::clone(self.store.backing()))
     }
 
     fn open_object(

@@ -1,6 +1,7 @@
-//! A read-only, keyless look at a keystore for `fsck` and `status`: store id, schema version,
-//! SQLite integrity, master key versions, CMKs and bucket rules. Opens the database read-only
-//! (safe while the store is mounted) and never unwraps a secret.
+//! A read-only, keyless look at a keystore for `fsck`, `status` and restore: store id, schema
+//! version, SQLite integrity, master key versions, CMKs and bucket rules, returned as plain
+//! summaries (no SQLite type leaves the keystore). Opens the database read-only (safe while
+//! the store is mounted) and never unwraps a secret.
 
 use super::{
     BucketRule, CmkState, KEYSTORE_FILE, KeystoreError, SCHEMA_VERSION, StoreId,
@@ -43,14 +44,40 @@ impl KeystoreSummary {
     }
 }
 
+/// What a check of a keystore found: its integrity problems (empty when sound) and its summary
+/// (`None` when it could not be read; the reason is among the problems).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeystoreCheck {
+    pub problems: Vec<String>,
+    pub summary: Option<KeystoreSummary>,
+}
+
+/// Checks the keystore in `dir` without the root key: `PRAGMA integrity_check`, the schema
+/// version and whether its summary reads. Fails only when it does not open as a keystore.
+pub fn check_keystore(dir: &Path) -> Result<KeystoreCheck, KeystoreError> {
+    let conn = open_read_only(dir)?;
+    let mut problems = match integrity_problems(&conn) {
+        Ok(problems) => problems,
+        Err(e) => vec![e.to_string()],
+    };
+    let summary = match summarize_connection(&conn) {
+        Ok(summary) => Some(summary),
+        Err(e) => {
+            problems.push(e.to_string());
+            None
+        }
+    };
+    Ok(KeystoreCheck { problems, summary })
+}
+
 /// Opens `dir/keystore.db` read-only after the same file checks as a normal open: it must
 /// exist, be private (mode 0600) and be an ssefs keystore of a schema this ssefs knows.
-pub fn open_read_only(dir: &Path) -> Result<Connection, KeystoreError> {
+pub(super) fn open_read_only(dir: &Path) -> Result<Connection, KeystoreError> {
     open_file_read_only(&dir.join(KEYSTORE_FILE))
 }
 
 /// As [`open_read_only`], for a keystore file of any name (a backup).
-pub fn open_file_read_only(path: &Path) -> Result<Connection, KeystoreError> {
+fn open_file_read_only(path: &Path) -> Result<Connection, KeystoreError> {
     let path = path.to_path_buf();
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => KeystoreError::Missing(path.clone()),
@@ -76,7 +103,12 @@ pub fn summarize(dir: &Path) -> Result<KeystoreSummary, KeystoreError> {
     summarize_connection(&open_read_only(dir)?)
 }
 
-pub fn summarize_connection(conn: &Connection) -> Result<KeystoreSummary, KeystoreError> {
+/// Reads the summary of the keystore file `path` of any name (a backup) without the root key.
+pub fn summarize_file(path: &Path) -> Result<KeystoreSummary, KeystoreError> {
+    summarize_connection(&open_file_read_only(path)?)
+}
+
+pub(super) fn summarize_connection(conn: &Connection) -> Result<KeystoreSummary, KeystoreError> {
     let schema_version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let mut masters =
         conn.prepare("SELECT version, created_at, retired_at FROM master_keys ORDER BY version")?;
@@ -146,7 +178,7 @@ fn list_bucket_rules(conn: &Connection) -> Result<Vec<(String, BucketRule)>, Key
 
 /// `PRAGMA integrity_check` and the schema version check: the problems found (empty when the
 /// keystore is sound).
-pub fn integrity_problems(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
+pub(super) fn integrity_problems(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
     let mut problems: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))?
@@ -195,9 +227,13 @@ mod tests {
         assert!(summary.has_master(2) && !summary.has_master(3));
         assert_eq!(summary.bucket_rules.len(), 1);
         assert_eq!(summary.bucket_rules[0].0, "photos");
-        let conn = open_read_only(dir.path()).unwrap();
-        assert!(integrity_problems(&conn).unwrap().is_empty());
-        drop(conn);
+        let check = check_keystore(dir.path()).unwrap();
+        assert!(check.problems.is_empty(), "{:?}", check.problems);
+        assert_eq!(check.summary.as_ref(), Some(&summary));
+        assert_eq!(
+            summarize_file(&dir.path().join(KEYSTORE_FILE)).unwrap(),
+            summary
+        );
         assert_eq!(
             std::fs::read(dir.path().join(KEYSTORE_FILE)).unwrap(),
             before

@@ -1,14 +1,16 @@
 //! Checking a store: the keystore's integrity, every object's header and blocks, keys that are
 //! missing or destroyed, foreign files, leftover temporaries and strays at the store root.
-//! Read-only beside a mount; the only repair is removing ssefs temporaries under the lock.
+//! Read-only beside a mount (objects are read through the `Store`); the only repair is
+//! removing ssefs temporaries under the lock.
 
 use super::scan::{StoreInventory, inventory, open_backing_file};
 use crate::crypto::{CryptoError, Key256, KeyRef, Object, peek_header};
-use crate::keystore::inspect::{KeystoreSummary, integrity_problems, open_read_only};
-use crate::keystore::{CmkState, KeystoreError, keystore_dir};
+use crate::fs::BackingFile;
+use crate::keystore::inspect::{KeystoreSummary, check_keystore as inspect_keystore};
+use crate::keystore::{CmkState, KeystoreError};
+use crate::store::layout::{keystore_rel_path, meta_dir};
 use crate::store::lock_probe::lock_holders;
 use crate::store::{Store, StoreError};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// What kind of problem fsck found. The names (`as_str`) are stable: scripts match on them.
@@ -122,7 +124,8 @@ pub fn check_store(
     options: FsckOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<FsckReport, FsckError> {
-    let inv = inventory(store)?;
+    let store = Store::open(store)?;
+    let inv = inventory(&store);
     let mut report = FsckReport {
         store: inv.root.clone(),
         lock_holders: lock_holders(&inv.root).unwrap_or_default(),
@@ -142,7 +145,7 @@ pub fn check_store(
     let mut unverified = 0usize;
     for (done, rel) in inv.objects.iter().enumerate() {
         let known = report.problems.len();
-        let verified = check_object(&inv.root, rel, summary.as_ref(), keys, &mut report);
+        let verified = check_object(&store, rel, summary.as_ref(), keys, &mut report);
         if !verified && report.problems.len() == known {
             unverified += 1;
         }
@@ -164,35 +167,19 @@ pub fn check_store(
     Ok(report)
 }
 
-const KEYSTORE_PATH: &str = ".ssefs/keystore.db";
-
 fn check_keystore(root: &Path, report: &mut FsckReport) -> Option<KeystoreSummary> {
-    let conn = match open_read_only(&keystore_dir(root)) {
-        Ok(conn) => conn,
+    let path = keystore_rel_path();
+    let check = match inspect_keystore(&meta_dir(root)) {
+        Ok(check) => check,
         Err(e) => {
-            report.problem(
-                KEYSTORE_PATH,
-                ProblemKind::KeystoreUnreadable,
-                e.to_string(),
-            );
+            report.problem(&path, ProblemKind::KeystoreUnreadable, e.to_string());
             return None;
         }
     };
-    match integrity_problems(&conn) {
-        Ok(problems) => {
-            for p in problems {
-                report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, p);
-            }
-        }
-        Err(e) => report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, e.to_string()),
+    for problem in check.problems {
+        report.problem(&path, ProblemKind::KeystoreIntegrity, problem);
     }
-    match crate::keystore::inspect::summarize_connection(&conn) {
-        Ok(summary) => Some(summary),
-        Err(e) => {
-            report.problem(KEYSTORE_PATH, ProblemKind::KeystoreIntegrity, e.to_string());
-            None
-        }
-    }
+    check.summary
 }
 
 fn check_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
@@ -215,13 +202,13 @@ fn check_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
 
 /// Checks one object; returns whether its header and every block were authenticated.
 fn check_object(
-    root: &Path,
+    store: &Store,
     rel: &Path,
     summary: Option<&KeystoreSummary>,
     keys: KeyLookup<'_>,
     report: &mut FsckReport,
 ) -> bool {
-    let file = match open_backing_file(root, rel) {
+    let file = match open_backing_file(store, rel, false) {
         Ok(file) => file,
         Err(e) => {
             report.problem(rel, ProblemKind::Unreadable, e.to_string());
@@ -283,7 +270,7 @@ fn check_object(
     }
 }
 
-fn dirty_note(object: &Object<File>) -> &'static str {
+fn dirty_note(object: &Object<BackingFile>) -> &'static str {
     if object.is_dirty() {
         "; a write session is open or was interrupted"
     } else {
@@ -404,13 +391,14 @@ pub fn objects_opening_with(
     keys: &dyn Fn(&KeyRef) -> Option<Key256>,
     limit: usize,
 ) -> Result<(usize, usize), FsckError> {
-    let inv = inventory(store)?;
+    let store = Store::open(store)?;
+    let inv = inventory(&store);
     let (mut tried, mut opened) = (0, 0);
     for rel in &inv.objects {
         if tried >= limit {
             break;
         }
-        let Ok(file) = open_backing_file(&inv.root, rel) else {
+        let Ok(file) = open_backing_file(&store, rel, false) else {
             continue;
         };
         let Ok(info) = peek_header(&file) else {
