@@ -1,6 +1,9 @@
-//! Invariant 5 of the design, checked directly: secrets are zeroized when dropped and never
-//! printed by `Debug`, and the layering holds in the sources (crypto imports nothing from the
-//! crate and knows no paths, SQLite or FUSE; only `fuse.rs` imports `fuser`).
+//! Invariant 5 of `docs/DESIGN.md`, checked directly: secrets are zeroized when dropped and
+//! never printed by `Debug`; and the boundaries of its layering, checked in the sources as
+//! text: crypto imports nothing from the crate and knows no paths, SQLite or FUSE; only the
+//! `fuse` module imports `fuser`; only `keystore/` uses `rusqlite`; `fs/` and `ops/` make no
+//! filesystem calls of their own (the store's bytes are reached through `store::Store`); the
+//! store layout is spelled only in `store/layout.rs`; no layer imports one above it.
 
 use ssefs::crypto::{DataKey, Key256};
 use std::fs;
@@ -102,6 +105,65 @@ fn code_lines(path: &Path) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Whether a source file holds only tests (`tests.rs`, `tests_*.rs`, `*_tests.rs`).
+fn is_test_file(path: &Path) -> bool {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    stem.starts_with("tests") || stem.ends_with("_tests")
+}
+
+/// The code lines of a source file that are not tests: none of a test file; in others, an
+/// item after `#[cfg(test)]` is left out: a `mod x;` line, or an inline `mod x {` and
+/// everything after it (an inline test module closes each file).
+fn production_lines(path: &Path) -> Vec<(usize, String)> {
+    if is_test_file(path) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut lines = code_lines(path).into_iter();
+    while let Some((n, line)) = lines.next() {
+        if line.trim() != "#[cfg(test)]" {
+            out.push((n, line));
+            continue;
+        }
+        match lines.next() {
+            Some((_, item)) if item.trim_end().ends_with('{') => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `path` relative to `src/`, with `/` separators.
+fn rel_src(path: &Path) -> String {
+    path.strip_prefix(src())
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The production lines of every source file under `src/` (minus `skip`) that contain one of
+/// `words`, as `file:line: word: code`.
+fn uses_of(words: &[&str], skip: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in rust_files(&src()) {
+        let rel = rel_src(&file);
+        if skip(&rel) {
+            continue;
+        }
+        for (n, line) in production_lines(&file) {
+            for word in words {
+                if line.contains(word) {
+                    found.push(format!("src/{rel}:{n}: {word}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    found
+}
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
@@ -135,41 +197,164 @@ fn crypto_imports_nothing_from_the_crate_and_knows_no_paths_sqlite_or_fuse() {
     );
 }
 
+/// Whether `rel` (relative to `src/`) is the FUSE adapter: `fuse.rs`, or a file of `fuse/`.
+fn is_fuse_module(rel: &str) -> bool {
+    rel == "fuse.rs" || rel.starts_with("fuse/")
+}
+
 #[test]
-fn only_fuse_rs_imports_fuser() {
-    let mut found = Vec::new();
-    let mut seen_in_fuse_rs = false;
-    for file in rust_files(&src()) {
-        let is_fuse_rs = file.file_name().is_some_and(|n| n == "fuse.rs");
-        for (n, line) in code_lines(&file) {
-            if line.contains("fuser::") {
-                if is_fuse_rs {
-                    seen_in_fuse_rs = true;
-                } else {
-                    found.push(format!("{}:{n}: {}", file.display(), line.trim()));
-                }
-            }
-        }
-    }
+fn only_the_fuse_module_imports_fuser() {
+    let seen = rust_files(&src()).iter().any(|file| {
+        is_fuse_module(&rel_src(file))
+            && code_lines(file)
+                .iter()
+                .any(|(_, line)| line.contains("fuser::"))
+    });
     assert!(
-        seen_in_fuse_rs,
-        "fuse.rs no longer imports fuser: is the check still looking?"
+        seen,
+        "the fuse module no longer imports fuser: is the check still looking?"
     );
+    let found = uses_of(&["fuser::", "use fuser"], is_fuse_module);
     assert!(
         found.is_empty(),
-        "fuser used outside fuse.rs:\n{}",
+        "fuser used outside the fuse module:\n{}",
         found.join("\n")
     );
 }
 
 #[test]
-fn fs_and_keystore_do_not_reach_up_into_the_cli_or_fuse() {
+fn only_the_keystore_uses_rusqlite() {
+    let in_keystore = |rel: &str| rel.starts_with("keystore/");
+    let found = uses_of(&["rusqlite"], in_keystore);
+    assert!(
+        found.is_empty(),
+        "rusqlite used outside keystore/ (ask keystore::inspect for a summary):\n{}",
+        found.join("\n")
+    );
+    let seen = rust_files(&src().join("keystore")).iter().any(|f| {
+        production_lines(f)
+            .iter()
+            .any(|(_, l)| l.contains("rusqlite"))
+    });
+    assert!(
+        seen,
+        "keystore/ no longer uses rusqlite: is the check looking?"
+    );
+}
+
+/// In `fs/` and `ops/` (the mount's core and the offline operations), outside tests, the
+/// only item of `std::fs` allowed is the `File` type of descriptors `store::Backing` hands
+/// out, and the only path read is the caller's `/proc` status: every byte of a store is
+/// reached through `store::Store` and its `Backing`, so the store owns the layout and a test
+/// can inject faults into all of it.
+#[test]
+fn fs_and_ops_reach_the_store_only_through_store() {
+    let forbidden = [
+        "std::fs::",
+        "OpenOptions",
+        "File::open",
+        "File::create",
+        "DirBuilder",
+        "read_dir(",
+        "canonicalize(",
+        "symlink_metadata",
+        "remove_file",
+    ];
     let mut found = Vec::new();
-    for layer in ["fs", "keystore", "store"] {
+    let mut files = 0;
+    for layer in ["fs", "ops"] {
         for file in rust_files(&src().join(layer)) {
+            files += 1;
+            for (n, line) in production_lines(&file) {
+                if line.contains("\"/proc/") {
+                    continue;
+                }
+                let rest = line.replace("std::fs::File", "File");
+                for word in forbidden {
+                    let hit = match word {
+                        // `store.list_dir` and `backing.read_dir` are the store's own calls.
+                        "read_dir(" => rest.contains("std::fs::read_dir("),
+                        _ => rest.contains(word),
+                    };
+                    if hit {
+                        found.push(format!("{}:{n}: {word}: {}", rel_src(&file), line.trim()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(files >= 10, "fs/ and ops/ sources not found");
+    assert!(
+        found.is_empty(),
+        "fs/ or ops/ reach the file system around store::Store:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The names of the store layout (meta directory, keystore file and its companions, lock,
+/// temporary directory, temporary prefixes) are spelled once, in `store/layout.rs`; everyone
+/// else uses its constants and functions.
+#[test]
+fn the_store_layout_is_spelled_only_in_store_layout() {
+    let names = [
+        "\".ssefs",
+        "\"keystore.db",
+        "\"tmp\"",
+        "\"lock\"",
+        "\"-wal\"",
+        "\"-shm\"",
+        "\"create-",
+        "\"reencrypt-",
+        "\"replace-",
+    ];
+    let found = uses_of(&names, |rel| rel == "store/layout.rs");
+    assert!(
+        found.is_empty(),
+        "a layout name spelled outside store/layout.rs:\n{}",
+        found.join("\n")
+    );
+    let layout = production_lines(&src().join("store/layout.rs"));
+    for name in names {
+        assert!(
+            name == "\"replace-" || layout.iter().any(|(_, l)| l.contains(name)),
+            "store/layout.rs no longer names {name}: is the check looking?"
+        );
+    }
+}
+
+#[test]
+fn no_layer_reaches_up() {
+    // What each layer may not import: the layers above it (and, for `store/`, every other
+    // layer but the leaf `crypto`-free world: it knows nothing of objects, keys or FUSE).
+    let rules: [(&str, &[&str]); 4] = [
+        ("fs", &["crate::cli", "crate::fuse", "crate::ops"]),
+        (
+            "keystore",
+            &["crate::cli", "crate::fuse", "crate::ops", "crate::fs"],
+        ),
+        (
+            "store",
+            &[
+                "crate::cli",
+                "crate::fuse",
+                "crate::ops",
+                "crate::fs",
+                "crate::keystore",
+                "crate::crypto",
+            ],
+        ),
+        ("ops", &["crate::cli", "crate::fuse"]),
+    ];
+    let mut found = Vec::new();
+    for (layer, forbidden) in rules {
+        let files = rust_files(&src().join(layer));
+        assert!(!files.is_empty(), "src/{layer} not found");
+        for file in files {
             for (n, line) in code_lines(&file) {
-                if line.contains("crate::cli") || line.contains("crate::fuse") {
-                    found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+                for word in forbidden {
+                    if line.contains(word) {
+                        found.push(format!("src/{}:{n}: {}", rel_src(&file), line.trim()));
+                    }
                 }
             }
         }
