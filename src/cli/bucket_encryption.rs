@@ -7,9 +7,9 @@ use crate::crypto::Algorithm;
 use crate::keystore::{
     BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore, parse_sse_algorithm, validate_bucket_name,
 };
+use crate::store::Store;
 use clap::{Args, Subcommand};
 use serde_json::json;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The exit code of `get` for a bucket without a rule.
@@ -130,12 +130,14 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
 /// The uid owning `STORE/BUCKET`, after checking the name and that it is a directory.
 fn bucket_owner(store: &Path, bucket: &str) -> Result<u32, BucketEncryptionError> {
     validate_bucket_name(bucket)?;
-    let path = store.join(bucket);
-    match std::fs::symlink_metadata(&path) {
-        Ok(meta) if meta.is_dir() => Ok(meta.uid()),
-        Ok(_) => Err(no_such_bucket(store, bucket)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_such_bucket(store, bucket)),
-        Err(source) => Err(BucketEncryptionError::Io { path, source }),
+    let io = |source| BucketEncryptionError::Io {
+        path: store.join(bucket),
+        source,
+    };
+    let opened = Store::open(store).map_err(|e| io(std::io::Error::other(e)))?;
+    match crate::ops::scan::bucket_owner(&opened, bucket).map_err(io)? {
+        Some(owner) => Ok(owner),
+        None => Err(no_such_bucket(store, bucket)),
     }
 }
 

@@ -56,6 +56,18 @@ pub fn peek_object(store: &Store, rel: &Path) -> Result<HeaderInfo, CryptoError>
     peek_header(&open_backing_file(store, rel, false)?)
 }
 
+/// The uid owning the bucket directory `bucket` (a name already checked), or `None` when the
+/// store has no such directory.
+pub fn bucket_owner(store: &Store, bucket: &str) -> std::io::Result<Option<u32>> {
+    let fd = match store.open_path(Path::new(bucket)) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let st = store.backing().stat(std::os::fd::AsFd::as_fd(&fd))?;
+    Ok(st.is_dir().then_some(st.uid))
+}
+
 /// The kind of a backing entry, as far as a scan cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -254,5 +266,11 @@ mod tests {
         assert!(matches!(err, CryptoError::NotAnObject), "{err}");
         assert!(peek_object(&store, Path::new("photos/link")).is_err());
         assert!(peek_object(&store, Path::new("../photos/plain")).is_err());
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata(dir.path().join("photos")).unwrap().uid();
+        assert_eq!(bucket_owner(&store, "photos").unwrap(), Some(uid));
+        assert_eq!(bucket_owner(&store, "nobucket").unwrap(), None);
+        std::fs::write(dir.path().join("loose"), b"x").unwrap();
+        assert_eq!(bucket_owner(&store, "loose").unwrap(), None);
     }
 }
