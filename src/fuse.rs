@@ -128,7 +128,7 @@ fn time_update(t: Option<TimeOrNow>) -> Option<TimeUpdate> {
 
 fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
     match result {
-        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(0)),
+        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -467,7 +467,7 @@ impl Filesystem for FuseAdapter {
                 &e.name,
                 &TTL,
                 &file_attr(&attr),
-                Generation(0),
+                Generation(attr.generation),
             );
             if full {
                 if !dot {
@@ -563,7 +563,7 @@ impl Filesystem for FuseAdapter {
             Ok((attr, fh)) => reply.created(
                 &TTL,
                 &file_attr(&attr),
-                Generation(0),
+                Generation(attr.generation),
                 FileHandle(fh),
                 file_open_flags(),
             ),

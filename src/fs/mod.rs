@@ -15,6 +15,8 @@ mod tests;
 #[cfg(test)]
 mod tests_fds;
 #[cfg(test)]
+mod tests_inodes;
+#[cfg(test)]
 mod tests_sse;
 mod xattr;
 
@@ -28,7 +30,7 @@ pub use rewrap::{REWRAP_ATTR, Rewrap};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
-use inode::{Inode, InodeTable, lock};
+use inode::{Inode, InodeTable, Origin, lock};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
@@ -157,6 +159,8 @@ impl NodeKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
+    /// Tells this node from earlier nodes that had the same inode number.
+    pub generation: u64,
     pub size: u64,
     pub blocks: u64,
     pub atime: SystemTime,
@@ -306,6 +310,7 @@ impl BucketFs {
         };
         Ok(Attr {
             ino: inode.ino,
+            generation: inode.generation,
             size,
             blocks: stat.blocks,
             atime: system_time(stat.atime),
@@ -329,10 +334,16 @@ impl BucketFs {
         Ok(())
     }
 
-    /// Looks `name` up in `parent` and counts one kernel lookup of the result.
-    fn enter(&self, parent: &Arc<Inode>, name: &OsStr) -> Result<(Arc<Inode>, Attr), FsError> {
+    /// Looks `name` up in `parent` and counts one kernel lookup of the result (`origin`:
+    /// whether the operation just made that node).
+    fn enter(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+        origin: Origin,
+    ) -> Result<(Arc<Inode>, Attr), FsError> {
         let stat = self.backing().stat_at(parent.fd()?.as_fd(), name)?;
-        let inode = self.inodes.remember(parent, name, &stat)?;
+        let inode = self.inodes.remember(parent, name, &stat, origin)?;
         match self.attr_of(&inode, &stat) {
             Ok(attr) => Ok((inode, attr)),
             Err(e) => {
@@ -391,7 +402,7 @@ impl BucketFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         Self::visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Found)?.1)
     }
 
     pub fn forget(&self, ino: u64, lookups: u64) {
@@ -512,7 +523,7 @@ impl BucketFs {
         self.backing()
             .mknod_at(parent.fd()?.as_fd(), name, mode, u64::from(rdev))?;
         self.chown_new(&parent, name, uid, gid, false)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     /// Creates a directory; at the root, a bucket with the mount's default encryption.
@@ -549,7 +560,7 @@ impl BucketFs {
             }
             log::info!("created bucket {bucket}");
         }
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
@@ -595,7 +606,7 @@ impl BucketFs {
         self.backing()
             .symlink_at(target.as_os_str(), parent.fd()?.as_fd(), name)?;
         self.chown_new(&parent, name, caller.uid, caller.gid, false)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     /// Renames within and across buckets. Objects keep their encryption (the header moves
@@ -668,7 +679,7 @@ impl BucketFs {
         let dir = self.inodes.get(new_parent)?;
         self.backing()
             .link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), new_name)?;
-        Ok(self.enter(&dir, new_name)?.1)
+        Ok(self.enter(&dir, new_name, Origin::Found)?.1)
     }
 
     fn new_handle(&self, handle: Handle) -> u64 {
