@@ -1,5 +1,5 @@
 //! The filesystem core: buckets, inodes, open handles and the SSE policy. Decides every
-//! operation; knows nothing of `fuser` (see `fuse.rs`) and is tested without a kernel mount.
+//! operation; knows nothing of `fuser` (see `fuse/`) and is tested without a kernel mount.
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
 mod error;
@@ -29,7 +29,7 @@ pub(crate) use rewrap::rewrap_object;
 pub use rewrap::{REWRAP_ATTR, Rewrap};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
-use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
+use crate::store::{FsUsage, Stat, Store, Timestamp};
 use inode::{Inode, InodeTable, Origin, lock};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -188,6 +188,43 @@ pub struct SetAttr {
     pub handle: Option<u64>,
 }
 
+/// A new access or modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUpdate {
+    Now,
+    At(SystemTime),
+}
+
+impl TimeUpdate {
+    fn to_store(self) -> crate::store::TimeUpdate {
+        match self {
+            TimeUpdate::Now => crate::store::TimeUpdate::Now,
+            TimeUpdate::At(t) => crate::store::TimeUpdate::At(timestamp(t)),
+        }
+    }
+}
+
+/// What a rename does to a node already at the new name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replaces it.
+    Replace,
+    /// Fails with `EEXIST` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swaps the two (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
+impl RenameMode {
+    fn to_store(self) -> crate::store::RenameMode {
+        match self {
+            RenameMode::Replace => crate::store::RenameMode::Replace,
+            RenameMode::NoReplace => crate::store::RenameMode::NoReplace,
+            RenameMode::Exchange => crate::store::RenameMode::Exchange,
+        }
+    }
+}
+
 /// One directory entry; `offset` is the offset of the entry after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
@@ -222,6 +259,27 @@ fn system_time(ts: Timestamp) -> SystemTime {
     };
     time.and_then(|t| t.checked_add(nanos))
         .unwrap_or(UNIX_EPOCH)
+}
+
+/// A time as the store keeps it (seconds and nanoseconds, before the epoch too).
+fn timestamp(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos(),
+        },
+        Err(before) => {
+            let d = before.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => Timestamp { secs, nanos: 0 },
+                n => Timestamp {
+                    secs: secs - 1,
+                    nanos: 1_000_000_000 - n,
+                },
+            }
+        }
+    }
 }
 
 fn check_name(name: &OsStr) -> Result<(), FsError> {
@@ -441,7 +499,12 @@ impl BucketFs {
             }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
-            self.set_times(&inode, changes.atime, changes.mtime)?;
+            let (atime, mtime) = (changes.atime, changes.mtime);
+            self.set_times(
+                &inode,
+                atime.map(TimeUpdate::to_store),
+                mtime.map(TimeUpdate::to_store),
+            )?;
         }
         let stat = self.stat_node(&inode)?;
         if let Some(before) = before {
@@ -475,8 +538,8 @@ impl BucketFs {
     fn set_times(
         &self,
         inode: &Inode,
-        atime: Option<TimeUpdate>,
-        mtime: Option<TimeUpdate>,
+        atime: Option<crate::store::TimeUpdate>,
+        mtime: Option<crate::store::TimeUpdate>,
     ) -> Result<(), FsError> {
         let _times = lock(&inode.times);
         if !inode.is_symlink() {
@@ -632,7 +695,7 @@ impl BucketFs {
             name,
             new_dir.fd()?.as_fd(),
             new_name,
-            mode,
+            mode.to_store(),
         )?;
         self.note_link_name(&new_dir, new_name);
         if mode == RenameMode::Exchange {
@@ -759,6 +822,37 @@ impl BucketFs {
             }
             Handle::File(_) => Err(FsError::BadHandle(fh)),
         }
+    }
+
+    /// The entries of an open directory from `offset` on, each with its attributes, handed
+    /// to `add` until it says the reply is full (`true`; that entry was not taken). Every
+    /// entry taken but `.` and `..` counts as a kernel lookup (the kernel links the others
+    /// as if looked up); an entry gone meanwhile is left out.
+    pub fn readdirplus(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, &Attr) -> bool,
+    ) -> Result<(), FsError> {
+        for entry in self.readdir(fh, offset)? {
+            let dot = entry.name == "." || entry.name == "..";
+            let attr = if dot {
+                self.getattr(entry.ino).or_else(|_| self.getattr(dir))
+            } else {
+                self.lookup(dir, &entry.name)
+            };
+            let Ok(attr) = attr else {
+                continue;
+            };
+            if add(&entry, &attr) {
+                if !dot {
+                    self.forget(attr.ino, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) -> Result<(), FsError> {
