@@ -7,8 +7,8 @@ mod common;
 mod support;
 
 use common::{Mount, TestStore, mount_tests_enabled};
+use ssefs::fs::RenameMode;
 use ssefs::fs::{FsError, NodeKind, SSE_ATTR};
-use ssefs::store::RenameMode;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};

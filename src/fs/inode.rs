@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 /// The inode number of the mount root.
 pub const ROOT_INO: u64 = 1;
+/// The generation of the mount root (the kernel makes the root inode with 0 itself).
+const ROOT_GENERATION: u64 = 0;
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain maps and
 /// counters updated in one step).
@@ -163,6 +165,12 @@ impl PathFdCache {
 /// One backing node known to the kernel.
 pub(crate) struct Inode {
     pub ino: u64,
+    /// Tells this node from earlier nodes that had the same number: the backing filesystem
+    /// gives a freed number to a new node, possibly while the kernel still knows the old one
+    /// (its `FORGET` in flight, or a reference such as an `O_PATH` descriptor keeping it). The
+    /// kernel takes an entry whose generation differs for a new inode and retires the old
+    /// one; with the same generation it would take the new node for the old inode.
+    pub generation: u64,
     me: Weak<Inode>,
     cache: Arc<PathFdCache>,
     /// The backing inode number the node has (changes when a re-encryption replaces it).
@@ -199,13 +207,14 @@ const NAMES_KEPT: usize = 8;
 impl Inode {
     fn new(
         cache: &Arc<PathFdCache>,
-        ino: u64,
+        (ino, generation): (u64, u64),
         stat: &Stat,
         fds: NodeFds,
         object: Option<ObjectSlot>,
     ) -> Arc<Inode> {
         Arc::new_cyclic(|me| Inode {
             ino,
+            generation,
             me: Weak::clone(me),
             cache: Arc::clone(cache),
             backing_ino: AtomicU64::new(stat.ino),
@@ -347,12 +356,34 @@ impl Drop for Inode {
 
 struct Entry {
     inode: Arc<Inode>,
+    /// The kernel's lookups of this number, summed over every inode the kernel holds for it:
+    /// the current node's and those of earlier nodes of the same number not forgotten yet
+    /// (`FORGET` names a number, not a generation).
     lookups: u64,
+}
+
+/// Whether the node an entry is about was just made by the operation reporting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Found by name: a known inode of that number and type is this node.
+    Found,
+    /// Just made (`mkdir`, `symlink`, `mknod`): a known inode of that number is an earlier
+    /// node whose number the backing filesystem gave again.
+    Made,
+}
+
+/// A new object registered before its name appears, with the kernel's lookup of it already
+/// counted; [`InodeTable::withdraw`] undoes both if the name never appears.
+pub(crate) struct Preloaded {
+    pub inode: Arc<Inode>,
+    /// The earlier node of the same number the new one took the place of.
+    displaced: Option<Arc<Inode>>,
 }
 
 /// Maps inode numbers to known nodes. The inode number of a node is its backing inode
 /// number (stable across remounts, shared by hard links), except that the store root is
-/// always [`ROOT_INO`] and a backing node numbered 1 takes the root's backing number.
+/// always [`ROOT_INO`] and a backing node numbered 1 takes the root's backing number. A
+/// number the backing filesystem gives again to a new node gets a new generation.
 pub(crate) struct InodeTable {
     dev: u64,
     root_backing_ino: u64,
@@ -361,6 +392,8 @@ pub(crate) struct InodeTable {
     /// Backing numbers of re-encrypted objects -> the inode number they keep showing.
     /// Lock order: `entries` before `aliases`.
     aliases: Mutex<HashMap<u64, u64>>,
+    /// The last generation given to a node (the root has [`ROOT_GENERATION`]).
+    generations: AtomicU64,
 }
 
 impl InodeTable {
@@ -374,6 +407,7 @@ impl InodeTable {
         };
         let inode = Arc::new_cyclic(|me| Inode {
             ino: ROOT_INO,
+            generation: ROOT_GENERATION,
             me: Weak::clone(me),
             cache: Arc::clone(&cache),
             backing_ino: AtomicU64::new(root.ino),
@@ -396,6 +430,7 @@ impl InodeTable {
             cache,
             entries: Mutex::new(entries),
             aliases: Mutex::new(HashMap::new()),
+            generations: AtomicU64::new(ROOT_GENERATION),
         }
     }
 
@@ -403,6 +438,18 @@ impl InodeTable {
     #[cfg(test)]
     pub fn path_fds(&self) -> &PathFdCache {
         &self.cache
+    }
+
+    /// A new inode numbered `ino` with a generation no node had before.
+    fn new_inode(
+        &self,
+        ino: u64,
+        stat: &Stat,
+        fds: NodeFds,
+        object: Option<ObjectSlot>,
+    ) -> Arc<Inode> {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        Inode::new(&self.cache, (ino, generation), stat, fds, object)
     }
 
     /// The inode number the mount shows for a backing node.
@@ -437,12 +484,13 @@ impl InodeTable {
 
     /// Records one kernel lookup of the node `name` in `parent` leads to (whose attributes
     /// are `stat`); a node not known yet gets an entry whose descriptor is opened when first
-    /// needed.
+    /// needed, and so does a node that only has the number of a known one (`origin`).
     pub fn remember(
         &self,
         parent: &Arc<Inode>,
         name: &OsStr,
         stat: &Stat,
+        origin: Origin,
     ) -> Result<Arc<Inode>, FsError> {
         if stat.dev != self.dev {
             return Err(FsError::OtherFilesystem(
@@ -453,12 +501,13 @@ impl InodeTable {
         let inode = {
             let mut entries = lock(&self.entries);
             let entry = entries.entry(ino).or_insert_with(|| Entry {
-                inode: Inode::new(&self.cache, ino, stat, NodeFds::default(), None),
+                inode: self.new_inode(ino, stat, NodeFds::default(), None),
                 lookups: 0,
             });
-            if entry.inode.file_type != stat.file_type() {
+            let earlier_node = origin == Origin::Made || entry.inode.file_type != stat.file_type();
+            if earlier_node && entry.lookups > 0 {
                 // The number of a removed node the kernel still knows, given to a new node.
-                entry.inode = Inode::new(&self.cache, ino, stat, NodeFds::default(), None);
+                entry.inode = self.new_inode(ino, stat, NodeFds::default(), None);
             }
             entry.lookups += 1;
             Arc::clone(&entry.inode)
@@ -468,62 +517,50 @@ impl InodeTable {
     }
 
     /// Registers a node the kernel does not know yet, with its open object (whose backing
-    /// file is `file`) already in place: a new object before its name appears, so a
-    /// concurrent lookup and open finds the same open object instead of opening a second one.
-    pub fn preload(
-        &self,
-        file: Arc<File>,
-        stat: &Stat,
-        object: Arc<OpenObject>,
-    ) -> Result<Arc<Inode>, FsError> {
+    /// file is `file`) already in place, and counts the kernel's lookup of it: a new object
+    /// before its name appears, so a concurrent lookup and open finds the same open object
+    /// instead of opening a second one. Counting here, under the same lock, matters: a
+    /// `FORGET` of an earlier node of the same number may come at any moment.
+    pub fn preload(&self, file: Arc<File>, stat: &Stat, object: Arc<OpenObject>) -> Preloaded {
         let ino = self.ino_of(stat.ino);
         let slot = ObjectSlot { object, users: 1 };
         let fds = NodeFds {
             path: None,
             open: Some(file),
         };
-        let inode = Inode::new(&self.cache, ino, stat, fds, Some(slot));
+        let inode = self.new_inode(ino, stat, fds, Some(slot));
         let mut entries = lock(&self.entries);
-        match entries.get_mut(&ino) {
-            // The node is new, so a known inode of that number is a removed node the kernel
-            // has not forgotten yet (nothing held it open, so its number was given again):
-            // the new node takes its place, and its lookups, which the kernel will forget.
-            Some(entry)
-                if entry
-                    .inode
-                    .object
-                    .try_lock()
-                    .is_ok_and(|slot| slot.is_none()) =>
-            {
-                entry.inode = Arc::clone(&inode);
-            }
-            Some(_) => return Err(FsError::StaleInode(ino)),
-            None => {
-                entries.insert(
-                    ino,
-                    Entry {
-                        inode: Arc::clone(&inode),
-                        lookups: 0,
-                    },
-                );
-            }
-        }
-        Ok(inode)
-    }
-
-    /// Counts one kernel lookup of a known inode.
-    pub fn count_lookup(&self, ino: u64) -> Result<(), FsError> {
-        let mut entries = lock(&self.entries);
-        let entry = entries.get_mut(&ino).ok_or(FsError::StaleInode(ino))?;
+        let entry = entries.entry(ino).or_insert_with(|| Entry {
+            inode: Arc::clone(&inode),
+            lookups: 0,
+        });
+        // The node is new, so a known inode of that number is an earlier node the kernel
+        // has not forgotten yet (nothing held it open, so its number was given again): the
+        // new node takes its place, and its lookups, which the kernel will forget.
+        let displaced = (!Arc::ptr_eq(&entry.inode, &inode))
+            .then(|| std::mem::replace(&mut entry.inode, Arc::clone(&inode)));
         entry.lookups += 1;
-        Ok(())
+        Preloaded { inode, displaced }
     }
 
-    /// Drops a preloaded entry the kernel never learnt about.
-    pub fn discard_unused(&self, ino: u64) {
+    /// Undoes a [`preload`](Self::preload) whose name never appeared: the lookup goes, and
+    /// the node it displaced comes back.
+    pub fn withdraw(&self, preloaded: Preloaded) {
+        let ino = preloaded.inode.ino;
         let mut entries = lock(&self.entries);
-        if entries.get(&ino).is_some_and(|e| e.lookups == 0) {
-            entries.remove(&ino);
+        let Some(entry) = entries.get_mut(&ino) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.inode, &preloaded.inode) {
+            return;
+        }
+        entry.lookups = entry.lookups.saturating_sub(1);
+        match preloaded.displaced {
+            _ if entry.lookups == 0 => {
+                entries.remove(&ino);
+            }
+            Some(earlier) => entry.inode = earlier,
+            None => {}
         }
     }
 

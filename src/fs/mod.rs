@@ -1,5 +1,5 @@
 //! The filesystem core: buckets, inodes, open handles and the SSE policy. Decides every
-//! operation; knows nothing of `fuser` (see `fuse.rs`) and is tested without a kernel mount.
+//! operation; knows nothing of `fuser` (see `fuse/`) and is tested without a kernel mount.
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
 mod error;
@@ -12,6 +12,8 @@ mod rewrap;
 mod tests;
 #[cfg(test)]
 mod tests_fds;
+#[cfg(test)]
+mod tests_inodes;
 #[cfg(test)]
 mod tests_sse;
 mod xattr;
@@ -26,8 +28,8 @@ pub(crate) use rewrap::rewrap_object;
 pub use rewrap::{REWRAP_ATTR, Rewrap};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
-use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
-use inode::{Inode, InodeTable, lock};
+use crate::store::{FsUsage, Stat, Store, Timestamp};
+use inode::{Inode, InodeTable, Origin, lock};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
@@ -156,6 +158,8 @@ impl NodeKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Attr {
     pub ino: u64,
+    /// Tells this node from earlier nodes that had the same inode number.
+    pub generation: u64,
     pub size: u64,
     pub blocks: u64,
     pub atime: SystemTime,
@@ -181,6 +185,43 @@ pub struct SetAttr {
     pub mtime: Option<TimeUpdate>,
     /// The open handle the change comes through, if any.
     pub handle: Option<u64>,
+}
+
+/// A new access or modification time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUpdate {
+    Now,
+    At(SystemTime),
+}
+
+impl TimeUpdate {
+    fn to_store(self) -> crate::store::TimeUpdate {
+        match self {
+            TimeUpdate::Now => crate::store::TimeUpdate::Now,
+            TimeUpdate::At(t) => crate::store::TimeUpdate::At(timestamp(t)),
+        }
+    }
+}
+
+/// What a rename does to a node already at the new name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RenameMode {
+    /// Replaces it.
+    Replace,
+    /// Fails with `EEXIST` (`RENAME_NOREPLACE`).
+    NoReplace,
+    /// Swaps the two (`RENAME_EXCHANGE`).
+    Exchange,
+}
+
+impl RenameMode {
+    fn to_store(self) -> crate::store::RenameMode {
+        match self {
+            RenameMode::Replace => crate::store::RenameMode::Replace,
+            RenameMode::NoReplace => crate::store::RenameMode::NoReplace,
+            RenameMode::Exchange => crate::store::RenameMode::Exchange,
+        }
+    }
 }
 
 /// One directory entry; `offset` is the offset of the entry after it.
@@ -217,6 +258,27 @@ fn system_time(ts: Timestamp) -> SystemTime {
     };
     time.and_then(|t| t.checked_add(nanos))
         .unwrap_or(UNIX_EPOCH)
+}
+
+/// A time as the store keeps it (seconds and nanoseconds, before the epoch too).
+fn timestamp(t: SystemTime) -> Timestamp {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp {
+            secs: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: d.subsec_nanos(),
+        },
+        Err(before) => {
+            let d = before.duration();
+            let secs = -i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            match d.subsec_nanos() {
+                0 => Timestamp { secs, nanos: 0 },
+                n => Timestamp {
+                    secs: secs - 1,
+                    nanos: 1_000_000_000 - n,
+                },
+            }
+        }
+    }
 }
 
 fn check_name(name: &OsStr) -> Result<(), FsError> {
@@ -305,6 +367,7 @@ impl BucketFs {
         };
         Ok(Attr {
             ino: inode.ino,
+            generation: inode.generation,
             size,
             blocks: stat.blocks,
             atime: system_time(stat.atime),
@@ -328,10 +391,16 @@ impl BucketFs {
         Ok(())
     }
 
-    /// Looks `name` up in `parent` and counts one kernel lookup of the result.
-    fn enter(&self, parent: &Arc<Inode>, name: &OsStr) -> Result<(Arc<Inode>, Attr), FsError> {
+    /// Looks `name` up in `parent` and counts one kernel lookup of the result (`origin`:
+    /// whether the operation just made that node).
+    fn enter(
+        &self,
+        parent: &Arc<Inode>,
+        name: &OsStr,
+        origin: Origin,
+    ) -> Result<(Arc<Inode>, Attr), FsError> {
         let stat = self.backing().stat_at(parent.fd()?.as_fd(), name)?;
-        let inode = self.inodes.remember(parent, name, &stat)?;
+        let inode = self.inodes.remember(parent, name, &stat, origin)?;
         match self.attr_of(&inode, &stat) {
             Ok(attr) => Ok((inode, attr)),
             Err(e) => {
@@ -390,7 +459,7 @@ impl BucketFs {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
         Self::visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Found)?.1)
     }
 
     pub fn forget(&self, ino: u64, lookups: u64) {
@@ -429,7 +498,12 @@ impl BucketFs {
             }
         }
         if changes.atime.is_some() || changes.mtime.is_some() {
-            self.set_times(&inode, changes.atime, changes.mtime)?;
+            let (atime, mtime) = (changes.atime, changes.mtime);
+            self.set_times(
+                &inode,
+                atime.map(TimeUpdate::to_store),
+                mtime.map(TimeUpdate::to_store),
+            )?;
         }
         let stat = self.stat_node(&inode)?;
         if let Some(before) = before {
@@ -463,8 +537,8 @@ impl BucketFs {
     fn set_times(
         &self,
         inode: &Inode,
-        atime: Option<TimeUpdate>,
-        mtime: Option<TimeUpdate>,
+        atime: Option<crate::store::TimeUpdate>,
+        mtime: Option<crate::store::TimeUpdate>,
     ) -> Result<(), FsError> {
         let _times = lock(&inode.times);
         if !inode.is_symlink() {
@@ -511,7 +585,7 @@ impl BucketFs {
         self.backing()
             .mknod_at(parent.fd()?.as_fd(), name, mode, u64::from(rdev))?;
         self.chown_new(&parent, name, uid, gid, false)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     /// Creates a directory; at the root, a bucket with the mount's default encryption.
@@ -548,7 +622,7 @@ impl BucketFs {
             }
             log::info!("created bucket {bucket}");
         }
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
@@ -594,7 +668,7 @@ impl BucketFs {
         self.backing()
             .symlink_at(target.as_os_str(), parent.fd()?.as_fd(), name)?;
         self.chown_new(&parent, name, caller.uid, caller.gid, false)?;
-        Ok(self.enter(&parent, name)?.1)
+        Ok(self.enter(&parent, name, Origin::Made)?.1)
     }
 
     /// Renames within and across buckets. Objects keep their encryption (the header moves
@@ -620,7 +694,7 @@ impl BucketFs {
             name,
             new_dir.fd()?.as_fd(),
             new_name,
-            mode,
+            mode.to_store(),
         )?;
         self.note_link_name(&new_dir, new_name);
         if mode == RenameMode::Exchange {
@@ -667,7 +741,7 @@ impl BucketFs {
         let dir = self.inodes.get(new_parent)?;
         self.backing()
             .link_at(inode.fd()?.as_fd(), dir.fd()?.as_fd(), new_name)?;
-        Ok(self.enter(&dir, new_name)?.1)
+        Ok(self.enter(&dir, new_name, Origin::Found)?.1)
     }
 
     fn new_handle(&self, handle: Handle) -> u64 {
@@ -747,6 +821,37 @@ impl BucketFs {
             }
             Handle::File(_) => Err(FsError::BadHandle(fh)),
         }
+    }
+
+    /// The entries of an open directory from `offset` on, each with its attributes, handed
+    /// to `add` until it says the reply is full (`true`; that entry was not taken). Every
+    /// entry taken but `.` and `..` counts as a kernel lookup (the kernel links the others
+    /// as if looked up); an entry gone meanwhile is left out.
+    pub fn readdirplus(
+        &self,
+        dir: u64,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, &Attr) -> bool,
+    ) -> Result<(), FsError> {
+        for entry in self.readdir(fh, offset)? {
+            let dot = entry.name == "." || entry.name == "..";
+            let attr = if dot {
+                self.getattr(entry.ino).or_else(|_| self.getattr(dir))
+            } else {
+                self.lookup(dir, &entry.name)
+            };
+            let Ok(attr) = attr else {
+                continue;
+            };
+            if add(&entry, &attr) {
+                if !dot {
+                    self.forget(attr.ino, 1);
+                }
+                break;
+            }
+        }
+        Ok(())
     }
 
     pub fn releasedir(&self, fh: u64) -> Result<(), FsError> {

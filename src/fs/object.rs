@@ -2,7 +2,7 @@
 //! inode (read lock for reads, write lock for writes and truncates, closed with the last
 //! handle), and the plaintext size `stat` shows.
 
-use super::inode::{Inode, ObjectSlot, SizeCache, lock};
+use super::inode::{Inode, ObjectSlot, Origin, SizeCache, lock};
 use super::policy::{KeyUse, check_object_key, new_object_key, object_kek};
 use super::{Attr, BucketFs, Caller, FsError, Handle, ROOT_INO, check_name};
 use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, Object, ObjectIo, peek_header};
@@ -509,25 +509,28 @@ impl BucketFs {
         let file = Arc::clone(&created.io().file);
         let stat = self.backing().stat(file.as_fd())?;
         let object = OpenObject::new(created);
-        let inode = self.inodes.preload(file, &stat, Arc::clone(&object))?;
-        match pending.publish(dir.fd()?.as_fd(), name, RenameMode::NoReplace) {
+        let dir_fd = dir.fd()?;
+        let preloaded = self.inodes.preload(file, &stat, Arc::clone(&object));
+        let inode = Arc::clone(&preloaded.inode);
+        match pending.publish(dir_fd.as_fd(), name, RenameMode::NoReplace) {
             Ok(()) => inode.note_name(&dir, name),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
-                self.inodes.discard_unused(inode.ino);
+                self.inodes.withdraw(preloaded);
                 // Someone else created it first: open theirs, as open(O_CREAT) would.
-                let (theirs, _) = self.enter(&dir, name)?;
+                let (theirs, _) = self.enter(&dir, name, Origin::Found)?;
                 let fh = self.open(caller, theirs.ino, flags).inspect_err(|_| {
                     self.inodes.forget(theirs.ino, 1);
                 })?;
                 return Ok((self.getattr(theirs.ino)?, fh));
             }
             Err(e) => {
-                self.inodes.discard_unused(inode.ino);
+                self.inodes.withdraw(preloaded);
                 return Err(e.into());
             }
         }
-        self.inodes.count_lookup(inode.ino)?;
-        let attr = self.attr_of(&inode, &stat)?;
+        let attr = self
+            .attr_of(&inode, &stat)
+            .inspect_err(|_| self.inodes.forget(inode.ino, 1))?;
         Ok((attr, self.install_handle(inode, object, flags)))
     }
 

@@ -258,7 +258,7 @@ fn symlinks_fifos_and_devices() {
         nanos: 7,
     };
     let changes = SetAttr {
-        mtime: Some(TimeUpdate::At(when)),
+        mtime: Some(TimeUpdate::At(system_time(when))),
         ..SetAttr::default()
     };
     let attr = f.fs.setattr(ROOT, l.ino, changes).unwrap();
@@ -652,8 +652,8 @@ fn times_set_before_close_or_fsync_survive_them() {
         nanos: 0,
     };
     let touch = SetAttr {
-        atime: Some(TimeUpdate::At(past)),
-        mtime: Some(TimeUpdate::At(past)),
+        atime: Some(TimeUpdate::At(system_time(past))),
+        mtime: Some(TimeUpdate::At(system_time(past))),
         ..SetAttr::default()
     };
     f.fs.setattr(ROOT, attr.ino, touch).unwrap();
@@ -731,4 +731,24 @@ fn writes_and_truncates_by_unprivileged_callers_clear_setid_bits() {
     f.fs.release(fh).unwrap();
     assert_eq!(mode_of("exec"), 0o0755, "a write the kernel marks");
     assert_eq!(f.fs.getattr(exec.ino).unwrap().perm, 0o755);
+}
+
+#[test]
+fn timestamps_round_trip_before_and_after_the_epoch() {
+    use std::time::{Duration, UNIX_EPOCH};
+    for (secs, nanos) in [
+        (0i64, 0u32),
+        (1_700_000_000, 5),
+        (-1, 999_999_999),
+        (-10, 1),
+    ] {
+        let ts = Timestamp { secs, nanos };
+        let time = if secs >= 0 {
+            UNIX_EPOCH + Duration::new(secs as u64, nanos)
+        } else {
+            UNIX_EPOCH - Duration::new(secs.unsigned_abs(), 0) + Duration::new(0, nanos)
+        };
+        assert_eq!(timestamp(time), ts);
+        assert_eq!(system_time(ts), time);
+    }
 }
