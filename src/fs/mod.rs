@@ -16,6 +16,7 @@ mod tests;
 mod tests_fds;
 #[cfg(test)]
 mod tests_sse;
+mod view;
 mod xattr;
 
 pub use error::FsError;
@@ -25,6 +26,7 @@ pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
 pub(crate) use rewrap::rewrap_object;
 pub use rewrap::{REWRAP_ATTR, Rewrap};
+pub use view::{BUCKET_ATTR, BucketRootError, RootView};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, RenameMode, Stat, Store, TimeUpdate, Timestamp};
@@ -207,6 +209,7 @@ pub struct BucketFs {
     inodes: InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
+    view: RootView,
 }
 
 fn system_time(ts: Timestamp) -> SystemTime {
@@ -245,6 +248,7 @@ impl BucketFs {
             options,
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            view: RootView::Store,
         })
     }
 
@@ -286,6 +290,9 @@ impl BucketFs {
 
     /// The bucket a node (below the root) belongs to.
     fn bucket_of(&self, inode: &Inode) -> Result<String, FsError> {
+        if let Some(bucket) = self.mounted_bucket() {
+            return Ok(bucket.to_string());
+        }
         let path = self.backing().path_of(inode.fd()?.as_fd())?;
         let rel = path
             .strip_prefix(self.store.root())
@@ -319,14 +326,6 @@ impl BucketFs {
             rdev: stat.rdev as u32,
             blksize: stat.blksize,
         })
-    }
-
-    /// Hides the store's metadata directory at the root.
-    fn visible(parent: u64, name: &OsStr) -> Result<(), FsError> {
-        if parent == ROOT_INO && name.as_bytes() == crate::store::META_DIR.as_bytes() {
-            return Err(FsError::NotFound);
-        }
-        Ok(())
     }
 
     /// Looks `name` up in `parent` and counts one kernel lookup of the result.
@@ -389,7 +388,7 @@ impl BucketFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        Self::visible(parent, name)?;
+        self.visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
         Ok(self.enter(&parent, name)?.1)
     }
@@ -504,7 +503,7 @@ impl BucketFs {
             libc::S_IFCHR | libc::S_IFBLK => return Err(FsError::DeviceNode),
             _ => return Err(FsError::InvalidName(name.to_os_string())),
         }
-        if parent == ROOT_INO {
+        if self.at_store_root(parent) {
             return Err(FsError::NotABucket);
         }
         let parent = self.inodes.get(parent)?;
@@ -525,7 +524,7 @@ impl BucketFs {
     ) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(name)?;
-        let bucket = if parent == ROOT_INO {
+        let bucket = if self.at_store_root(parent) {
             Some(validate_bucket_name(name)?)
         } else {
             None
@@ -536,11 +535,8 @@ impl BucketFs {
             .mkdir_at(parent.fd()?.as_fd(), name, mode & 0o7777)?;
         self.chown_new(&parent, name, uid, gid, true)?;
         if let Some(bucket) = bucket {
-            // A rule left by a bucket of the same name removed behind our back is replaced.
-            let recorded = match self.options.default_sse.bucket_rule() {
-                Some(rule) => self.keys.put_bucket_rule(bucket, &rule),
-                None => self.keys.delete_bucket_rule(bucket),
-            };
+            let recorded =
+                view::record_default_rule(self.keys.as_ref(), self.options.default_sse, bucket);
             if let Err(e) = recorded {
                 if let Ok(dir) = parent.fd() {
                     let _ = self.backing().unlink_at(dir.as_fd(), name, true);
@@ -554,7 +550,7 @@ impl BucketFs {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         self.writable()?;
-        Self::visible(parent, name)?;
+        self.visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
         Ok(self
             .backing()
@@ -564,8 +560,8 @@ impl BucketFs {
     /// Removes an empty directory; at the root, a bucket and its encryption rule.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         self.writable()?;
-        Self::visible(parent, name)?;
-        let is_bucket = parent == ROOT_INO;
+        self.visible(parent, name)?;
+        let is_bucket = self.at_store_root(parent);
         let parent = self.inodes.get(parent)?;
         self.backing().unlink_at(parent.fd()?.as_fd(), name, true)?;
         if is_bucket {
@@ -588,7 +584,7 @@ impl BucketFs {
     ) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(name)?;
-        if parent == ROOT_INO {
+        if self.at_store_root(parent) {
             return Err(FsError::NotABucket);
         }
         let parent = self.inodes.get(parent)?;
@@ -610,8 +606,8 @@ impl BucketFs {
     ) -> Result<(), FsError> {
         self.writable()?;
         check_name(new_name)?;
-        Self::visible(parent, name)?;
-        if parent == ROOT_INO || new_parent == ROOT_INO {
+        self.visible(parent, name)?;
+        if self.at_store_root(parent) || self.at_store_root(new_parent) {
             return Err(FsError::BucketRename);
         }
         let old_dir = self.inodes.get(parent)?;
@@ -661,7 +657,7 @@ impl BucketFs {
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(new_name)?;
-        if new_parent == ROOT_INO {
+        if self.at_store_root(new_parent) {
             return Err(FsError::NotABucket);
         }
         let inode = self.inodes.get(ino)?;
@@ -712,7 +708,7 @@ impl BucketFs {
         entries.push((ino, NodeKind::Directory, OsString::from(".")));
         entries.push((parent_ino, NodeKind::Directory, OsString::from("..")));
         for entry in listed {
-            if Self::visible(ino, &entry.name).is_err() {
+            if self.visible(ino, &entry.name).is_err() {
                 continue;
             }
             let kind = match NodeKind::from_mode(entry.file_type) {
