@@ -2,6 +2,7 @@
 //! files), atomic create and replace, and the store lock. Knows nothing of FUSE or keys.
 
 mod backing;
+pub mod bucket_lock;
 pub mod lock_probe;
 
 pub use backing::{
