@@ -41,8 +41,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether the kernel may keep a file's cached pages from one open to the next. It may: the
-/// mount holds the store's lock, so every change to an object's plaintext passes through this
-/// mount, and so through the kernel's cache (re-encryption and rewrap change the ciphertext,
+/// mount holds the store's lock (a single-bucket mount: its bucket's lock, and the store's
+/// shared, which keeps whole-store mounts out), so every change to an object's plaintext
+/// passes through this mount, and so through the kernel's cache (re-encryption and rewrap change the ciphertext,
 /// never the plaintext). Every open is still checked (permissions, KMS grants) here.
 pub const KEEP_PAGE_CACHE: bool = true;
 
