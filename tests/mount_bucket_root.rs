@@ -509,8 +509,12 @@ fn missing_or_badly_named_buckets_are_refused_with_a_clear_message() {
         store.mountpoint.to_str().unwrap(),
         store.root_key.to_str().unwrap(),
     );
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["-o", "bucket=photos"], "there is no bucket photos"),
+        (
+            &["-o", "ro,bucket=photos,create_bucket"],
+            "a read-only mount does not create one",
+        ),
         (&["--bucket", "photos"], "there is no bucket photos"),
         (&["--bucket", "Photos"], "invalid bucket name \"Photos\""),
         (&["-o", "bucket=x_y,create_bucket"], "invalid bucket name"),

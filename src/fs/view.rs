@@ -32,6 +32,8 @@ pub enum BucketRootError {
     InvalidName(FsError),
     #[error("there is no bucket {0} in the store (-o create_bucket creates it)")]
     Missing(String),
+    #[error("there is no bucket {0} in the store, and a read-only mount does not create one")]
+    MissingReadOnly(String),
     #[error("{0} in the store is not a bucket (not a directory)")]
     NotADirectory(String),
     #[error("bucket {bucket}: {source}")]
@@ -41,7 +43,7 @@ pub enum BucketRootError {
 impl BucketFs {
     /// A filesystem whose root is the bucket `name` of the store; with `create`, a missing
     /// bucket is made first, as `mkdir` at a whole-store root makes one (owned by this
-    /// process, under the mount's default rule).
+    /// process, under the mount's default rule), except on a read-only mount.
     pub fn for_bucket(
         store: Store,
         keys: Arc<dyn KeySource>,
@@ -60,6 +62,9 @@ impl BucketFs {
         let dir = OsStr::new(&bucket);
         let stat = match backing.stat_at(store.root_fd(), dir) {
             Ok(stat) => stat,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && options.read_only => {
+                return Err(BucketRootError::MissingReadOnly(bucket));
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 make_bucket(&store, keys.as_ref(), options.default_sse, &bucket)
                     .map_err(fs_error)?;
@@ -200,9 +205,18 @@ mod tests {
 
     impl Fixture {
         fn mount(&self, bucket: &str, create: bool) -> Result<BucketFs, BucketRootError> {
+            self.mount_with(FsOptions::default(), bucket, create)
+        }
+
+        fn mount_with(
+            &self,
+            options: FsOptions,
+            bucket: &str,
+            create: bool,
+        ) -> Result<BucketFs, BucketRootError> {
             let store = Store::open_with(self.dir.path(), Arc::new(LocalBacking), false).unwrap();
             let keys = Arc::clone(&self.keys) as Arc<dyn KeySource>;
-            BucketFs::for_bucket(store, keys, FsOptions::default(), bucket, create)
+            BucketFs::for_bucket(store, keys, options, bucket, create)
         }
     }
 
@@ -220,6 +234,12 @@ mod tests {
             let err = f.mount(bad, true).err().unwrap();
             assert!(matches!(err, BucketRootError::InvalidName(_)), "{bad}");
         }
+        let read_only = FsOptions {
+            read_only: true,
+            ..FsOptions::default()
+        };
+        let err = f.mount_with(read_only, "photos", true).err().unwrap();
+        assert!(matches!(err, BucketRootError::MissingReadOnly(_)), "{err}");
         std::fs::write(f.dir.path().join("file"), b"").unwrap();
         let err = f.mount("file", false).err().unwrap();
         assert!(matches!(err, BucketRootError::NotADirectory(_)), "{err}");
