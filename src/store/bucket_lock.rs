@@ -234,6 +234,32 @@ mod tests {
     }
 
     #[test]
+    fn bucket_mounts_starting_at_the_same_moment_both_succeed() {
+        // Each start holds the store lock exclusively for a moment; the other must wait for
+        // it rather than take it for a whole-store mount.
+        for round in 0..20 {
+            let dir = new_store();
+            let barrier = std::sync::Barrier::new(2);
+            std::thread::scope(|scope| {
+                let starts: Vec<_> = ["photos", "docs"]
+                    .into_iter()
+                    .map(|bucket| {
+                        let (path, barrier) = (dir.path(), &barrier);
+                        scope.spawn(move || {
+                            barrier.wait();
+                            BucketLock::acquire(path, bucket)
+                        })
+                    })
+                    .collect();
+                let held: Vec<_> = starts.into_iter().map(|s| s.join().unwrap()).collect();
+                for result in &held {
+                    assert!(result.is_ok(), "round {round}: {result:?}");
+                }
+            });
+        }
+    }
+
+    #[test]
     fn the_first_bucket_mount_clears_leftovers_of_a_dead_daemon() {
         let dir = new_store();
         let whole = Store::open_locked(dir.path()).unwrap();
