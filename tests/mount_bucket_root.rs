@@ -663,10 +663,11 @@ fn rewrap_and_fsck_find_bucket_mounts() {
     let out = ssefs(&["fsck", "--store", s, "--root-key", k]);
     assert!(out.status.success(), "fsck beside a bucket mount: {out:?}");
     let shown = text(&out.stdout);
-    assert!(
-        shown.contains("mounted") && shown.contains("clean"),
-        "{shown}"
-    );
+    let line = format!("bucket photos mounted on {}", store.mountpoint.display());
+    assert!(shown.contains(&line) && shown.contains("clean"), "{shown}");
+    let out = ssefs(&["fsck", "--store", s, "--root-key", k, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["bucket_mounts"][0]["bucket"], "photos", "{json}");
     drop(photos);
 
     let docs = mount_bucket(&store, &store.mountpoint, "docs", &[]);

@@ -154,6 +154,41 @@ pub(crate) fn store_mounts(store: &Path) -> StoreMounts {
     StoreMounts { whole, buckets }
 }
 
+/// `bucket NAME mounted on MOUNTPOINT (daemon pid [PID])`.
+pub(crate) fn bucket_mount_line(mount: &BucketMount) -> String {
+    let point = mount
+        .mountpoint
+        .as_ref()
+        .map_or_else(|| "(unknown)".to_string(), |p| p.display().to_string());
+    format!(
+        "bucket {} mounted on {point} (daemon pid {:?})",
+        mount.bucket, mount.pids
+    )
+}
+
+/// The bucket mounts as a JSON array of `{bucket, mount_point, pids}`.
+pub(crate) fn bucket_mounts_json(mounts: &[BucketMount]) -> Json {
+    let mounts = mounts
+        .iter()
+        .map(|m| {
+            Json::object([
+                ("bucket", Json::str(m.bucket.as_str())),
+                (
+                    "mount_point",
+                    m.mountpoint
+                        .as_ref()
+                        .map_or(Json::Null, |p| Json::str(p.to_string_lossy())),
+                ),
+                (
+                    "pids",
+                    Json::Array(m.pids.iter().map(|&p| Json::uint(p)).collect()),
+                ),
+            ])
+        })
+        .collect();
+    Json::Array(mounts)
+}
+
 /// The mountpoints of `store`: `fuse.ssefs` mounts whose source is the store's path, and the
 /// mountpoint the daemon holding the store lock recorded (for a mount with another `fsname`).
 pub(crate) fn mounts_of(store: &Path) -> Vec<PathBuf> {
@@ -274,14 +309,7 @@ fn print_text(
         }
     }
     for mount in bucket_mounts {
-        let point = mount
-            .mountpoint
-            .as_ref()
-            .map_or_else(|| "(unknown)".to_string(), |p| p.display().to_string());
-        println!(
-            "bucket {} mounted on {point} (daemon pid {:?})",
-            mount.bucket, mount.pids
-        );
+        println!("{}", bucket_mount_line(mount));
     }
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();
@@ -367,24 +395,6 @@ fn to_json(
         uses,
         bucket_mounts,
     } = *figures;
-    let bucket_mounts = bucket_mounts
-        .iter()
-        .map(|m| {
-            Json::object([
-                ("bucket", Json::str(m.bucket.as_str())),
-                (
-                    "mount_point",
-                    m.mountpoint
-                        .as_ref()
-                        .map_or(Json::Null, |p| Json::str(p.to_string_lossy())),
-                ),
-                (
-                    "pids",
-                    Json::Array(m.pids.iter().map(|&p| Json::uint(p)).collect()),
-                ),
-            ])
-        })
-        .collect();
     let masters = summary
         .master_keys
         .iter()
@@ -454,7 +464,7 @@ fn to_json(
             "lock_holders",
             Json::Array(holders.iter().map(|&p| Json::uint(p)).collect()),
         ),
-        ("bucket_mounts", Json::Array(bucket_mounts)),
+        ("bucket_mounts", bucket_mounts_json(bucket_mounts)),
         ("master_keys", Json::Array(masters)),
         ("cmks", Json::Array(cmks)),
         ("buckets", Json::Array(buckets)),
