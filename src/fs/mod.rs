@@ -43,8 +43,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Whether the kernel may keep a file's cached pages from one open to the next. It may: the
 /// mount holds the store's lock (a single-bucket mount: its bucket's lock, and the store's
 /// shared, which keeps whole-store mounts out), so every change to an object's plaintext
-/// passes through this mount, and so through the kernel's cache (re-encryption and rewrap change the ciphertext,
-/// never the plaintext). Every open is still checked (permissions, KMS grants) here.
+/// passes through this mount, and so through the kernel's cache (re-encryption and rewrap
+/// change the ciphertext, never the plaintext). Every open is still checked (permissions, KMS
+/// grants) here.
 pub const KEEP_PAGE_CACHE: bool = true;
 
 /// Who asks: the uid, gid and pid of the calling process.
@@ -202,7 +203,8 @@ enum Handle {
     Dir(Vec<DirEntry>),
 }
 
-/// The filesystem of a mounted store: buckets at the root, objects below.
+/// The filesystem of a mounted store: buckets at the root, objects below (or one bucket as
+/// the root: see `view.rs`).
 pub struct BucketFs {
     store: Store,
     keys: Arc<dyn KeySource>,
