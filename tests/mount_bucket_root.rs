@@ -461,9 +461,14 @@ fn two_buckets_mount_side_by_side_and_each_only_once() {
         let line = format!("bucket {bucket} mounted on {}", mountpoint.display());
         assert!(shown.contains(&line), "no {line:?} in {shown}");
     }
+    assert!(
+        !shown.lines().any(|l| l.starts_with("mounted on")),
+        "no whole-store mount: {shown}"
+    );
     let out = ssefs(&["status", "--store", store.store.to_str().unwrap(), "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["mounted"], true);
+    assert_eq!(json["mount_points"], serde_json::json!([]), "{json}");
     let buckets: Vec<&str> = json["bucket_mounts"]
         .as_array()
         .expect("bucket_mounts")
