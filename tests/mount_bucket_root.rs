@@ -682,3 +682,67 @@ fn rewrap_and_fsck_find_bucket_mounts() {
     );
     assert_eq!(fs::read(docs.join("letter")).unwrap(), b"dear reader");
 }
+
+/// A foreground `ssefs mount` started by hand; unmounts and reaps it on drop.
+struct ForegroundMount {
+    child: std::process::Child,
+    mountpoint: PathBuf,
+}
+
+impl Drop for ForegroundMount {
+    fn drop(&mut self) {
+        if is_mounted(&self.mountpoint) {
+            let _ = fusermount_u(&self.mountpoint);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn the_bucket_flags_of_ssefs_mount_mount_one_bucket() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let child = Command::new(SSEFS)
+        .arg("mount")
+        .arg(&store.store)
+        .arg(&store.mountpoint)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .args(["--bucket", "photos", "--create-bucket"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut mount = ForegroundMount {
+        child,
+        mountpoint: store.mountpoint.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_mounted(&store.mountpoint) {
+        let exited = mount.child.try_wait().unwrap();
+        assert!(exited.is_none(), "the daemon exited: {exited:?}");
+        assert!(Instant::now() < deadline, "no mount within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(store.mountpoint.join("top"), b"at the root").unwrap();
+    assert!(store.store.join("photos/top").is_file());
+    assert_eq!(
+        attr(&store.mountpoint, "user.ssefs.bucket").as_deref(),
+        Some("photos")
+    );
+    let out = fusermount_u(&store.mountpoint);
+    assert!(out.status.success(), "fusermount3 -u: {out:?}");
+    let status = mount.child.wait().unwrap();
+    assert!(status.success(), "the daemon exits 0 at unmount: {status}");
+}
