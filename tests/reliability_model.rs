@@ -6,7 +6,7 @@
 mod common;
 mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
+use common::{Mount, MountArgs, TestStore, mount_tests_enabled};
 use ssefs::fs::RenameMode;
 use ssefs::fs::{FsError, NodeKind, SSE_ATTR};
 use std::collections::HashSet;
@@ -38,6 +38,8 @@ fn fs_errno(e: FsError) -> Errno {
 
 struct MountTarget<'s> {
     store: &'s TestStore,
+    /// `-o bucket=BUCKET`: the bucket is the mount's root.
+    bucket_root: bool,
     mount: Option<Mount>,
     run: PathBuf,
     runs: u64,
@@ -45,11 +47,14 @@ struct MountTarget<'s> {
 }
 
 impl<'s> MountTarget<'s> {
-    fn new(store: &'s TestStore) -> Self {
-        let mount = Mount::new(store, &[]);
-        mount.bucket(BUCKET);
+    fn new(store: &'s TestStore, bucket_root: bool) -> Self {
+        let mount = Mount::with_args(Self::args(store, bucket_root));
+        if !bucket_root {
+            mount.bucket(BUCKET);
+        }
         MountTarget {
             store,
+            bucket_root,
             mount: Some(mount),
             run: PathBuf::new(),
             runs: 0,
@@ -57,8 +62,25 @@ impl<'s> MountTarget<'s> {
         }
     }
 
+    fn args(store: &TestStore, bucket_root: bool) -> MountArgs {
+        let mut args = MountArgs::of(store, &[]);
+        if bucket_root {
+            args.options = vec![format!("bucket={BUCKET}"), "create_bucket".to_string()];
+        }
+        args
+    }
+
     fn mount(&self) -> &Mount {
         self.mount.as_ref().expect("mounted")
+    }
+
+    /// Where the bucket is on the mount.
+    fn bucket_dir(&self) -> PathBuf {
+        if self.bucket_root {
+            self.mount().path().to_path_buf()
+        } else {
+            self.mount().join(BUCKET)
+        }
     }
 
     fn at(&self, path: &[u8]) -> PathBuf {
@@ -78,7 +100,7 @@ impl<'s> MountTarget<'s> {
 impl Target for MountTarget<'_> {
     fn begin(&mut self) {
         self.runs += 1;
-        self.run = self.mount().join(BUCKET).join(format!("run-{}", self.runs));
+        self.run = self.bucket_dir().join(format!("run-{}", self.runs));
         fs::create_dir(&self.run).expect("create run directory");
     }
     fn end(&mut self) {
@@ -224,7 +246,7 @@ impl Target for MountTarget<'_> {
         // fresh mount on the same mountpoint.
         let status = self.mount.take().expect("mounted").unmount();
         assert!(status.success(), "daemon exited with {status} on unmount");
-        self.mount = Some(Mount::new(self.store, &[]));
+        self.mount = Some(Mount::with_args(Self::args(self.store, self.bucket_root)));
     }
 }
 
@@ -557,7 +579,7 @@ fn random_operations_through_a_real_mount_match_the_model() {
         return;
     }
     let store = TestStore::new();
-    let mut target = MountTarget::new(&store);
+    let mut target = MountTarget::new(&store, false);
     let set_sse = probe_set_sse(&mut target, "mount model");
     let mix = OpMix {
         set_sse,
@@ -569,6 +591,33 @@ fn random_operations_through_a_real_mount_match_the_model() {
     // Everything the runs left behind is in the store, encrypted.
     let _ = target.store;
     target.mount.take().expect("mounted").unmount();
+    let model = last.expect("a passing case");
+    let windows = plaintext_windows(&model.all_data());
+    let root_key = fs::read(&store.root_key).unwrap();
+    assert_no_plaintext(&store.store, &windows, &root_key);
+}
+
+#[test]
+fn random_operations_through_a_single_bucket_mount_match_the_model() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut target = MountTarget::new(&store, true);
+    let set_sse = probe_set_sse(&mut target, "bucket mount model");
+    let mix = OpMix {
+        set_sse,
+        remount_per_mille: 12,
+    };
+    let settings = ModelSettings::from_env(30, 150);
+    let name = "bucket mount model";
+    let (cases, last) = model::run_cases(&mut target, settings, mix, DEFAULT_SSE, name);
+    assert!(cases > 0, "no case ran");
+    target.mount.take().expect("mounted").unmount();
+    assert!(
+        store.store.join(BUCKET).join("run-1").is_dir(),
+        "runs at the root"
+    );
     let model = last.expect("a passing case");
     let windows = plaintext_windows(&model.all_data());
     let root_key = fs::read(&store.root_key).unwrap();

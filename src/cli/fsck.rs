@@ -5,11 +5,13 @@
 use super::json::Json;
 use super::root_key::existing_passphrase;
 use super::rootkey::{RootKeyOrigin, root_key_location};
+use super::status::{bucket_mount_line, bucket_mounts_json};
 use crate::crypto::{Key256, KeyRef};
 use crate::keystore::{
     Keystore, KeystoreError, keystore_dir, load_root_key_file, read_passphrase_kdf,
 };
 use crate::ops::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::store::bucket_lock::bucket_mounts;
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -142,6 +144,9 @@ fn print_text(report: &FsckReport) {
         [] => println!("store {store}"),
         pids => println!("store {store} (mounted: lock held by pid {pids:?})"),
     }
+    for mount in bucket_mounts(&report.store).unwrap_or_default() {
+        println!("{}", bucket_mount_line(&mount));
+    }
     for p in &report.problems {
         let path = p.path.display();
         if p.repaired {
@@ -187,6 +192,10 @@ fn to_json(report: &FsckReport) -> Json {
         (
             "lock_holders",
             Json::Array(report.lock_holders.iter().map(|&p| Json::uint(p)).collect()),
+        ),
+        (
+            "bucket_mounts",
+            bucket_mounts_json(&bucket_mounts(&report.store).unwrap_or_default()),
         ),
         ("buckets", Json::uint(report.buckets)),
         ("objects", Json::uint(report.objects)),

@@ -50,8 +50,9 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "passphrase")]
         passphrase_fd: Option<i32>,
     },
-    /// Mount a store: each top-level directory is a bucket. Stays in the foreground until
-    /// unmounted (umount, fusermount3 -u, SIGTERM or SIGINT).
+    /// Mount a store: each top-level directory is a bucket; or, with --bucket, one bucket as
+    /// the whole mount. Stays in the foreground until unmounted (umount, fusermount3 -u,
+    /// SIGTERM or SIGINT).
     Mount {
         /// The backing directory made by `ssefs init`.
         store: PathBuf,
@@ -62,13 +63,21 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
-        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
+        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, bucket=NAME,
+        /// create_bucket.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Rotate the master key when the current version is N days old, checked at mount and
         /// hourly (0: never) [default: 90; also -o master_rotation_days=N].
         #[arg(long, value_name = "N")]
         master_rotation_days: Option<u32>,
+        /// Mount only this bucket, as the root of the mount [also -o bucket=NAME].
+        #[arg(long, value_name = "NAME")]
+        bucket: Option<String>,
+        /// Make the bucket (with the store's default rule) if it does not exist [also -o
+        /// create_bucket].
+        #[arg(long, requires = "bucket")]
+        create_bucket: bool,
     },
     /// Add a new master key version (new AES256 objects use it; older versions stay for
     /// reading), or retire versions no object uses any more.
@@ -167,9 +176,17 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             root_key,
             mut options,
             master_rotation_days,
+            bucket,
+            create_bucket,
         } => {
             if let Some(days) = master_rotation_days {
                 options.push(format!("master_rotation_days={days}"));
+            }
+            if let Some(bucket) = bucket {
+                options.push(format!("bucket={bucket}"));
+            }
+            if create_bucket {
+                options.push("create_bucket".to_string());
             }
             Ok(mount::run(
                 &store,

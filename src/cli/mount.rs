@@ -4,7 +4,8 @@
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
 use crate::keystore::Keystore;
-use crate::store::Store;
+use crate::store::bucket_lock::{BucketLock, bucket_mounts};
+use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -28,6 +29,10 @@ pub struct MountOptions {
     pub noatime: bool,
     /// Rotate the master key when the current one is this many days old (0: never).
     pub master_rotation_days: u32,
+    /// Mount this bucket as the root (`bucket=NAME`) instead of the whole store.
+    pub bucket: Option<String>,
+    /// Make the bucket first if it does not exist (`create_bucket`).
+    pub create_bucket: bool,
 }
 
 impl Default for MountOptions {
@@ -43,6 +48,8 @@ impl Default for MountOptions {
             noexec: false,
             noatime: false,
             master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
+            bucket: None,
+            create_bucket: false,
         }
     }
 }
@@ -68,6 +75,11 @@ impl MountOptions {
         match option.split_once('=') {
             Some(("default_sse", value)) => self.default_sse = value.parse()?,
             Some(("fsname", value)) if !value.is_empty() => self.fsname = Some(value.to_string()),
+            Some(("bucket", value)) => {
+                crate::fs::validate_bucket_name(std::ffi::OsStr::new(value))
+                    .map_err(|e| e.to_string())?;
+                self.bucket = Some(value.to_string());
+            }
             Some(("master_rotation_days", value)) => {
                 self.master_rotation_days = value.parse().map_err(|_| {
                     format!("invalid master_rotation_days {value:?} (days, 0 = never)")
@@ -85,6 +97,7 @@ impl MountOptions {
                 "noexec" => self.noexec = true,
                 "exec" => self.noexec = false,
                 "noatime" => self.noatime = true,
+                "create_bucket" => self.create_bucket = true,
                 "atime" => self.noatime = false,
                 "nodev" | "nosuid" | "defaults" | "nofail" | "_netdev" | "auto" | "noauto" => {}
                 name if name.starts_with("x-") => {}
@@ -256,6 +269,49 @@ fn announce_when_answering(mountpoint: PathBuf, on_ready: ReadyHook) {
     }
 }
 
+/// Opens the store for a whole-store mount (its lock exclusively) or for a mount of one
+/// bucket (the store lock shared, the bucket's exclusively), and records the mountpoint
+/// where tools look for it.
+fn lock_store(
+    store: &Path,
+    bucket: Option<&str>,
+    mountpoint: &Path,
+) -> Result<(Store, Option<BucketLock>), String> {
+    let Some(bucket) = bucket else {
+        let store = Store::open_locked(store).map_err(|e| match e {
+            StoreError::AlreadyMounted(_) => refusal_beside_bucket_mounts(store, e),
+            e => e.to_string(),
+        })?;
+        if let Err(e) = store.record_mountpoint(mountpoint) {
+            log::warn!("cannot record the mountpoint in the store lock: {e}");
+        }
+        return Ok((store, None));
+    };
+    let (store, lock) = BucketLock::acquire(store, bucket).map_err(|e| e.to_string())?;
+    if let Err(e) = lock.record_mountpoint(mountpoint) {
+        log::warn!("cannot record the mountpoint in the bucket lock: {e}");
+    }
+    Ok((store, Some(lock)))
+}
+
+/// Why a whole-store mount is refused: says so when buckets of the store are mounted.
+fn refusal_beside_bucket_mounts(store: &Path, e: StoreError) -> String {
+    let mounts = store
+        .canonicalize()
+        .ok()
+        .and_then(|root| bucket_mounts(&root).ok())
+        .unwrap_or_default();
+    if mounts.is_empty() {
+        return e.to_string();
+    }
+    let names: Vec<&str> = mounts.iter().map(|m| m.bucket.as_str()).collect();
+    format!(
+        "{e}: bucket(s) {} of it are mounted on their own, and a whole-store mount cannot be \
+         used beside them on this host (unmount them first)",
+        names.join(", ")
+    )
+}
+
 /// Runs `ssefs mount`; returns when the filesystem is unmounted.
 pub fn run(
     store: &Path,
@@ -279,11 +335,11 @@ pub fn run_announcing(
         .try_init();
     harden_process();
     let options = MountOptions::parse(options)?;
-    let mountpoint = check_mountpoint(mountpoint)?;
-    let store = Store::open_locked(store).map_err(|e| e.to_string())?;
-    if let Err(e) = store.record_mountpoint(&mountpoint) {
-        log::warn!("cannot record the mountpoint in the store lock: {e}");
+    if options.create_bucket && options.bucket.is_none() {
+        return Err("create_bucket needs bucket=NAME".to_string());
     }
+    let mountpoint = check_mountpoint(mountpoint)?;
+    let (store, bucket_lock) = lock_store(store, options.bucket.as_deref(), &mountpoint)?;
     let root_key =
         super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
@@ -304,8 +360,15 @@ pub fn run_announcing(
     };
     // Before the filesystem sizes its descriptor cache from the limit.
     crate::fuse::raise_open_file_limit();
-    let fs = BucketFs::new(store, Arc::clone(&keystore) as _, fs_options)
-        .map_err(|e| format!("store {}: {e}", store_path.display()))?;
+    let keys = Arc::clone(&keystore) as _;
+    let fs = match &options.bucket {
+        Some(bucket) => {
+            BucketFs::for_bucket(store, keys, fs_options, bucket, options.create_bucket)
+                .map_err(|e| format!("store {}: {e}", store_path.display()))?
+        }
+        None => BucketFs::new(store, keys, fs_options)
+            .map_err(|e| format!("store {}: {e}", store_path.display()))?,
+    };
     let config = MountConfig {
         mountpoint: mountpoint.clone(),
         fsname: options
@@ -320,17 +383,22 @@ pub fn run_announcing(
         noexec: options.noexec,
         noatime: options.noatime,
     };
-    let shown = (store_path.display(), mountpoint.display());
+    let shown_store = match &options.bucket {
+        Some(bucket) => format!("bucket {bucket} of store {}", store_path.display()),
+        None => format!("store {}", store_path.display()),
+    };
+    let shown = (shown_store.as_str(), mountpoint.display());
     // Started once mounted, from the serving thread: its thread then inherits the mask that
     // keeps SIGTERM and SIGINT for the signal thread (a thread started earlier would take
     // them and end the daemon without unmounting).
     let mut deletions = None;
     let served = crate::fuse::serve(fs, &config, || {
-        log::info!("mounted store {} on {}", shown.0, shown.1);
+        log::info!("mounted {} on {}", shown.0, shown.1);
         deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
         announce_when_answering(mountpoint.clone(), on_ready);
     });
     drop(deletions);
+    drop(bucket_lock);
     served.map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
     log::info!("unmounted {}", shown.1);
     Ok(())
@@ -352,6 +420,9 @@ mod tests {
         let o = MountOptions::parse(&["ro,rw,default_sse=KMS,nofail,x-systemd.automount"]).unwrap();
         assert!(!o.read_only);
         assert_eq!(o.default_sse, DefaultSse::Kms);
+        let o = MountOptions::parse(&["bucket=photos,create_bucket"]).unwrap();
+        assert_eq!(o.bucket.as_deref(), Some("photos"));
+        assert!(o.create_bucket);
     }
 
     #[test]
@@ -362,6 +433,9 @@ mod tests {
             "allow_other,allow_root",
             "fsname=",
             "suid",
+            "bucket=Photos",
+            "bucket=ab",
+            "bucket=.ssefs",
         ] {
             assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
         }

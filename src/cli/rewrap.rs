@@ -5,11 +5,14 @@
 
 use super::root_key::open_keystore;
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
-use super::status::mounts_of;
+use super::status::store_mounts;
 use crate::crypto::KeyRef;
+use crate::keystore::Keystore;
+use crate::ops::scan::inventory;
 use crate::fs::{KEY_VERSION_ATTR, REWRAP_ATTR};
 use crate::ops::rewrap::{KeyFilter, NewestVersions, OfflineRewrap, Outcome};
 use crate::store::Store;
+use crate::store::bucket_lock::{BucketLock, BucketMount};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -47,6 +50,16 @@ struct Tally {
     interrupted: bool,
 }
 
+impl Tally {
+    /// Adds the counts of a run over another part of the store.
+    fn add(&mut self, other: Tally) {
+        self.rewrapped += other.rewrapped;
+        self.already_current += other.already_current;
+        self.failures.extend(other.failures);
+        self.interrupted |= other.interrupted;
+    }
+}
+
 fn key_version(key_ref: &KeyRef) -> u32 {
     match key_ref {
         KeyRef::None => 0,
@@ -69,14 +82,24 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
         .canonicalize()
         .map_err(|e| format!("store {}: {e}", args.store.display()))?;
     let mut newest = NewestVersions::new(&keystore);
-    let tally = match mounts_of(&root).into_iter().next() {
+    let mounts = store_mounts(&root);
+    let tally = match mounts.whole.into_iter().next() {
         Some(mountpoint) => {
             let run = MountedRewrap {
                 mountpoint,
                 bucket: args.bucket.as_deref(),
                 filter: &filter,
+                single_bucket: false,
             };
             run.run(&mut newest, &stop)?
+        }
+        None if !mounts.buckets.is_empty() => {
+            let run = BesideBucketMounts {
+                root: &root,
+                mounts: &mounts.buckets,
+                filter: &filter,
+            };
+            run.run(args.bucket.as_deref(), &mut newest, &keystore, &stop)?
         }
         None => {
             let store = Store::open_locked(&root).map_err(|e| {
@@ -131,11 +154,14 @@ struct MountedRewrap<'a> {
     mountpoint: PathBuf,
     bucket: Option<&'a str>,
     filter: &'a KeyFilter,
+    /// The mount's root is one bucket (`ssefs mount --bucket`).
+    single_bucket: bool,
 }
 
 impl MountedRewrap<'_> {
     fn run(&self, newest: &mut NewestVersions<'_>, stop: &AtomicBool) -> Result<Tally, String> {
         let buckets = match self.bucket {
+            _ if self.single_bucket => vec![self.mountpoint.clone()],
             Some(bucket) => {
                 let path = self.mountpoint.join(bucket);
                 if !path.is_dir() {
@@ -198,6 +224,59 @@ fn list_dirs(root: &Path) -> Result<Vec<PathBuf>, String> {
     }
     dirs.sort();
     Ok(dirs)
+}
+
+/// A rewrap of a store whose buckets are mounted on their own: each mounted bucket through
+/// its mount, each other bucket in place under its bucket lock (so no mount starts on it
+/// meanwhile).
+struct BesideBucketMounts<'a> {
+    root: &'a Path,
+    mounts: &'a [BucketMount],
+    filter: &'a KeyFilter,
+}
+
+impl BesideBucketMounts<'_> {
+    fn run(
+        &self,
+        only: Option<&str>,
+        newest: &mut NewestVersions<'_>,
+        keystore: &Keystore,
+        stop: &AtomicBool,
+    ) -> Result<Tally, String> {
+        let buckets = match only {
+            Some(bucket) => vec![bucket.to_string()],
+            None => {
+                let store = Store::open(self.root).map_err(|e| e.to_string())?;
+                inventory(&store).buckets
+            }
+        };
+        let mut tally = Tally::default();
+        for bucket in &buckets {
+            if stop.load(Ordering::SeqCst) {
+                tally.interrupted = true;
+                break;
+            }
+            let mounted = self.mounts.iter().find(|m| &m.bucket == bucket);
+            let part = match mounted.and_then(|m| m.mountpoint.clone()) {
+                Some(mountpoint) => MountedRewrap {
+                    mountpoint,
+                    bucket: None,
+                    filter: self.filter,
+                    single_bucket: true,
+                }
+                .run(newest, stop)?,
+                None => {
+                    let (store, _lock) =
+                        BucketLock::acquire(self.root, bucket).map_err(|e| e.to_string())?;
+                    let run = OfflineRewrap::new(&store, keystore, self.filter)
+                        .map_err(|e| e.to_string())?;
+                    offline(&run, Some(bucket), newest, stop)?
+                }
+            };
+            tally.add(part);
+        }
+        Ok(tally)
+    }
 }
 
 /// A rewrap of an unmounted store, holding its lock: each header is rewritten in place.

@@ -2,7 +2,7 @@
 //! through its attributes. Also the attribute and tree-walking helpers `ssefs reencrypt`
 //! shares. Talks to the mount only (never to the store or the keystore).
 
-use crate::fs::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
+use crate::fs::{BUCKET_ATTR, FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -200,9 +200,16 @@ pub(crate) fn mount_root_of(path: &Path) -> Result<PathBuf, MountPathError> {
     }
 }
 
-/// The bucket directory (on the mount) that holds a canonical path.
+/// The bucket directory (on the mount) that holds a canonical path: the mount's root on a
+/// single-bucket mount, else the top-level directory of the mount the path is in.
 pub(crate) fn bucket_of(path: &Path) -> Result<PathBuf, MountPathError> {
     let root = mount_root_of(path)?;
+    if get_attr(&root, BUCKET_ATTR)
+        .map_err(io_at(&root))?
+        .is_some()
+    {
+        return Ok(root);
+    }
     let rel = path
         .strip_prefix(&root)
         .map_err(|_| MountPathError::NotOnMount(path.to_path_buf()))?;

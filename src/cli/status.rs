@@ -10,6 +10,7 @@ use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
 use crate::ops::scan::{inventory, peek_object};
 use crate::store::Store;
+use crate::store::bucket_lock::{BucketMount, bucket_mounts};
 use crate::store::lock_probe::{lock_holders, locked_mountpoint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,10 @@ pub fn run(store: &Path, json: bool) -> Result<(), String> {
     let store = Store::open(store).map_err(|e| e.to_string())?;
     let inv = inventory(&store);
     let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
-    let mounts = mounts_of(&inv.root);
+    let StoreMounts {
+        whole: mounts,
+        buckets: bucket_mounts,
+    } = store_mounts(&inv.root);
     let holders = lock_holders(&inv.root).unwrap_or_default();
     let mut buckets: BTreeMap<String, BucketStatus> = inv
         .buckets
@@ -110,6 +114,7 @@ pub fn run(store: &Path, json: bool) -> Result<(), String> {
         buckets: &buckets,
         by_key: &by_key,
         uses: &uses,
+        bucket_mounts: &bucket_mounts,
     };
     if json {
         println!(
@@ -134,7 +139,58 @@ fn key_label(key_ref: &KeyRef) -> String {
     }
 }
 
-/// The mount points of `store` in `/proc/self/mountinfo` (type `fuse.ssefs`, source = store).
+/// The mounts of a store on this host: whole-store ones, and buckets mounted on their own.
+pub(crate) struct StoreMounts {
+    pub whole: Vec<PathBuf>,
+    pub buckets: Vec<BucketMount>,
+}
+
+/// Every mount of `store`: the buckets mounted on their own (from their locks), and the
+/// whole-store mounts (the other mountpoints [`mounts_of`] finds).
+pub(crate) fn store_mounts(store: &Path) -> StoreMounts {
+    let buckets = bucket_mounts(store).unwrap_or_default();
+    let whole = mounts_of(store)
+        .into_iter()
+        .filter(|point| !buckets.iter().any(|b| b.mountpoint.as_ref() == Some(point)))
+        .collect();
+    StoreMounts { whole, buckets }
+}
+
+/// `bucket NAME mounted on MOUNTPOINT (daemon pid [PID])`.
+pub(crate) fn bucket_mount_line(mount: &BucketMount) -> String {
+    let point = mount
+        .mountpoint
+        .as_ref()
+        .map_or_else(|| "(unknown)".to_string(), |p| p.display().to_string());
+    format!(
+        "bucket {} mounted on {point} (daemon pid {:?})",
+        mount.bucket, mount.pids
+    )
+}
+
+/// The bucket mounts as a JSON array of `{bucket, mount_point, pids}`.
+pub(crate) fn bucket_mounts_json(mounts: &[BucketMount]) -> Json {
+    let mounts = mounts
+        .iter()
+        .map(|m| {
+            Json::object([
+                ("bucket", Json::str(m.bucket.as_str())),
+                (
+                    "mount_point",
+                    m.mountpoint
+                        .as_ref()
+                        .map_or(Json::Null, |p| Json::str(p.to_string_lossy())),
+                ),
+                (
+                    "pids",
+                    Json::Array(m.pids.iter().map(|&p| Json::uint(p)).collect()),
+                ),
+            ])
+        })
+        .collect();
+    Json::Array(mounts)
+}
+
 /// The mountpoints of `store`: `fuse.ssefs` mounts whose source is the store's path, and the
 /// mountpoint the daemon holding the store lock recorded (for a mount with another `fsname`).
 pub(crate) fn mounts_of(store: &Path) -> Vec<PathBuf> {
@@ -222,11 +278,12 @@ fn utc(secs: i64) -> String {
     )
 }
 
-/// What the object headers showed.
+/// What the object headers showed, and the buckets mounted on their own.
 struct Figures<'a> {
     buckets: &'a BTreeMap<String, BucketStatus>,
     by_key: &'a BTreeMap<String, u64>,
     uses: &'a VersionUse,
+    bucket_mounts: &'a [BucketMount],
 }
 
 fn print_text(
@@ -240,16 +297,21 @@ fn print_text(
         buckets,
         by_key,
         uses,
+        bucket_mounts,
     } = *figures;
     println!("store {} (id {})", root.display(), summary.store_id);
-    match (mounts, holders) {
-        ([], []) => println!("not mounted"),
-        ([], pids) => println!("in use by pid {pids:?} (mounted in another namespace?)"),
-        (points, pids) => {
+    match (mounts, holders, bucket_mounts) {
+        ([], [], _) => println!("not mounted"),
+        ([], pids, []) => println!("in use by pid {pids:?} (mounted in another namespace?)"),
+        ([], _, _) => {}
+        (points, pids, _) => {
             for point in points {
                 println!("mounted on {} (daemon pid {pids:?})", point.display());
             }
         }
+    }
+    for mount in bucket_mounts {
+        println!("{}", bucket_mount_line(mount));
     }
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();
@@ -333,6 +395,7 @@ fn to_json(
         buckets,
         by_key,
         uses,
+        bucket_mounts,
     } = *figures;
     let masters = summary
         .master_keys
@@ -403,6 +466,7 @@ fn to_json(
             "lock_holders",
             Json::Array(holders.iter().map(|&p| Json::uint(p)).collect()),
         ),
+        ("bucket_mounts", bucket_mounts_json(bucket_mounts)),
         ("master_keys", Json::Array(masters)),
         ("cmks", Json::Array(cmks)),
         ("buckets", Json::Array(buckets)),

@@ -16,6 +16,7 @@ mod tests_fds;
 mod tests_inodes;
 #[cfg(test)]
 mod tests_sse;
+mod view;
 mod xattr;
 
 pub use error::FsError;
@@ -26,6 +27,7 @@ pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
 pub use reencrypt::Reencryption;
 pub(crate) use rewrap::rewrap_object;
 pub use rewrap::{REWRAP_ATTR, Rewrap};
+pub use view::{BUCKET_ATTR, BucketRootError, RootView};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, Stat, Store, Timestamp};
@@ -40,9 +42,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether the kernel may keep a file's cached pages from one open to the next. It may: the
-/// mount holds the store's lock, so every change to an object's plaintext passes through this
-/// mount, and so through the kernel's cache (re-encryption and rewrap change the ciphertext,
-/// never the plaintext). Every open is still checked (permissions, KMS grants) here.
+/// mount holds the store's lock (a single-bucket mount: its bucket's lock, and the store's
+/// shared, which keeps whole-store mounts out), so every change to an object's plaintext
+/// passes through this mount, and so through the kernel's cache (re-encryption and rewrap
+/// change the ciphertext, never the plaintext). Every open is still checked (permissions, KMS
+/// grants) here.
 pub const KEEP_PAGE_CACHE: bool = true;
 
 /// Who asks: the uid, gid and pid of the calling process.
@@ -239,7 +243,8 @@ enum Handle {
     Dir(Vec<DirEntry>),
 }
 
-/// The filesystem of a mounted store: buckets at the root, objects below.
+/// The filesystem of a mounted store: buckets at the root, objects below (or one bucket as
+/// the root: see `view.rs`).
 pub struct BucketFs {
     store: Store,
     keys: Arc<dyn KeySource>,
@@ -247,6 +252,7 @@ pub struct BucketFs {
     inodes: InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_handle: AtomicU64,
+    view: RootView,
 }
 
 fn system_time(ts: Timestamp) -> SystemTime {
@@ -306,6 +312,7 @@ impl BucketFs {
             options,
             handles: RwLock::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
+            view: RootView::Store,
         })
     }
 
@@ -347,6 +354,9 @@ impl BucketFs {
 
     /// The bucket a node (below the root) belongs to.
     fn bucket_of(&self, inode: &Inode) -> Result<String, FsError> {
+        if let Some(bucket) = self.mounted_bucket() {
+            return Ok(bucket.to_string());
+        }
         let path = self.backing().path_of(inode.fd()?.as_fd())?;
         let rel = path
             .strip_prefix(self.store.root())
@@ -381,14 +391,6 @@ impl BucketFs {
             rdev: stat.rdev as u32,
             blksize: stat.blksize,
         })
-    }
-
-    /// Hides the store's metadata directory at the root.
-    fn visible(parent: u64, name: &OsStr) -> Result<(), FsError> {
-        if parent == ROOT_INO && name.as_bytes() == crate::store::META_DIR.as_bytes() {
-            return Err(FsError::NotFound);
-        }
-        Ok(())
     }
 
     /// Looks `name` up in `parent` and counts one kernel lookup of the result (`origin`:
@@ -457,7 +459,7 @@ impl BucketFs {
     }
 
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Attr, FsError> {
-        Self::visible(parent, name)?;
+        self.visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
         Ok(self.enter(&parent, name, Origin::Found)?.1)
     }
@@ -577,7 +579,7 @@ impl BucketFs {
             libc::S_IFCHR | libc::S_IFBLK => return Err(FsError::DeviceNode),
             _ => return Err(FsError::InvalidName(name.to_os_string())),
         }
-        if parent == ROOT_INO {
+        if self.at_store_root(parent) {
             return Err(FsError::NotABucket);
         }
         let parent = self.inodes.get(parent)?;
@@ -598,7 +600,7 @@ impl BucketFs {
     ) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(name)?;
-        let bucket = if parent == ROOT_INO {
+        let bucket = if self.at_store_root(parent) {
             Some(validate_bucket_name(name)?)
         } else {
             None
@@ -609,11 +611,8 @@ impl BucketFs {
             .mkdir_at(parent.fd()?.as_fd(), name, mode & 0o7777)?;
         self.chown_new(&parent, name, uid, gid, true)?;
         if let Some(bucket) = bucket {
-            // A rule left by a bucket of the same name removed behind our back is replaced.
-            let recorded = match self.options.default_sse.bucket_rule() {
-                Some(rule) => self.keys.put_bucket_rule(bucket, &rule),
-                None => self.keys.delete_bucket_rule(bucket),
-            };
+            let recorded =
+                view::record_default_rule(self.keys.as_ref(), self.options.default_sse, bucket);
             if let Err(e) = recorded {
                 if let Ok(dir) = parent.fd() {
                     let _ = self.backing().unlink_at(dir.as_fd(), name, true);
@@ -627,7 +626,7 @@ impl BucketFs {
 
     pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         self.writable()?;
-        Self::visible(parent, name)?;
+        self.visible(parent, name)?;
         let parent = self.inodes.get(parent)?;
         Ok(self
             .backing()
@@ -637,8 +636,8 @@ impl BucketFs {
     /// Removes an empty directory; at the root, a bucket and its encryption rule.
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<(), FsError> {
         self.writable()?;
-        Self::visible(parent, name)?;
-        let is_bucket = parent == ROOT_INO;
+        self.visible(parent, name)?;
+        let is_bucket = self.at_store_root(parent);
         let parent = self.inodes.get(parent)?;
         self.backing().unlink_at(parent.fd()?.as_fd(), name, true)?;
         if is_bucket {
@@ -661,7 +660,7 @@ impl BucketFs {
     ) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(name)?;
-        if parent == ROOT_INO {
+        if self.at_store_root(parent) {
             return Err(FsError::NotABucket);
         }
         let parent = self.inodes.get(parent)?;
@@ -683,8 +682,8 @@ impl BucketFs {
     ) -> Result<(), FsError> {
         self.writable()?;
         check_name(new_name)?;
-        Self::visible(parent, name)?;
-        if parent == ROOT_INO || new_parent == ROOT_INO {
+        self.visible(parent, name)?;
+        if self.at_store_root(parent) || self.at_store_root(new_parent) {
             return Err(FsError::BucketRename);
         }
         let old_dir = self.inodes.get(parent)?;
@@ -734,7 +733,7 @@ impl BucketFs {
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &OsStr) -> Result<Attr, FsError> {
         self.writable()?;
         check_name(new_name)?;
-        if new_parent == ROOT_INO {
+        if self.at_store_root(new_parent) {
             return Err(FsError::NotABucket);
         }
         let inode = self.inodes.get(ino)?;
@@ -785,7 +784,7 @@ impl BucketFs {
         entries.push((ino, NodeKind::Directory, OsString::from(".")));
         entries.push((parent_ino, NodeKind::Directory, OsString::from("..")));
         for entry in listed {
-            if Self::visible(ino, &entry.name).is_err() {
+            if self.visible(ino, &entry.name).is_err() {
                 continue;
             }
             let kind = match NodeKind::from_mode(entry.file_type) {

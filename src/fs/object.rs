@@ -4,7 +4,7 @@
 
 use super::inode::{Inode, ObjectSlot, Origin, SizeCache, lock};
 use super::policy::{KeyUse, check_object_key, new_object_key, object_kek};
-use super::{Attr, BucketFs, Caller, FsError, Handle, ROOT_INO, check_name};
+use super::{Attr, BucketFs, Caller, FsError, Handle, check_name};
 use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, Object, ObjectIo, peek_header};
 use crate::store::{RenameMode, Stat, TimeUpdate};
 use std::ffi::OsStr;
@@ -487,7 +487,7 @@ impl BucketFs {
     ) -> Result<(Attr, u64), FsError> {
         self.writable()?;
         check_name(name)?;
-        if parent == ROOT_INO {
+        if self.at_store_root(parent) {
             return Err(FsError::NotABucket);
         }
         let dir = self.inodes.get(parent)?;

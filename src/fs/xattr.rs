@@ -11,7 +11,8 @@ use super::policy::{
 };
 use super::reencrypt::Reencryption;
 use super::rewrap::REWRAP_ATTR;
-use super::{BucketFs, Caller, FsError, ROOT_INO};
+use super::view::BUCKET_ATTR;
+use super::{BucketFs, Caller, FsError};
 use crate::crypto::{Algorithm, KeyRef};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -68,8 +69,7 @@ impl BucketFs {
                 file_id: Some(header.file_id),
             }));
         }
-        if inode.is_dir() && inode.ino != ROOT_INO && self.is_bucket(inode)? {
-            let bucket = self.bucket_of(inode)?;
+        if let Some(bucket) = self.bucket_node(inode)? {
             return Ok(self.keys.bucket_rule(&bucket)?.map(|rule| Encryption {
                 algorithm: rule.algorithm,
                 key_id: rule.kms_key_id,
@@ -78,11 +78,6 @@ impl BucketFs {
             }));
         }
         Ok(None)
-    }
-
-    fn is_bucket(&self, inode: &Inode) -> Result<bool, FsError> {
-        let path = self.backing().path_of(inode.fd()?.as_fd())?;
-        Ok(path.parent() == Some(self.store.root()))
     }
 
     fn reserved_value(&self, inode: &Inode, name: &[u8]) -> Result<Vec<u8>, FsError> {
@@ -105,6 +100,9 @@ impl BucketFs {
     pub fn getxattr(&self, ino: u64, name: &OsStr) -> Result<Vec<u8>, FsError> {
         let inode = self.inodes.get(ino)?;
         let bytes = name.as_bytes();
+        if bytes == BUCKET_ATTR.as_bytes() {
+            return self.bucket_attr(&inode);
+        }
         if bytes.starts_with(RESERVED_PREFIX) || bytes.starts_with(INTERNAL_PREFIX) {
             return self.reserved_value(&inode, bytes);
         }
@@ -229,8 +227,8 @@ impl BucketFs {
     fn sse_node(&self, inode: &Inode) -> Result<SseNode, FsError> {
         if inode.is_file() {
             Ok(SseNode::Object)
-        } else if inode.is_dir() && inode.ino != ROOT_INO && self.is_bucket(inode)? {
-            Ok(SseNode::Bucket(self.bucket_of(inode)?))
+        } else if let Some(bucket) = self.bucket_node(inode)? {
+            Ok(SseNode::Bucket(bucket))
         } else if inode.is_dir() {
             Ok(SseNode::Directory)
         } else {

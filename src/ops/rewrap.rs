@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 pub enum RewrapError {
     #[error("the offline rewrap needs the store lock")]
     NotLocked,
+    #[error("only bucket {held} is locked for this rewrap, not {asked}")]
+    OtherBucket { held: String, asked: String },
     #[error("there is no bucket {0}")]
     NoBucket(String),
     #[error("--key {key}: {source}")]
@@ -131,7 +133,7 @@ impl<'a> OfflineRewrap<'a> {
         keystore: &'a Keystore,
         filter: &'a KeyFilter,
     ) -> Result<Self, RewrapError> {
-        if !store.is_locked() {
+        if !store.is_locked() && store.locked_bucket().is_none() {
             return Err(RewrapError::NotLocked);
         }
         Ok(OfflineRewrap {
@@ -148,6 +150,17 @@ impl<'a> OfflineRewrap<'a> {
         &self,
         bucket: Option<&str>,
     ) -> Result<(Vec<PathBuf>, Vec<(PathBuf, String)>), RewrapError> {
+        // A handle that holds only one bucket's lock may touch only that bucket.
+        let bucket = match (self.store.is_locked(), self.store.locked_bucket()) {
+            (false, Some(held)) if bucket.is_some_and(|b| b != held) => {
+                return Err(RewrapError::OtherBucket {
+                    held: held.to_string(),
+                    asked: bucket.unwrap_or_default().to_string(),
+                });
+            }
+            (false, Some(held)) => Some(held),
+            _ => bucket,
+        };
         let inv = inventory(self.store);
         if let Some(bucket) = bucket {
             if !inv.buckets.iter().any(|b| b == bucket) {

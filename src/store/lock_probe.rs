@@ -22,7 +22,7 @@ pub fn lock_holders(store: &Path) -> io::Result<Vec<u32>> {
 
 /// The pids of the granted `FLOCK` entries of `/proc/locks` on device `major:minor`, inode
 /// `ino`. Lines of waiters (`->`) are skipped.
-fn flock_holders(locks: &str, major: u32, minor: u32, ino: u64) -> Vec<u32> {
+pub(super) fn flock_holders(locks: &str, major: u32, minor: u32, ino: u64) -> Vec<u32> {
     let mut pids = Vec::new();
     for line in locks.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();

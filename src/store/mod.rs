@@ -3,6 +3,7 @@
 //! create and re-encryption swaps, and the store lock. Knows nothing of FUSE or keys.
 
 mod backing;
+pub mod bucket_lock;
 pub mod layout;
 pub mod lock_probe;
 
@@ -74,6 +75,9 @@ pub struct Store {
     /// (an unlocked open changes nothing).
     tmp_fd: Option<OwnedFd>,
     lock: Option<File>,
+    /// The bucket whose lock (`bucket_lock`) the owner of this handle holds, for a
+    /// single-bucket mount or an offline tool working beside one.
+    bucket: Option<String>,
     backing: Arc<dyn Backing>,
 }
 
@@ -136,6 +140,7 @@ impl Store {
             root_fd,
             tmp_fd,
             lock,
+            bucket: None,
             backing,
         };
         if store.lock.is_some() {
@@ -254,7 +259,7 @@ impl Store {
     fn remove_leftover_temporaries(&self) {
         for (name, kind) in self.temporaries().unwrap_or_default() {
             if let Some(kind) = kind {
-                if let Err(e) = self.remove_temporary(&name) {
+                if let Err(e) = self.unlink_temporary(&name) {
                     log::warn!("cannot remove a leftover {kind:?} temporary {name:?}: {e}");
                 }
             }
@@ -296,10 +301,40 @@ impl Store {
                 "not a temporary file ssefs makes",
             ));
         }
+        self.unlink_temporary(name)
+    }
+
+    fn unlink_temporary(&self, name: &OsStr) -> io::Result<()> {
         match self.backing.unlink_at(self.tmp_fd()?, name, false) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// Readies a store opened without the store lock for a single-bucket mount (or a tool
+    /// beside one) that holds `bucket`'s lock: makes the temporary directory if missing and,
+    /// when `alone` (the caller held the store lock exclusively a moment ago, so no other
+    /// daemon uses the store), removes leftover temporaries as a locked open does.
+    pub(super) fn hold_bucket(&mut self, bucket: &str, alone: bool) -> Result<(), StoreError> {
+        let tmp = self.meta_dir().join(TMP_DIR);
+        if self.tmp_fd.is_none() {
+            match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(at(&tmp)(e)),
+            }
+            self.tmp_fd = Some(open_dir_path(&tmp)?);
+        }
+        if alone {
+            self.remove_leftover_temporaries();
+        }
+        self.bucket = Some(bucket.to_string());
+        Ok(())
+    }
+
+    /// The bucket whose lock the owner of this handle holds ([`Store::hold_bucket`]).
+    pub fn locked_bucket(&self) -> Option<&str> {
+        self.bucket.as_deref()
     }
 
     /// The canonical path of the store.
