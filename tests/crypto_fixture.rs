@@ -2,7 +2,9 @@
 //! expected plaintext: they must always open and decrypt. To write them again (only when a
 //! new format version is introduced), run this test with SSEFS_WRITE_FIXTURES=1.
 
-use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, peek_header};
+use ssefs::crypto::{
+    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, StoreKey, peek_header,
+};
 use std::path::PathBuf;
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
@@ -58,6 +60,7 @@ fn write_fixture(fixture: &Fixture, plaintext: &[u8]) {
     let kek = (fixture.algorithm != Algorithm::None).then(|| Key256::generate().unwrap());
     let mut object = Object::create(
         MemoryIo::default(),
+        &store_key(),
         fixture.algorithm,
         fixture.key_ref.clone(),
         kek.as_ref(),
@@ -102,7 +105,7 @@ fn v1_fixtures_still_decrypt() {
         assert_eq!(info.key_ref, fixture.key_ref);
         assert_eq!(info.size, plaintext.len() as u64);
         let kek = read_kek(&fixture);
-        let object = Object::open(io, kek.as_ref()).unwrap();
+        let object = Object::open(io, &store_key(), kek.as_ref()).unwrap();
         assert!(!object.is_dirty());
         let mut out = vec![0u8; plaintext.len()];
         assert_eq!(object.read_at(0, &mut out).unwrap(), plaintext.len());
@@ -115,4 +118,22 @@ fn v1_fixtures_still_decrypt() {
         let slot_b = &raw[P + 112 + 56..P + 112 + 64];
         assert_eq!(slot_b, [2, 0, 0, 0, 0, 16, 0, 0], "{}", fixture.name);
     }
+}
+
+/// A fixed store key of a store not yet upgraded (version 1 knows no store key).
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap()).with_min_version(1)
+}
+
+#[test]
+fn an_upgraded_store_refuses_v1_objects() {
+    let bytes = std::fs::read(dir().join("none.obj")).unwrap();
+    let store = StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap());
+    let err = Object::open(MemoryIo::from_bytes(bytes), &store, None)
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, ssefs::crypto::CryptoError::Authentication(_)),
+        "{err:?}"
+    );
 }

@@ -354,7 +354,8 @@ impl OfflineRewrap<'_> {
         let kek = keystore
             .resolve(&header.key_ref)
             .map_err(|e| e.to_string())?;
-        let mut object = Object::open(file, kek.as_ref()).map_err(|e| e.to_string())?;
+        let store_key = keystore.store_key().map_err(|e| e.to_string())?;
+        let mut object = Object::open(file, &store_key, kek.as_ref()).map_err(|e| e.to_string())?;
         // Offline, the operator holding the root key is the caller (and is audited as such).
         let path = || rel.display().to_string();
         let user = KeyUse::new(Caller::this_process(), &path);

@@ -4,13 +4,13 @@
 //! passes the key-encryption key named by the header.
 
 use super::active::NewestActive;
-use super::block::{BlockCipher, FORMAT_VERSION, Slot, SlotPair};
+use super::block::{BlockCipher, Slot, SlotPair};
+use super::header::{Algorithm, HeaderInfo, KeyRef};
 use super::header::{
-    FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
+    FLAG_DIRTY, FLAG_SPARSE, FORMAT_V1, FORMAT_VERSION, HEADER_MAX_LEN, Header, ParsedHeader,
+    check_key_ref, dek_context, header_mac,
 };
-use super::keys::{
-    HmacSha256, derive_subkey, fill_random, hmac_with_key, wrap_key, wrap_key_with_nonce,
-};
+use super::keys::{HmacSha256, StoreKey, fill_random, wrap_key, wrap_key_with_nonce};
 use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
 use super::parallel::{disjoint_mut, run_split};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
@@ -21,33 +21,9 @@ use std::io;
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 /// Plaintext bytes moved per backing read or write of a large request.
 const CHUNK_BYTES: u64 = 1 << 20;
-
-/// How an object's data is protected (`x-oss-server-side-encryption`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    None,
-    Aes256,
-    Kms,
-}
-
-/// Which key-encryption key wraps an object's DEK.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum KeyRef {
-    None,
-    Master { version: u32 },
-    Cmk { key_id: String, version: u32 },
-}
-
-/// What the header says, parsed but not yet authenticated (for `stat` and for choosing the KEK).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeaderInfo {
-    pub version: u16,
-    pub algorithm: Algorithm,
-    pub key_ref: KeyRef,
-    pub block_size: u32,
-    pub file_id: [u8; 16],
-    pub size: u64,
-}
+/// Generations reserved by one header write: the header records the highest generation a
+/// block may use, so a write session pays one header write per this many block writes.
+const GENERATION_RESERVE: u64 = 1 << 16;
 
 /// What a full verification of an object found (for `fsck`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +36,24 @@ pub struct VerifyReport {
 pub fn peek_header(io: &dyn ObjectIo) -> Result<HeaderInfo, CryptoError> {
     let (bytes, n) = read_header_bytes(io)?;
     Ok(ParsedHeader::parse(&bytes[..n])?.header.info)
+}
+
+/// Checks that `kek` unwraps the object's DEK in store `store_id` (needs no store key): tells
+/// whether a key belongs to an object without authenticating the object.
+pub fn check_kek(io: &dyn ObjectIo, store_id: &[u8; 16], kek: &Key256) -> Result<(), CryptoError> {
+    let (bytes, n) = read_header_bytes(io)?;
+    let header = ParsedHeader::parse(&bytes[..n])?.header;
+    let info = &header.info;
+    unwrap_dek(
+        info.version,
+        store_id,
+        info.algorithm,
+        &info.key_ref,
+        Some(kek),
+        header.wrapped_dek.as_ref(),
+        &info.file_id,
+    )
+    .map(drop)
 }
 
 /// Structurally parses a header record from raw bytes (for fuzzing and diagnostics).
@@ -171,7 +165,7 @@ struct OpenJob<'a> {
 /// chunk buffer, its new slot goes to `slot_at`.
 struct PreparedBlock {
     k: u64,
-    generation: u32,
+    generation: u64,
     iv: [u8; 16],
     data_at: usize,
     len: usize,
@@ -182,7 +176,7 @@ struct PreparedBlock {
 /// sealing it gives, to be stored at `slot_at` in the chunk buffer.
 struct SealJob<'a> {
     k: u64,
-    generation: u32,
+    generation: u64,
     iv: [u8; 16],
     data: &'a mut [u8],
     slot_at: usize,
@@ -209,6 +203,15 @@ pub struct Object<I: ObjectIo> {
     ivs: Vec<u8>,
     /// Blocks of the current chunk that fill a hole inside the committed size, and their length.
     hole_fills: Vec<(u64, usize)>,
+    /// The next block generation to use (version 2: one counter for the whole object, never
+    /// reused, always above every generation on disk).
+    gen_next: u64,
+    /// Only the newest slot of a block may authenticate it: true while this process knows
+    /// that every write it started finished (opened clean, no failed write since).
+    strict: bool,
+    /// A crash or a failed write may have left a block whose newest slot does not verify:
+    /// closing repairs such blocks before it clears DIRTY.
+    recovering: bool,
 }
 
 impl<I: ObjectIo> Object<I> {
@@ -216,6 +219,7 @@ impl<I: ObjectIo> Object<I> {
     /// `kek` is `None` exactly when `algorithm` is `None`.
     pub fn create(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         kek: Option<&Key256>,
@@ -227,9 +231,19 @@ impl<I: ObjectIo> Object<I> {
         };
         let mut file_id = [0u8; 16];
         fill_random(&mut file_id)?;
-        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, None)?;
+        let wrapped_dek = wrap_dek(
+            FORMAT_VERSION,
+            store.id(),
+            algorithm,
+            &key_ref,
+            kek,
+            &dek,
+            &file_id,
+            None,
+        )?;
         Self::create_from_parts(
             io,
+            store,
             algorithm,
             key_ref,
             block_size,
@@ -245,6 +259,7 @@ impl<I: ObjectIo> Object<I> {
     #[allow(clippy::too_many_arguments)]
     pub fn create_with_secrets(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         kek: Option<&Key256>,
@@ -258,9 +273,19 @@ impl<I: ObjectIo> Object<I> {
                 "algorithm none uses the all-zero DEK".into(),
             ));
         }
-        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, Some(&wrap_nonce))?;
+        let wrapped_dek = wrap_dek(
+            FORMAT_VERSION,
+            store.id(),
+            algorithm,
+            &key_ref,
+            kek,
+            &dek,
+            &file_id,
+            Some(&wrap_nonce),
+        )?;
         Self::create_from_parts(
             io,
+            store,
             algorithm,
             key_ref,
             block_size,
@@ -270,8 +295,10 @@ impl<I: ObjectIo> Object<I> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_from_parts(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         block_size: u32,
@@ -292,8 +319,13 @@ impl<I: ObjectIo> Object<I> {
             flags: 0,
             seq: 0,
             wrapped_dek,
+            store_id: *store.id(),
+            gen_limit: 0,
+            cut_block: 0,
+            cut_gen: 0,
         };
-        let mut object = Self::assemble(io, header, dek, layout);
+        let mut object = Self::assemble(io, store, header, dek, layout);
+        object.strict = true;
         // Only when needed: ext4 takes a truncation to 0 for a file being rewritten and then
         // flushes it to disk at close (auto_da_alloc), a write-back per new object.
         if object.io.len()? != 0 {
@@ -306,12 +338,27 @@ impl<I: ObjectIo> Object<I> {
     }
 
     /// Opens and authenticates an existing object; `kek` is the key named by its header.
-    pub fn open(io: I, kek: Option<&Key256>) -> Result<Self, CryptoError> {
+    /// A version 2 object must belong to `store` (its store id and every tag); a version 1
+    /// object opens read-only, with the weaker checks of its format.
+    pub fn open(io: I, store: &StoreKey, kek: Option<&Key256>) -> Result<Self, CryptoError> {
         let (bytes, n) = read_header_bytes(&io)?;
         let bytes = &bytes[..n];
         let parsed = ParsedHeader::parse(bytes)?;
         let info = &parsed.header.info;
+        if info.version < store.min_version() {
+            return Err(CryptoError::Authentication(format!(
+                "object format version {} is no longer accepted in this store",
+                info.version
+            )));
+        }
+        if info.version != FORMAT_V1 && parsed.header.store_id != *store.id() {
+            return Err(CryptoError::Authentication(
+                "the object belongs to another store".into(),
+            ));
+        }
         let dek = unwrap_dek(
+            info.version,
+            store.id(),
             info.algorithm,
             &info.key_ref,
             kek,
@@ -319,22 +366,28 @@ impl<I: ObjectIo> Object<I> {
             &info.file_id,
         )?;
         let layout = Layout::new(info.block_size)?;
-        let header_mac = header_mac(&dek, &info.file_id);
+        let header_mac = header_mac(info.version, &dek, store, &info.file_id);
         let header = parsed.authenticate(bytes, &header_mac)?;
-        let mut object = Self::assemble(io, header, dek, layout);
+        let mut object = Self::assemble(io, store, header, dek, layout);
+        object.strict = !object.header.is_dirty();
+        object.recovering = object.header.is_dirty();
         if !object.header.is_dirty() {
             object.check_committed_length()?;
         }
         Ok(object)
     }
 
-    fn assemble(io: I, header: Header, dek: Key256, layout: Layout) -> Self {
+    fn assemble(io: I, store: &StoreKey, header: Header, dek: Key256, layout: Layout) -> Self {
         let file_id = header.info.file_id;
+        let version = header.info.version;
         let encrypt = header.info.algorithm != Algorithm::None;
         Self {
             io,
-            cipher: BlockCipher::new(&dek, &file_id, encrypt),
-            header_mac: header_mac(&dek, &file_id),
+            cipher: BlockCipher::new(version, &dek, store, &file_id, encrypt),
+            header_mac: header_mac(version, &dek, store, &file_id),
+            gen_next: header.gen_limit + 1,
+            strict: false,
+            recovering: false,
             header,
             dek,
             layout,
@@ -411,7 +464,12 @@ impl<I: ObjectIo> Object<I> {
             let stop = last.min(start + self.chunk_blocks() - 1);
             let chunk = self.read_chunk(start, stop, scratch)?;
             let pairs: Vec<SlotPair> = (start..=stop)
-                .map(|k| SlotPair::decode(&scratch[chunk.slot_index(k)..][..SLOT_PAIR_LEN]))
+                .map(|k| {
+                    SlotPair::decode(
+                        &scratch[chunk.slot_index(k)..][..SLOT_PAIR_LEN],
+                        self.version(),
+                    )
+                })
                 .collect();
             let pages = (start..=stop).map(|k| (chunk.data_index(k), chunk.data_available(k)));
             let mut jobs: Vec<OpenJob<'_>> = disjoint_mut(scratch, pages)
@@ -486,8 +544,12 @@ impl<I: ObjectIo> Object<I> {
 
     /// The slot that authenticates `data` (the bytes of block `k`'s data page that exist).
     fn find_active(&self, k: u64, pair: &SlotPair, data: &[u8]) -> Option<usize> {
+        let newest = newest_slot(pair);
         pair.candidates().find(|&i| {
             let slot = &pair.0[i];
+            if !self.may_be_active(k, slot, i == newest) {
+                return false;
+            }
             let len = slot.len as usize;
             len <= self.layout.block_len()
                 && data
@@ -496,11 +558,51 @@ impl<I: ObjectIo> Object<I> {
         })
     }
 
+    /// Whether `slot` of block `k` may authenticate it at all. Version 2: a slot cut away by
+    /// the last size decrease (block past the cut, generation not newer than it) never does;
+    /// an older slot does only when a write may have been interrupted (`strict` is false), so
+    /// a block's previous version cannot be put back once its new version was written.
+    fn may_be_active(&self, k: u64, slot: &Slot, newest: bool) -> bool {
+        if self.version() == FORMAT_V1 {
+            return true;
+        }
+        let cut = k >= self.header.cut_block && slot.generation <= self.header.cut_gen;
+        !cut && (newest || !self.strict)
+    }
+
+    fn version(&self) -> u16 {
+        self.header.info.version
+    }
+
+    /// Takes `count` consecutive generations from the object's counter, first recording in
+    /// the header (before any slot uses them) a limit above them when the reserve runs out.
+    fn allocate_generations(&mut self, count: u64) -> Result<u64, CryptoError> {
+        let first = self.gen_next;
+        let last = first
+            .checked_add(count - 1)
+            .filter(|&last| last < u64::MAX - GENERATION_RESERVE)
+            .ok_or_else(|| CryptoError::Malformed("generation counter exhausted".into()))?;
+        if last > self.header.gen_limit {
+            self.header.gen_limit = last + GENERATION_RESERVE;
+            self.write_header()?;
+        }
+        self.gen_next = last + 1;
+        Ok(first)
+    }
+
+    /// Version 1 objects are read-only: writing one needs `ssefs upgrade` first.
+    fn check_writable(&self) -> Result<(), CryptoError> {
+        match self.version() {
+            FORMAT_VERSION => Ok(()),
+            other => Err(CryptoError::ReadOnlyVersion(other)),
+        }
+    }
+
     /// Reads and opens block `k` alone; its plaintext is left in `self.page[..len]`.
     fn load_block(&mut self, k: u64) -> Result<LoadedBlock, CryptoError> {
         let mut raw = [0u8; SLOT_PAIR_LEN];
         let n = self.io.read_at(&mut raw, self.layout.slot_pair_offset(k))?;
-        let pair = SlotPair::decode(&raw[..n]);
+        let pair = SlotPair::decode(&raw[..n], self.version());
         let mut page = std::mem::take(&mut self.page);
         let opened = self
             .io
@@ -522,13 +624,14 @@ impl<I: ObjectIo> Object<I> {
     /// active: slot first, then data.
     fn store_block(&mut self, k: u64, loaded: &LoadedBlock, len: usize) -> Result<(), CryptoError> {
         let target = target_slot(&loaded.pair, loaded.active);
-        let generation = next_generation(k, &loaded.pair)?;
+        let generation = self.allocate_generations(1)?;
         let mut iv = [0u8; 16];
         fill_random(&mut iv)?;
         self.newest_active.remove(k);
         let slot = self.cipher.seal(k, generation, &iv, &mut self.page[..len]);
         let slot_offset = self.layout.slot_pair_offset(k) + (target * SLOT_LEN) as u64;
-        self.io.write_at(&slot.encode(), slot_offset)?;
+        self.io
+            .write_at(&slot.encode(self.version()), slot_offset)?;
         self.io
             .write_at(&self.page[..len], self.layout.data_offset(k))?;
         // The slot just written has the highest generation.
@@ -551,6 +654,7 @@ impl<I: ObjectIo> Object<I> {
         if data.is_empty() {
             return Ok(());
         }
+        self.check_writable()?;
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&end| end <= MAX_OBJECT_SIZE)
@@ -605,6 +709,7 @@ impl<I: ObjectIo> Object<I> {
         buf.resize(chunk.meta_len + chunk.body_len(self.layout.block_len()), 0);
         self.read_chunk_meta(&chunk, buf)?;
         let count = (last - first + 1) as usize;
+        let first_generation = self.allocate_generations(count as u64)?;
         self.ivs.resize(16 * count, 0);
         fill_random(&mut self.ivs)?;
         let end = offset + data.len() as u64;
@@ -617,7 +722,7 @@ impl<I: ObjectIo> Object<I> {
             let to = (end.min(block_start + p) - block_start) as usize;
             let committed = self.layout.bytes_in_block(k, size) as usize;
             let slot_at = chunk.slot_index(k);
-            let pair = SlotPair::decode(&buf[slot_at..slot_at + SLOT_PAIR_LEN]);
+            let pair = SlotPair::decode(&buf[slot_at..slot_at + SLOT_PAIR_LEN], self.version());
             let data_at = chunk.data_index(k);
             let (active, len) = if from == 0 && to == self.layout.block_len() {
                 (self.overwrite_target(k, &pair, committed)?, to)
@@ -638,7 +743,7 @@ impl<I: ObjectIo> Object<I> {
             let src = &data[(block_start + from as u64 - offset) as usize..][..to - from];
             buf[data_at + from..data_at + to].copy_from_slice(src);
             let target = target_slot(&pair, active);
-            let generation = next_generation(k, &pair)?;
+            let generation = first_generation + i as u64;
             let mut iv = [0u8; 16];
             iv.copy_from_slice(&self.ivs[16 * i..16 * i + 16]);
             sealing.push(PreparedBlock {
@@ -696,7 +801,7 @@ impl<I: ObjectIo> Object<I> {
         let slots: Vec<(usize, Slot)> = jobs.iter().map(|j| (j.slot_at, j.slot)).collect();
         drop(jobs);
         for (at, slot) in slots {
-            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
+            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode(self.version()));
         }
     }
 
@@ -755,6 +860,7 @@ impl<I: ObjectIo> Object<I> {
         if size == old {
             return Ok(());
         }
+        self.check_writable()?;
         if size > old {
             let adds_blocks = self.layout.block_count(size) > self.layout.block_count(old);
             self.begin_mutation(adds_blocks)?;
@@ -765,10 +871,14 @@ impl<I: ObjectIo> Object<I> {
             return self.write_header();
         }
         self.begin_mutation(false)?;
+        let blocks = self.layout.block_count(size);
+        // Everything from `blocks` on is cut: its slots, and copies of them kept elsewhere,
+        // stay stale even if later put back into an extension of the object.
+        self.header.cut_block = blocks;
+        self.header.cut_gen = self.gen_next - 1;
         self.header.info.size = size;
         self.write_header()?;
         self.tail_clean = false;
-        let blocks = self.layout.block_count(size);
         self.newest_active.truncate(blocks);
         self.clean_tail()
     }
@@ -824,6 +934,9 @@ impl<I: ObjectIo> Object<I> {
 
     /// Makes everything written so far durable (commit header, then `sync_data`).
     pub fn sync(&mut self) -> Result<(), CryptoError> {
+        if self.version() == FORMAT_V1 {
+            return Ok(());
+        }
         if self.header_unsaved {
             self.write_header()?;
         }
@@ -832,7 +945,14 @@ impl<I: ObjectIo> Object<I> {
 
     /// Marks the object clean (no write session open), trims the backing bytes and syncs nothing.
     pub fn close(mut self) -> Result<I, CryptoError> {
+        if self.version() == FORMAT_V1 {
+            // Read-only: a write session a crash left open stays as it is.
+            return Ok(self.io);
+        }
         if self.header.is_dirty() {
+            if self.recovering {
+                self.repair_interrupted()?;
+            }
             self.clean_tail()?;
             self.header.flags &= !FLAG_DIRTY;
             self.write_header()?;
@@ -840,6 +960,34 @@ impl<I: ObjectIo> Object<I> {
             self.write_header()?;
         }
         Ok(self.io)
+    }
+
+    /// After a crash or a failed write: in every block whose newest slot does not
+    /// authenticate its data page but the older one does (a write interrupted between slot
+    /// and data), clears the newest slot, so that once DIRTY is cleared only the version the
+    /// reader sees is left. Reads the whole object: paid only after a crash or an I/O error.
+    fn repair_interrupted(&mut self) -> Result<(), CryptoError> {
+        let blocks = self.layout.block_count(self.size());
+        self.strict = false;
+        for k in 0..blocks {
+            let loaded = match self.load_block(k) {
+                Ok(loaded) => loaded,
+                // Damaged either way: reads and fsck report it; nothing here can repair it.
+                Err(CryptoError::Authentication(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let newest = newest_slot(&loaded.pair);
+            if let Some(active) = loaded.active {
+                if active != newest {
+                    let at = self.layout.slot_pair_offset(k) + (newest * SLOT_LEN) as u64;
+                    self.io.write_at(&[0u8; SLOT_LEN], at)?;
+                }
+            }
+        }
+        self.newest_active.clear();
+        self.recovering = false;
+        self.strict = true;
+        Ok(())
     }
 
     /// Re-wraps the DEK under another KEK by rewriting only the header.
@@ -859,7 +1007,16 @@ impl<I: ObjectIo> Object<I> {
             ));
         }
         let file_id = self.header.info.file_id;
-        let wrapped = wrap_dek(algorithm, &key_ref, kek, &self.dek, &file_id, None)?;
+        let wrapped = wrap_dek(
+            self.version(),
+            &self.header.store_id,
+            algorithm,
+            &key_ref,
+            kek,
+            &self.dek,
+            &file_id,
+            None,
+        )?;
         let previous = self.header.clone();
         self.header.info.algorithm = algorithm;
         self.header.info.key_ref = key_ref;
@@ -888,7 +1045,8 @@ impl<I: ObjectIo> Object<I> {
             let chunk = self.read_chunk(start, stop, &mut scratch)?;
             for k in start..=stop {
                 let slot_at = chunk.slot_index(k);
-                let pair = SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN]);
+                let pair =
+                    SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN], self.version());
                 let data_at = chunk.data_index(k);
                 let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
                 if let Err(e) = self.open_block(k, &pair, data) {
@@ -931,6 +1089,8 @@ impl<I: ObjectIo> Object<I> {
     fn forget_state(&mut self) {
         self.newest_active.clear();
         self.tail_clean = false;
+        self.strict = false;
+        self.recovering = true;
     }
 
     /// On open of a clean object: the last block holds no bytes past the size and the backing
@@ -978,20 +1138,6 @@ fn target_slot(pair: &SlotPair, active: Option<usize>) -> usize {
     }
 }
 
-fn next_generation(k: u64, pair: &SlotPair) -> Result<u32, CryptoError> {
-    pair.max_generation()
-        .checked_add(1)
-        .ok_or_else(|| CryptoError::Malformed(format!("block {k}: generation counter exhausted")))
-}
-
-fn header_mac(dek: &Key256, file_id: &[u8; 16]) -> HmacSha256 {
-    hmac_with_key(&derive_subkey(
-        file_id,
-        dek.expose_secret(),
-        b"ssefs/v1/header-mac",
-    ))
-}
-
 /// The KEK to use for `algorithm`: none for `none`, required otherwise.
 fn required_kek(
     algorithm: Algorithm,
@@ -1009,7 +1155,10 @@ fn required_kek(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn wrap_dek(
+    version: u16,
+    store_id: &[u8; 16],
     algorithm: Algorithm,
     key_ref: &KeyRef,
     kek: Option<&Key256>,
@@ -1021,7 +1170,7 @@ fn wrap_dek(
     let Some(kek) = required_kek(algorithm, kek)? else {
         return Ok(None);
     };
-    let context = dek_context(algorithm, key_ref, file_id)?;
+    let context = dek_context(version, store_id, algorithm, key_ref, file_id)?;
     let wrapped = match nonce {
         Some(nonce) => wrap_key_with_nonce(kek, &context, dek, nonce)?,
         None => wrap_key(kek, &context, dek)?,
@@ -1030,6 +1179,8 @@ fn wrap_dek(
 }
 
 fn unwrap_dek(
+    version: u16,
+    store_id: &[u8; 16],
     algorithm: Algorithm,
     key_ref: &KeyRef,
     kek: Option<&Key256>,
@@ -1041,7 +1192,7 @@ fn unwrap_dek(
     };
     let wrapped =
         wrapped.ok_or_else(|| CryptoError::Malformed("encrypted object without a DEK".into()))?;
-    let context = dek_context(algorithm, key_ref, file_id)?;
+    let context = dek_context(version, store_id, algorithm, key_ref, file_id)?;
     unwrap_key(kek, &context, wrapped)
 }
 

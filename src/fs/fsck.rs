@@ -3,7 +3,7 @@
 //! Read-only beside a mount; the only repair is removing ssefs temporaries under the lock.
 
 use super::scan::{StoreInventory, inventory, open_backing_file};
-use crate::crypto::{CryptoError, Key256, KeyRef, Object, peek_header};
+use crate::crypto::{CryptoError, Key256, KeyRef, Object, StoreKey, check_kek, peek_header};
 use crate::keystore::inspect::{KeystoreSummary, integrity_problems, open_read_only};
 use crate::keystore::{CmkState, KeystoreError, keystore_dir};
 use crate::store::lock_probe::lock_holders;
@@ -106,7 +106,11 @@ impl FsckReport {
 
 /// Looks up the key-encryption key an object header names (the keystore opened with the root
 /// key). `None` when fsck runs without the root key: headers are then checked, blocks not.
-pub type KeyLookup<'a> = Option<&'a dyn Fn(&KeyRef) -> Result<Option<Key256>, KeystoreError>>;
+/// The store key comes with it: every object of this format is tagged under it.
+pub type KeyLookup<'a> = Option<(
+    &'a StoreKey,
+    &'a dyn Fn(&KeyRef) -> Result<Option<Key256>, KeystoreError>,
+)>;
 
 /// Operational failures: the store cannot be checked at all.
 #[derive(Debug, thiserror::Error)]
@@ -243,13 +247,16 @@ fn check_object(
     }
     let kek = match info.key_ref {
         KeyRef::None => None,
-        _ => match keys.map(|lookup| lookup(&info.key_ref)) {
+        _ => match keys.map(|(_, lookup)| lookup(&info.key_ref)) {
             None => return false,
             Some(Ok(kek)) => kek,
             Some(Err(e)) => return report_key_error(report, rel, e),
         },
     };
-    let object = match Object::open(file, kek.as_ref()) {
+    let Some((store_key, _)) = keys else {
+        return false;
+    };
+    let object = match Object::open(file, store_key, kek.as_ref()) {
         Ok(object) => object,
         Err(e) => {
             report_crypto(report, rel, &e, false);
@@ -346,7 +353,9 @@ fn report_crypto(report: &mut FsckReport, rel: &Path, e: &CryptoError, header: b
     let kind = match e {
         CryptoError::NotAnObject => ProblemKind::NotAnObject,
         CryptoError::Io(_) | CryptoError::Random => ProblemKind::Unreadable,
-        CryptoError::UnsupportedVersion(_) => ProblemKind::BadHeader,
+        CryptoError::UnsupportedVersion(_) | CryptoError::ReadOnlyVersion(_) => {
+            ProblemKind::BadHeader
+        }
         CryptoError::Malformed(_) | CryptoError::Authentication(_) if header => {
             ProblemKind::BadHeader
         }
@@ -396,6 +405,7 @@ fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
 /// this store when the store's own keystore is gone.
 pub fn objects_opening_with(
     store: &Path,
+    store_id: &[u8; 16],
     keys: &dyn Fn(&KeyRef) -> Option<Key256>,
     limit: usize,
 ) -> Result<(usize, usize), FsckError> {
@@ -418,7 +428,7 @@ pub fn objects_opening_with(
             continue;
         };
         tried += 1;
-        if Object::open(file, Some(&kek)).is_ok() {
+        if check_kek(&file, store_id, &kek).is_ok() {
             opened += 1;
         }
     }

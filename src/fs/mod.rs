@@ -203,6 +203,8 @@ enum Handle {
 pub struct BucketFs {
     store: Store,
     keys: Arc<dyn KeySource>,
+    /// The store's id and object-authentication key, which every object must be tagged under.
+    store_key: crate::crypto::StoreKey,
     options: FsOptions,
     inodes: InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -241,6 +243,7 @@ impl BucketFs {
         Ok(BucketFs {
             inodes: InodeTable::new(backing, root_fd, &root_stat, inode::path_fd_budget()),
             store,
+            store_key: keys.store_key()?,
             keys,
             options,
             handles: RwLock::new(HashMap::new()),

@@ -113,6 +113,7 @@ impl BucketFs {
         let (pending, file) = self.store.begin_reencrypt(before.mode & 0o7777)?;
         let mut new = Object::create(
             self.backing_file(file),
+            &self.store_key,
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),
@@ -123,7 +124,7 @@ impl BucketFs {
         self.copy_metadata(old.io().file.as_fd(), io.file.as_fd(), before)?;
         io.file.sync_all()?;
         let path_fd = OwnedFd::from(self.backing().reopen(io.file.as_fd(), libc::O_PATH)?);
-        let object = Object::open(io, key.kek.as_ref())?;
+        let object = Object::open(io, &self.store_key, key.kek.as_ref())?;
         Ok(StagedObject {
             pending,
             object,
