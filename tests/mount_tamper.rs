@@ -317,3 +317,74 @@ fn a_block_from_before_a_truncate_is_not_replayed_into_an_extension() {
         "block 2 replayed from before the truncate",
     );
 }
+
+/// A store from before the object format floor: an object of format version 1 (here the
+/// kept `none` fixture) reads, refuses writes with EROFS, is listed by fsck, and `ssefs
+/// upgrade` rewrites it in the current format; after that the store refuses version 1.
+#[test]
+fn old_format_objects_are_read_only_listed_and_upgraded() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    mount.bucket("old");
+    assert!(mount.unmount().success());
+    // What the schema step leaves in a keystore from before the floor.
+    let db = rusqlite::Connection::open(keystore_dir(&store.store).join("keystore.db")).unwrap();
+    db.execute("UPDATE meta SET min_object_version = 1", [])
+        .unwrap();
+    drop(db);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+    let plaintext = fs::read(format!("{fixtures}/plaintext.bin")).unwrap();
+    fs::copy(format!("{fixtures}/none.obj"), store.store.join("old/obj")).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(fs::read(mount.join("old/obj")).unwrap(), plaintext);
+    let write = OpenOptions::new()
+        .write(true)
+        .open(mount.join("old/obj"))
+        .and_then(|f| f.write_all_at(b"x", 0));
+    assert_eq!(
+        write.unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "an old object is read-only"
+    );
+    assert!(mount.unmount().success());
+    let (_, report) = fsck(&store);
+    assert!(report.contains("older object format"), "{report}");
+    assert!(report.contains("old/obj"), "{report}");
+
+    let out = Command::new(SSEFS)
+        .arg("upgrade")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "upgrade: {out:?}");
+    assert!(text.contains("upgraded old/obj"), "{text}");
+    let header = ssefs::crypto::peek_header(&fs::File::open(store.store.join("old/obj")).unwrap());
+    assert_eq!(header.unwrap().version, ssefs::crypto::FORMAT_VERSION);
+    let (ok, report) = fsck(&store);
+    assert!(ok && !report.contains("older object format"), "{report}");
+
+    fs::copy(
+        format!("{fixtures}/none.obj"),
+        store.store.join("old/again"),
+    )
+    .unwrap();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("old/obj");
+    assert_eq!(fs::read(&path).unwrap(), plaintext);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(b"new", 0)
+        .unwrap();
+    assert_eq!(&fs::read(&path).unwrap()[..3], b"new");
+    assert_eio(&mount.join("old/again"), "version 1 after the upgrade");
+}

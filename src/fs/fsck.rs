@@ -135,6 +135,9 @@ pub fn check_store(
         ..FsckReport::default()
     };
     let summary = check_keystore(&inv.root, &mut report);
+    report
+        .notes
+        .extend(super::upgrade::old_format_notes(&inv.root));
     for (path, why) in &inv.strays {
         report.problem(path, ProblemKind::StrayEntry, why.as_str());
     }

@@ -16,6 +16,7 @@ mod tests;
 mod tests_fds;
 #[cfg(test)]
 mod tests_sse;
+pub mod upgrade;
 mod xattr;
 
 pub use error::FsError;
