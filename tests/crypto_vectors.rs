@@ -59,6 +59,7 @@ const HEADER_NONE: &str = "73736566734f424a0200000000100000404142434445464748494
 const SLOT_AES256: &str = "03000000000000002b000000606162636465666768696a6b6449f9b9b2194d6cc14980c252bcf2bc9698ee05be09e0b6ad5af3b43250d9f8";
 const CT_AES256: &str =
     "dd04d18fc2a64f9094b04806e95257fb5ad25de0af7a79d97c6394593b5618077ab3b55a30bbfcb3b608fd";
+const GROUP_TAG: &str = "61642478d96d42b795ad63c124ea7aa51beefb69d1f152b1080033b5fee06894";
 const SLOT_NONE: &str = "03000000000000002b000000606162636465666768696a6bb703963a8beddffc5dcf818e004439c978526ac0327ccbd1351c14eb4433eb11";
 
 // Version 1, kept to prove old objects still open.
@@ -241,6 +242,27 @@ fn none_block_vector() {
     assert!(cipher.open(5, &forged, &mut page).is_err());
 }
 
+/// The group tag of group 0 of the AES256 object when only block 5 is written (bitmap
+/// `20 00 00 00 00`): the last 32 bytes of its meta page. It depends on no IV.
+#[test]
+fn group_tag_vector() {
+    let mut object = Object::create_with_secrets(
+        MemoryIo::default(),
+        &store_key(),
+        Algorithm::Aes256,
+        KeyRef::Master { version: 7 },
+        Some(&kek()),
+        DEFAULT_BLOCK_SIZE,
+        dek(),
+        file_id(),
+        nonce(),
+    )
+    .unwrap();
+    object.write_at(5 * 4096, PLAINTEXT).unwrap();
+    let bytes = object.io().snapshot().unwrap();
+    assert_eq!(hex(&bytes[2 * 4096 - 32..2 * 4096]), GROUP_TAG);
+}
+
 #[test]
 fn v1_block_vectors_still_open() {
     let cipher = BlockCipher::new(FORMAT_V1, &dek(), &store_key(), &file_id(), true);
@@ -299,6 +321,7 @@ fn the_format_document_lists_these_vectors() {
         ("AES256 slot", SLOT_AES256),
         ("AES256 ciphertext", CT_AES256),
         ("none slot", SLOT_NONE),
+        ("group tag", GROUP_TAG),
         ("v1 AES256 header", V1_HEADER_AES256),
         ("v1 KMS header", V1_HEADER_KMS),
         ("v1 none header", V1_HEADER_NONE),

@@ -388,3 +388,32 @@ fn old_format_objects_are_read_only_listed_and_upgraded() {
     assert_eq!(&fs::read(&path).unwrap()[..3], b"new");
     assert_eio(&mount.join("old/again"), "version 1 after the upgrade");
 }
+
+/// Attack: in a sparse object, a written block's slot pair is zeroed so that it would read as
+/// a hole; the group tag catches it. The object's real holes still read as zeros.
+#[test]
+fn a_written_block_turned_into_a_hole_reads_as_eio() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    let f = fs::File::create(bucket.join("sparse")).unwrap();
+    f.write_all_at(&vec![0xAA; P as usize], 0).unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], 5 * P).unwrap();
+    f.write_all_at(&vec![0xCC; P as usize], 7 * P).unwrap();
+    drop(f);
+    let data = fs::read(bucket.join("sparse")).unwrap();
+    assert!(data[P as usize..5 * P as usize].iter().all(|&b| b == 0));
+    assert!(mount.unmount().success());
+
+    let backing = store.store.join("enc/sparse");
+    let f = OpenOptions::new().write(true).open(&backing).unwrap();
+    f.write_all_at(&[0u8; 112], slot_pair_offset(5)).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/sparse"), "block 5 zeroed into a hole");
+}

@@ -5,15 +5,18 @@
 
 use super::active::NewestActive;
 use super::block::{BlockCipher, Slot, SlotPair};
+use super::header::object_subkey;
 use super::header::{Algorithm, HeaderInfo, KeyRef};
 use super::header::{
     FLAG_DIRTY, FLAG_SPARSE, FORMAT_V1, FORMAT_VERSION, HEADER_MAX_LEN, Header, ParsedHeader,
     check_key_ref, dek_context, header_mac,
 };
+use super::keys::hmac_with_key;
 use super::keys::{HmacSha256, StoreKey, fill_random, wrap_key, wrap_key_with_nonce};
-use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
+use super::layout::{GROUP_TAG_LEN, Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
 use super::parallel::{disjoint_mut, run_split};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
+use hmac::Mac;
 use std::cell::RefCell;
 use std::io;
 
@@ -87,11 +90,10 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The chunk's meta region is the whole meta page of `first`'s group (its slot pairs and
+    /// group tag); later groups' meta pages lie inside the body.
     fn new(layout: Layout, first: u64, last: u64) -> Self {
-        let n = layout.blocks_per_group();
-        let first_group_last = (first / n + 1) * n - 1;
-        let meta_last = last.min(first_group_last);
-        let meta_len = (meta_last - first + 1) as usize * SLOT_PAIR_LEN;
+        let meta_len = layout.block_len();
         Self {
             layout,
             first,
@@ -106,7 +108,16 @@ impl Chunk {
             + last_len
     }
     fn meta_offset(&self) -> u64 {
-        self.layout.slot_pair_offset(self.first)
+        self.layout.meta_page_offset(self.first)
+    }
+    /// Buffer index of the meta page of block `k`'s group.
+    fn meta_page_index(&self, k: u64) -> usize {
+        let offset = self.layout.meta_page_offset(k);
+        if offset == self.meta_offset() {
+            0
+        } else {
+            self.meta_len + (offset - self.body_offset()) as usize
+        }
     }
     fn body_offset(&self) -> u64 {
         self.layout.data_offset(self.first)
@@ -157,6 +168,7 @@ struct LoadedBlock {
 struct OpenJob<'a> {
     k: u64,
     pair: SlotPair,
+    hole_ok: bool,
     data: &'a mut [u8],
     opened: Result<Option<(usize, usize)>, CryptoError>,
 }
@@ -190,6 +202,8 @@ pub struct Object<I: ObjectIo> {
     dek: Key256,
     cipher: BlockCipher,
     header_mac: HmacSha256,
+    /// Keyed HMAC state of the group tags (version 2).
+    group_mac: HmacSha256,
     layout: Layout,
     /// The header in memory may differ from the one on disk (a header write failed).
     header_unsaved: bool,
@@ -306,7 +320,7 @@ impl<I: ObjectIo> Object<I> {
         file_id: [u8; 16],
         wrapped_dek: Option<WrappedKey>,
     ) -> Result<Self, CryptoError> {
-        let layout = Layout::new(block_size)?;
+        let layout = Layout::for_version(block_size, FORMAT_VERSION)?;
         let header = Header {
             info: HeaderInfo {
                 version: FORMAT_VERSION,
@@ -365,7 +379,7 @@ impl<I: ObjectIo> Object<I> {
             parsed.header.wrapped_dek.as_ref(),
             &info.file_id,
         )?;
-        let layout = Layout::new(info.block_size)?;
+        let layout = Layout::for_version(info.block_size, info.version)?;
         let header_mac = header_mac(info.version, &dek, store, &info.file_id);
         let header = parsed.authenticate(bytes, &header_mac)?;
         let mut object = Self::assemble(io, store, header, dek, layout);
@@ -385,6 +399,7 @@ impl<I: ObjectIo> Object<I> {
             io,
             cipher: BlockCipher::new(version, &dek, store, &file_id, encrypt),
             header_mac: header_mac(version, &dek, store, &file_id),
+            group_mac: hmac_with_key(&object_subkey(version, &dek, store, &file_id, "group-mac")),
             gen_next: header.gen_limit + 1,
             strict: false,
             recovering: false,
@@ -471,20 +486,28 @@ impl<I: ObjectIo> Object<I> {
                     )
                 })
                 .collect();
+            let holes_ok: Vec<bool> = (start..=stop)
+                .zip(&pairs)
+                .map(|(k, pair)| {
+                    pair.is_empty()
+                        && self.hole_is_authentic(k, &scratch[chunk.meta_page_index(k)..])
+                })
+                .collect();
             let pages = (start..=stop).map(|k| (chunk.data_index(k), chunk.data_available(k)));
             let mut jobs: Vec<OpenJob<'_>> = disjoint_mut(scratch, pages)
                 .into_iter()
                 .zip(start..=stop)
-                .zip(pairs)
-                .map(|((data, k), pair)| OpenJob {
+                .zip(pairs.into_iter().zip(holes_ok))
+                .map(|((data, k), (pair, hole_ok))| OpenJob {
                     k,
                     pair,
+                    hole_ok,
                     data,
                     opened: Ok(None),
                 })
                 .collect();
             run_split(&mut jobs, |job| {
-                job.opened = self.open_block(job.k, &job.pair, job.data);
+                job.opened = self.open_block(job.k, &job.pair, job.hole_ok, job.data);
             });
             for job in jobs {
                 let len = job.opened?.map_or(0, |(_, len)| len);
@@ -522,10 +545,12 @@ impl<I: ObjectIo> Object<I> {
     /// Opens block `k` in place: the first slot (highest generation first) whose tag verifies
     /// over `data` gives `(slot, len)` and leaves the plaintext in `data[..len]`. `None` is a
     /// hole of a sparse object; anything else is an authentication error.
+    /// `hole_ok`: the group tag vouches that this empty slot pair was never written.
     fn open_block(
         &self,
         k: u64,
         pair: &SlotPair,
+        hole_ok: bool,
         data: &mut [u8],
     ) -> Result<Option<(usize, usize)>, CryptoError> {
         match self.find_active(k, pair, data) {
@@ -535,7 +560,10 @@ impl<I: ObjectIo> Object<I> {
                 self.cipher.decrypt(slot, &mut data[..len]);
                 Ok(Some((i, len)))
             }
-            None if pair.is_empty() && self.header.is_sparse() => Ok(None),
+            None if pair.is_empty() && self.header.is_sparse() && hole_ok => Ok(None),
+            None if pair.is_empty() && self.header.is_sparse() => Err(CryptoError::Authentication(
+                format!("block {k}: its group tag does not vouch for a hole"),
+            )),
             None => Err(CryptoError::Authentication(format!(
                 "block {k}: no slot authenticates its data page"
             ))),
@@ -603,12 +631,13 @@ impl<I: ObjectIo> Object<I> {
         let mut raw = [0u8; SLOT_PAIR_LEN];
         let n = self.io.read_at(&mut raw, self.layout.slot_pair_offset(k))?;
         let pair = SlotPair::decode(&raw[..n], self.version());
+        let hole_ok = pair.is_empty() && self.header.is_sparse() && self.read_hole_check(k)?;
         let mut page = std::mem::take(&mut self.page);
         let opened = self
             .io
             .read_at(&mut page, self.layout.data_offset(k))
             .map_err(CryptoError::from)
-            .and_then(|n| self.open_block(k, &pair, &mut page[..n]));
+            .and_then(|n| self.open_block(k, &pair, hole_ok, &mut page[..n]));
         self.page = page;
         let (active, len) = match opened? {
             Some((i, len)) => (Some(i), len),
@@ -761,6 +790,12 @@ impl<I: ObjectIo> Object<I> {
             written_end = data_at + len;
         }
         self.seal_all(buf, &sealing);
+        let n = self.layout.blocks_per_group();
+        let p = self.layout.block_len();
+        for g in first / n..=last / n {
+            let at = chunk.meta_page_index(first.max(g * n));
+            self.set_group_tag(g, &mut buf[at..at + p]);
+        }
         // A hole has no old slot to fall back on, so its data goes first: until its slot is
         // written the block still reads as zeros.
         for &(k, len) in &self.hole_fills {
@@ -910,26 +945,96 @@ impl<I: ObjectIo> Object<I> {
     }
 
     /// Zeroes the slot pairs of blocks past the committed size that share the last block's
-    /// meta page (later meta pages lie past the clean length).
+    /// meta page (later meta pages lie past the clean length), with the group tag updated in
+    /// the same page write.
     fn clear_slots_past(&mut self, size: u64) -> Result<(), CryptoError> {
         let next = self.layout.block_count(size);
         let n = self.layout.blocks_per_group();
         if size == 0 || next % n == 0 {
             return Ok(());
         }
-        let start = self.layout.slot_pair_offset(next);
-        let len = ((n - next % n) as usize) * SLOT_PAIR_LEN;
-        let mut slots = std::mem::take(&mut self.page);
-        let result = self.io.read_at(&mut slots[..len], start).and_then(|got| {
-            if slots[..got].iter().any(|&b| b != 0) {
-                slots[..got].fill(0);
-                self.io.write_at(&slots[..got], start)
+        let start = (next % n) as usize * SLOT_PAIR_LEN;
+        let end = n as usize * SLOT_PAIR_LEN;
+        let offset = self.layout.meta_page_offset(next);
+        let mut meta = std::mem::take(&mut self.page);
+        let result = self.io.read_at(&mut meta, offset).and_then(|got| {
+            meta[got..].fill(0);
+            if meta[start..end].iter().any(|&b| b != 0) {
+                meta[start..end].fill(0);
+                self.set_group_tag(next / n, &mut meta);
+                let len = if self.version() == FORMAT_V1 {
+                    got.min(end)
+                } else {
+                    meta.len()
+                };
+                self.io.write_at(&meta[..len], offset)
             } else {
                 Ok(())
             }
         });
-        self.page = slots;
+        self.page = meta;
         Ok(result?)
+    }
+
+    /// Stores in the last 32 bytes of `meta_page` (group `g`'s whole meta page) the group tag:
+    /// `HMAC(K_grp, "ssefs/group/v2" ‖ g u64 ‖ bitmap)`, bit `j` of the bitmap (LSB first) set
+    /// when slot pair `j` has a written slot. Version 1 has no group tag.
+    fn set_group_tag(&self, g: u64, meta_page: &mut [u8]) {
+        if self.version() == FORMAT_V1 {
+            return;
+        }
+        let tag = self.group_tag(g, meta_page).finalize().into_bytes();
+        let p = self.layout.block_len();
+        meta_page[p - GROUP_TAG_LEN..p].copy_from_slice(&tag);
+    }
+
+    /// The group tag's HMAC state over group `g`'s slot pairs in `meta_page`.
+    fn group_tag(&self, g: u64, meta_page: &[u8]) -> HmacSha256 {
+        let n = self.layout.blocks_per_group() as usize;
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for j in 0..n {
+            let pair = &meta_page[j * SLOT_PAIR_LEN..(j + 1) * SLOT_PAIR_LEN];
+            if !SlotPair::decode(pair, self.version()).is_empty() {
+                bitmap[j / 8] |= 1 << (j % 8);
+            }
+        }
+        let mut mac = self.group_mac.clone();
+        mac.update(b"ssefs/group/v2");
+        mac.update(&g.to_le_bytes());
+        mac.update(&bitmap);
+        mac
+    }
+
+    /// Whether block `k`'s empty slot pair is a hole the object made, given the meta page of
+    /// its group (at the start of `meta`): its group tag verifies over the group's slot pairs,
+    /// or the whole meta page is zero (a group never written). Version 1: always.
+    fn hole_is_authentic(&self, k: u64, meta: &[u8]) -> bool {
+        if self.version() == FORMAT_V1 {
+            return true;
+        }
+        let p = self.layout.block_len();
+        let Some(page) = meta.get(..p) else {
+            return false;
+        };
+        let tag = &page[p - GROUP_TAG_LEN..];
+        if tag.iter().all(|&b| b == 0) {
+            return page.iter().all(|&b| b == 0);
+        }
+        let g = k / self.layout.blocks_per_group();
+        self.group_tag(g, page).verify_slice(tag).is_ok()
+    }
+
+    /// Reads block `k`'s meta page and checks that its empty slot pair is an authentic hole.
+    fn read_hole_check(&self, k: u64) -> Result<bool, CryptoError> {
+        if self.version() == FORMAT_V1 {
+            return Ok(true);
+        }
+        let mut meta = vec![0u8; self.layout.block_len()];
+        let got = self
+            .io
+            .read_at(&mut meta, self.layout.meta_page_offset(k))?;
+        meta[got..].fill(0);
+        Ok(self.hole_is_authentic(k, &meta))
     }
 
     /// Makes everything written so far durable (commit header, then `sync_data`).
@@ -1048,8 +1153,10 @@ impl<I: ObjectIo> Object<I> {
                 let pair =
                     SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN], self.version());
                 let data_at = chunk.data_index(k);
+                let hole_ok = pair.is_empty()
+                    && self.hole_is_authentic(k, &scratch[chunk.meta_page_index(k)..]);
                 let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
-                if let Err(e) = self.open_block(k, &pair, data) {
+                if let Err(e) = self.open_block(k, &pair, hole_ok, data) {
                     report.problems.push(e.to_string());
                 }
             }

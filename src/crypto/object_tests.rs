@@ -180,3 +180,49 @@ fn the_header_reserves_generations_before_slots_use_them() {
     assert!(used.max().unwrap() <= limit);
     assert_eq!(object.io().len().unwrap(), bytes.len() as u64);
 }
+
+/// A sparse object: a written block whose slot pair is zeroed fails authentication (the group
+/// tag no longer matches), while the holes the object made still read as zeros.
+#[test]
+fn a_zeroed_slot_pair_is_not_a_hole() {
+    let mut object = create(&store(), Algorithm::Aes256);
+    object.write_at(0, &[1; P]).unwrap();
+    object.write_at(5 * P as u64, &[5; P]).unwrap();
+    object.write_at(40 * P as u64, &[40; P]).unwrap();
+    assert!(object.is_sparse());
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    let data = read_all(&reopen(bytes.clone(), &store()).unwrap()).unwrap();
+    assert_eq!(data[3 * P..4 * P], [0; P], "a hole reads as zeros");
+    assert_eq!(data[5 * P], 5);
+    for k in [5u64, 40] {
+        let mut tampered = bytes.clone();
+        let at = layout().slot_pair_offset(k) as usize;
+        tampered[at..at + SLOT_PAIR_LEN].fill(0);
+        let result = reopen(tampered, &store()).and_then(|o| read_all(&o));
+        assert!(
+            matches!(result, Err(CryptoError::Authentication(_))),
+            "block {k}: {result:?}"
+        );
+    }
+    // The group tag itself is authenticated: flipping it makes the group's holes fail.
+    let mut tampered = bytes;
+    let tag_at = (layout().meta_page_offset(0) + P as u64 - 1) as usize;
+    tampered[tag_at] ^= 1;
+    let result = reopen(tampered, &store()).and_then(|o| read_all(&o));
+    assert!(matches!(result, Err(CryptoError::Authentication(_))));
+}
+
+/// Truncating clears the slot pairs past the new end and updates the group tag with them, so
+/// an extension over them reads as holes.
+#[test]
+fn a_truncate_then_extension_reads_holes() {
+    let mut object = create(&store(), Algorithm::None);
+    object.write_at(0, &[9; 4 * P]).unwrap();
+    object.set_size(P as u64).unwrap();
+    object.set_size(4 * P as u64).unwrap();
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store(), None).unwrap();
+    let data = read_all(&object).unwrap();
+    assert_eq!(data[..P], [9; P]);
+    assert!(data[P..].iter().all(|&b| b == 0));
+}
