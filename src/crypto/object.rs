@@ -1177,6 +1177,10 @@ impl<I: ObjectIo> Object<I> {
         }
         if flags != self.header.flags || self.header_unsaved {
             self.header.flags = flags;
+            if self.version() != FORMAT_V1 && self.gen_next > self.header.gen_limit {
+                // This header write reserves the session's first generations too.
+                self.header.gen_limit = self.gen_next - 1 + GENERATION_RESERVE;
+            }
             self.write_header()?;
         }
         Ok(())

@@ -226,3 +226,50 @@ fn a_truncate_then_extension_reads_holes() {
     assert_eq!(data[..P], [9; P]);
     assert!(data[P..].iter().all(|&b| b == 0));
 }
+
+/// Counts header writes (offset 0) of an object.
+struct CountingIo {
+    inner: MemoryIo,
+    header_writes: std::sync::atomic::AtomicUsize,
+}
+
+impl ObjectIo for CountingIo {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if offset == 0 {
+            self.header_writes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Overwriting blocks of a clean object costs one header write per session (DIRTY set,
+/// generations reserved), not one more for the reservation.
+#[test]
+fn a_write_session_reserves_generations_in_its_first_header_write() {
+    let mut object = create(&store(), Algorithm::Aes256);
+    object.write_at(0, &[1; 4 * P]).unwrap();
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    let io = CountingIo {
+        inner: MemoryIo::from_bytes(bytes),
+        header_writes: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let mut object = Object::open(io, &store(), Some(&kek())).unwrap();
+    for round in 0..10u8 {
+        object.write_at(0, &[round; 4 * P]).unwrap();
+    }
+    let writes = &object.io().header_writes;
+    assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
