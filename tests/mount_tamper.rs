@@ -247,6 +247,10 @@ fn an_object_copied_from_another_store_reads_as_eio() {
         &mount.join("bkt/plain"),
         "object of another store over ours",
     );
+    assert!(mount.unmount().success());
+    let (ok, report) = fsck(&ours);
+    assert!(!ok && report.contains("another store"), "{report}");
+    assert!(report.contains("bkt/copied"), "{report}");
 }
 
 /// Attack: after a block is overwritten, its old data page is put back (its old slot is still
