@@ -183,6 +183,48 @@ mod tests {
         );
     }
 
+    /// A keystore of schema version 3 (before the object-authentication key): the first open
+    /// migrates it, creates the key once, and keeps accepting version 1 objects.
+    #[test]
+    fn an_older_keystore_gets_its_key_on_first_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(super::super::KEYSTORE_FILE);
+        std::fs::File::create(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let root = Key256::generate().unwrap();
+        let store_id = StoreId::generate().unwrap();
+        {
+            let mut conn = super::super::connect(&path).unwrap();
+            super::super::schema::migrate_to(&mut conn, 3).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute(
+                "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, 1, ?2)",
+                (
+                    store_id.to_string(),
+                    super::super::ids::root_check(&root, &store_id).unwrap(),
+                ),
+            )
+            .unwrap();
+            super::super::insert_master_key(&tx, &root, &store_id, 1, 1).unwrap();
+            tx.commit().unwrap();
+        }
+        let first = Keystore::open(dir.path(), &root)
+            .unwrap()
+            .store_key()
+            .unwrap();
+        assert_eq!(first.min_version(), 1, "older objects stay readable");
+        assert_eq!(first.id(), store_id.as_bytes());
+        let again = Keystore::open(dir.path(), &root)
+            .unwrap()
+            .store_key()
+            .unwrap();
+        assert_eq!(
+            again.auth_key().expose_secret(),
+            first.auth_key().expose_secret()
+        );
+    }
+
     #[test]
     fn a_removed_key_is_corruption_not_a_new_key() {
         let dir = tempfile::tempdir().unwrap();
