@@ -2,7 +2,10 @@
 //! reading 1 MiB through an `Object` on memory (no disk). Run with `cargo bench --bench blocks`.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use ssefs::crypto::{Algorithm, BlockCipher, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object};
+use ssefs::crypto::{
+    Algorithm, BlockCipher, DEFAULT_BLOCK_SIZE, FORMAT_VERSION, Key256, KeyRef, MemoryIo, Object,
+    StoreKey,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -10,7 +13,13 @@ const BLOCK: usize = DEFAULT_BLOCK_SIZE as usize;
 const MIB: usize = 1 << 20;
 
 fn block_cipher() -> BlockCipher {
-    BlockCipher::new(&Key256::from_bytes(&[1u8; 32]).unwrap(), &[2u8; 16], true)
+    BlockCipher::new(
+        FORMAT_VERSION,
+        &Key256::from_bytes(&[1u8; 32]).unwrap(),
+        &store_key(),
+        &[2u8; 16],
+        true,
+    )
 }
 
 fn blocks(c: &mut Criterion) {
@@ -69,6 +78,7 @@ fn new_object() -> Object<MemoryIo> {
     let kek = Key256::from_bytes(&[4u8; 32]).unwrap();
     Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Aes256,
         KeyRef::Master { version: 1 },
         Some(&kek),
@@ -121,3 +131,8 @@ criterion_group! {
     targets = blocks, objects
 }
 criterion_main!(benches);
+
+/// A fixed store key: these tests do not need a keystore.
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
+}

@@ -2,7 +2,9 @@
 //! and every page-boundary tear of a multi-page write, leaves an object that opens and whose
 //! blocks each read as their content before or after the interrupted operation.
 
-use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo};
+use ssefs::crypto::{
+    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo, StoreKey,
+};
 use std::io;
 use std::sync::Mutex;
 
@@ -105,7 +107,7 @@ fn zext(model: &[u8], range: std::ops::Range<usize>) -> Vec<u8> {
 /// operation; then checks that closing repairs it into a clean object with the same bytes.
 fn check_image(bytes: Vec<u8>, before: &[u8], after: &[u8], what: &str) {
     let key = key();
-    let object = Object::open(MemoryIo::from_bytes(bytes), Some(&key))
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), Some(&key))
         .unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
     let size = object.size() as usize;
     assert!(
@@ -127,14 +129,15 @@ fn check_image(bytes: Vec<u8>, before: &[u8], after: &[u8], what: &str) {
     let io = object
         .close()
         .unwrap_or_else(|e| panic!("{what}: close failed: {e}"));
-    let mut object = Object::open(io, Some(&key)).unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+    let mut object = Object::open(io, &store_key(), Some(&key))
+        .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
     assert!(!object.is_dirty());
     let mut again = vec![0u8; size];
     object.read_at(0, &mut again).unwrap();
     assert_eq!(again, content, "{what}: content changed by recovery");
     object.write_at(size as u64 + 5, b"after recovery").unwrap();
     let io = object.close().unwrap();
-    let object = Object::open(io, Some(&key)).unwrap();
+    let object = Object::open(io, &store_key(), Some(&key)).unwrap();
     let mut extended = vec![0u8; object.size() as usize];
     object.read_at(0, &mut extended).unwrap();
     let mut expected = content;
@@ -148,6 +151,7 @@ fn crash_scenario(name: &str, setup: &[Action], actions: &[Action]) -> usize {
     let key = key();
     let mut object = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Aes256,
         KeyRef::Master { version: 1 },
         Some(&key),
@@ -165,7 +169,7 @@ fn crash_scenario(name: &str, setup: &[Action], actions: &[Action]) -> usize {
         inner: MemoryIo::from_bytes(pre_state.clone()),
         ..Default::default()
     };
-    let mut object = Object::open(recorder, Some(&key)).unwrap();
+    let mut object = Object::open(recorder, &store_key(), Some(&key)).unwrap();
     let mut states = vec![model.clone()];
     let mut bounds = vec![0];
     for action in actions {
@@ -281,4 +285,9 @@ fn filling_holes_survives_every_crash_point() {
     ];
     let images = crash_scenario("holes", &setup, &actions);
     assert!(images > 20, "{images}");
+}
+
+/// A fixed store key: these tests do not need a keystore.
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

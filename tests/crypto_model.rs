@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use ssefs::crypto::{
-    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, parse_header_bytes,
+    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, StoreKey, parse_header_bytes,
     peek_header,
 };
 
@@ -74,7 +74,7 @@ proptest! {
         } else {
             (Algorithm::Aes256, KeyRef::Master { version: 1 })
         };
-        let mut object = Object::create(MemoryIo::default(), algorithm, key_ref, Some(&kek), DEFAULT_BLOCK_SIZE).unwrap();
+        let mut object = Object::create(MemoryIo::default(), &store_key(), algorithm, key_ref, Some(&kek), DEFAULT_BLOCK_SIZE).unwrap();
         let mut model: Vec<u8> = Vec::new();
         for op in ops {
             match op {
@@ -103,7 +103,7 @@ proptest! {
                 Op::Sync => object.sync().unwrap(),
                 Op::Reopen => {
                     let io = object.close().unwrap();
-                    object = Object::open(io, Some(&kek)).unwrap();
+                    object = Object::open(io, &store_key(), Some(&kek)).unwrap();
                     prop_assert!(!object.is_dirty());
                 }
             }
@@ -112,7 +112,7 @@ proptest! {
         let report = object.verify().unwrap();
         prop_assert!(report.problems.is_empty(), "{:?}", report.problems);
         let io = object.close().unwrap();
-        let object = Object::open(io, Some(&kek)).unwrap();
+        let object = Object::open(io, &store_key(), Some(&kek)).unwrap();
         check_all(&object, &model)?;
     }
 
@@ -132,6 +132,7 @@ proptest! {
         let kek = Key256::from_bytes(&[9u8; 32]).unwrap();
         let mut object = Object::create(
             MemoryIo::default(),
+            &store_key(),
             Algorithm::Kms,
             KeyRef::Cmk { key_id: "k".into(), version: 1 },
             Some(&kek),
@@ -150,7 +151,7 @@ proptest! {
         }
         let io = MemoryIo::from_bytes(bytes);
         let _ = peek_header(&io);
-        if let Ok(object) = Object::open(io, Some(&kek)) {
+        if let Ok(object) = Object::open(io, &store_key(), Some(&kek)) {
             let mut out = vec![0u8; object.size().min(1 << 20) as usize];
             if let Ok(n) = object.read_at(0, &mut out) {
                 // Whatever reads successfully is the original plaintext.
@@ -158,4 +159,9 @@ proptest! {
             }
         }
     }
+}
+
+/// A fixed store key: these tests do not need a keystore.
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

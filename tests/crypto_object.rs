@@ -3,7 +3,7 @@
 
 use ssefs::crypto::{
     Algorithm, CryptoError, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo,
-    peek_header, unwrap_key, wrap_key,
+    StoreKey, peek_header, unwrap_key, wrap_key,
 };
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
@@ -21,6 +21,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 fn new_object(kek: &Key256) -> Object<MemoryIo> {
     Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Aes256,
         KeyRef::Master { version: 3 },
         Some(kek),
@@ -38,7 +39,7 @@ fn read_all<I: ObjectIo>(object: &Object<I>) -> Vec<u8> {
 
 fn reopen(object: Object<MemoryIo>, kek: &Key256) -> Object<MemoryIo> {
     let io = object.close().unwrap();
-    Object::open(io, Some(kek)).unwrap()
+    Object::open(io, &store_key(), Some(kek)).unwrap()
 }
 
 #[test]
@@ -160,7 +161,7 @@ fn wrong_kek_does_not_open() {
     let mut object = new_object(&key);
     object.write_at(0, b"secret").unwrap();
     let io = object.close().unwrap();
-    let err = Object::open(io, Some(&kek(9))).err().unwrap();
+    let err = Object::open(io, &store_key(), Some(&kek(9))).err().unwrap();
     assert!(matches!(err, CryptoError::Authentication(_)), "{err:?}");
 }
 
@@ -169,6 +170,7 @@ fn kek_presence_must_match_the_algorithm() {
     let key = kek(1);
     let none_with_key = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::None,
         KeyRef::None,
         Some(&key),
@@ -177,6 +179,7 @@ fn kek_presence_must_match_the_algorithm() {
     assert!(matches!(none_with_key, Err(CryptoError::Malformed(_))));
     let aes_without_key = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Aes256,
         KeyRef::Master { version: 1 },
         None,
@@ -185,6 +188,7 @@ fn kek_presence_must_match_the_algorithm() {
     assert!(matches!(aes_without_key, Err(CryptoError::Malformed(_))));
     let mismatched = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Kms,
         KeyRef::Master { version: 1 },
         Some(&key),
@@ -193,6 +197,7 @@ fn kek_presence_must_match_the_algorithm() {
     assert!(matches!(mismatched, Err(CryptoError::Malformed(_))));
     let empty_id = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Kms,
         KeyRef::Cmk {
             key_id: String::new(),
@@ -204,6 +209,7 @@ fn kek_presence_must_match_the_algorithm() {
     assert!(matches!(empty_id, Err(CryptoError::Malformed(_))));
     let bad_block = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::None,
         KeyRef::None,
         None,
@@ -221,7 +227,7 @@ fn rewrap_changes_only_the_header() {
     object.write_at(0, &data).unwrap();
     let io = object.close().unwrap();
     let before = io.snapshot().unwrap();
-    let mut object = Object::open(io, Some(&old)).unwrap();
+    let mut object = Object::open(io, &store_key(), Some(&old)).unwrap();
     let cmk = KeyRef::Cmk {
         key_id: "key-abc".into(),
         version: 2,
@@ -235,8 +241,15 @@ fn rewrap_changes_only_the_header() {
     assert_eq!(info.algorithm, Algorithm::Kms);
     assert_eq!(info.key_ref, cmk);
     let io = MemoryIo::from_bytes(after);
-    assert!(Object::open(MemoryIo::from_bytes(io.snapshot().unwrap()), Some(&old)).is_err());
-    let object = Object::open(io, Some(&new)).unwrap();
+    assert!(
+        Object::open(
+            MemoryIo::from_bytes(io.snapshot().unwrap()),
+            &store_key(),
+            Some(&old)
+        )
+        .is_err()
+    );
+    let object = Object::open(io, &store_key(), Some(&new)).unwrap();
     assert_eq!(read_all(&object), data);
 }
 
@@ -244,6 +257,7 @@ fn rewrap_changes_only_the_header() {
 fn unencrypted_objects_are_stored_in_clear_but_checked() {
     let mut object = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::None,
         KeyRef::None,
         None,
@@ -254,11 +268,11 @@ fn unencrypted_objects_are_stored_in_clear_but_checked() {
     let io = object.close().unwrap();
     let bytes = io.snapshot().unwrap();
     assert_eq!(&bytes[2 * P..2 * P + 11], b"plain words");
-    let object = Object::open(io, None).unwrap();
+    let object = Object::open(io, &store_key(), None).unwrap();
     assert_eq!(read_all(&object), b"plain words");
     let mut bytes = bytes;
     bytes[2 * P] ^= 1;
-    let object = Object::open(MemoryIo::from_bytes(bytes), None);
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), None);
     assert!(matches!(object.err(), Some(CryptoError::Authentication(_))));
 }
 
@@ -278,6 +292,7 @@ fn large_block_sizes_work() {
     for block_size in [8192u32, 65536, 1 << 20] {
         let mut object = Object::create(
             MemoryIo::default(),
+            &store_key(),
             Algorithm::Aes256,
             KeyRef::Master { version: 1 },
             Some(&key),
@@ -326,7 +341,7 @@ fn verify_reports_every_bad_block() {
     // Data pages of blocks 1 and 3 (block 5, the last, stays intact so open succeeds).
     bytes[2 * P + P + 9] ^= 0x80;
     bytes[2 * P + 3 * P] ^= 0x01;
-    let object = Object::open(MemoryIo::from_bytes(bytes), Some(&key)).unwrap();
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), Some(&key)).unwrap();
     let report = object.verify().unwrap();
     assert_eq!(report.blocks, 6);
     assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
@@ -374,6 +389,7 @@ fn file_backed_objects_round_trip() {
         .unwrap();
     let mut object = Object::create(
         file,
+        &store_key(),
         Algorithm::Kms,
         KeyRef::Cmk {
             key_id: "k1".into(),
@@ -392,6 +408,11 @@ fn file_backed_objects_round_trip() {
         .write(true)
         .open(&path)
         .unwrap();
-    let object = Object::open(file, Some(&key)).unwrap();
+    let object = Object::open(file, &store_key(), Some(&key)).unwrap();
     assert_eq!(read_all(&object), data);
+}
+
+/// A fixed store key: these tests do not need a keystore.
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

@@ -3,6 +3,7 @@
 
 use ssefs::crypto::{
     Algorithm, CryptoError, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo,
+    StoreKey,
 };
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
@@ -31,6 +32,7 @@ fn stored_object(algorithm: Algorithm, key_ref: KeyRef, len: usize) -> (Vec<u8>,
     let kek = (algorithm != Algorithm::None).then_some(&key);
     let mut object = Object::create(
         MemoryIo::default(),
+        &store_key(),
         algorithm,
         key_ref,
         kek,
@@ -51,7 +53,7 @@ fn aes_object(len: usize) -> (Vec<u8>, Vec<u8>) {
 
 /// Opens `bytes` and reads everything: the plaintext, or the first error.
 fn open_and_read(bytes: Vec<u8>, kek: Option<&Key256>) -> Result<Vec<u8>, CryptoError> {
-    let object = Object::open(MemoryIo::from_bytes(bytes), kek)?;
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), kek)?;
     let mut out = vec![0u8; object.size() as usize];
     object.read_at(0, &mut out)?;
     Ok(out)
@@ -76,9 +78,9 @@ fn assert_rejected_or_intact(result: Result<Vec<u8>, CryptoError>, original: &[u
 }
 
 fn header_record_len(bytes: &[u8]) -> usize {
-    let n = bytes[53] as usize;
-    let w = u16::from_le_bytes([bytes[54 + n], bytes[55 + n]]) as usize;
-    56 + n + w + 32
+    let n = bytes[93] as usize;
+    let w = u16::from_le_bytes([bytes[94 + n], bytes[95 + n]]) as usize;
+    96 + n + w + 32
 }
 
 #[test]
@@ -233,6 +235,7 @@ fn an_object_cut_during_a_write_session_still_fails_to_read() {
     let key = key();
     let mut object = Object::create(
         MemoryIo::default(),
+        &store_key(),
         Algorithm::Aes256,
         KeyRef::Master { version: 1 },
         Some(&key),
@@ -272,18 +275,18 @@ fn a_relabelled_key_reference_does_not_unwrap() {
     let key = key();
     // Key version 4 -> 5: the DEK context changes, so the unwrap fails before the header tag.
     let mut tampered = bytes.clone();
-    tampered[49] = 5;
+    tampered[89] = 5;
     let err = open_and_read(tampered, Some(&key)).unwrap_err();
     assert!(matches!(err, CryptoError::Authentication(_)), "{err:?}");
     // AES256/master -> KMS/CMK needs a key id, which shifts the record: malformed or rejected.
     let mut tampered = bytes.clone();
     tampered[10] = 2;
-    tampered[48] = 2;
+    tampered[88] = 2;
     assert_rejected(open_and_read(tampered, Some(&key)), "relabelled to KMS");
     // Algorithm none with the same layout is refused outright.
     let mut tampered = bytes;
     tampered[10] = 0;
-    tampered[48] = 0;
+    tampered[88] = 0;
     assert_rejected(open_and_read(tampered, None), "relabelled to none");
 }
 
@@ -305,6 +308,11 @@ fn truncation_to_just_the_header_page_is_rejected() {
         open_and_read(bytes[..P].to_vec(), Some(&key)),
         "header page only",
     );
-    let object = Object::open(MemoryIo::from_bytes(bytes), Some(&key)).unwrap();
+    let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), Some(&key)).unwrap();
     assert_eq!(object.io().len().unwrap() as usize, data_offset(5) + 3);
+}
+
+/// A fixed store key: these tests do not need a keystore.
+fn store_key() -> StoreKey {
+    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

@@ -1,12 +1,85 @@
 //! Tampering with backing files is detected through the mount: a flipped byte in a data page or
 //! a cut-off tail reads as EIO, never as altered plaintext, and other objects stay readable.
+//! So do the attacks of someone who can write the store but holds no root key: a forged
+//! object (`none` included), an object copied from another store, a block put back to an older
+//! version, an old block replayed after a truncate, a written block turned into a hole.
 
 mod common;
 
-use common::{Mount, TestRng, TestStore, mount_tests_enabled};
+use common::{Mount, SSEFS, TestRng, TestStore, mount_tests_enabled};
+use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, Object, StoreKey};
+use ssefs::keystore::{Keystore, keystore_dir};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::Command;
+
+const P: u64 = DEFAULT_BLOCK_SIZE as u64;
+
+/// Offset of block `k`'s slot pair for 4 KiB blocks (36 blocks per group), blocks below 36.
+fn slot_pair_offset(k: u64) -> u64 {
+    P + k * 112
+}
+
+/// Offset of block `k`'s data page, blocks below 36.
+fn data_offset(k: u64) -> u64 {
+    2 * P + k * P
+}
+
+fn set_aes256(bucket: &Path) {
+    let out = Command::new("setfattr")
+        .args(["-n", "user.oss.server-side-encryption", "-v", "AES256"])
+        .arg(bucket)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setfattr: {out:?}");
+}
+
+/// Copies `len` bytes at `offset` of `from` over the same range of `to`.
+fn put_back(from: &[u8], to: &Path, offset: u64, len: u64) {
+    let f = OpenOptions::new().write(true).open(to).unwrap();
+    f.write_all_at(&from[offset as usize..(offset + len) as usize], offset)
+        .unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Writes over `path` an object that follows docs/FORMAT.md exactly, made with a store key
+/// the attacker chose (the store id is public; the object-authentication key is not).
+fn forge_none_object(store: &Path, path: &Path, content: &[u8]) {
+    let store_id = Keystore::read_store_id(&keystore_dir(store)).unwrap();
+    let guess = StoreKey::new(*store_id.as_bytes(), Key256::generate().unwrap());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    let mut object = Object::create(
+        file,
+        &guess,
+        Algorithm::None,
+        KeyRef::None,
+        None,
+        DEFAULT_BLOCK_SIZE,
+    )
+    .unwrap();
+    object.write_at(0, content).unwrap();
+    object.close().unwrap();
+}
+
+fn fsck(store: &TestStore) -> (bool, String) {
+    let out = Command::new(SSEFS)
+        .arg("fsck")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
 
 fn flip_byte(path: &Path, offset: u64) {
     let f = OpenOptions::new()
@@ -114,4 +187,237 @@ fn tampering_while_mounted_reads_as_eio_once_cached_pages_are_dropped() {
     assert_eq!(rc, 0, "posix_fadvise(DONTNEED)");
     drop(file);
     assert_eio(&path, "flipped byte while mounted");
+}
+
+/// Attack: a `none` object forged with a guessed store key, written over the backing file of
+/// an AES256 object, and an object of the old format (whose `none` tags anyone can compute)
+/// planted in the bucket. Both read as EIO, the log names them and fsck reports them.
+#[test]
+fn forged_none_objects_read_as_eio_are_logged_and_fsck_finds_them() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    fs::write(bucket.join("secret"), b"the real content").unwrap();
+    assert!(mount.unmount().success());
+
+    forge_none_object(&store.store, &store.store.join("enc/secret"), b"forged!");
+    let old = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1/none.obj");
+    fs::copy(old, store.store.join("enc/planted")).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/secret"), "forged none object");
+    assert_eio(&mount.join("enc/planted"), "planted old-format object");
+    let log = mount.log_text();
+    assert!(log.contains("enc/secret"), "log names the object: {log}");
+    assert!(log.contains("enc/planted"), "log names the object: {log}");
+    assert!(mount.unmount().success());
+    let (ok, report) = fsck(&store);
+    assert!(!ok, "fsck must fail: {report}");
+    assert!(report.contains("enc/secret"), "{report}");
+    assert!(report.contains("enc/planted"), "{report}");
+}
+
+/// Attack: an object's backing file copied from another store (same format, its own keys).
+#[test]
+fn an_object_copied_from_another_store_reads_as_eio() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let ours = TestStore::new();
+    let theirs = TestStore::new();
+    for (store, content) in [(&ours, &b"ours"[..]), (&theirs, &b"theirs"[..])] {
+        let mount = Mount::new(store, &[]);
+        let bucket = mount.bucket("bkt");
+        fs::write(bucket.join("plain"), content).unwrap();
+        assert!(mount.unmount().success());
+    }
+    fs::copy(
+        theirs.store.join("bkt/plain"),
+        ours.store.join("bkt/copied"),
+    )
+    .unwrap();
+    fs::copy(theirs.store.join("bkt/plain"), ours.store.join("bkt/plain")).unwrap();
+    let mount = Mount::new(&ours, &[]);
+    assert_eio(&mount.join("bkt/copied"), "object of another store");
+    assert_eio(
+        &mount.join("bkt/plain"),
+        "object of another store over ours",
+    );
+    assert!(mount.unmount().success());
+    let (ok, report) = fsck(&ours);
+    assert!(!ok && report.contains("another store"), "{report}");
+    assert!(report.contains("bkt/copied"), "{report}");
+}
+
+/// Attack: after a block is overwritten, its old data page is put back (its old slot is still
+/// there): the block must not read its old content.
+#[test]
+fn a_block_put_back_to_its_old_version_reads_as_eio() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    let path = bucket.join("f");
+    fs::write(&path, vec![0xAA; 3 * P as usize]).unwrap();
+    assert!(mount.unmount().success());
+    let backing = store.store.join("enc/f");
+    let before = fs::read(&backing).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(mount.join("enc/f"))
+        .unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], P).unwrap();
+    drop(f);
+    assert!(mount.unmount().success());
+
+    put_back(&before, &backing, data_offset(1), P);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/f"), "block 1 put back to its old page");
+}
+
+/// Attack: a block cut by a truncate is put back (slot pair and page) after the object grew
+/// again over it: it must not come back.
+#[test]
+fn a_block_from_before_a_truncate_is_not_replayed_into_an_extension() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    fs::write(bucket.join("f"), vec![0xAA; 3 * P as usize]).unwrap();
+    assert!(mount.unmount().success());
+    let backing = store.store.join("enc/f");
+    let before = fs::read(&backing).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("enc/f");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(P)
+        .unwrap();
+    let f = OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&vec![0xCC; 2 * P as usize], P).unwrap();
+    drop(f);
+    assert!(mount.unmount().success());
+
+    put_back(&before, &backing, slot_pair_offset(2), 112);
+    put_back(&before, &backing, data_offset(2), P);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(
+        &mount.join("enc/f"),
+        "block 2 replayed from before the truncate",
+    );
+}
+
+/// A store from before the object format floor: an object of format version 1 (here the
+/// kept `none` fixture) reads, refuses writes with EROFS, is listed by fsck, and `ssefs
+/// upgrade` rewrites it in the current format; after that the store refuses version 1.
+#[test]
+fn old_format_objects_are_read_only_listed_and_upgraded() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    mount.bucket("old");
+    assert!(mount.unmount().success());
+    // What the schema step leaves in a keystore from before the floor.
+    let db = rusqlite::Connection::open(keystore_dir(&store.store).join("keystore.db")).unwrap();
+    db.execute("UPDATE meta SET min_object_version = 1", [])
+        .unwrap();
+    drop(db);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
+    let plaintext = fs::read(format!("{fixtures}/plaintext.bin")).unwrap();
+    fs::copy(format!("{fixtures}/none.obj"), store.store.join("old/obj")).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(fs::read(mount.join("old/obj")).unwrap(), plaintext);
+    let write = OpenOptions::new()
+        .write(true)
+        .open(mount.join("old/obj"))
+        .and_then(|f| f.write_all_at(b"x", 0));
+    assert_eq!(
+        write.unwrap_err().raw_os_error(),
+        Some(libc::EROFS),
+        "an old object is read-only"
+    );
+    assert!(mount.unmount().success());
+    let (_, report) = fsck(&store);
+    assert!(report.contains("older object format"), "{report}");
+    assert!(report.contains("old/obj"), "{report}");
+
+    let out = Command::new(SSEFS)
+        .arg("upgrade")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "upgrade: {out:?}");
+    assert!(text.contains("upgraded old/obj"), "{text}");
+    let header = ssefs::crypto::peek_header(&fs::File::open(store.store.join("old/obj")).unwrap());
+    assert_eq!(header.unwrap().version, ssefs::crypto::FORMAT_VERSION);
+    let (ok, report) = fsck(&store);
+    assert!(ok && !report.contains("older object format"), "{report}");
+
+    fs::copy(
+        format!("{fixtures}/none.obj"),
+        store.store.join("old/again"),
+    )
+    .unwrap();
+    let mount = Mount::new(&store, &[]);
+    let path = mount.join("old/obj");
+    assert_eq!(fs::read(&path).unwrap(), plaintext);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .write_all_at(b"new", 0)
+        .unwrap();
+    assert_eq!(&fs::read(&path).unwrap()[..3], b"new");
+    assert_eio(&mount.join("old/again"), "version 1 after the upgrade");
+}
+
+/// Attack: in a sparse object, a written block's slot pair is zeroed so that it would read as
+/// a hole; the group tag catches it. The object's real holes still read as zeros.
+#[test]
+fn a_written_block_turned_into_a_hole_reads_as_eio() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    let f = fs::File::create(bucket.join("sparse")).unwrap();
+    f.write_all_at(&vec![0xAA; P as usize], 0).unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], 5 * P).unwrap();
+    f.write_all_at(&vec![0xCC; P as usize], 7 * P).unwrap();
+    drop(f);
+    let data = fs::read(bucket.join("sparse")).unwrap();
+    assert!(data[P as usize..5 * P as usize].iter().all(|&b| b == 0));
+    assert!(mount.unmount().success());
+
+    let backing = store.store.join("enc/sparse");
+    let f = OpenOptions::new().write(true).open(&backing).unwrap();
+    f.write_all_at(&[0u8; 112], slot_pair_offset(5)).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/sparse"), "block 5 zeroed into a hole");
 }

@@ -57,6 +57,7 @@ impl TestStore {
             .unwrap();
         let mut object = Object::create(
             file,
+            &ks.store_key().unwrap(),
             Algorithm::Aes256,
             key_ref,
             Some(&kek),

@@ -34,7 +34,11 @@ pub fn run(
             None => Ok(None),
         }
     };
-    let keys: KeyLookup<'_> = keystore.as_ref().map(|_| &lookup as _);
+    let store_key = match &keystore {
+        Some(ks) => Some(ks.store_key().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let keys: KeyLookup<'_> = store_key.as_ref().map(|sk| (sk, &lookup as _));
     let bar = progress_bar(json);
     let mut progress = |done: u64, total: u64| {
         if let Some(bar) = &bar {

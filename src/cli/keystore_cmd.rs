@@ -153,7 +153,8 @@ fn check_against_objects(
         _ => None,
     };
     let (tried, opened) =
-        objects_opening_with(store, &keys, OBJECTS_TO_TRY).map_err(|e| e.to_string())?;
+        objects_opening_with(store, staged.store_id().as_bytes(), &keys, OBJECTS_TO_TRY)
+            .map_err(|e| e.to_string())?;
     match (tried, opened) {
         (0, _) => {
             println!(

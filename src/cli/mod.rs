@@ -17,6 +17,7 @@ pub mod rootkey;
 pub mod rotate;
 pub mod stat;
 pub mod status;
+pub mod upgrade;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -153,6 +154,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite every object of an older object format in the current one (same setting, new
+    /// data key), then make the store refuse the older format. Only while not mounted.
+    Upgrade {
+        #[arg(long, value_name = "STORE")]
+        store: PathBuf,
+        /// The root key file [default: as for `ssefs mount`].
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+        /// For a store whose root key comes from a passphrase: read it from this descriptor.
+        #[arg(long, value_name = "N", conflicts_with = "root_key")]
+        passphrase_fd: Option<i32>,
+    },
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
@@ -219,5 +232,10 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         },
         Command::Keystore { action } => Ok(keystore_cmd::run(action)?),
         Command::Status { store, json } => Ok(status::run(&store, json)?),
+        Command::Upgrade {
+            store,
+            root_key,
+            passphrase_fd,
+        } => Ok(upgrade::run(&store, root_key.as_deref(), passphrase_fd)?),
     }
 }

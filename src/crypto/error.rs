@@ -11,6 +11,9 @@ pub enum CryptoError {
     NotAnObject,
     #[error("unsupported object format version {0}")]
     UnsupportedVersion(u16),
+    /// An object of an older format version, which this ssefs reads but does not write.
+    #[error("object format version {0} is read-only; run `ssefs upgrade` to write it")]
+    ReadOnlyVersion(u16),
     #[error("malformed object: {0}")]
     Malformed(String),
     /// A MAC did not verify: tampering, truncation, a swapped block or the wrong key.

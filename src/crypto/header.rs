@@ -1,22 +1,26 @@
-//! The object header record (at most 512 bytes at offset 0): its encoding, a parser that
-//! rejects every malformed input without panicking, the header tag and the DEK wrap context.
+//! The object header record (at most 512 bytes at offset 0): the types it describes
+//! (algorithm, key reference), its encoding in format versions 1 and 2, a parser that rejects
+//! every malformed input without panicking, the header tag and the DEK wrap context.
 //! Works on byte slices only; reading and writing the backing file is `object`'s job.
 
-use super::block::FORMAT_VERSION;
-use super::keys::{HmacSha256, WRAPPED_KEY_LEN};
+use super::keys::{HmacSha256, StoreKey, WRAPPED_KEY_LEN, derive_subkey, hmac_with_key};
 use super::layout::{Layout, MAX_OBJECT_SIZE};
-use super::object::{Algorithm, HeaderInfo, KeyRef};
-use super::{CryptoError, WrappedKey};
+use super::{CryptoError, Key256, WrappedKey};
 use hmac::Mac;
+use zeroize::Zeroizing;
 
+/// The object format version this ssefs writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version: still read (its objects are read-only), never written new.
+pub const FORMAT_V1: u16 = 1;
 /// The most bytes a header record may take; page 0 beyond the record is zero.
 pub const HEADER_MAX_LEN: usize = 512;
 const MAGIC: &[u8; 8] = b"ssefsOBJ";
-const HEADER_DOMAIN: &[u8] = b"ssefs/header/v1";
-const DEK_DOMAIN: &[u8] = b"ssefs/dek/v1";
+const HEADER_DOMAIN_V1: &[u8] = b"ssefs/header/v1";
+const HEADER_DOMAIN_V2: &[u8] = b"ssefs/header/v2";
+const DEK_DOMAIN_V1: &[u8] = b"ssefs/dek/v1";
+const DEK_DOMAIN_V2: &[u8] = b"ssefs/dek/v2";
 const TAG_LEN: usize = 32;
-/// Bytes before the key id: everything up to and including the key id length.
-const FIXED_LEN: usize = 54;
 
 /// Flag bit 0: a write session is open, or was interrupted by a crash.
 pub const FLAG_DIRTY: u8 = 1;
@@ -24,13 +28,49 @@ pub const FLAG_DIRTY: u8 = 1;
 pub const FLAG_SPARSE: u8 = 2;
 const KNOWN_FLAGS: u8 = FLAG_DIRTY | FLAG_SPARSE;
 
-/// A complete header: what [`HeaderInfo`] shows plus flags, sequence number and wrapped DEK.
+/// How an object's data is protected (`x-oss-server-side-encryption`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    None,
+    Aes256,
+    Kms,
+}
+
+/// Which key-encryption key wraps an object's DEK.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KeyRef {
+    None,
+    Master { version: u32 },
+    Cmk { key_id: String, version: u32 },
+}
+
+/// What the header says, parsed but not yet authenticated (for `stat` and for choosing the KEK).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub version: u16,
+    pub algorithm: Algorithm,
+    pub key_ref: KeyRef,
+    pub block_size: u32,
+    pub file_id: [u8; 16],
+    pub size: u64,
+}
+
+/// A complete header: what [`HeaderInfo`] shows plus flags, sequence number, wrapped DEK and
+/// the version 2 fields (all zero in a version 1 header).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub info: HeaderInfo,
     pub flags: u8,
     pub seq: u64,
     pub wrapped_dek: Option<WrappedKey>,
+    /// The store the object belongs to.
+    pub store_id: [u8; 16],
+    /// Every block generation ever used in this object is at most this.
+    pub gen_limit: u64,
+    /// Blocks from `cut_block` on were cut by the last size decrease, when every generation
+    /// used so far was at most `cut_gen`: a slot there with `gen <= cut_gen` is stale.
+    pub cut_block: u64,
+    pub cut_gen: u64,
 }
 
 /// A parsed but unauthenticated header and the length of its record without the tag.
@@ -54,7 +94,7 @@ impl Header {
     ) -> Result<([u8; HEADER_MAX_LEN], usize), CryptoError> {
         let mut out = [0u8; HEADER_MAX_LEN];
         let body_len = self.encode_body(&mut out)?;
-        let tag = header_tag(header_mac, &out[..body_len]);
+        let tag = header_tag(self.info.version, header_mac, &out[..body_len]);
         let end = body_len + TAG_LEN;
         out[body_len..end].copy_from_slice(&tag);
         Ok((out, end))
@@ -67,24 +107,45 @@ impl Header {
         let wrapped: &[u8] = self.wrapped_dek.as_ref().map_or(&[], |w| w.0.as_slice());
         check_key_ref(info.algorithm, &info.key_ref)?;
         check_wrapped_len(info.algorithm, wrapped.len())?;
-        out[0..8].copy_from_slice(MAGIC);
-        out[8..10].copy_from_slice(&info.version.to_le_bytes());
-        out[10] = algorithm_byte(info.algorithm);
-        out[11] = self.flags;
-        out[12..16].copy_from_slice(&info.block_size.to_le_bytes());
-        out[16..32].copy_from_slice(&info.file_id);
-        out[32..40].copy_from_slice(&self.seq.to_le_bytes());
-        out[40..48].copy_from_slice(&info.size.to_le_bytes());
-        out[48] = kind_byte(&info.key_ref);
-        out[49..53].copy_from_slice(&key_version.to_le_bytes());
-        out[53] = n;
-        let mut at = FIXED_LEN;
-        out[at..at + key_id.len()].copy_from_slice(key_id);
-        at += key_id.len();
-        out[at..at + 2].copy_from_slice(&(wrapped.len() as u16).to_le_bytes());
-        at += 2;
-        out[at..at + wrapped.len()].copy_from_slice(wrapped);
-        Ok(at + wrapped.len())
+        let mut w = Writer { out, at: 0 };
+        w.put(MAGIC);
+        w.put(&info.version.to_le_bytes());
+        w.put(&[algorithm_byte(info.algorithm), self.flags]);
+        w.put(&info.block_size.to_le_bytes());
+        w.put(&info.file_id);
+        match info.version {
+            FORMAT_V1 => {}
+            FORMAT_VERSION => w.put(&self.store_id),
+            other => return Err(CryptoError::UnsupportedVersion(other)),
+        }
+        w.put(&self.seq.to_le_bytes());
+        w.put(&info.size.to_le_bytes());
+        if info.version == FORMAT_VERSION {
+            w.put(&self.gen_limit.to_le_bytes());
+            w.put(&self.cut_block.to_le_bytes());
+            w.put(&self.cut_gen.to_le_bytes());
+        }
+        w.put(&[kind_byte(&info.key_ref)]);
+        w.put(&key_version.to_le_bytes());
+        w.put(&[n]);
+        w.put(key_id);
+        w.put(&(wrapped.len() as u16).to_le_bytes());
+        w.put(wrapped);
+        Ok(w.at)
+    }
+}
+
+/// Writes fields one after another into the 512-byte record (every record fits: at most
+/// 128 + 255 + 80 + 32 bytes).
+struct Writer<'a> {
+    out: &'a mut [u8; HEADER_MAX_LEN],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.out[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
     }
 }
 
@@ -98,7 +159,7 @@ impl ParsedHeader {
         }
         let mut reader = Reader { bytes, at: 8 };
         let version = reader.u16()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_V1 {
             return Err(CryptoError::UnsupportedVersion(version));
         }
         let algorithm = parse_algorithm(reader.u8()?)?;
@@ -109,11 +170,19 @@ impl ParsedHeader {
         let block_size = reader.u32()?;
         Layout::new(block_size)?;
         let file_id: [u8; 16] = reader.array()?;
+        let store_id: [u8; 16] = match version {
+            FORMAT_V1 => [0; 16],
+            _ => reader.array()?,
+        };
         let seq = reader.u64()?;
         let size = reader.u64()?;
         if size > MAX_OBJECT_SIZE {
             return Err(malformed(format!("size {size} exceeds the largest object")));
         }
+        let (gen_limit, cut_block, cut_gen) = match version {
+            FORMAT_V1 => (0, 0, 0),
+            _ => (reader.u64()?, reader.u64()?, reader.u64()?),
+        };
         let kind = reader.u8()?;
         let key_version = reader.u32()?;
         let n = usize::from(reader.u8()?);
@@ -137,6 +206,10 @@ impl ParsedHeader {
             flags,
             seq,
             wrapped_dek: (w > 0).then(|| WrappedKey(wrapped.to_vec())),
+            store_id,
+            gen_limit,
+            cut_block,
+            cut_gen,
         };
         Ok(Self { header, body_len })
     }
@@ -154,7 +227,7 @@ impl ParsedHeader {
             .get(self.body_len..self.body_len + TAG_LEN)
             .ok_or_else(|| malformed("header is truncated".into()))?;
         let mut mac = header_mac.clone();
-        mac.update(HEADER_DOMAIN);
+        mac.update(header_domain(self.header.info.version));
         mac.update(body);
         mac.verify_slice(tag)
             .map_err(|_| CryptoError::Authentication("header tag does not verify".into()))?;
@@ -162,18 +235,29 @@ impl ParsedHeader {
     }
 }
 
-/// The context a DEK is wrapped under: `"ssefs/dek/v1" ‖ algorithm ‖ kind ‖ key version u32
-/// ‖ n u8 ‖ key id ‖ file ID`, so a wrapped DEK only unwraps in its own object and label.
+/// The context a DEK is wrapped under. Version 2: `"ssefs/dek/v2" ‖ u8 16 ‖ store id ‖
+/// algorithm ‖ kind ‖ key version u32 ‖ n u8 ‖ key id ‖ file ID`; version 1 has no store id
+/// (and `v1` in the label). A wrapped DEK only unwraps in its own store, object and label.
 #[doc(hidden)]
 pub fn dek_context(
+    version: u16,
+    store_id: &[u8; 16],
     algorithm: Algorithm,
     key_ref: &KeyRef,
     file_id: &[u8; 16],
 ) -> Result<Vec<u8>, CryptoError> {
     let (key_id, key_version) = key_fields(key_ref);
     let n = key_id_len(key_ref)?;
-    let mut context = Vec::with_capacity(DEK_DOMAIN.len() + 7 + key_id.len() + 16);
-    context.extend_from_slice(DEK_DOMAIN);
+    let mut context = Vec::with_capacity(DEK_DOMAIN_V2.len() + 24 + key_id.len() + 16);
+    match version {
+        FORMAT_V1 => context.extend_from_slice(DEK_DOMAIN_V1),
+        FORMAT_VERSION => {
+            context.extend_from_slice(DEK_DOMAIN_V2);
+            context.push(store_id.len() as u8);
+            context.extend_from_slice(store_id);
+        }
+        other => return Err(CryptoError::UnsupportedVersion(other)),
+    }
     context.push(algorithm_byte(algorithm));
     context.push(kind_byte(key_ref));
     context.extend_from_slice(&key_version.to_le_bytes());
@@ -181,6 +265,34 @@ pub fn dek_context(
     context.extend_from_slice(key_id);
     context.extend_from_slice(file_id);
     Ok(context)
+}
+
+/// The keyed header MAC of an object. Version 2: `K_hdr = HKDF(file ID, DEK ‖ K_store,
+/// "ssefs/v2/header-mac")`, so only this store's keystore can forge a header (`none` objects
+/// too); version 1: `HKDF(file ID, DEK, "ssefs/v1/header-mac")`.
+pub fn header_mac(version: u16, dek: &Key256, store: &StoreKey, file_id: &[u8; 16]) -> HmacSha256 {
+    hmac_with_key(&object_subkey(version, dek, store, file_id, "header-mac"))
+}
+
+/// `HKDF(file ID, ikm, "ssefs/vN/" ‖ name)` with `ikm = DEK ‖ K_store` for version 2 and
+/// `DEK` for version 1.
+pub fn object_subkey(
+    version: u16,
+    dek: &Key256,
+    store: &StoreKey,
+    file_id: &[u8; 16],
+    name: &str,
+) -> Zeroizing<[u8; 32]> {
+    let mut ikm = Zeroizing::new([0u8; 64]);
+    ikm[..32].copy_from_slice(dek.expose_secret());
+    let ikm: &[u8] = if version == FORMAT_V1 {
+        &ikm[..32]
+    } else {
+        ikm[32..].copy_from_slice(store.auth_key().expose_secret());
+        &ikm[..]
+    };
+    let info = format!("ssefs/v{version}/{name}");
+    derive_subkey(file_id, ikm, info.as_bytes())
 }
 
 /// Checks that `algorithm` and `key_ref` belong together (none-none, AES256-master, KMS-CMK)
@@ -201,9 +313,16 @@ pub fn check_key_ref(algorithm: Algorithm, key_ref: &KeyRef) -> Result<(), Crypt
     key_id_len(key_ref).map(|_| ())
 }
 
-fn header_tag(header_mac: &HmacSha256, body: &[u8]) -> [u8; TAG_LEN] {
+fn header_domain(version: u16) -> &'static [u8] {
+    match version {
+        FORMAT_V1 => HEADER_DOMAIN_V1,
+        _ => HEADER_DOMAIN_V2,
+    }
+}
+
+fn header_tag(version: u16, header_mac: &HmacSha256, body: &[u8]) -> [u8; TAG_LEN] {
     let mut mac = header_mac.clone();
-    mac.update(HEADER_DOMAIN);
+    mac.update(header_domain(version));
     mac.update(body);
     mac.finalize().into_bytes().into()
 }

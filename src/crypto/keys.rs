@@ -58,6 +58,55 @@ impl std::fmt::Debug for Key256 {
     }
 }
 
+/// What binds objects to one store: the store's 16-byte id and its random 256-bit
+/// object-authentication key (kept in the store's keystore, wrapped under the root key).
+/// Every header and block tag of a version 2 object is keyed by it, `none` objects included.
+pub struct StoreKey {
+    id: [u8; 16],
+    key: Key256,
+    min_version: u16,
+}
+
+impl StoreKey {
+    /// A store key that accepts only objects of the current format version.
+    pub fn new(id: [u8; 16], key: Key256) -> Self {
+        Self {
+            id,
+            key,
+            min_version: super::header::FORMAT_VERSION,
+        }
+    }
+    /// The same key accepting objects from format `version` on (a store not yet upgraded).
+    pub fn with_min_version(self, version: u16) -> Self {
+        Self {
+            min_version: version,
+            ..self
+        }
+    }
+    /// The oldest object format version this store still accepts.
+    pub fn min_version(&self) -> u16 {
+        self.min_version
+    }
+    /// The store id, written into every version 2 header and DEK wrap context.
+    pub fn id(&self) -> &[u8; 16] {
+        &self.id
+    }
+    /// The object-authentication key itself (for wrapping it in the keystore).
+    pub fn auth_key(&self) -> &Key256 {
+        &self.key
+    }
+    /// A second copy (the key is zeroized on drop in both).
+    pub fn duplicate(&self) -> Self {
+        Self::new(self.id, self.key.duplicate()).with_min_version(self.min_version)
+    }
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(<redacted>)")
+    }
+}
+
 /// A wrapped (encrypted and authenticated) 256-bit secret: nonce ‖ ciphertext ‖ tag.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct WrappedKey(pub Vec<u8>);

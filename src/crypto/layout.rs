@@ -1,5 +1,7 @@
 //! Where things sit in a backing file: the header page, groups of one meta page followed by
-//! `N = P / 112` data pages, slot pairs and data pages of each block, the clean length.
+//! `N` data pages (`P / 112` in format version 1, `(P - 32) / 112` from version 2, whose meta
+//! pages end with a 32-byte group tag), slot pairs and data pages of each block, the clean
+//! length.
 //! Pure arithmetic: no I/O and no keys.
 
 use super::CryptoError;
@@ -8,6 +10,8 @@ use super::CryptoError;
 pub const SLOT_LEN: usize = 56;
 /// Bytes of a slot pair (slot A then slot B).
 pub const SLOT_PAIR_LEN: usize = 2 * SLOT_LEN;
+/// Bytes of the group tag at the end of a version 2 meta page.
+pub const GROUP_TAG_LEN: usize = 32;
 /// The largest block size: 1 MiB.
 pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
 /// The smallest block size: 4 KiB.
@@ -36,6 +40,16 @@ impl Layout {
             page,
             per_group: page / SLOT_PAIR_LEN as u64,
         })
+    }
+
+    /// The geometry of a format `version` object: from version 2 each meta page keeps its last
+    /// 32 bytes for the group tag.
+    pub fn for_version(block_size: u32, version: u16) -> Result<Self, CryptoError> {
+        let mut layout = Self::new(block_size)?;
+        if version >= 2 {
+            layout.per_group = (layout.page - GROUP_TAG_LEN as u64) / SLOT_PAIR_LEN as u64;
+        }
+        Ok(layout)
     }
 
     /// `P`: plaintext bytes per block, which is also the page size of the backing file.
@@ -148,6 +162,21 @@ mod tests {
             let layout = Layout::new(good).unwrap();
             assert_eq!(layout.blocks_per_group(), u64::from(good) / 112);
         }
+    }
+
+    #[test]
+    fn version_2_keeps_room_for_the_group_tag() {
+        for p in [4096u32, 8192, 16384, 65536, 1 << 20] {
+            let layout = Layout::for_version(p, 2).unwrap();
+            let n = layout.blocks_per_group();
+            assert!(
+                n * SLOT_PAIR_LEN as u64 + GROUP_TAG_LEN as u64 <= u64::from(p),
+                "{p}"
+            );
+        }
+        assert_eq!(Layout::for_version(4096, 2).unwrap().blocks_per_group(), 36);
+        assert_eq!(Layout::for_version(8192, 2).unwrap().blocks_per_group(), 72);
+        assert_eq!(Layout::for_version(8192, 1).unwrap().blocks_per_group(), 73);
     }
 
     #[test]

@@ -11,15 +11,16 @@ mod io;
 mod keys;
 mod layout;
 mod object;
+#[cfg(test)]
+mod object_tests;
 mod parallel;
 
 pub use error::CryptoError;
+pub use header::{Algorithm, FORMAT_V1, FORMAT_VERSION, HeaderInfo, KeyRef};
 pub use io::{MemoryIo, ObjectIo};
-pub use keys::{Key256, WRAPPED_KEY_LEN, WrappedKey, unwrap_key, wrap_key};
+pub use keys::{Key256, StoreKey, WRAPPED_KEY_LEN, WrappedKey, unwrap_key, wrap_key};
 pub use layout::{MAX_BLOCK_SIZE, MAX_OBJECT_SIZE, MIN_BLOCK_SIZE};
-pub use object::{
-    Algorithm, DEFAULT_BLOCK_SIZE, HeaderInfo, KeyRef, Object, VerifyReport, peek_header,
-};
+pub use object::{DEFAULT_BLOCK_SIZE, Object, VerifyReport, check_kek, peek_header};
 
 // Reproducible building blocks for known-answer tests, fuzzing and benchmarks.
 #[doc(hidden)]

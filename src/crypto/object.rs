@@ -4,16 +4,19 @@
 //! passes the key-encryption key named by the header.
 
 use super::active::NewestActive;
-use super::block::{BlockCipher, FORMAT_VERSION, Slot, SlotPair};
+use super::block::{BlockCipher, Slot, SlotPair};
+use super::header::object_subkey;
+use super::header::{Algorithm, HeaderInfo, KeyRef};
 use super::header::{
-    FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
+    FLAG_DIRTY, FLAG_SPARSE, FORMAT_V1, FORMAT_VERSION, HEADER_MAX_LEN, Header, ParsedHeader,
+    check_key_ref, dek_context, header_mac,
 };
-use super::keys::{
-    HmacSha256, derive_subkey, fill_random, hmac_with_key, wrap_key, wrap_key_with_nonce,
-};
-use super::layout::{Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
+use super::keys::hmac_with_key;
+use super::keys::{HmacSha256, StoreKey, fill_random, wrap_key, wrap_key_with_nonce};
+use super::layout::{GROUP_TAG_LEN, Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
 use super::parallel::{disjoint_mut, run_split};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
+use hmac::Mac;
 use std::cell::RefCell;
 use std::io;
 
@@ -21,33 +24,9 @@ use std::io;
 pub const DEFAULT_BLOCK_SIZE: u32 = 4096;
 /// Plaintext bytes moved per backing read or write of a large request.
 const CHUNK_BYTES: u64 = 1 << 20;
-
-/// How an object's data is protected (`x-oss-server-side-encryption`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    None,
-    Aes256,
-    Kms,
-}
-
-/// Which key-encryption key wraps an object's DEK.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum KeyRef {
-    None,
-    Master { version: u32 },
-    Cmk { key_id: String, version: u32 },
-}
-
-/// What the header says, parsed but not yet authenticated (for `stat` and for choosing the KEK).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeaderInfo {
-    pub version: u16,
-    pub algorithm: Algorithm,
-    pub key_ref: KeyRef,
-    pub block_size: u32,
-    pub file_id: [u8; 16],
-    pub size: u64,
-}
+/// Generations reserved by one header write: the header records the highest generation a
+/// block may use, so a write session pays one header write per this many block writes.
+const GENERATION_RESERVE: u64 = 1 << 16;
 
 /// What a full verification of an object found (for `fsck`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -60,6 +39,24 @@ pub struct VerifyReport {
 pub fn peek_header(io: &dyn ObjectIo) -> Result<HeaderInfo, CryptoError> {
     let (bytes, n) = read_header_bytes(io)?;
     Ok(ParsedHeader::parse(&bytes[..n])?.header.info)
+}
+
+/// Checks that `kek` unwraps the object's DEK in store `store_id` (needs no store key): tells
+/// whether a key belongs to an object without authenticating the object.
+pub fn check_kek(io: &dyn ObjectIo, store_id: &[u8; 16], kek: &Key256) -> Result<(), CryptoError> {
+    let (bytes, n) = read_header_bytes(io)?;
+    let header = ParsedHeader::parse(&bytes[..n])?.header;
+    let info = &header.info;
+    unwrap_dek(
+        info.version,
+        store_id,
+        info.algorithm,
+        &info.key_ref,
+        Some(kek),
+        header.wrapped_dek.as_ref(),
+        &info.file_id,
+    )
+    .map(drop)
 }
 
 /// Structurally parses a header record from raw bytes (for fuzzing and diagnostics).
@@ -93,11 +90,10 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The chunk's meta region is the whole meta page of `first`'s group (its slot pairs and
+    /// group tag); later groups' meta pages lie inside the body.
     fn new(layout: Layout, first: u64, last: u64) -> Self {
-        let n = layout.blocks_per_group();
-        let first_group_last = (first / n + 1) * n - 1;
-        let meta_last = last.min(first_group_last);
-        let meta_len = (meta_last - first + 1) as usize * SLOT_PAIR_LEN;
+        let meta_len = layout.block_len();
         Self {
             layout,
             first,
@@ -112,7 +108,16 @@ impl Chunk {
             + last_len
     }
     fn meta_offset(&self) -> u64 {
-        self.layout.slot_pair_offset(self.first)
+        self.layout.meta_page_offset(self.first)
+    }
+    /// Buffer index of the meta page of block `k`'s group.
+    fn meta_page_index(&self, k: u64) -> usize {
+        let offset = self.layout.meta_page_offset(k);
+        if offset == self.meta_offset() {
+            0
+        } else {
+            self.meta_len + (offset - self.body_offset()) as usize
+        }
     }
     fn body_offset(&self) -> u64 {
         self.layout.data_offset(self.first)
@@ -163,6 +168,7 @@ struct LoadedBlock {
 struct OpenJob<'a> {
     k: u64,
     pair: SlotPair,
+    hole_ok: bool,
     data: &'a mut [u8],
     opened: Result<Option<(usize, usize)>, CryptoError>,
 }
@@ -171,7 +177,7 @@ struct OpenJob<'a> {
 /// chunk buffer, its new slot goes to `slot_at`.
 struct PreparedBlock {
     k: u64,
-    generation: u32,
+    generation: u64,
     iv: [u8; 16],
     data_at: usize,
     len: usize,
@@ -182,7 +188,7 @@ struct PreparedBlock {
 /// sealing it gives, to be stored at `slot_at` in the chunk buffer.
 struct SealJob<'a> {
     k: u64,
-    generation: u32,
+    generation: u64,
     iv: [u8; 16],
     data: &'a mut [u8],
     slot_at: usize,
@@ -196,6 +202,8 @@ pub struct Object<I: ObjectIo> {
     dek: Key256,
     cipher: BlockCipher,
     header_mac: HmacSha256,
+    /// Keyed HMAC state of the group tags (version 2).
+    group_mac: HmacSha256,
     layout: Layout,
     /// The header in memory may differ from the one on disk (a header write failed).
     header_unsaved: bool,
@@ -209,6 +217,15 @@ pub struct Object<I: ObjectIo> {
     ivs: Vec<u8>,
     /// Blocks of the current chunk that fill a hole inside the committed size, and their length.
     hole_fills: Vec<(u64, usize)>,
+    /// The next block generation to use (version 2: one counter for the whole object, never
+    /// reused, always above every generation on disk).
+    gen_next: u64,
+    /// Only the newest slot of a block may authenticate it: true while this process knows
+    /// that every write it started finished (opened clean, no failed write since).
+    strict: bool,
+    /// A crash or a failed write may have left a block whose newest slot does not verify:
+    /// closing repairs such blocks before it clears DIRTY.
+    recovering: bool,
 }
 
 impl<I: ObjectIo> Object<I> {
@@ -216,6 +233,7 @@ impl<I: ObjectIo> Object<I> {
     /// `kek` is `None` exactly when `algorithm` is `None`.
     pub fn create(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         kek: Option<&Key256>,
@@ -227,9 +245,19 @@ impl<I: ObjectIo> Object<I> {
         };
         let mut file_id = [0u8; 16];
         fill_random(&mut file_id)?;
-        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, None)?;
+        let wrapped_dek = wrap_dek(
+            FORMAT_VERSION,
+            store.id(),
+            algorithm,
+            &key_ref,
+            kek,
+            &dek,
+            &file_id,
+            None,
+        )?;
         Self::create_from_parts(
             io,
+            store,
             algorithm,
             key_ref,
             block_size,
@@ -245,6 +273,7 @@ impl<I: ObjectIo> Object<I> {
     #[allow(clippy::too_many_arguments)]
     pub fn create_with_secrets(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         kek: Option<&Key256>,
@@ -258,9 +287,19 @@ impl<I: ObjectIo> Object<I> {
                 "algorithm none uses the all-zero DEK".into(),
             ));
         }
-        let wrapped_dek = wrap_dek(algorithm, &key_ref, kek, &dek, &file_id, Some(&wrap_nonce))?;
+        let wrapped_dek = wrap_dek(
+            FORMAT_VERSION,
+            store.id(),
+            algorithm,
+            &key_ref,
+            kek,
+            &dek,
+            &file_id,
+            Some(&wrap_nonce),
+        )?;
         Self::create_from_parts(
             io,
+            store,
             algorithm,
             key_ref,
             block_size,
@@ -270,8 +309,10 @@ impl<I: ObjectIo> Object<I> {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_from_parts(
         io: I,
+        store: &StoreKey,
         algorithm: Algorithm,
         key_ref: KeyRef,
         block_size: u32,
@@ -279,7 +320,7 @@ impl<I: ObjectIo> Object<I> {
         file_id: [u8; 16],
         wrapped_dek: Option<WrappedKey>,
     ) -> Result<Self, CryptoError> {
-        let layout = Layout::new(block_size)?;
+        let layout = Layout::for_version(block_size, FORMAT_VERSION)?;
         let header = Header {
             info: HeaderInfo {
                 version: FORMAT_VERSION,
@@ -292,8 +333,13 @@ impl<I: ObjectIo> Object<I> {
             flags: 0,
             seq: 0,
             wrapped_dek,
+            store_id: *store.id(),
+            gen_limit: 0,
+            cut_block: 0,
+            cut_gen: 0,
         };
-        let mut object = Self::assemble(io, header, dek, layout);
+        let mut object = Self::assemble(io, store, header, dek, layout);
+        object.strict = true;
         // Only when needed: ext4 takes a truncation to 0 for a file being rewritten and then
         // flushes it to disk at close (auto_da_alloc), a write-back per new object.
         if object.io.len()? != 0 {
@@ -306,35 +352,57 @@ impl<I: ObjectIo> Object<I> {
     }
 
     /// Opens and authenticates an existing object; `kek` is the key named by its header.
-    pub fn open(io: I, kek: Option<&Key256>) -> Result<Self, CryptoError> {
+    /// A version 2 object must belong to `store` (its store id and every tag); a version 1
+    /// object opens read-only, with the weaker checks of its format.
+    pub fn open(io: I, store: &StoreKey, kek: Option<&Key256>) -> Result<Self, CryptoError> {
         let (bytes, n) = read_header_bytes(&io)?;
         let bytes = &bytes[..n];
         let parsed = ParsedHeader::parse(bytes)?;
         let info = &parsed.header.info;
+        if info.version < store.min_version() {
+            return Err(CryptoError::Authentication(format!(
+                "object format version {} is no longer accepted in this store",
+                info.version
+            )));
+        }
+        if info.version != FORMAT_V1 && parsed.header.store_id != *store.id() {
+            return Err(CryptoError::Authentication(
+                "the object belongs to another store".into(),
+            ));
+        }
         let dek = unwrap_dek(
+            info.version,
+            store.id(),
             info.algorithm,
             &info.key_ref,
             kek,
             parsed.header.wrapped_dek.as_ref(),
             &info.file_id,
         )?;
-        let layout = Layout::new(info.block_size)?;
-        let header_mac = header_mac(&dek, &info.file_id);
+        let layout = Layout::for_version(info.block_size, info.version)?;
+        let header_mac = header_mac(info.version, &dek, store, &info.file_id);
         let header = parsed.authenticate(bytes, &header_mac)?;
-        let mut object = Self::assemble(io, header, dek, layout);
+        let mut object = Self::assemble(io, store, header, dek, layout);
+        object.strict = !object.header.is_dirty();
+        object.recovering = object.header.is_dirty();
         if !object.header.is_dirty() {
             object.check_committed_length()?;
         }
         Ok(object)
     }
 
-    fn assemble(io: I, header: Header, dek: Key256, layout: Layout) -> Self {
+    fn assemble(io: I, store: &StoreKey, header: Header, dek: Key256, layout: Layout) -> Self {
         let file_id = header.info.file_id;
+        let version = header.info.version;
         let encrypt = header.info.algorithm != Algorithm::None;
         Self {
             io,
-            cipher: BlockCipher::new(&dek, &file_id, encrypt),
-            header_mac: header_mac(&dek, &file_id),
+            cipher: BlockCipher::new(version, &dek, store, &file_id, encrypt),
+            header_mac: header_mac(version, &dek, store, &file_id),
+            group_mac: hmac_with_key(&object_subkey(version, &dek, store, &file_id, "group-mac")),
+            gen_next: header.gen_limit + 1,
+            strict: false,
+            recovering: false,
             header,
             dek,
             layout,
@@ -411,22 +479,35 @@ impl<I: ObjectIo> Object<I> {
             let stop = last.min(start + self.chunk_blocks() - 1);
             let chunk = self.read_chunk(start, stop, scratch)?;
             let pairs: Vec<SlotPair> = (start..=stop)
-                .map(|k| SlotPair::decode(&scratch[chunk.slot_index(k)..][..SLOT_PAIR_LEN]))
+                .map(|k| {
+                    SlotPair::decode(
+                        &scratch[chunk.slot_index(k)..][..SLOT_PAIR_LEN],
+                        self.version(),
+                    )
+                })
+                .collect();
+            let holes_ok: Vec<bool> = (start..=stop)
+                .zip(&pairs)
+                .map(|(k, pair)| {
+                    pair.is_empty()
+                        && self.hole_is_authentic(k, &scratch[chunk.meta_page_index(k)..])
+                })
                 .collect();
             let pages = (start..=stop).map(|k| (chunk.data_index(k), chunk.data_available(k)));
             let mut jobs: Vec<OpenJob<'_>> = disjoint_mut(scratch, pages)
                 .into_iter()
                 .zip(start..=stop)
-                .zip(pairs)
-                .map(|((data, k), pair)| OpenJob {
+                .zip(pairs.into_iter().zip(holes_ok))
+                .map(|((data, k), (pair, hole_ok))| OpenJob {
                     k,
                     pair,
+                    hole_ok,
                     data,
                     opened: Ok(None),
                 })
                 .collect();
             run_split(&mut jobs, |job| {
-                job.opened = self.open_block(job.k, &job.pair, job.data);
+                job.opened = self.open_block(job.k, &job.pair, job.hole_ok, job.data);
             });
             for job in jobs {
                 let len = job.opened?.map_or(0, |(_, len)| len);
@@ -464,10 +545,12 @@ impl<I: ObjectIo> Object<I> {
     /// Opens block `k` in place: the first slot (highest generation first) whose tag verifies
     /// over `data` gives `(slot, len)` and leaves the plaintext in `data[..len]`. `None` is a
     /// hole of a sparse object; anything else is an authentication error.
+    /// `hole_ok`: the group tag vouches that this empty slot pair was never written.
     fn open_block(
         &self,
         k: u64,
         pair: &SlotPair,
+        hole_ok: bool,
         data: &mut [u8],
     ) -> Result<Option<(usize, usize)>, CryptoError> {
         match self.find_active(k, pair, data) {
@@ -477,7 +560,10 @@ impl<I: ObjectIo> Object<I> {
                 self.cipher.decrypt(slot, &mut data[..len]);
                 Ok(Some((i, len)))
             }
-            None if pair.is_empty() && self.header.is_sparse() => Ok(None),
+            None if pair.is_empty() && self.header.is_sparse() && hole_ok => Ok(None),
+            None if pair.is_empty() && self.header.is_sparse() => Err(CryptoError::Authentication(
+                format!("block {k}: its group tag does not vouch for a hole"),
+            )),
             None => Err(CryptoError::Authentication(format!(
                 "block {k}: no slot authenticates its data page"
             ))),
@@ -486,8 +572,12 @@ impl<I: ObjectIo> Object<I> {
 
     /// The slot that authenticates `data` (the bytes of block `k`'s data page that exist).
     fn find_active(&self, k: u64, pair: &SlotPair, data: &[u8]) -> Option<usize> {
+        let newest = newest_slot(pair);
         pair.candidates().find(|&i| {
             let slot = &pair.0[i];
+            if !self.may_be_active(k, slot, i == newest) {
+                return false;
+            }
             let len = slot.len as usize;
             len <= self.layout.block_len()
                 && data
@@ -496,17 +586,58 @@ impl<I: ObjectIo> Object<I> {
         })
     }
 
+    /// Whether `slot` of block `k` may authenticate it at all. Version 2: a slot cut away by
+    /// the last size decrease (block past the cut, generation not newer than it) never does;
+    /// an older slot does only when a write may have been interrupted (`strict` is false), so
+    /// a block's previous version cannot be put back once its new version was written.
+    fn may_be_active(&self, k: u64, slot: &Slot, newest: bool) -> bool {
+        if self.version() == FORMAT_V1 {
+            return true;
+        }
+        let cut = k >= self.header.cut_block && slot.generation <= self.header.cut_gen;
+        !cut && (newest || !self.strict)
+    }
+
+    fn version(&self) -> u16 {
+        self.header.info.version
+    }
+
+    /// Takes `count` consecutive generations from the object's counter, first recording in
+    /// the header (before any slot uses them) a limit above them when the reserve runs out.
+    fn allocate_generations(&mut self, count: u64) -> Result<u64, CryptoError> {
+        let first = self.gen_next;
+        let last = first
+            .checked_add(count - 1)
+            .filter(|&last| last < u64::MAX - GENERATION_RESERVE)
+            .ok_or_else(|| CryptoError::Malformed("generation counter exhausted".into()))?;
+        if last > self.header.gen_limit {
+            self.header.gen_limit = last + GENERATION_RESERVE;
+            self.write_header()?;
+        }
+        self.gen_next = last + 1;
+        Ok(first)
+    }
+
+    /// Version 1 objects are read-only: writing one needs `ssefs upgrade` first.
+    fn check_writable(&self) -> Result<(), CryptoError> {
+        match self.version() {
+            FORMAT_VERSION => Ok(()),
+            other => Err(CryptoError::ReadOnlyVersion(other)),
+        }
+    }
+
     /// Reads and opens block `k` alone; its plaintext is left in `self.page[..len]`.
     fn load_block(&mut self, k: u64) -> Result<LoadedBlock, CryptoError> {
         let mut raw = [0u8; SLOT_PAIR_LEN];
         let n = self.io.read_at(&mut raw, self.layout.slot_pair_offset(k))?;
-        let pair = SlotPair::decode(&raw[..n]);
+        let pair = SlotPair::decode(&raw[..n], self.version());
+        let hole_ok = pair.is_empty() && self.header.is_sparse() && self.read_hole_check(k)?;
         let mut page = std::mem::take(&mut self.page);
         let opened = self
             .io
             .read_at(&mut page, self.layout.data_offset(k))
             .map_err(CryptoError::from)
-            .and_then(|n| self.open_block(k, &pair, &mut page[..n]));
+            .and_then(|n| self.open_block(k, &pair, hole_ok, &mut page[..n]));
         self.page = page;
         let (active, len) = match opened? {
             Some((i, len)) => (Some(i), len),
@@ -522,13 +653,14 @@ impl<I: ObjectIo> Object<I> {
     /// active: slot first, then data.
     fn store_block(&mut self, k: u64, loaded: &LoadedBlock, len: usize) -> Result<(), CryptoError> {
         let target = target_slot(&loaded.pair, loaded.active);
-        let generation = next_generation(k, &loaded.pair)?;
+        let generation = self.allocate_generations(1)?;
         let mut iv = [0u8; 16];
         fill_random(&mut iv)?;
         self.newest_active.remove(k);
         let slot = self.cipher.seal(k, generation, &iv, &mut self.page[..len]);
         let slot_offset = self.layout.slot_pair_offset(k) + (target * SLOT_LEN) as u64;
-        self.io.write_at(&slot.encode(), slot_offset)?;
+        self.io
+            .write_at(&slot.encode(self.version()), slot_offset)?;
         self.io
             .write_at(&self.page[..len], self.layout.data_offset(k))?;
         // The slot just written has the highest generation.
@@ -551,6 +683,7 @@ impl<I: ObjectIo> Object<I> {
         if data.is_empty() {
             return Ok(());
         }
+        self.check_writable()?;
         let end = offset
             .checked_add(data.len() as u64)
             .filter(|&end| end <= MAX_OBJECT_SIZE)
@@ -605,6 +738,7 @@ impl<I: ObjectIo> Object<I> {
         buf.resize(chunk.meta_len + chunk.body_len(self.layout.block_len()), 0);
         self.read_chunk_meta(&chunk, buf)?;
         let count = (last - first + 1) as usize;
+        let first_generation = self.allocate_generations(count as u64)?;
         self.ivs.resize(16 * count, 0);
         fill_random(&mut self.ivs)?;
         let end = offset + data.len() as u64;
@@ -617,7 +751,7 @@ impl<I: ObjectIo> Object<I> {
             let to = (end.min(block_start + p) - block_start) as usize;
             let committed = self.layout.bytes_in_block(k, size) as usize;
             let slot_at = chunk.slot_index(k);
-            let pair = SlotPair::decode(&buf[slot_at..slot_at + SLOT_PAIR_LEN]);
+            let pair = SlotPair::decode(&buf[slot_at..slot_at + SLOT_PAIR_LEN], self.version());
             let data_at = chunk.data_index(k);
             let (active, len) = if from == 0 && to == self.layout.block_len() {
                 (self.overwrite_target(k, &pair, committed)?, to)
@@ -638,7 +772,7 @@ impl<I: ObjectIo> Object<I> {
             let src = &data[(block_start + from as u64 - offset) as usize..][..to - from];
             buf[data_at + from..data_at + to].copy_from_slice(src);
             let target = target_slot(&pair, active);
-            let generation = next_generation(k, &pair)?;
+            let generation = first_generation + i as u64;
             let mut iv = [0u8; 16];
             iv.copy_from_slice(&self.ivs[16 * i..16 * i + 16]);
             sealing.push(PreparedBlock {
@@ -656,6 +790,12 @@ impl<I: ObjectIo> Object<I> {
             written_end = data_at + len;
         }
         self.seal_all(buf, &sealing);
+        let n = self.layout.blocks_per_group();
+        let p = self.layout.block_len();
+        for g in first / n..=last / n {
+            let at = chunk.meta_page_index(first.max(g * n));
+            self.set_group_tag(g, &mut buf[at..at + p]);
+        }
         // A hole has no old slot to fall back on, so its data goes first: until its slot is
         // written the block still reads as zeros.
         for &(k, len) in &self.hole_fills {
@@ -696,7 +836,7 @@ impl<I: ObjectIo> Object<I> {
         let slots: Vec<(usize, Slot)> = jobs.iter().map(|j| (j.slot_at, j.slot)).collect();
         drop(jobs);
         for (at, slot) in slots {
-            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode());
+            buf[at..at + SLOT_LEN].copy_from_slice(&slot.encode(self.version()));
         }
     }
 
@@ -755,6 +895,7 @@ impl<I: ObjectIo> Object<I> {
         if size == old {
             return Ok(());
         }
+        self.check_writable()?;
         if size > old {
             let adds_blocks = self.layout.block_count(size) > self.layout.block_count(old);
             self.begin_mutation(adds_blocks)?;
@@ -765,10 +906,14 @@ impl<I: ObjectIo> Object<I> {
             return self.write_header();
         }
         self.begin_mutation(false)?;
+        let blocks = self.layout.block_count(size);
+        // Everything from `blocks` on is cut: its slots, and copies of them kept elsewhere,
+        // stay stale even if later put back into an extension of the object.
+        self.header.cut_block = blocks;
+        self.header.cut_gen = self.gen_next - 1;
         self.header.info.size = size;
         self.write_header()?;
         self.tail_clean = false;
-        let blocks = self.layout.block_count(size);
         self.newest_active.truncate(blocks);
         self.clean_tail()
     }
@@ -800,30 +945,103 @@ impl<I: ObjectIo> Object<I> {
     }
 
     /// Zeroes the slot pairs of blocks past the committed size that share the last block's
-    /// meta page (later meta pages lie past the clean length).
+    /// meta page (later meta pages lie past the clean length), with the group tag updated in
+    /// the same page write.
     fn clear_slots_past(&mut self, size: u64) -> Result<(), CryptoError> {
         let next = self.layout.block_count(size);
         let n = self.layout.blocks_per_group();
         if size == 0 || next % n == 0 {
             return Ok(());
         }
-        let start = self.layout.slot_pair_offset(next);
-        let len = ((n - next % n) as usize) * SLOT_PAIR_LEN;
-        let mut slots = std::mem::take(&mut self.page);
-        let result = self.io.read_at(&mut slots[..len], start).and_then(|got| {
-            if slots[..got].iter().any(|&b| b != 0) {
-                slots[..got].fill(0);
-                self.io.write_at(&slots[..got], start)
+        let start = (next % n) as usize * SLOT_PAIR_LEN;
+        let end = n as usize * SLOT_PAIR_LEN;
+        let offset = self.layout.meta_page_offset(next);
+        let mut meta = std::mem::take(&mut self.page);
+        let result = self.io.read_at(&mut meta, offset).and_then(|got| {
+            meta[got..].fill(0);
+            if meta[start..end].iter().any(|&b| b != 0) {
+                meta[start..end].fill(0);
+                self.set_group_tag(next / n, &mut meta);
+                let len = if self.version() == FORMAT_V1 {
+                    got.min(end)
+                } else {
+                    meta.len()
+                };
+                self.io.write_at(&meta[..len], offset)
             } else {
                 Ok(())
             }
         });
-        self.page = slots;
+        self.page = meta;
         Ok(result?)
+    }
+
+    /// Stores in the last 32 bytes of `meta_page` (group `g`'s whole meta page) the group tag:
+    /// `HMAC(K_grp, "ssefs/group/v2" ‖ g u64 ‖ bitmap)`, bit `j` of the bitmap (LSB first) set
+    /// when slot pair `j` has a written slot. Version 1 has no group tag.
+    fn set_group_tag(&self, g: u64, meta_page: &mut [u8]) {
+        if self.version() == FORMAT_V1 {
+            return;
+        }
+        let tag = self.group_tag(g, meta_page).finalize().into_bytes();
+        let p = self.layout.block_len();
+        meta_page[p - GROUP_TAG_LEN..p].copy_from_slice(&tag);
+    }
+
+    /// The group tag's HMAC state over group `g`'s slot pairs in `meta_page`.
+    fn group_tag(&self, g: u64, meta_page: &[u8]) -> HmacSha256 {
+        let n = self.layout.blocks_per_group() as usize;
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for j in 0..n {
+            let pair = &meta_page[j * SLOT_PAIR_LEN..(j + 1) * SLOT_PAIR_LEN];
+            if !SlotPair::decode(pair, self.version()).is_empty() {
+                bitmap[j / 8] |= 1 << (j % 8);
+            }
+        }
+        let mut mac = self.group_mac.clone();
+        mac.update(b"ssefs/group/v2");
+        mac.update(&g.to_le_bytes());
+        mac.update(&bitmap);
+        mac
+    }
+
+    /// Whether block `k`'s empty slot pair is a hole the object made, given the meta page of
+    /// its group (at the start of `meta`): its group tag verifies over the group's slot pairs,
+    /// or the whole meta page is zero (a group never written). Version 1: always.
+    fn hole_is_authentic(&self, k: u64, meta: &[u8]) -> bool {
+        if self.version() == FORMAT_V1 {
+            return true;
+        }
+        let p = self.layout.block_len();
+        let Some(page) = meta.get(..p) else {
+            return false;
+        };
+        let tag = &page[p - GROUP_TAG_LEN..];
+        if tag.iter().all(|&b| b == 0) {
+            return page.iter().all(|&b| b == 0);
+        }
+        let g = k / self.layout.blocks_per_group();
+        self.group_tag(g, page).verify_slice(tag).is_ok()
+    }
+
+    /// Reads block `k`'s meta page and checks that its empty slot pair is an authentic hole.
+    fn read_hole_check(&self, k: u64) -> Result<bool, CryptoError> {
+        if self.version() == FORMAT_V1 {
+            return Ok(true);
+        }
+        let mut meta = vec![0u8; self.layout.block_len()];
+        let got = self
+            .io
+            .read_at(&mut meta, self.layout.meta_page_offset(k))?;
+        meta[got..].fill(0);
+        Ok(self.hole_is_authentic(k, &meta))
     }
 
     /// Makes everything written so far durable (commit header, then `sync_data`).
     pub fn sync(&mut self) -> Result<(), CryptoError> {
+        if self.version() == FORMAT_V1 {
+            return Ok(());
+        }
         if self.header_unsaved {
             self.write_header()?;
         }
@@ -832,7 +1050,14 @@ impl<I: ObjectIo> Object<I> {
 
     /// Marks the object clean (no write session open), trims the backing bytes and syncs nothing.
     pub fn close(mut self) -> Result<I, CryptoError> {
+        if self.version() == FORMAT_V1 {
+            // Read-only: a write session a crash left open stays as it is.
+            return Ok(self.io);
+        }
         if self.header.is_dirty() {
+            if self.recovering {
+                self.repair_interrupted()?;
+            }
             self.clean_tail()?;
             self.header.flags &= !FLAG_DIRTY;
             self.write_header()?;
@@ -840,6 +1065,34 @@ impl<I: ObjectIo> Object<I> {
             self.write_header()?;
         }
         Ok(self.io)
+    }
+
+    /// After a crash or a failed write: in every block whose newest slot does not
+    /// authenticate its data page but the older one does (a write interrupted between slot
+    /// and data), clears the newest slot, so that once DIRTY is cleared only the version the
+    /// reader sees is left. Reads the whole object: paid only after a crash or an I/O error.
+    fn repair_interrupted(&mut self) -> Result<(), CryptoError> {
+        let blocks = self.layout.block_count(self.size());
+        self.strict = false;
+        for k in 0..blocks {
+            let loaded = match self.load_block(k) {
+                Ok(loaded) => loaded,
+                // Damaged either way: reads and fsck report it; nothing here can repair it.
+                Err(CryptoError::Authentication(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let newest = newest_slot(&loaded.pair);
+            if let Some(active) = loaded.active {
+                if active != newest {
+                    let at = self.layout.slot_pair_offset(k) + (newest * SLOT_LEN) as u64;
+                    self.io.write_at(&[0u8; SLOT_LEN], at)?;
+                }
+            }
+        }
+        self.newest_active.clear();
+        self.recovering = false;
+        self.strict = true;
+        Ok(())
     }
 
     /// Re-wraps the DEK under another KEK by rewriting only the header.
@@ -859,7 +1112,16 @@ impl<I: ObjectIo> Object<I> {
             ));
         }
         let file_id = self.header.info.file_id;
-        let wrapped = wrap_dek(algorithm, &key_ref, kek, &self.dek, &file_id, None)?;
+        let wrapped = wrap_dek(
+            self.version(),
+            &self.header.store_id,
+            algorithm,
+            &key_ref,
+            kek,
+            &self.dek,
+            &file_id,
+            None,
+        )?;
         let previous = self.header.clone();
         self.header.info.algorithm = algorithm;
         self.header.info.key_ref = key_ref;
@@ -888,10 +1150,13 @@ impl<I: ObjectIo> Object<I> {
             let chunk = self.read_chunk(start, stop, &mut scratch)?;
             for k in start..=stop {
                 let slot_at = chunk.slot_index(k);
-                let pair = SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN]);
+                let pair =
+                    SlotPair::decode(&scratch[slot_at..slot_at + SLOT_PAIR_LEN], self.version());
                 let data_at = chunk.data_index(k);
+                let hole_ok = pair.is_empty()
+                    && self.hole_is_authentic(k, &scratch[chunk.meta_page_index(k)..]);
                 let data = &mut scratch[data_at..data_at + chunk.data_available(k)];
-                if let Err(e) = self.open_block(k, &pair, data) {
+                if let Err(e) = self.open_block(k, &pair, hole_ok, data) {
                     report.problems.push(e.to_string());
                 }
             }
@@ -912,6 +1177,10 @@ impl<I: ObjectIo> Object<I> {
         }
         if flags != self.header.flags || self.header_unsaved {
             self.header.flags = flags;
+            if self.version() != FORMAT_V1 && self.gen_next > self.header.gen_limit {
+                // This header write reserves the session's first generations too.
+                self.header.gen_limit = self.gen_next - 1 + GENERATION_RESERVE;
+            }
             self.write_header()?;
         }
         Ok(())
@@ -931,6 +1200,8 @@ impl<I: ObjectIo> Object<I> {
     fn forget_state(&mut self) {
         self.newest_active.clear();
         self.tail_clean = false;
+        self.strict = false;
+        self.recovering = true;
     }
 
     /// On open of a clean object: the last block holds no bytes past the size and the backing
@@ -978,20 +1249,6 @@ fn target_slot(pair: &SlotPair, active: Option<usize>) -> usize {
     }
 }
 
-fn next_generation(k: u64, pair: &SlotPair) -> Result<u32, CryptoError> {
-    pair.max_generation()
-        .checked_add(1)
-        .ok_or_else(|| CryptoError::Malformed(format!("block {k}: generation counter exhausted")))
-}
-
-fn header_mac(dek: &Key256, file_id: &[u8; 16]) -> HmacSha256 {
-    hmac_with_key(&derive_subkey(
-        file_id,
-        dek.expose_secret(),
-        b"ssefs/v1/header-mac",
-    ))
-}
-
 /// The KEK to use for `algorithm`: none for `none`, required otherwise.
 fn required_kek(
     algorithm: Algorithm,
@@ -1009,7 +1266,10 @@ fn required_kek(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn wrap_dek(
+    version: u16,
+    store_id: &[u8; 16],
     algorithm: Algorithm,
     key_ref: &KeyRef,
     kek: Option<&Key256>,
@@ -1021,7 +1281,7 @@ fn wrap_dek(
     let Some(kek) = required_kek(algorithm, kek)? else {
         return Ok(None);
     };
-    let context = dek_context(algorithm, key_ref, file_id)?;
+    let context = dek_context(version, store_id, algorithm, key_ref, file_id)?;
     let wrapped = match nonce {
         Some(nonce) => wrap_key_with_nonce(kek, &context, dek, nonce)?,
         None => wrap_key(kek, &context, dek)?,
@@ -1030,6 +1290,8 @@ fn wrap_dek(
 }
 
 fn unwrap_dek(
+    version: u16,
+    store_id: &[u8; 16],
     algorithm: Algorithm,
     key_ref: &KeyRef,
     kek: Option<&Key256>,
@@ -1041,7 +1303,7 @@ fn unwrap_dek(
     };
     let wrapped =
         wrapped.ok_or_else(|| CryptoError::Malformed("encrypted object without a DEK".into()))?;
-    let context = dek_context(algorithm, key_ref, file_id)?;
+    let context = dek_context(version, store_id, algorithm, key_ref, file_id)?;
     unwrap_key(kek, &context, wrapped)
 }
 

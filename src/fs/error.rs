@@ -123,6 +123,7 @@ fn crypto_errno(e: &CryptoError) -> i32 {
     match e {
         CryptoError::Io(e) => io_errno(e),
         // Never return unauthenticated data: every integrity failure is EIO.
+        CryptoError::ReadOnlyVersion(_) => libc::EROFS,
         CryptoError::NotAnObject
         | CryptoError::UnsupportedVersion(_)
         | CryptoError::Malformed(_)

@@ -16,6 +16,7 @@ mod tests_fds;
 mod tests_inodes;
 #[cfg(test)]
 mod tests_sse;
+mod upgrade;
 mod view;
 mod xattr;
 
@@ -248,6 +249,8 @@ enum Handle {
 pub struct BucketFs {
     store: Store,
     keys: Arc<dyn KeySource>,
+    /// The store's id and object-authentication key, which every object must be tagged under.
+    store_key: crate::crypto::StoreKey,
     options: FsOptions,
     inodes: InodeTable,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
@@ -308,6 +311,7 @@ impl BucketFs {
         Ok(BucketFs {
             inodes: InodeTable::new(backing, root_fd, &root_stat, inode::path_fd_budget()),
             store,
+            store_key: keys.store_key()?,
             keys,
             options,
             handles: RwLock::new(HashMap::new()),

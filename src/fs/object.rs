@@ -293,7 +293,7 @@ impl BucketFs {
         let file = self.backing_file(self.open_backing(inode)?);
         let header = peek_header(&file)?;
         let kek = object_kek(self.keys.as_ref(), &header.key_ref, user)?;
-        Ok(Object::open(file, kek.as_ref())?)
+        Ok(Object::open(file, &self.store_key, kek.as_ref())?)
     }
 
     /// Logs an integrity failure of an object with its path (never its contents).
@@ -501,6 +501,7 @@ impl BucketFs {
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
         let created = Object::create(
             self.backing_file(file),
+            &self.store_key,
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),

@@ -4,7 +4,7 @@
 //! No file I/O and no FUSE here.
 
 use super::FsError;
-use crate::crypto::{Algorithm, Key256, KeyRef};
+use crate::crypto::{Algorithm, Key256, KeyRef, StoreKey};
 use crate::keystore::{BucketRule, Caller, KeyOp, Keystore};
 use std::ffi::OsStr;
 
@@ -107,9 +107,14 @@ pub trait KeySource: Send + Sync {
         caller: &Caller,
         object_path: &str,
     ) -> Result<Key256, FsError>;
+    /// The store's id and object-authentication key.
+    fn store_key(&self) -> Result<StoreKey, FsError>;
 }
 
 impl KeySource for Keystore {
+    fn store_key(&self) -> Result<StoreKey, FsError> {
+        Ok(Keystore::store_key(self)?)
+    }
     fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, FsError> {
         Ok(Keystore::bucket_rule(self, bucket)?)
     }

@@ -73,7 +73,9 @@ impl BucketFs {
             let user = KeyUse::new(caller, &path);
             let key = key_for_setting(self.keys.as_ref(), &setting, &user)
                 .map_err(|e| key_refusal(&user, e))?;
-            if already_matches(&old.info().key_ref, &key.key_ref) {
+            // An object of an older format is rewritten even under the same setting.
+            let current_format = old.info().version == crate::crypto::FORMAT_VERSION;
+            if current_format && already_matches(&old.info().key_ref, &key.key_ref) {
                 return Ok((Reencryption::AlreadyMatching, None));
             }
             let before = self.backing().stat(inode.fd()?.as_fd())?;
@@ -113,6 +115,7 @@ impl BucketFs {
         let (pending, file) = self.store.begin_reencrypt(before.mode & 0o7777)?;
         let mut new = Object::create(
             self.backing_file(file),
+            &self.store_key,
             key.algorithm,
             key.key_ref,
             key.kek.as_ref(),
@@ -123,7 +126,7 @@ impl BucketFs {
         self.copy_metadata(old.io().file.as_fd(), io.file.as_fd(), before)?;
         io.file.sync_all()?;
         let path_fd = OwnedFd::from(self.backing().reopen(io.file.as_fd(), libc::O_PATH)?);
-        let object = Object::open(io, key.kek.as_ref())?;
+        let object = Object::open(io, &self.store_key, key.kek.as_ref())?;
         Ok(StagedObject {
             pending,
             object,

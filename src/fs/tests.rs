@@ -612,6 +612,7 @@ fn an_object_under_an_unknown_master_key_gives_enokey() {
         .unwrap();
     let mut object = Object::create(
         file,
+        &f.keys.store_key().unwrap(),
         Algorithm::Aes256,
         orphan,
         Some(&kek),

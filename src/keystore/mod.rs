@@ -12,6 +12,7 @@ mod error;
 mod ids;
 pub mod inspect;
 mod lifecycle;
+mod object_auth;
 mod passphrase;
 mod rootkey;
 mod rotation;
@@ -38,7 +39,7 @@ pub use rotation::{MasterVersion, Retirement};
 pub use rules::{parse_sse_algorithm, validate_bucket_name};
 pub use schema::SCHEMA_VERSION;
 
-use crate::crypto::{Algorithm, Key256, KeyRef, WrappedKey, unwrap_key, wrap_key};
+use crate::crypto::{Algorithm, Key256, KeyRef, StoreKey, WrappedKey, unwrap_key, wrap_key};
 use cache::KeyCache;
 use rootkey::{check_private_mode, sync_dir};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
@@ -148,6 +149,9 @@ impl Keystore {
         )?;
         insert_master_key(&tx, root_key, &store_id, 1, now())?;
         tx.commit()?;
+        object_auth::ensure(&mut conn, root_key, &store_id, now())?;
+        // A new store never held an object of an older format.
+        object_auth::raise_floor(&conn, crate::crypto::FORMAT_VERSION)?;
         sync_dir(&parent_dir(path))?;
         Self::assemble(path, root_key, store_id, conn)
     }
@@ -163,6 +167,7 @@ impl Keystore {
         ids::verify_root_check(root_key, &store_id, &recorded)?;
         use_wal(&conn, &path)?;
         schema::migrate(&mut conn)?;
+        object_auth::ensure(&mut conn, root_key, &store_id, now())?;
         Self::assemble(&path, root_key, store_id, conn)
     }
 
@@ -202,6 +207,17 @@ impl Keystore {
             Clock::System => now(),
             Clock::Fixed(t) => t,
         }
+    }
+
+    /// The store's id and object-authentication key, which key every object's tags.
+    pub fn store_key(&self) -> Result<StoreKey, KeystoreError> {
+        object_auth::load(&self.lock().conn, &self.root_key, &self.store_id)
+    }
+
+    /// Refuses objects of format versions older than `version` from now on (`ssefs upgrade`,
+    /// once every object is at least that version).
+    pub fn raise_object_format_floor(&self, version: u16) -> Result<(), KeystoreError> {
+        object_auth::raise_floor(&self.lock().conn, version)
     }
 
     /// The random id of this store.

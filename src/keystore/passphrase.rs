@@ -218,6 +218,7 @@ impl Keystore {
             )?;
             change.import_params += 1;
         }
+        super::object_auth::rewrap(&tx, old_root, new_root, &store_id)?;
         tx.execute(
             "UPDATE meta SET root_check = ?1 WHERE id = 1",
             [ids::root_check(new_root, &store_id)?],

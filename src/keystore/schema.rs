@@ -143,6 +143,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN root_kdf_iterations INTEGER;
     ALTER TABLE meta ADD COLUMN root_kdf_parallelism INTEGER;
     "#,
+    // The store's object-authentication key (one row, wrapped under the root key). ssefs
+    // creates it on the next open, when it has the root key, and clears the pending mark.
+    r#"
+    CREATE TABLE object_auth_key (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        wrapped     BLOB    NOT NULL CHECK (length(wrapped) = 80),
+        created_at  INTEGER NOT NULL
+    ) STRICT;
+    ALTER TABLE meta ADD COLUMN object_auth_pending INTEGER NOT NULL DEFAULT 1
+        CHECK (object_auth_pending IN (0, 1));
+    ALTER TABLE meta ADD COLUMN min_object_version INTEGER NOT NULL DEFAULT 1
+        CHECK (min_object_version >= 1);
+    "#,
 ];
 
 /// The schema version this ssefs writes and understands.

@@ -4,7 +4,7 @@
 //! removing ssefs temporaries under the lock.
 
 use super::scan::{StoreInventory, inventory, open_backing_file};
-use crate::crypto::{CryptoError, Key256, KeyRef, Object, peek_header};
+use crate::crypto::{CryptoError, Key256, KeyRef, Object, StoreKey, check_kek, peek_header};
 use crate::fs::BackingFile;
 use crate::keystore::inspect::{KeystoreSummary, check_keystore as inspect_keystore};
 use crate::keystore::{CmkState, KeystoreError};
@@ -108,7 +108,11 @@ impl FsckReport {
 
 /// Looks up the key-encryption key an object header names (the keystore opened with the root
 /// key). `None` when fsck runs without the root key: headers are then checked, blocks not.
-pub type KeyLookup<'a> = Option<&'a dyn Fn(&KeyRef) -> Result<Option<Key256>, KeystoreError>>;
+/// The store key comes with it: every object of this format is tagged under it.
+pub type KeyLookup<'a> = Option<(
+    &'a StoreKey,
+    &'a dyn Fn(&KeyRef) -> Result<Option<Key256>, KeystoreError>,
+)>;
 
 /// Operational failures: the store cannot be checked at all.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +138,9 @@ pub fn check_store(
         ..FsckReport::default()
     };
     let summary = check_keystore(&inv.root, &mut report);
+    report
+        .notes
+        .extend(super::upgrade::old_format_notes(&inv.root));
     for (path, why) in &inv.strays {
         report.problem(path, ProblemKind::StrayEntry, why.as_str());
     }
@@ -230,13 +237,16 @@ fn check_object(
     }
     let kek = match info.key_ref {
         KeyRef::None => None,
-        _ => match keys.map(|lookup| lookup(&info.key_ref)) {
+        _ => match keys.map(|(_, lookup)| lookup(&info.key_ref)) {
             None => return false,
             Some(Ok(kek)) => kek,
             Some(Err(e)) => return report_key_error(report, rel, e),
         },
     };
-    let object = match Object::open(file, kek.as_ref()) {
+    let Some((store_key, _)) = keys else {
+        return false;
+    };
+    let object = match Object::open(file, store_key, kek.as_ref()) {
         Ok(object) => object,
         Err(e) => {
             report_crypto(report, rel, &e, false);
@@ -333,7 +343,9 @@ fn report_crypto(report: &mut FsckReport, rel: &Path, e: &CryptoError, header: b
     let kind = match e {
         CryptoError::NotAnObject => ProblemKind::NotAnObject,
         CryptoError::Io(_) | CryptoError::Random => ProblemKind::Unreadable,
-        CryptoError::UnsupportedVersion(_) => ProblemKind::BadHeader,
+        CryptoError::UnsupportedVersion(_) | CryptoError::ReadOnlyVersion(_) => {
+            ProblemKind::BadHeader
+        }
         CryptoError::Malformed(_) | CryptoError::Authentication(_) if header => {
             ProblemKind::BadHeader
         }
@@ -388,6 +400,7 @@ fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
 /// this store when the store's own keystore is gone.
 pub fn objects_opening_with(
     store: &Path,
+    store_id: &[u8; 16],
     keys: &dyn Fn(&KeyRef) -> Option<Key256>,
     limit: usize,
 ) -> Result<(usize, usize), FsckError> {
@@ -411,7 +424,7 @@ pub fn objects_opening_with(
             continue;
         };
         tried += 1;
-        if Object::open(file, Some(&kek)).is_ok() {
+        if check_kek(&file, store_id, &kek).is_ok() {
             opened += 1;
         }
     }

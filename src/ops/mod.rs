@@ -7,3 +7,4 @@ pub mod fsck;
 pub mod retire;
 pub mod rewrap;
 pub mod scan;
+pub mod upgrade;

@@ -193,7 +193,8 @@ impl<'a> OfflineRewrap<'a> {
         let node = self.store.open_path(rel)?;
         let before = self.store.backing().stat(node.as_fd())?;
         let kek = self.keystore.resolve(&header.key_ref)?;
-        let mut object = Object::open(file, kek.as_ref())?;
+        let store_key = self.keystore.store_key()?;
+        let mut object = Object::open(file, &store_key, kek.as_ref())?;
         // Offline, the operator holding the root key is the caller (and is audited as such).
         let path = || rel.display().to_string();
         let user = KeyUse::new(Caller::this_process(), &path);
