@@ -215,7 +215,7 @@ mod tests {
             bucket: &str,
             create: bool,
         ) -> Result<BucketFs, BucketRootError> {
-            let store = Store::open_with(self.dir.path(), Arc::new(LocalBacking), false).unwrap();
+            let store = Store::open_locked(self.dir.path()).unwrap();
             let keys = Arc::clone(&self.keys) as Arc<dyn KeySource>;
             BucketFs::for_bucket(store, keys, options, bucket, create)
         }

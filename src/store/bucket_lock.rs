@@ -269,14 +269,14 @@ mod tests {
         whole.record_mountpoint(Path::new("/mnt/old")).unwrap();
         drop(whole);
         let tmp = dir.path().join(META_DIR).join(TMP_DIR);
-        std::fs::write(tmp.join("create-0123"), b"x").unwrap();
+        std::fs::write(tmp.join("create-0123456789abcdef01234567"), b"x").unwrap();
         let (_store, _lock) = BucketLock::acquire(dir.path(), "photos").unwrap();
-        assert!(!tmp.join("create-0123").exists());
+        assert!(!tmp.join("create-0123456789abcdef01234567").exists());
         let lock_file = dir.path().join(META_DIR).join(LOCK_FILE);
         assert!(std::fs::read(lock_file).unwrap().is_empty());
         // A second bucket mount leaves the first one's temporary files alone.
-        std::fs::write(tmp.join("create-4567"), b"x").unwrap();
+        std::fs::write(tmp.join("create-4567456789abcdef01234567"), b"x").unwrap();
         let (_store2, _lock2) = BucketLock::acquire(dir.path(), "docs").unwrap();
-        assert!(tmp.join("create-4567").exists());
+        assert!(tmp.join("create-4567456789abcdef01234567").exists());
     }
 }
