@@ -2,8 +2,11 @@
 //! the same keystore code as the mount's setxattr. Works whether or not the store is
 //! mounted; the mount reads the rule at each create.
 
-use super::kms::{KmsCliError, StoreArgs, open_keystore};
+use super::kms::{KmsCliError, KmsStoreArgs, open_keystore};
+use super::root_key::is_missing_key;
 use crate::crypto::Algorithm;
+use crate::keystore::inspect::summarize;
+use crate::keystore::keystore_dir;
 use crate::keystore::{
     BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore, parse_sse_algorithm, validate_bucket_name,
 };
@@ -18,7 +21,7 @@ pub const NO_RULE_EXIT_CODE: i32 = 3;
 #[derive(Args, Debug)]
 pub struct BucketEncryptionArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: KmsStoreArgs,
     #[command(subcommand)]
     pub command: BucketEncryptionCommand,
 }
@@ -72,7 +75,12 @@ impl From<crate::keystore::KeystoreError> for BucketEncryptionError {
 /// Runs one `ssefs bucket-encryption` command as this process's real uid. `get` on a bucket
 /// without a rule prints why on stderr and exits with [`NO_RULE_EXIT_CODE`].
 pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
-    let store = args.store.store.clone().ok_or(KmsCliError::MissingStore)?;
+    let store = args
+        .store
+        .store
+        .path()
+        .map_err(KmsCliError::from)?
+        .to_path_buf();
     let json = args.store.json;
     let me = Caller::this_process();
     match args.command {
@@ -93,13 +101,24 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
                 &me,
             )?;
             ks.put_bucket_rule(&bucket, &rule)?;
-            print_rule(&ks, &bucket, &rule, json)?;
+            print_rule(Some(&ks), &bucket, &rule, json)?;
         }
         BucketEncryptionCommand::Get { bucket } => {
             bucket_owner(&store, &bucket)?;
-            let ks = open_keystore(&args.store)?;
-            match ks.bucket_rule(&bucket)? {
-                Some(rule) => print_rule(&ks, &bucket, &rule, json)?,
+            let (rule, ks) = match open_keystore(&args.store) {
+                Ok(ks) => (ks.bucket_rule(&bucket)?, Some(ks)),
+                // The rule can be read without the key, but not checked.
+                Err(KmsCliError::RootKey(e)) if is_missing_key(&e) => {
+                    eprintln!(
+                        "ssefs: note: {e}\nssefs: note: the rule below was read without the \
+                         root key, so the keystore was not verified"
+                    );
+                    (unverified_rule(&store, &bucket)?, None)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match rule {
+                Some(rule) => print_rule(ks.as_ref(), &bucket, &rule, json)?,
                 None => {
                     drop(ks);
                     eprintln!("ssefs: bucket {bucket} has no default encryption rule");
@@ -158,8 +177,21 @@ fn require_owner(bucket: &str, owner: u32, me: &Caller) -> Result<(), BucketEncr
     }
 }
 
+/// A bucket's rule read from the keystore without the root key (nothing is verified).
+fn unverified_rule(
+    store: &Path,
+    bucket: &str,
+) -> Result<Option<BucketRule>, BucketEncryptionError> {
+    let summary = summarize(&keystore_dir(store))?;
+    Ok(summary
+        .bucket_rules
+        .into_iter()
+        .find(|(name, _)| name == bucket)
+        .map(|(_, rule)| rule))
+}
+
 fn print_rule(
-    ks: &Keystore,
+    ks: Option<&Keystore>,
     bucket: &str,
     rule: &BucketRule,
     json: bool,
@@ -179,10 +211,13 @@ fn print_rule(
         return Ok(());
     }
     match (rule.algorithm, rule.kms_key_id.as_deref()) {
-        (Algorithm::Kms, None) => {
-            let id = ks.default_cmk()?;
-            println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS} ({id})");
-        }
+        (Algorithm::Kms, None) => match ks {
+            Some(ks) => {
+                let id = ks.default_cmk()?;
+                println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS} ({id})");
+            }
+            None => println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS}"),
+        },
         (Algorithm::Kms, Some(key)) => println!("{bucket}: KMS with CMK {key}"),
         _ => println!("{bucket}: {algorithm}"),
     }

@@ -4,9 +4,10 @@
 
 mod time;
 
+use super::root_key::{KeyArgs, StoreArgs};
 use crate::keystore::{
     AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
-    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir,
+    ImportedMaterial, KeyOp, Keystore, KeystoreError,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -15,15 +16,13 @@ use std::path::{Path, PathBuf};
 pub use time::{format_rfc3339, parse_time};
 use zeroize::Zeroizing;
 
-/// Options every `kms` and `bucket-encryption` command takes.
+/// The options every `kms` and `bucket-encryption` command takes.
 #[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
-    /// The store (the backing directory made by `ssefs init`).
-    #[arg(long, global = true, value_name = "STORE")]
-    pub store: Option<PathBuf>,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, global = true, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
+pub struct KmsStoreArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Print JSON with cloud KMS field names instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -35,7 +34,7 @@ pub struct StoreArgs {
 #[derive(Args, Debug)]
 pub struct KmsArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: KmsStoreArgs,
     #[command(subcommand)]
     pub command: KmsCommand,
 }
@@ -193,8 +192,6 @@ impl GranteeArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmsCliError {
-    #[error("--store STORE is required")]
-    MissingStore,
     #[error("invalid time {0:?}: give RFC 3339 (2024-05-01T12:00:00Z) or Unix seconds")]
     InvalidTime(String),
     #[error("cannot {action} {}: {source}", path.display())]
@@ -224,10 +221,8 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 
 /// Opens the store's keystore with its root key, sets the clock from `--now`, and destroys
 /// CMKs whose deletion date has passed (as the mount does at start).
-pub fn open_keystore(args: &StoreArgs) -> Result<Keystore, KmsCliError> {
-    let store = args.store.as_deref().ok_or(KmsCliError::MissingStore)?;
-    let root_key = super::root_key::load_root_key(store, args.root_key.as_deref(), None)?;
-    let mut keystore = Keystore::open(&keystore_dir(store), &root_key)?;
+pub fn open_keystore(args: &KmsStoreArgs) -> Result<Keystore, KmsCliError> {
+    let mut keystore = super::root_key::open_keystore(args.store.path()?, &args.key)?;
     if let Some(now) = &args.now {
         let now = parse_time(now).ok_or_else(|| KmsCliError::InvalidTime(now.clone()))?;
         keystore.set_clock(Clock::Fixed(now));
@@ -450,8 +445,10 @@ fn import(
     Ok(())
 }
 
+/// Plain key material is as secret as a root key: its file gets the same owner and mode
+/// checks.
 fn read_plain_material(path: &Path) -> Result<crate::crypto::Key256, KmsCliError> {
-    let file = std::fs::File::open(path).map_err(io_error("read", path))?;
+    let file = super::root_key::open_secret_file(path, "the key material")?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(33));
     file.take(33)
         .read_to_end(&mut bytes)

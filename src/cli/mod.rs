@@ -2,6 +2,7 @@
 //! clear line on error and exit non-zero; they never print key material.
 
 pub mod bucket_encryption;
+pub mod change_root_key;
 pub mod fsck;
 pub mod helper_mode;
 pub mod init;
@@ -13,7 +14,6 @@ pub mod notify;
 pub mod reencrypt;
 pub mod rewrap;
 pub mod root_key;
-pub mod rootkey;
 pub mod rotate;
 pub mod stat;
 pub mod status;
@@ -57,10 +57,8 @@ pub enum Command {
         store: PathBuf,
         /// An existing, empty directory to mount on.
         mountpoint: PathBuf,
-        /// The root key file [default: $SSEFS_ROOT_KEY_FILE, else
-        /// $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
+        #[command(flatten)]
+        key: root_key::KeyArgs,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
         /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
         #[arg(short = 'o', value_name = "OPTIONS")]
@@ -78,7 +76,7 @@ pub enum Command {
     Rewrap(rewrap::RewrapArgs),
     /// Re-wrap every master key and CMK material under a new root key (a key file or a
     /// passphrase) in one transaction; objects are not touched. Only while unmounted.
-    ChangeRootKey(root_key::ChangeRootKeyArgs),
+    ChangeRootKey(change_root_key::ChangeRootKeyArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
@@ -113,23 +111,7 @@ pub enum Command {
     /// Check a store: keystore integrity, every object's header and blocks, missing keys,
     /// foreign files, leftover temporaries. Works while mounted. Exit 0 clean, 4 problems, 1
     /// error.
-    Fsck {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
-        /// The root key file, to check blocks [default: as for `ssefs mount`; without one,
-        /// headers only].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
-        /// For a store whose root key comes from a passphrase: read it from this descriptor.
-        #[arg(long, value_name = "N", conflicts_with = "root_key")]
-        passphrase_fd: Option<i32>,
-        /// Remove leftover temporary files (only while the store is not mounted).
-        #[arg(long)]
-        repair: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Fsck(fsck::FsckArgs),
     /// Back up or restore a store's keystore.
     Keystore {
         #[command(subcommand)]
@@ -137,17 +119,33 @@ pub enum Command {
     },
     /// Show whether and where a store is mounted, its buckets, objects per algorithm and key,
     /// and its master key versions. Needs no root key.
-    Status {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(status::StatusArgs),
+}
+
+impl Command {
+    /// Whether the command loads a root key and unwraps keys with it (then the process is
+    /// made undumpable before anything else).
+    pub fn unwraps_keys(&self) -> bool {
+        match self {
+            Command::Init { .. }
+            | Command::Mount { .. }
+            | Command::RotateMaster(_)
+            | Command::Rewrap(_)
+            | Command::ChangeRootKey(_)
+            | Command::Kms(_)
+            | Command::BucketEncryption(_)
+            | Command::Fsck(_)
+            | Command::Keystore { .. } => true,
+            Command::Reencrypt { .. } | Command::Stat { .. } | Command::Status(_) => false,
+        }
+    }
 }
 
 /// Runs a parsed command; the error is printed by `main` as one line.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    if cli.command.unwraps_keys() {
+        root_key::make_undumpable();
+    }
     match cli.command {
         Command::Init {
             store,
@@ -156,7 +154,7 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             passphrase_fd,
         } => {
             if passphrase {
-                root_key::run_init(&store, passphrase_fd)
+                Ok(init::run_with_passphrase(&store, passphrase_fd)?)
             } else {
                 Ok(init::run(&store, root_key.as_deref())?)
             }
@@ -164,23 +162,18 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Mount {
             store,
             mountpoint,
-            root_key,
+            key,
             mut options,
             master_rotation_days,
         } => {
             if let Some(days) = master_rotation_days {
                 options.push(format!("master_rotation_days={days}"));
             }
-            Ok(mount::run(
-                &store,
-                &mountpoint,
-                root_key.as_deref(),
-                &options,
-            )?)
+            Ok(mount::run(&store, &mountpoint, &key, &options)?)
         }
         Command::RotateMaster(args) => rotate::run(&args),
         Command::Rewrap(args) => rewrap::run(&args),
-        Command::ChangeRootKey(args) => root_key::run_change(&args),
+        Command::ChangeRootKey(args) => Ok(change_root_key::run(&args)?),
         Command::Kms(args) => Ok(kms::run(args)?),
         Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {
@@ -190,17 +183,11 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json),
         Command::Stat { paths, json } => stat::run(&paths, json),
-        Command::Fsck {
-            store,
-            root_key,
-            passphrase_fd,
-            repair,
-            json,
-        } => match fsck::run(&store, root_key.as_deref(), passphrase_fd, repair, json)? {
+        Command::Fsck(args) => match fsck::run(&args)? {
             0 => Ok(()),
             code => std::process::exit(code),
         },
         Command::Keystore { action } => Ok(keystore_cmd::run(action)?),
-        Command::Status { store, json } => Ok(status::run(&store, json)?),
+        Command::Status(args) => Ok(status::run(&args)?),
     }
 }

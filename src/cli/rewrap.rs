@@ -2,7 +2,7 @@
 //! master key or CMK, rewriting only object headers. Through the live mount (the write-only
 //! attribute `user.ssefs.rewrap`) when the store is mounted, else directly under the store lock.
 
-use super::root_key::open_keystore;
+use super::root_key::{KeyArgs, StoreArgs, open_keystore};
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::mounts_of;
 use crate::crypto::{KeyRef, Object, peek_header};
@@ -22,20 +22,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Args, Debug)]
 pub struct RewrapArgs {
-    #[arg(long, value_name = "STORE")]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub root_key: KeyArgs,
     /// Only the objects of this bucket.
     #[arg(long, value_name = "BUCKET")]
     pub bucket: Option<String>,
     /// Only the objects under this key: `master` (AES256 objects) or a CMK id or alias.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
-    /// Read the store's passphrase from this file descriptor (passphrase stores).
-    #[arg(long, value_name = "N")]
-    pub passphrase_fd: Option<i32>,
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -138,7 +134,8 @@ fn key_version(key_ref: &KeyRef) -> u32 {
 }
 
 pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
+    let store = args.store.path()?;
+    let keystore = open_keystore(store, &args.root_key)?;
     let filter = KeyFilter::new(&keystore, args.key.as_deref())?;
     if let Some(bucket) = &args.bucket {
         crate::keystore::validate_bucket_name(bucket)?;
@@ -147,10 +144,9 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;
     }
-    let root = args
-        .store
+    let root = store
         .canonicalize()
-        .map_err(|e| format!("store {}: {e}", args.store.display()))?;
+        .map_err(|e| format!("store {}: {e}", store.display()))?;
     let mut newest = NewestVersions {
         keystore: &keystore,
         known: HashMap::new(),

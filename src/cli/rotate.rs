@@ -2,13 +2,13 @@
 //! retiring versions no object uses; plus the mount's background rotation check. Works while
 //! the store is mounted (the keystore is shared); reads object headers only to count users.
 
-use super::root_key::open_keystore;
+use super::root_key::{KeyArgs, StoreArgs, open_keystore};
 use crate::crypto::KeyRef;
 use crate::fs::scan::{inventory, peek_object};
 use crate::keystore::Keystore;
 use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,14 +19,10 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Args, Debug)]
 pub struct RotateMasterArgs {
-    #[arg(long, value_name = "STORE")]
-    pub store: PathBuf,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
-    /// Read the store's passphrase from this file descriptor (passphrase stores).
-    #[arg(long, value_name = "N")]
-    pub passphrase_fd: Option<i32>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Rotate only if the current version is at least N days old (for timers).
     #[arg(long, value_name = "N", conflicts_with_all = ["retire_unused", "retire"])]
     pub if_older_than_days: Option<u32>,
@@ -39,9 +35,10 @@ pub struct RotateMasterArgs {
 }
 
 pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
+    let store = args.store.path()?;
+    let keystore = open_keystore(store, &args.key)?;
     if args.retire_unused || args.retire.is_some() {
-        return retire(&keystore, &args.store, args.retire);
+        return retire(&keystore, store, args.retire);
     }
     let rotated = match args.if_older_than_days {
         Some(days) => keystore.rotate_master_if_older(days)?,
@@ -51,7 +48,7 @@ pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(version) => println!(
             "master key version {version} is now current; run `ssefs rewrap --store {}` to \
              re-wrap older objects",
-            args.store.display()
+            store.display()
         ),
         None => {
             let (current, _) = keystore.current_master_key()?;

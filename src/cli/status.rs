@@ -4,6 +4,7 @@
 //! reads the keystore and object headers only.
 
 use super::json::Json;
+use super::root_key::StoreArgs;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::fs::scan::{inventory, peek_object};
@@ -61,7 +62,18 @@ struct BucketStatus {
     unreadable: u64,
 }
 
-pub fn run(store: &Path, json: bool) -> Result<(), String> {
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: &StatusArgs) -> Result<(), String> {
+    let json = args.json;
+    let store = args.store.path().map_err(|e| e.to_string())?;
     let inv = inventory(store).map_err(|e| e.to_string())?;
     let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
     let mounts = mounts_of(&inv.root);
@@ -318,7 +330,12 @@ fn print_text(
     for (key, n) in by_key {
         println!("  {key}: {n}");
     }
+    println!("note: {UNVERIFIED}");
 }
+
+/// What `status` cannot tell without the root key, said with every report.
+const UNVERIFIED: &str = "read without the root key: the keystore and the object headers were \
+                          not authenticated; `ssefs fsck` with the root key verifies them";
 
 fn to_json(
     root: &Path,
@@ -384,6 +401,8 @@ fn to_json(
     Json::object([
         ("store", Json::str(root.to_string_lossy())),
         ("store_id", Json::str(summary.store_id.to_string())),
+        ("verified", Json::Bool(false)),
+        ("note", Json::str(UNVERIFIED)),
         (
             "mounted",
             Json::Bool(!mounts.is_empty() || !holders.is_empty()),
