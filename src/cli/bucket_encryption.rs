@@ -2,6 +2,7 @@
 //! the same keystore code as the mount's setxattr. Works whether or not the store is
 //! mounted; the mount reads the rule at each create.
 
+use super::exit::Status;
 use super::kms::{KmsCliError, KmsStoreArgs, open_keystore};
 use super::root_key::is_missing_key;
 use crate::crypto::Algorithm;
@@ -14,9 +15,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-
-/// The exit code of `get` for a bucket without a rule.
-pub const NO_RULE_EXIT_CODE: i32 = 3;
 
 #[derive(Args, Debug)]
 pub struct BucketEncryptionArgs {
@@ -73,8 +71,8 @@ impl From<crate::keystore::KeystoreError> for BucketEncryptionError {
 }
 
 /// Runs one `ssefs bucket-encryption` command as this process's real uid. `get` on a bucket
-/// without a rule prints why on stderr and exits with [`NO_RULE_EXIT_CODE`].
-pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
+/// without a rule prints why on stderr and reports [`Status::NoRule`].
+pub fn run(args: BucketEncryptionArgs) -> Result<Status, BucketEncryptionError> {
     let store = args
         .store
         .store
@@ -120,9 +118,8 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
             match rule {
                 Some(rule) => print_rule(ks.as_ref(), &bucket, &rule, json)?,
                 None => {
-                    drop(ks);
                     eprintln!("ssefs: bucket {bucket} has no default encryption rule");
-                    std::process::exit(NO_RULE_EXIT_CODE);
+                    return Ok(Status::NoRule);
                 }
             }
         }
@@ -143,7 +140,7 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
             }
         }
     }
-    Ok(())
+    Ok(Status::Success)
 }
 
 /// The uid owning `STORE/BUCKET`, after checking the name and that it is a directory.

@@ -2,17 +2,15 @@
 //! the check of `fs::fsck` with a progress bar on a terminal, and prints the report as text or
 //! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
 
+use super::exit::Status;
 use super::json::Json;
 use super::root_key::{KeyArgs, RootKeyError, StoreArgs, is_missing_key, load_root_key, open_with};
 use crate::crypto::{Key256, KeyRef};
-use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::fs::fsck::{FsckError, FsckOptions, FsckReport, KeyLookup, check_store};
 use crate::keystore::{Keystore, KeystoreError};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::Path;
-
-/// The exit status when problems remain.
-pub const EXIT_PROBLEMS: i32 = 4;
 
 #[derive(Args, Debug)]
 pub struct FsckArgs {
@@ -29,12 +27,20 @@ pub struct FsckArgs {
     pub json: bool,
 }
 
-/// Runs fsck and prints its report; returns the exit status.
-pub fn run(args: &FsckArgs) -> Result<i32, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum FsckCliError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error(transparent)]
+    Check(#[from] FsckError),
+}
+
+/// Runs fsck and prints its report: whether problems remain.
+pub fn run(args: &FsckArgs) -> Result<Status, FsckCliError> {
     let (repair, json) = (args.repair, args.json);
-    let store = args.store.path().map_err(|e| e.to_string())?;
+    let store = args.store.path()?;
     let mut notes = Vec::new();
-    let keystore = open_keystore(store, &args.key, &mut notes).map_err(|e| e.to_string())?;
+    let keystore = open_keystore(store, &args.key, &mut notes)?;
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),
@@ -49,8 +55,7 @@ pub fn run(args: &FsckArgs) -> Result<i32, String> {
             bar.set_position(done);
         }
     };
-    let mut report = check_store(store, keys, FsckOptions { repair }, &mut progress)
-        .map_err(|e| e.to_string())?;
+    let mut report = check_store(store, keys, FsckOptions { repair }, &mut progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -61,7 +66,11 @@ pub fn run(args: &FsckArgs) -> Result<i32, String> {
     } else {
         print_text(&report);
     }
-    Ok(if report.is_clean() { 0 } else { EXIT_PROBLEMS })
+    Ok(if report.is_clean() {
+        Status::Success
+    } else {
+        Status::ProblemsLeft
+    })
 }
 
 /// The keystore opened with the root key (a key file, or the passphrase of a passphrase

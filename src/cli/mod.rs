@@ -3,6 +3,7 @@
 
 pub mod bucket_encryption;
 pub mod change_root_key;
+pub mod exit;
 pub mod fsck;
 pub mod helper_mode;
 pub mod init;
@@ -141,11 +142,50 @@ impl Command {
     }
 }
 
-/// Runs a parsed command; the error is printed by `main` as one line.
-pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+/// The command-line definition: `Cli`'s, with `--store` required (and not global) in the
+/// commands without subcommands (a global option cannot be required; `kms` and
+/// `bucket-encryption` check it when they run), and the exit statuses after the help.
+pub fn command() -> clap::Command {
+    fn require_store(cmd: clap::Command) -> clap::Command {
+        let has_store = cmd
+            .get_arguments()
+            .any(|a| a.get_id() == "store" && a.get_long() == Some("store"));
+        if cmd.has_subcommands() {
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            names
+                .iter()
+                .fold(cmd, |cmd, name| cmd.mut_subcommand(name, require_store))
+        } else if has_store {
+            cmd.mut_arg("store", |a| a.global(false).required(true))
+        } else {
+            cmd
+        }
+    }
+    require_store(<Cli as clap::CommandFactory>::command().after_help(exit::EXIT_STATUS_HELP))
+}
+
+/// Parses the command line (exits with clap's usage error or help on a bad one).
+pub fn parse_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
+    let mut matches = command().get_matches_from(args);
+    match <Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    }
+}
+
+/// Runs a parsed command: what it found, or its error for [`exit::finish`] to print.
+pub fn run(cli: Cli) -> Result<exit::Status, exit::CliError> {
+    use exit::{CliError, Status};
     if cli.command.unwraps_keys() {
         root_key::make_undumpable();
     }
+    if !matches!(cli.command, Command::Mount { .. }) {
+        exit::die_quietly_on_closed_pipe();
+    }
+    let done = Status::Success;
     match cli.command {
         Command::Init {
             store,
@@ -154,9 +194,9 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             passphrase_fd,
         } => {
             if passphrase {
-                Ok(init::run_with_passphrase(&store, passphrase_fd)?)
+                init::run_with_passphrase(&store, passphrase_fd)?;
             } else {
-                Ok(init::run(&store, root_key.as_deref())?)
+                init::run(&store, root_key.as_deref())?;
             }
         }
         Command::Mount {
@@ -169,25 +209,23 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if let Some(days) = master_rotation_days {
                 options.push(format!("master_rotation_days={days}"));
             }
-            Ok(mount::run(&store, &mountpoint, &key, &options)?)
+            mount::run(&store, &mountpoint, &key, &options).map_err(CliError::Mount)?;
         }
-        Command::RotateMaster(args) => rotate::run(&args),
-        Command::Rewrap(args) => rewrap::run(&args),
-        Command::ChangeRootKey(args) => Ok(change_root_key::run(&args)?),
-        Command::Kms(args) => Ok(kms::run(args)?),
-        Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
+        Command::RotateMaster(args) => rotate::run(&args)?,
+        Command::Rewrap(args) => rewrap::run(&args)?,
+        Command::ChangeRootKey(args) => change_root_key::run(&args)?,
+        Command::Kms(args) => kms::run(args)?,
+        Command::BucketEncryption(args) => return Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {
             paths,
             algorithm,
             kms_key_id,
             json,
-        } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json),
-        Command::Stat { paths, json } => stat::run(&paths, json),
-        Command::Fsck(args) => match fsck::run(&args)? {
-            0 => Ok(()),
-            code => std::process::exit(code),
-        },
-        Command::Keystore { action } => Ok(keystore_cmd::run(action)?),
-        Command::Status(args) => Ok(status::run(&args)?),
+        } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json)?,
+        Command::Stat { paths, json } => stat::run(&paths, json)?,
+        Command::Fsck(args) => return Ok(fsck::run(&args)?),
+        Command::Keystore { action } => keystore_cmd::run(action).map_err(CliError::Keystore)?,
+        Command::Status(args) => status::run(&args)?,
     }
+    Ok(done)
 }

@@ -160,17 +160,29 @@ fn progress_bar(len: u64) -> ProgressBar {
     bar
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReencryptError {
+    #[error("{0}")]
+    Options(String),
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signals(std::io::Error),
+    #[error("interrupted; run the same command again to continue")]
+    Interrupted,
+    #[error("{0} object(s) failed")]
+    Failed(usize),
+}
+
 /// Runs `ssefs reencrypt`; fails when any object failed or the run was interrupted.
 pub fn run(
     paths: &[PathBuf],
     algorithm: Option<&str>,
     kms_key_id: Option<String>,
     json: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let target = Target::from_options(algorithm, kms_key_id)?;
+) -> Result<(), ReencryptError> {
+    let target = Target::from_options(algorithm, kms_key_id).map_err(ReencryptError::Options)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ReencryptError::Signals)?;
     }
     let (objects, errors) = collect_objects(paths);
     let mut tally = Tally::default();
@@ -203,10 +215,10 @@ pub fn run(
     bar.finish_and_clear();
     report(&tally, json);
     if tally.interrupted {
-        return Err("interrupted; run the same command again to continue".into());
+        return Err(ReencryptError::Interrupted);
     }
     if !tally.failures.is_empty() {
-        return Err(format!("{} object(s) failed", tally.failures.len()).into());
+        return Err(ReencryptError::Failed(tally.failures.len()));
     }
     Ok(())
 }

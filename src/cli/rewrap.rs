@@ -2,14 +2,14 @@
 //! master key or CMK, rewriting only object headers. Through the live mount (the write-only
 //! attribute `user.ssefs.rewrap`) when the store is mounted, else directly under the store lock.
 
-use super::root_key::{KeyArgs, StoreArgs, open_keystore};
+use super::root_key::{KeyArgs, RootKeyError, StoreArgs, open_keystore};
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::mounts_of;
 use crate::crypto::{KeyRef, Object, peek_header};
 use crate::fs::scan::inventory;
 use crate::fs::{Caller, KEY_VERSION_ATTR, KeyUse, REWRAP_ATTR, Rewrap, rewrap_object};
-use crate::keystore::Keystore;
-use crate::store::Store;
+use crate::keystore::{Keystore, KeystoreError};
+use crate::store::{Store, StoreError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -46,14 +46,17 @@ enum KeyFilter {
 }
 
 impl KeyFilter {
-    fn new(keystore: &Keystore, key: Option<&str>) -> Result<KeyFilter, String> {
+    fn new(keystore: &Keystore, key: Option<&str>) -> Result<KeyFilter, RewrapError> {
         match key {
             None => Ok(KeyFilter::Any),
             Some("master") => Ok(KeyFilter::Master),
             Some(key) => keystore
                 .cmk_info(key)
                 .map(|info| KeyFilter::Cmk(info.key_id))
-                .map_err(|e| format!("--key {key}: {e}")),
+                .map_err(|source| RewrapError::Key {
+                    key: key.to_string(),
+                    source,
+                }),
         }
     }
 
@@ -133,7 +136,33 @@ fn key_version(key_ref: &KeyRef) -> u32 {
     }
 }
 
-pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
+#[derive(Debug, thiserror::Error)]
+pub enum RewrapError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error("--key {key}: {source}")]
+    Key { key: String, source: KeystoreError },
+    #[error(transparent)]
+    Bucket(#[from] KeystoreError),
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signals(std::io::Error),
+    #[error("store {}: {source}", store.display())]
+    Store {
+        store: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} (a mount in another mount namespace? run ssefs rewrap there)")]
+    Locked(StoreError),
+    /// The run could not start (no such bucket, an unreadable store).
+    #[error("{0}")]
+    Start(String),
+    #[error("interrupted; run the same command again to continue")]
+    Interrupted,
+    #[error("{0} object(s) failed")]
+    Failed(usize),
+}
+
+pub fn run(args: &RewrapArgs) -> Result<(), RewrapError> {
     let store = args.store.path()?;
     let keystore = open_keystore(store, &args.root_key)?;
     let filter = KeyFilter::new(&keystore, args.key.as_deref())?;
@@ -142,11 +171,12 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(RewrapError::Signals)?;
     }
-    let root = store
-        .canonicalize()
-        .map_err(|e| format!("store {}: {e}", store.display()))?;
+    let root = store.canonicalize().map_err(|source| RewrapError::Store {
+        store: store.to_path_buf(),
+        source,
+    })?;
     let mut newest = NewestVersions {
         keystore: &keystore,
         known: HashMap::new(),
@@ -158,28 +188,28 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
                 bucket: args.bucket.as_deref(),
                 filter: &filter,
             };
-            run.run(&mut newest, &stop)?
+            run.run(&mut newest, &stop).map_err(RewrapError::Start)?
         }
         None => {
-            let store = Store::open_locked(&root).map_err(|e| {
-                format!("{e} (a mount in another mount namespace? run ssefs rewrap there)")
-            })?;
+            let store = Store::open_locked(&root).map_err(RewrapError::Locked)?;
             let run = OfflineRewrap {
                 root: store.root().to_path_buf(),
                 bucket: args.bucket.as_deref(),
                 filter: &filter,
             };
-            let tally = run.run(&mut newest, &keystore, &stop)?;
+            let tally = run
+                .run(&mut newest, &keystore, &stop)
+                .map_err(RewrapError::Start)?;
             drop(store);
             tally
         }
     };
     report(&tally, args.json);
     if tally.interrupted {
-        return Err("interrupted; run the same command again to continue".into());
+        return Err(RewrapError::Interrupted);
     }
     if !tally.failures.is_empty() {
-        return Err(format!("{} object(s) failed", tally.failures.len()).into());
+        return Err(RewrapError::Failed(tally.failures.len()));
     }
     Ok(())
 }

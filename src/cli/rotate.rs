@@ -2,13 +2,13 @@
 //! retiring versions no object uses; plus the mount's background rotation check. Works while
 //! the store is mounted (the keystore is shared); reads object headers only to count users.
 
-use super::root_key::{KeyArgs, StoreArgs, open_keystore};
+use super::root_key::{KeyArgs, RootKeyError, StoreArgs, open_keystore};
 use crate::crypto::KeyRef;
 use crate::fs::scan::{inventory, peek_object};
-use crate::keystore::Keystore;
+use crate::keystore::{Keystore, KeystoreError};
 use clap::Args;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +34,32 @@ pub struct RotateMasterArgs {
     pub retire: Option<u32>,
 }
 
-pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// The store scan could not show which versions are in use.
+    #[error("{0}")]
+    Usage(String),
+    #[error("there is no master key version {0}")]
+    NoSuchVersion(u32),
+    #[error("master key version {0} is the current one")]
+    CurrentVersion(u32),
+    #[error(
+        "master key version {version}: {objects} object(s) still use it; run `ssefs rewrap \
+         --store {}` first",
+        store.display()
+    )]
+    StillUsed {
+        version: u32,
+        objects: u64,
+        store: PathBuf,
+    },
+}
+
+pub fn run(args: &RotateMasterArgs) -> Result<(), RotateError> {
     let store = args.store.path()?;
     let keystore = open_keystore(store, &args.key)?;
     if args.retire_unused || args.retire.is_some() {
@@ -99,28 +124,28 @@ pub fn master_usage(store: &Path) -> Result<BTreeMap<u32, u64>, String> {
     Ok(usage)
 }
 
-fn retire(
-    keystore: &Keystore,
-    store: &Path,
-    only: Option<u32>,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn retire(keystore: &Keystore, store: &Path, only: Option<u32>) -> Result<(), RotateError> {
     // The current version before the scan: anything created during the scan uses it or a
     // newer one, and those are never retired.
     let (before_scan, _) = keystore.current_master_key()?;
-    let usage = master_usage(store)?;
+    let usage = master_usage(store).map_err(RotateError::Usage)?;
     if let Some(version) = only {
         if !keystore
             .master_versions()?
             .iter()
             .any(|m| m.version == version)
         {
-            return Err(format!("there is no master key version {version}").into());
+            return Err(RotateError::NoSuchVersion(version));
         }
         if version >= before_scan {
-            return Err(format!("master key version {version} is the current one").into());
+            return Err(RotateError::CurrentVersion(version));
         }
         if let Some(n) = usage.get(&version) {
-            return Err(still_used(store, version, *n).into());
+            return Err(RotateError::StillUsed {
+                version,
+                objects: *n,
+                store: store.to_path_buf(),
+            });
         }
     }
     let in_use: BTreeSet<u32> = match only {
@@ -140,7 +165,12 @@ fn retire(
     if only.is_none() {
         for version in &outcome.in_use {
             let n = usage.get(version).copied().unwrap_or_default();
-            println!("kept {}", still_used(store, *version, n));
+            let used = RotateError::StillUsed {
+                version: *version,
+                objects: n,
+                store: store.to_path_buf(),
+            };
+            println!("kept {used}");
         }
     }
     println!(
@@ -149,14 +179,6 @@ fn retire(
         outcome.current
     );
     Ok(())
-}
-
-fn still_used(store: &Path, version: u32, objects: u64) -> String {
-    format!(
-        "master key version {version}: {objects} object(s) still use it; run `ssefs rewrap \
-         --store {}` first",
-        store.display()
-    )
 }
 
 /// Starts the mount's rotation check: at once and then hourly, a new master key version when

@@ -256,8 +256,14 @@ fn walk(path: &Path, objects: &mut Vec<PathBuf>, errors: &mut Vec<MountPathError
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StatError {
+    #[error("{0} path(s) could not be read")]
+    Unreadable(usize),
+}
+
 /// Runs `ssefs stat`: one line (or JSON record) per object; fails if any path failed.
-pub fn run(paths: &[PathBuf], json: bool) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(paths: &[PathBuf], json: bool) -> Result<(), StatError> {
     let (objects, mut errors) = collect_objects(paths);
     let mut records = Vec::new();
     for object in &objects {
@@ -297,7 +303,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> Result<(), Box<dyn std::error::Erro
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} path(s) could not be read", errors.len()).into())
+        Err(StatError::Unreadable(errors.len()))
     }
 }
 

@@ -4,12 +4,14 @@
 //! reads the keystore and object headers only.
 
 use super::json::Json;
-use super::root_key::StoreArgs;
+use super::root_key::{RootKeyError, StoreArgs};
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::fs::scan::{inventory, peek_object};
+use crate::keystore::KeystoreError;
 use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
+use crate::store::StoreError;
 use crate::store::lock_probe::{lock_holders, locked_mountpoint};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,11 +73,21 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-pub fn run(args: &StatusArgs) -> Result<(), String> {
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Args(#[from] RootKeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+}
+
+pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
     let json = args.json;
-    let store = args.store.path().map_err(|e| e.to_string())?;
-    let inv = inventory(store).map_err(|e| e.to_string())?;
-    let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
+    let store = args.store.path()?;
+    let inv = inventory(store)?;
+    let summary = summarize(&keystore_dir(&inv.root))?;
     let mounts = mounts_of(&inv.root);
     let holders = lock_holders(&inv.root).unwrap_or_default();
     let mut buckets: BTreeMap<String, BucketStatus> = inv
