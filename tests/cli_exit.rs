@@ -109,3 +109,38 @@ fn exit_statuses_are_the_documented_ones() {
     let out = run(&["fsck", "--store", &store, "--root-key", &key]);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
 }
+
+#[test]
+fn every_command_line_names_algorithms_by_the_one_rule() {
+    let s = Scratch::new();
+    std::fs::create_dir(s.store().join("photos")).unwrap();
+    let store = s.store().to_string_lossy().into_owned();
+    for args in [
+        &["reencrypt", "--algorithm", "aes256", "/nowhere"][..],
+        &[
+            "bucket-encryption",
+            "put",
+            "photos",
+            "--algorithm",
+            "aes256",
+            "--store",
+            &store,
+        ],
+    ] {
+        let out = s.bare().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(
+            text(&out)
+                .contains("unknown server-side encryption algorithm \"aes256\": use AES256 or KMS"),
+            "{args:?}: {}",
+            text(&out)
+        );
+    }
+    // The same rule takes the right names.
+    let out = s
+        .bare()
+        .args(["reencrypt", "--algorithm", "AES256", "/nowhere"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}

@@ -6,11 +6,10 @@ use super::exit::Status;
 use super::kms::{KmsCliError, KmsStoreArgs, open_keystore};
 use super::root_key::is_missing_key;
 use crate::crypto::Algorithm;
+use crate::fs::{algorithm_name, is_bucket_name};
 use crate::keystore::inspect::summarize;
 use crate::keystore::keystore_dir;
-use crate::keystore::{
-    BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore, parse_sse_algorithm, validate_bucket_name,
-};
+use crate::keystore::{BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::os::unix::fs::MetadataExt;
@@ -30,8 +29,8 @@ pub enum BucketEncryptionCommand {
     Put {
         bucket: String,
         /// AES256 or KMS.
-        #[arg(long)]
-        algorithm: String,
+        #[arg(long, value_name = "AES256|KMS", value_parser = crate::fs::parse_sse_algorithm)]
+        algorithm: Algorithm,
         /// The CMK (id or alias) for KMS [default: alias/acs/oss].
         #[arg(long, value_name = "ID")]
         kms_key_id: Option<String>,
@@ -44,6 +43,11 @@ pub enum BucketEncryptionCommand {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketEncryptionError {
+    #[error(
+        "invalid bucket name {0:?}: a bucket name is 3-63 characters of a-z, 0-9 and -, \
+         starting and ending with a letter or digit"
+    )]
+    InvalidBucketName(String),
     #[error("no bucket {bucket:?} in the store {}: a bucket is a directory STORE/BUCKET", store.display())]
     NoSuchBucket { store: PathBuf, bucket: String },
     #[error(
@@ -87,7 +91,6 @@ pub fn run(args: BucketEncryptionArgs) -> Result<Status, BucketEncryptionError> 
             algorithm,
             kms_key_id,
         } => {
-            let algorithm = parse_sse_algorithm(&algorithm)?;
             let owner = bucket_owner(&store, &bucket)?;
             require_owner(&bucket, owner, &me)?;
             let ks = open_keystore(&args.store)?;
@@ -143,6 +146,14 @@ pub fn run(args: BucketEncryptionArgs) -> Result<Status, BucketEncryptionError> 
     Ok(Status::Success)
 }
 
+fn validate_bucket_name(bucket: &str) -> Result<(), BucketEncryptionError> {
+    if is_bucket_name(bucket) {
+        Ok(())
+    } else {
+        Err(BucketEncryptionError::InvalidBucketName(bucket.to_string()))
+    }
+}
+
 /// The uid owning `STORE/BUCKET`, after checking the name and that it is a directory.
 fn bucket_owner(store: &Path, bucket: &str) -> Result<u32, BucketEncryptionError> {
     validate_bucket_name(bucket)?;
@@ -193,11 +204,7 @@ fn print_rule(
     rule: &BucketRule,
     json: bool,
 ) -> Result<(), BucketEncryptionError> {
-    let algorithm = match rule.algorithm {
-        Algorithm::Aes256 => "AES256",
-        Algorithm::Kms => "KMS",
-        Algorithm::None => "none",
-    };
+    let algorithm = algorithm_name(rule.algorithm).unwrap_or("none");
     if json {
         let text = serde_json::to_string_pretty(&json!({
             "SSEAlgorithm": algorithm,

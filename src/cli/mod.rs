@@ -90,8 +90,8 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// AES256 or KMS [default: each bucket's rule; buckets without one are skipped].
-        #[arg(long, value_parser = ["AES256", "KMS"])]
-        algorithm: Option<String>,
+        #[arg(long, value_name = "AES256|KMS", value_parser = crate::fs::parse_sse_algorithm)]
+        algorithm: Option<crate::crypto::Algorithm>,
         /// The CMK id or alias for KMS (implies --algorithm KMS).
         #[arg(long, value_name = "ID")]
         kms_key_id: Option<String>,
@@ -221,7 +221,7 @@ pub fn run(cli: Cli) -> Result<exit::Status, exit::CliError> {
             algorithm,
             kms_key_id,
             json,
-        } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json)?,
+        } => reencrypt::run(&paths, algorithm, kms_key_id, json)?,
         Command::Stat { paths, json } => stat::run(&paths, json)?,
         Command::Fsck(args) => return Ok(fsck::run(&args)?),
         Command::Keystore { action } => keystore_cmd::run(action).map_err(CliError::Keystore)?,

@@ -6,7 +6,8 @@ use super::stat::{
     MountPathError, ObjectEncryption, bucket_of, collect_objects, get_attr, mount_root_of,
     remove_attr, set_attr,
 };
-use crate::fs::{SSE_ATTR, SSE_KEY_ID_ATTR};
+use crate::crypto::Algorithm;
+use crate::fs::{AES256, KMS, SSE_ATTR, SSE_KEY_ID_ATTR};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
@@ -27,19 +28,15 @@ pub enum Target {
 impl Target {
     /// The target the options ask for: a key id alone means `KMS`.
     pub fn from_options(
-        algorithm: Option<&str>,
+        algorithm: Option<Algorithm>,
         kms_key_id: Option<String>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, ReencryptError> {
         match (algorithm, kms_key_id) {
             (None, None) => Ok(Target::BucketDefault),
-            (Some("AES256"), None) => Ok(Target::Aes256),
-            (Some("AES256"), Some(_)) => {
-                Err("--kms-key-id goes only with --algorithm KMS".to_string())
-            }
-            (Some("KMS") | None, key) => Ok(Target::Kms(key)),
-            (Some(other), _) => Err(format!(
-                "unknown algorithm {other:?} (expected AES256 or KMS)"
-            )),
+            (Some(Algorithm::Aes256), None) => Ok(Target::Aes256),
+            (Some(Algorithm::Aes256), Some(_)) => Err(ReencryptError::KeyIdWithAes256),
+            (Some(Algorithm::Kms) | None, key) => Ok(Target::Kms(key)),
+            (Some(Algorithm::None), _) => Err(ReencryptError::NoAlgorithm),
         }
     }
 }
@@ -99,20 +96,20 @@ impl Run {
         let io = |e: std::io::Error| failed(object, e);
         match self.target.clone() {
             Target::Aes256 => {
-                if before.algorithm == "AES256" {
+                if before.algorithm == AES256 {
                     return Ok(Outcome::AlreadyMatching);
                 }
-                set_attr(object, SSE_ATTR, "AES256").map_err(io)?;
+                set_attr(object, SSE_ATTR, AES256).map_err(io)?;
             }
-            Target::Kms(None) => set_attr(object, SSE_ATTR, "KMS").map_err(io)?,
+            Target::Kms(None) => set_attr(object, SSE_ATTR, KMS).map_err(io)?,
             Target::Kms(Some(key_id)) => {
-                if before.algorithm == "KMS" && before.key_id.as_deref() == Some(&key_id) {
+                if before.algorithm == KMS && before.key_id.as_deref() == Some(&key_id) {
                     return Ok(Outcome::AlreadyMatching);
                 }
                 // Two steps: a key id can only be set on a KMS object. Each step is atomic,
                 // and a re-run finishes an object left after the first.
-                if before.algorithm != "KMS" {
-                    set_attr(object, SSE_ATTR, "KMS").map_err(io)?;
+                if before.algorithm != KMS {
+                    set_attr(object, SSE_ATTR, KMS).map_err(io)?;
                 }
                 set_attr(object, SSE_KEY_ID_ATTR, &key_id).map_err(io)?;
             }
@@ -125,7 +122,7 @@ impl Run {
                         bucket.display()
                     )));
                 };
-                if algorithm == "AES256" && before.algorithm == "AES256" {
+                if algorithm == AES256 && before.algorithm == AES256 {
                     return Ok(Outcome::AlreadyMatching);
                 }
                 if key_id.is_some() && before.key_id == key_id {
@@ -162,8 +159,10 @@ fn progress_bar(len: u64) -> ProgressBar {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReencryptError {
-    #[error("{0}")]
-    Options(String),
+    #[error("--kms-key-id goes only with --algorithm KMS")]
+    KeyIdWithAes256,
+    #[error("--algorithm takes AES256 or KMS")]
+    NoAlgorithm,
     #[error("cannot watch for Ctrl-C: {0}")]
     Signals(std::io::Error),
     #[error("interrupted; run the same command again to continue")]
@@ -175,11 +174,11 @@ pub enum ReencryptError {
 /// Runs `ssefs reencrypt`; fails when any object failed or the run was interrupted.
 pub fn run(
     paths: &[PathBuf],
-    algorithm: Option<&str>,
+    algorithm: Option<Algorithm>,
     kms_key_id: Option<String>,
     json: bool,
 ) -> Result<(), ReencryptError> {
-    let target = Target::from_options(algorithm, kms_key_id).map_err(ReencryptError::Options)?;
+    let target = Target::from_options(algorithm, kms_key_id)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ReencryptError::Signals)?;
@@ -276,20 +275,12 @@ mod tests {
 
     #[test]
     fn options_choose_the_target() {
-        assert_eq!(Target::from_options(None, None), Ok(Target::BucketDefault));
-        assert_eq!(
-            Target::from_options(Some("AES256"), None),
-            Ok(Target::Aes256)
-        );
-        assert_eq!(
-            Target::from_options(Some("KMS"), None),
-            Ok(Target::Kms(None))
-        );
-        assert_eq!(
-            Target::from_options(None, Some("k".into())),
-            Ok(Target::Kms(Some("k".into())))
-        );
-        assert!(Target::from_options(Some("AES256"), Some("k".into())).is_err());
-        assert!(Target::from_options(Some("aes256"), None).is_err());
+        let target = |a, k: Option<&str>| Target::from_options(a, k.map(str::to_string)).ok();
+        assert_eq!(target(None, None), Some(Target::BucketDefault));
+        assert_eq!(target(Some(Algorithm::Aes256), None), Some(Target::Aes256));
+        assert_eq!(target(Some(Algorithm::Kms), None), Some(Target::Kms(None)));
+        assert_eq!(target(None, Some("k")), Some(Target::Kms(Some("k".into()))));
+        assert_eq!(target(Some(Algorithm::Aes256), Some("k")), None);
+        assert_eq!(target(Some(Algorithm::None), None), None);
     }
 }

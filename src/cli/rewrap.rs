@@ -7,7 +7,9 @@ use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::mounts_of;
 use crate::crypto::{KeyRef, Object, peek_header};
 use crate::fs::scan::inventory;
-use crate::fs::{Caller, KEY_VERSION_ATTR, KeyUse, REWRAP_ATTR, Rewrap, rewrap_object};
+use crate::fs::{
+    AES256, Caller, KEY_VERSION_ATTR, KMS, KeyUse, REWRAP_ATTR, Rewrap, rewrap_object,
+};
 use crate::keystore::{Keystore, KeystoreError};
 use crate::store::{Store, StoreError};
 use clap::Args;
@@ -142,8 +144,8 @@ pub enum RewrapError {
     RootKey(#[from] RootKeyError),
     #[error("--key {key}: {source}")]
     Key { key: String, source: KeystoreError },
-    #[error(transparent)]
-    Bucket(#[from] KeystoreError),
+    #[error("--bucket {0:?} is not a bucket name (3-63 characters of a-z, 0-9 and -)")]
+    InvalidBucketName(String),
     #[error("cannot watch for Ctrl-C: {0}")]
     Signals(std::io::Error),
     #[error("store {}: {source}", store.display())]
@@ -167,7 +169,9 @@ pub fn run(args: &RewrapArgs) -> Result<(), RewrapError> {
     let keystore = open_keystore(store, &args.root_key)?;
     let filter = KeyFilter::new(&keystore, args.key.as_deref())?;
     if let Some(bucket) = &args.bucket {
-        crate::keystore::validate_bucket_name(bucket)?;
+        if !crate::fs::is_bucket_name(bucket) {
+            return Err(RewrapError::InvalidBucketName(bucket.clone()));
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -281,8 +285,8 @@ impl MountedRewrap<'_> {
     fn process(&self, object: &Path, newest: &mut NewestVersions<'_>) -> Result<Outcome, String> {
         let before = ObjectEncryption::read(object).map_err(|e| e.to_string())?;
         let key_ref = match (before.algorithm.as_str(), before.key_version, before.key_id) {
-            ("AES256", Some(version), _) => KeyRef::Master { version },
-            ("KMS", Some(version), Some(key_id)) => KeyRef::Cmk { key_id, version },
+            (AES256, Some(version), _) => KeyRef::Master { version },
+            (KMS, Some(version), Some(key_id)) => KeyRef::Cmk { key_id, version },
             _ => KeyRef::None,
         };
         if !self.filter.selects(&key_ref) {
