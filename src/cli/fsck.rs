@@ -125,7 +125,10 @@ fn print_text(report: &FsckReport) {
     let store = report.store.display();
     match report.lock_holders.as_slice() {
         [] => println!("store {store}"),
-        pids => println!("store {store} (mounted: lock held by pid {pids:?})"),
+        pids => println!(
+            "store {store} (mounted: lock held by pid {})",
+            super::status::pid_list(pids)
+        ),
     }
     for p in &report.problems {
         let path = p.path.display();

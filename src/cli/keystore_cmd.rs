@@ -81,6 +81,17 @@ fn restore(
     })?;
     let dir = locked.meta_dir();
     let current = Keystore::read_store_id(&dir);
+    // Another store's backup is named as such before any key is tried (its root key is
+    // another one, and "wrong root key" would send the user after the wrong thing).
+    if let (Ok(store_id), Ok(backup_id)) = (&current, summarize_backup(file)) {
+        if *store_id != backup_id {
+            return Err(format!(
+                "{} is a keystore backup of another store (id {backup_id}); this store is \
+                 {store_id}: restore a backup of this store",
+                file.display()
+            ));
+        }
+    }
     // The backup itself says whether its root key comes from a passphrase (the keystore it
     // replaces may be lost).
     let kdf = match root_key {

@@ -12,9 +12,13 @@ use crate::keystore::{
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 pub use time::{format_rfc3339, parse_time};
 use zeroize::Zeroizing;
+
+/// The longest automatic rotation period of a CMK, in days (ten years).
+pub const MAX_ROTATION_DAYS: u32 = 3650;
 
 /// The options every `kms` and `bucket-encryption` command takes.
 #[derive(Args, Debug, Clone)]
@@ -84,6 +88,7 @@ pub enum KmsCommand {
     /// EXTERNAL CMK and write them to DIR.
     GetImportParams {
         key: String,
+        /// The directory for the three files (created, mode 0700, if it does not exist).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out_dir: PathBuf,
     },
@@ -116,8 +121,13 @@ pub enum KmsCommand {
     /// Rotate a CMK automatically every N days (checked by the mount hourly), or --off.
     SetRotation {
         key: String,
-        #[arg(long, value_name = "N", required_unless_present = "off")]
-        days: Option<std::num::NonZeroU32>,
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "off",
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ROTATION_DAYS))
+        )]
+        days: Option<u32>,
         #[arg(long, conflicts_with = "days")]
         off: bool,
     },
@@ -204,6 +214,12 @@ pub enum KmsCliError {
     WrongMaterialSize { path: PathBuf, len: usize },
     #[error("give --encrypted-material FILE with --token FILE, or --material FILE")]
     MissingMaterial,
+    #[error("CMK {key_id} has no grant to {grantee}; its grants: {grants}")]
+    NoSuchGrant {
+        key_id: String,
+        grantee: String,
+        grants: String,
+    },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
     #[error(transparent)]
@@ -282,7 +298,8 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             print_key(&ks.cmk_info(&key)?, json);
         }
         KmsCommand::SetRotation { key, days, off: _ } => {
-            ks.set_cmk_rotation(&key, days, &me)?;
+            // clap's range keeps 0 out.
+            ks.set_cmk_rotation(&key, days.and_then(std::num::NonZeroU32::new), &me)?;
             print_key(&ks.cmk_info(&key)?, json);
         }
         KmsCommand::DeleteMaterial { key } => {
@@ -304,9 +321,7 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             operations,
         } => {
             let ops = operations.as_deref().map(KeyOp::parse_list).transpose()?;
-            let left = ks.revoke(&key, grantee.grantee(), ops.as_deref(), &me)?;
-            let key_id = ks.cmk_info(&key)?.key_id;
-            print_grants(&key_id, left.as_slice(), json);
+            revoke(&ks, &key, grantee.grantee(), ops.as_deref(), &me, json)?;
         }
         KmsCommand::Grants { key } => {
             let key_id = ks.cmk_info(&key)?.key_id;
@@ -329,6 +344,68 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
         }
     }
     Ok(())
+}
+
+/// Revokes and says what the grantee keeps and what grants the CMK has left; revoking from a
+/// grantee without a grant lists the grants there are.
+fn revoke(
+    ks: &Keystore,
+    key: &str,
+    grantee: Grantee,
+    ops: Option<&[KeyOp]>,
+    me: &Caller,
+    json: bool,
+) -> Result<(), KmsCliError> {
+    let left = match ks.revoke(key, grantee, ops, me) {
+        Ok(left) => left,
+        Err(KeystoreError::UnknownGrant { key_id, grantee }) => {
+            return Err(KmsCliError::NoSuchGrant {
+                key_id,
+                grantee,
+                grants: describe_grants(&ks.grants(key)?),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key_id = ks.cmk_info(key)?.key_id;
+    if json {
+        print_grants(&key_id, left.as_slice(), json);
+        return Ok(());
+    }
+    match &left {
+        Some(grant) => println!(
+            "{grantee} keeps {} on CMK {key_id}",
+            ops_text(&grant.operations)
+        ),
+        None => println!("{grantee} has no grant on CMK {key_id} now"),
+    }
+    let all = ks.grants(key)?;
+    if all.is_empty() {
+        println!("CMK {key_id} has no grants left");
+    } else {
+        println!("grants of CMK {key_id}: {}", describe_grants(&all));
+    }
+    Ok(())
+}
+
+/// `encrypt,decrypt`.
+fn ops_text(ops: &[KeyOp]) -> String {
+    ops.iter()
+        .map(|op| op.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `uid 1000 (encrypt,decrypt), gid 5 (decrypt)`, or `none`.
+fn describe_grants(grants: &[Grant]) -> String {
+    if grants.is_empty() {
+        return "none".to_string();
+    }
+    grants
+        .iter()
+        .map(|g| format!("{} ({})", g.grantee, ops_text(&g.operations)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn run_alias(
@@ -363,6 +440,13 @@ fn get_import_params(
     me: &Caller,
     json: bool,
 ) -> Result<(), KmsCliError> {
+    if !out_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out_dir)
+            .map_err(io_error("create the directory", out_dir))?;
+    }
     let params = ks.get_import_params(key, me)?;
     let base = |suffix: &str| out_dir.join(format!("{}.{suffix}", params.key_id));
     let (der, pem, token) = (

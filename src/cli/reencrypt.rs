@@ -76,6 +76,22 @@ fn failed(path: &Path, e: impl std::fmt::Display) -> String {
     format!("{}: {e}", path.display())
 }
 
+/// An error of changing an object's attribute, with the reason a hard-linked object is
+/// refused (the mount answers `EMLINK`).
+fn attr_failed(path: &Path, e: std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::EMLINK) {
+        return format!(
+            "{}: the object has more than one hard link, and an object with several links \
+             cannot be re-encrypted in place: re-encryption writes a new object and swaps it \
+             in, which would leave the other links with the old contents. Copy it to a new \
+             file (cp), re-encrypt or replace the original with the copy, and link again \
+             (or remove the other links first)",
+            path.display()
+        );
+    }
+    failed(path, e)
+}
+
 impl Run {
     fn bucket_rule(&mut self, object: &Path) -> Result<(PathBuf, BucketRuleAttrs), String> {
         let bucket = bucket_of(object).map_err(|e| e.to_string())?;
@@ -93,7 +109,7 @@ impl Run {
     fn process(&mut self, object: &Path) -> Result<Outcome, String> {
         mount_root_of(object).map_err(|e| e.to_string())?;
         let before = ObjectEncryption::read(object).map_err(|e| failed(object, e))?;
-        let io = |e: std::io::Error| failed(object, e);
+        let io = |e: std::io::Error| attr_failed(object, e);
         match self.target.clone() {
             Target::Aes256 => {
                 if before.algorithm == AES256 {

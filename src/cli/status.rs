@@ -266,10 +266,17 @@ fn print_text(
     println!("store {} (id {})", root.display(), summary.store_id);
     match (mounts, holders) {
         ([], []) => println!("not mounted"),
-        ([], pids) => println!("in use by pid {pids:?} (mounted in another namespace?)"),
+        ([], pids) => println!(
+            "in use by pid {} (mounted in another namespace?)",
+            pid_list(pids)
+        ),
         (points, pids) => {
             for point in points {
-                println!("mounted on {} (daemon pid {pids:?})", point.display());
+                println!(
+                    "mounted on {} (daemon pid {})",
+                    point.display(),
+                    pid_list(pids)
+                );
             }
         }
     }
@@ -343,6 +350,14 @@ fn print_text(
         println!("  {key}: {n}");
     }
     println!("note: {UNVERIFIED}");
+}
+
+/// Process ids as `9625` or `9625, 9630`.
+pub(crate) fn pid_list(pids: &[u32]) -> String {
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What `status` cannot tell without the root key, said with every report.
