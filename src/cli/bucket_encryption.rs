@@ -27,6 +27,7 @@ pub struct BucketEncryptionArgs {
 pub enum BucketEncryptionCommand {
     /// Set the bucket's default encryption for new objects.
     Put {
+        /// The bucket: a directory at the store's top level.
         bucket: String,
         /// AES256 or KMS.
         #[arg(long, value_name = "AES256|KMS", value_parser = crate::fs::parse_sse_algorithm)]
@@ -35,10 +36,17 @@ pub enum BucketEncryptionCommand {
         #[arg(long, value_name = "ID")]
         kms_key_id: Option<String>,
     },
-    /// Print the bucket's rule; exits 3 when it has none.
-    Get { bucket: String },
+    /// Print the bucket's rule; exits 3 when it has none. Works without the root key (then
+    /// the keystore is not verified, and says so).
+    Get {
+        /// The bucket: a directory at the store's top level.
+        bucket: String,
+    },
     /// Remove the bucket's rule (new objects are then stored as the mount's default says).
-    Delete { bucket: String },
+    Delete {
+        /// The bucket: a directory at the store's top level.
+        bucket: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,9 @@ pub struct ChangeRootKeyArgs {
     /// Read the new passphrase from this file descriptor.
     #[arg(long, value_name = "N", requires = "new_passphrase")]
     pub new_passphrase_fd: Option<i32>,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,18 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
             (key, Some(kdf), NewKey::Passphrase)
         }
     };
+    let new_file = match &what {
+        NewKey::Existing(path) | NewKey::Created(path) => Some(path.display().to_string()),
+        NewKey::Passphrase => None,
+    };
     if same_key(&old_key, &new_key) {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({ "changed": false, "new_root_key": new_file })
+            );
+            return Ok(());
+        }
         // Only a key file can be the same: a new passphrase always gets a new salt.
         println!(
             "the new root key{} is already the current root key of store {}; nothing changed",
@@ -116,6 +130,18 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
         }
     };
     drop(store);
+    if args.json {
+        let out = serde_json::json!({
+            "changed": true,
+            "master_keys": change.master_keys,
+            "cmk_materials": change.cmk_materials,
+            "import_params": change.import_params,
+            "new_root_key": new_file,
+            "created": matches!(what, NewKey::Created(_)),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "re-wrapped {} master key version(s), {} CMK material(s) and {} import parameter(s) \
          under the new root key{}; the old root key no longer opens this store (keystore \

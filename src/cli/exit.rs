@@ -58,6 +58,8 @@ pub enum CliError {
     Keystore(String),
     #[error(transparent)]
     Status(#[from] super::status::StatusError),
+    #[error(transparent)]
+    Docs(#[from] super::docs::DocsError),
 }
 
 /// The exit status of a finished command.

@@ -57,36 +57,53 @@ pub enum OriginArg {
 pub enum KmsCommand {
     /// Create a CMK, owned by you, and print it.
     Create {
+        /// What the CMK is for (at most 8192 bytes).
         #[arg(long, default_value = "")]
         description: String,
         /// An alias for it: alias/NAME.
         #[arg(long, value_name = "alias/NAME")]
         alias: Option<String>,
+        /// Where the key material comes from.
         #[arg(long, value_enum, default_value_t = OriginArg::Ssefs)]
         origin: OriginArg,
     },
     /// List every CMK.
     List,
     /// Show a CMK (by id or alias) with its usage counts.
-    Describe { key: String },
+    Describe {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Enable a Disabled CMK.
-    Enable { key: String },
+    Enable {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Disable a CMK: objects under it can be neither read nor written.
-    Disable { key: String },
+    Disable {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Destroy a CMK after N (7-30) days; until then it is PendingDeletion and unusable.
     ScheduleDeletion {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
+        /// Days until the CMK is destroyed: 7 to 30.
         #[arg(long, value_name = "N")]
         pending_days: i64,
     },
     /// Cancel a scheduled deletion; the CMK becomes Disabled.
-    CancelDeletion { key: String },
+    CancelDeletion {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Create, delete or list aliases.
     #[command(subcommand)]
     Alias(AliasCommand),
     /// Make one-time import parameters (RSA-2048 public key and token, valid 24 h) for an
     /// EXTERNAL CMK and write them to DIR.
     GetImportParams {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         /// The directory for the three files (created, mode 0700, if it does not exist).
         #[arg(long, value_name = "DIR", default_value = ".")]
@@ -94,6 +111,7 @@ pub enum KmsCommand {
     },
     /// Import 32 bytes of material into an EXTERNAL CMK.
     Import {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         /// The material wrapped with RSAES-OAEP-SHA-256 under the import public key (raw
         /// 256 bytes).
@@ -117,10 +135,15 @@ pub enum KmsCommand {
     },
     /// Give a CMK new material (a new version for new objects); older versions stay for
     /// decrypting until the CMK is destroyed.
-    Rotate { key: String },
+    Rotate {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Rotate a CMK automatically every N days (checked by the mount hourly), or --off.
     SetRotation {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
+        /// Rotate every N days (1 to 3650).
         #[arg(
             long,
             value_name = "N",
@@ -128,13 +151,18 @@ pub enum KmsCommand {
             value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ROTATION_DAYS))
         )]
         days: Option<u32>,
+        /// Stop rotating automatically.
         #[arg(long, conflicts_with = "days")]
         off: bool,
     },
     /// Delete the imported material of an EXTERNAL CMK (it becomes PendingImport).
-    DeleteMaterial { key: String },
+    DeleteMaterial {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Let a uid or the members of a gid use a CMK.
     Grant {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         #[command(flatten)]
         grantee: GranteeArgs,
@@ -144,14 +172,19 @@ pub enum KmsCommand {
     },
     /// Take operations (all when --operations is not given) away from a grantee.
     Revoke {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         #[command(flatten)]
         grantee: GranteeArgs,
+        /// The operations to take away: encrypt, decrypt or encrypt,decrypt [default: all].
         #[arg(long, value_name = "OPS")]
         operations: Option<String>,
     },
     /// List a CMK's grants.
-    Grants { key: String },
+    Grants {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Show the audit log, oldest first.
     Audit {
         /// Only records of this CMK (id or alias).
@@ -163,8 +196,10 @@ pub enum KmsCommand {
     },
     /// Show or change how long the audit log keeps records.
     AuditRetention {
+        /// Keep records for N days.
         #[arg(long, value_name = "N")]
         days: Option<u32>,
+        /// Keep at most N records.
         #[arg(long, value_name = "N")]
         max_rows: Option<u64>,
     },
@@ -173,9 +208,17 @@ pub enum KmsCommand {
 #[derive(Subcommand, Debug)]
 pub enum AliasCommand {
     /// Point a new alias at a CMK.
-    Create { alias: String, key: String },
+    Create {
+        /// The new alias: alias/NAME.
+        alias: String,
+        /// The CMK it points at: its id or another alias.
+        key: String,
+    },
     /// Remove an alias.
-    Delete { alias: String },
+    Delete {
+        /// The alias to remove: alias/NAME.
+        alias: String,
+    },
     /// List every alias.
     List,
 }
@@ -183,8 +226,10 @@ pub enum AliasCommand {
 #[derive(Args, Debug)]
 #[group(required = true, multiple = false)]
 pub struct GranteeArgs {
+    /// The user (uid) the grant is for.
     #[arg(long, value_name = "U")]
     uid: Option<u32>,
+    /// The group (gid) whose members the grant is for.
     #[arg(long, value_name = "G")]
     gid: Option<u32>,
 }

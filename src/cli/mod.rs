@@ -3,6 +3,7 @@
 
 pub mod bucket_encryption;
 pub mod change_root_key;
+pub mod docs;
 pub mod exit;
 pub mod fsck;
 pub mod helper_mode;
@@ -121,6 +122,10 @@ pub enum Command {
     /// Show whether and where a store is mounted, its buckets, objects per algorithm and key,
     /// and its master key versions. Needs no root key.
     Status(status::StatusArgs),
+    /// Write the man pages (ssefs.1, ssefs-kms.1, ...) generated from these definitions.
+    Man(docs::ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
 }
 
 impl Command {
@@ -137,7 +142,11 @@ impl Command {
             | Command::BucketEncryption(_)
             | Command::Fsck(_)
             | Command::Keystore { .. } => true,
-            Command::Reencrypt { .. } | Command::Stat { .. } | Command::Status(_) => false,
+            Command::Reencrypt { .. }
+            | Command::Stat { .. }
+            | Command::Status(_)
+            | Command::Man(_)
+            | Command::Completions(_) => false,
         }
     }
 }
@@ -226,6 +235,8 @@ pub fn run(cli: Cli) -> Result<exit::Status, exit::CliError> {
         Command::Fsck(args) => return Ok(fsck::run(&args)?),
         Command::Keystore { action } => keystore_cmd::run(action).map_err(CliError::Keystore)?,
         Command::Status(args) => status::run(&args)?,
+        Command::Man(args) => docs::man(&args)?,
+        Command::Completions(args) => docs::completions(&args),
     }
     Ok(done)
 }

@@ -32,6 +32,9 @@ pub struct RotateMasterArgs {
     /// Destroy this old version; refused while any object uses it.
     #[arg(long, value_name = "VERSION")]
     pub retire: Option<u32>,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,12 +66,18 @@ pub fn run(args: &RotateMasterArgs) -> Result<(), RotateError> {
     let store = args.store.path()?;
     let keystore = open_keystore(store, &args.key)?;
     if args.retire_unused || args.retire.is_some() {
-        return retire(&keystore, store, args.retire);
+        return retire(&keystore, store, args.retire, args.json);
     }
     let rotated = match args.if_older_than_days {
         Some(days) => keystore.rotate_master_if_older(days)?,
         None => Some(keystore.new_master_key()?),
     };
+    if args.json {
+        let (current, _) = keystore.current_master_key()?;
+        let out = serde_json::json!({ "rotated": rotated.is_some(), "current_version": current });
+        println!("{out}");
+        return Ok(());
+    }
     match rotated {
         Some(version) => println!(
             "master key version {version} is now current; run `ssefs rewrap --store {}` to \
@@ -124,7 +133,12 @@ pub fn master_usage(store: &Path) -> Result<BTreeMap<u32, u64>, String> {
     Ok(usage)
 }
 
-fn retire(keystore: &Keystore, store: &Path, only: Option<u32>) -> Result<(), RotateError> {
+fn retire(
+    keystore: &Keystore,
+    store: &Path,
+    only: Option<u32>,
+    json: bool,
+) -> Result<(), RotateError> {
     // The current version before the scan: anything created during the scan uses it or a
     // newer one, and those are never retired.
     let (before_scan, _) = keystore.current_master_key()?;
@@ -159,6 +173,26 @@ fn retire(keystore: &Keystore, store: &Path, only: Option<u32>) -> Result<(), Ro
         None => usage.keys().copied().collect(),
     };
     let outcome = keystore.retire_unused_master_keys(&in_use, before_scan)?;
+    if json {
+        let kept: Vec<_> = match only {
+            Some(_) => Vec::new(),
+            None => outcome
+                .in_use
+                .iter()
+                .map(|v| {
+                    let objects = usage.get(v).copied().unwrap_or_default();
+                    serde_json::json!({ "version": v, "objects": objects })
+                })
+                .collect(),
+        };
+        let out = serde_json::json!({
+            "retired": outcome.retired,
+            "kept": kept,
+            "current_version": outcome.current,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     for version in &outcome.retired {
         println!("retired master key version {version}");
     }
