@@ -220,3 +220,22 @@ fn install_puts_man_pages_and_completions_in_place_and_uninstall_removes_them() 
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn the_readme_demo_leaves_nothing_untracked() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let inside = Command::new("git")
+        .args(["-C", root, "rev-parse", "--is-inside-work-tree"])
+        .output();
+    if !inside.is_ok_and(|o| o.status.success()) {
+        eprintln!("not a git work tree: .gitignore not checked");
+        return;
+    }
+    for name in ["demo.key", "demo-store", "demo-mnt/photos/note.txt"] {
+        let out = Command::new("git")
+            .args(["-C", root, "check-ignore", "-q", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name} is not ignored");
+    }
+}

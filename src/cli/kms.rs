@@ -2,9 +2,8 @@
 //! or as JSON with cloud KMS field names. Opens the keystore, acts as the caller's real uid,
 //! and prints ids and dates, never key material.
 
-mod time;
-
 use super::root_key::{KeyArgs, StoreArgs};
+pub use super::time::{format_rfc3339, parse_time};
 use crate::keystore::{
     AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
     ImportedMaterial, KeyOp, Keystore, KeystoreError,
@@ -14,7 +13,6 @@ use serde_json::{Value, json};
 use std::io::Read;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-pub use time::{format_rfc3339, parse_time};
 use zeroize::Zeroizing;
 
 /// The longest automatic rotation period of a CMK, in days (ten years).

@@ -19,6 +19,7 @@ pub mod root_key;
 pub mod rotate;
 pub mod stat;
 pub mod status;
+pub mod time;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

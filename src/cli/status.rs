@@ -5,6 +5,7 @@
 
 use super::json::Json;
 use super::root_key::{RootKeyError, StoreArgs};
+use super::time::format_utc;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::fs::scan::{inventory, peek_object};
@@ -224,26 +225,6 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil-from-days).
-fn utc(secs: i64) -> String {
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 /// What the object headers showed.
 struct Figures<'a> {
     buckets: &'a BTreeMap<String, BucketStatus>,
@@ -290,12 +271,12 @@ fn print_text(
         };
         let retired = m
             .retired_at
-            .map(|t| format!(", retired {}", utc(t)))
+            .map(|t| format!(", retired {}", format_utc(t)))
             .unwrap_or_default();
         println!(
             "  v{} created {}{retired}{current}: {} object(s)",
             m.version,
-            utc(m.created_at),
+            format_utc(m.created_at),
             uses.master(m.version)
         );
     }
@@ -471,13 +452,5 @@ mod tests {
             [PathBuf::from("/srv/my data")]
         );
         assert!(mounts_in(info, Path::new("/srv/none")).is_empty());
-    }
-
-    #[test]
-    fn utc_dates_are_right_around_the_epoch_and_leap_days() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
     }
 }
