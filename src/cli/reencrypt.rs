@@ -72,52 +72,68 @@ fn text(value: Option<Vec<u8>>) -> Option<String> {
     value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
-fn failed(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// Why one object was not re-encrypted (reported, and the run goes on).
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error(transparent)]
+    Path(#[from] MountPathError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The mount answers `EMLINK`.
+    #[error(
+        "{}: the object has more than one hard link, and an object with several links cannot \
+         be re-encrypted in place: re-encryption writes a new object and swaps it in, which \
+         would leave the other links with the old contents. Copy it to a new file (cp), \
+         re-encrypt or replace the original with the copy, and link again (or remove the \
+         other links first)",
+        .0.display()
+    )]
+    MultipleLinks(PathBuf),
 }
 
-/// An error of changing an object's attribute, with the reason a hard-linked object is
-/// refused (the mount answers `EMLINK`).
-fn attr_failed(path: &Path, e: std::io::Error) -> String {
-    if e.raw_os_error() == Some(libc::EMLINK) {
-        return format!(
-            "{}: the object has more than one hard link, and an object with several links \
-             cannot be re-encrypted in place: re-encryption writes a new object and swaps it \
-             in, which would leave the other links with the old contents. Copy it to a new \
-             file (cp), re-encrypt or replace the original with the copy, and link again \
-             (or remove the other links first)",
-            path.display()
-        );
+/// An I/O error on `path`, with the reason a hard-linked object is refused.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ObjectError + '_ {
+    move |source| {
+        if source.raw_os_error() == Some(libc::EMLINK) {
+            ObjectError::MultipleLinks(path.to_path_buf())
+        } else {
+            ObjectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
     }
-    failed(path, e)
 }
 
 impl Run {
-    fn bucket_rule(&mut self, object: &Path) -> Result<(PathBuf, BucketRuleAttrs), String> {
-        let bucket = bucket_of(object).map_err(|e| e.to_string())?;
+    fn bucket_rule(&mut self, object: &Path) -> Result<(PathBuf, BucketRuleAttrs), ObjectError> {
+        let bucket = bucket_of(object)?;
         if let Some(rule) = self.buckets.get(&bucket) {
             return Ok((bucket, rule.clone()));
         }
-        let algorithm = text(get_attr(&bucket, SSE_ATTR).map_err(|e| failed(&bucket, e))?);
-        let key_id = text(get_attr(&bucket, SSE_KEY_ID_ATTR).map_err(|e| failed(&bucket, e))?);
+        let algorithm = text(get_attr(&bucket, SSE_ATTR).map_err(io_error(&bucket))?);
+        let key_id = text(get_attr(&bucket, SSE_KEY_ID_ATTR).map_err(io_error(&bucket))?);
         let rule = algorithm.map(|a| (a, key_id));
         self.buckets.insert(bucket.clone(), rule.clone());
         Ok((bucket, rule))
     }
 
     /// Re-encrypts one object if needed; the file ID tells whether the mount rewrote it.
-    fn process(&mut self, object: &Path) -> Result<Outcome, String> {
-        mount_root_of(object).map_err(|e| e.to_string())?;
-        let before = ObjectEncryption::read(object).map_err(|e| failed(object, e))?;
-        let io = |e: std::io::Error| attr_failed(object, e);
+    fn process(&mut self, object: &Path) -> Result<Outcome, ObjectError> {
+        mount_root_of(object)?;
+        let before = ObjectEncryption::read(object).map_err(io_error(object))?;
+        let io = io_error(object);
         match self.target.clone() {
             Target::Aes256 => {
                 if before.algorithm == AES256 {
                     return Ok(Outcome::AlreadyMatching);
                 }
-                set_attr(object, SSE_ATTR, AES256).map_err(io)?;
+                set_attr(object, SSE_ATTR, AES256).map_err(&io)?;
             }
-            Target::Kms(None) => set_attr(object, SSE_ATTR, KMS).map_err(io)?,
+            Target::Kms(None) => set_attr(object, SSE_ATTR, KMS).map_err(&io)?,
             Target::Kms(Some(key_id)) => {
                 if before.algorithm == KMS && before.key_id.as_deref() == Some(&key_id) {
                     return Ok(Outcome::AlreadyMatching);
@@ -125,9 +141,9 @@ impl Run {
                 // Two steps: a key id can only be set on a KMS object. Each step is atomic,
                 // and a re-run finishes an object left after the first.
                 if before.algorithm != KMS {
-                    set_attr(object, SSE_ATTR, KMS).map_err(io)?;
+                    set_attr(object, SSE_ATTR, KMS).map_err(&io)?;
                 }
-                set_attr(object, SSE_KEY_ID_ATTR, &key_id).map_err(io)?;
+                set_attr(object, SSE_KEY_ID_ATTR, &key_id).map_err(&io)?;
             }
             Target::BucketDefault => {
                 let (bucket, rule) = self.bucket_rule(object)?;
@@ -146,10 +162,10 @@ impl Run {
                 }
                 // Removing the per-object setting brings the object under the bucket's rule
                 // in one step.
-                remove_attr(object, SSE_ATTR).map_err(io)?;
+                remove_attr(object, SSE_ATTR).map_err(&io)?;
             }
         }
-        let after = ObjectEncryption::read(object).map_err(|e| failed(object, e))?;
+        let after = ObjectEncryption::read(object).map_err(io_error(object))?;
         if after.file_id != before.file_id {
             Ok(Outcome::Reencrypted)
         } else {
@@ -220,9 +236,9 @@ pub fn run(
                 tally.skipped += 1;
                 tally.notes.insert(note);
             }
-            Err(message) => {
-                bar.suspend(|| eprintln!("ssefs: {message}"));
-                tally.failures.push((object.clone(), message));
+            Err(e) => {
+                bar.suspend(|| eprintln!("ssefs: {e}"));
+                tally.failures.push((object.clone(), e.to_string()));
             }
         }
         bar.inc(1);
