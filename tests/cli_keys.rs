@@ -417,3 +417,38 @@ impl Drop for MountGuard {
         }
     }
 }
+
+#[test]
+fn init_refuses_an_existing_key_file_owned_by_someone_else() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root to give files to another uid");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    std::fs::write(&key, [5u8; 32]).unwrap();
+    give(&key, NOBODY);
+    let out = Command::new(env!("CARGO_BIN_EXE_ssefs"))
+        .arg("init")
+        .arg(dir.path().join("st"))
+        .arg("--root-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("is owned by uid 65534"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("st").exists());
+    give(&key, 0);
+    let out = Command::new(env!("CARGO_BIN_EXE_ssefs"))
+        .arg("init")
+        .arg(dir.path().join("st"))
+        .arg("--root-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -2,7 +2,9 @@
 //! keystore with master key version 1, and finds or creates the root key. On failure it
 //! removes only what it created. Prints paths, never key material.
 
-use super::root_key::{RootKeyError, RootKeyLocation, locate_root_key, new_passphrase};
+use super::root_key::{
+    RootKeyError, RootKeyLocation, check_secret_file, locate_root_key, new_passphrase,
+};
 use crate::keystore::{
     KEYSTORE_FILE, Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file,
     keystore_dir, load_root_key_file, missing_parent_dirs,
@@ -179,6 +181,8 @@ fn obtain_root_key(
     made: &mut UndoLog,
 ) -> Result<(crate::crypto::Key256, bool), InitError> {
     if std::fs::symlink_metadata(path).is_ok() {
+        let meta = std::fs::metadata(path).map_err(io_error("examine", path))?;
+        check_secret_file(path, &meta)?;
         return Ok((load_root_key_file(path)?, false));
     }
     made.dirs.extend(missing_parent_dirs(path));
