@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         .collect();
     subcommands.push("help".to_string());
     if ssefs::cli::helper_mode::is_helper_invocation(&args, &subcommands) {
-        std::process::exit(ssefs::cli::helper_mode::run(&args[1..]));
+        let code = ssefs::cli::helper_mode::run(&args[1..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(ssefs::cli::exit::EXIT_FAILURE));
     }
     let cli = ssefs::cli::parse_from(args);
     ssefs::cli::exit::finish(ssefs::cli::run(cli))
