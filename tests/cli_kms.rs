@@ -297,6 +297,12 @@ fn aliases_are_created_listed_and_deleted_but_reserved_ones_are_not() {
 
 /// What a user does with `openssl pkeyutl -encrypt -pkeyopt rsa_padding_mode:oaep
 /// -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256`.
+/// Writes plain key material as a user must: mode 0600 (anything else is refused).
+fn write_secret(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 fn wrap_like_openssl(pem: &str, material: &[u8]) -> Vec<u8> {
     let public = RsaPublicKey::from_public_key_pem(pem).unwrap();
     let mut rng = ChaCha20Rng::from_seed([3; 32]);
@@ -382,13 +388,13 @@ fn byok_full_rsa_round_trip_delete_material_and_reimport() {
 
     // Different material is refused; the same material (here in plain) restores the key.
     let other = s.path("other.key");
-    std::fs::write(&other, [0x43u8; 32]).unwrap();
+    write_secret(&other, &[0x43u8; 32]);
     s.fails(
         &["import", &id, "--material", other.to_str().unwrap()],
         "differs from the material",
     );
     let same = s.path("same.key");
-    std::fs::write(&same, material).unwrap();
+    write_secret(&same, &material);
     let out = s.kms(&["import", &id, "--material", same.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -441,7 +447,7 @@ fn byok_refusals_are_clear() {
         "is 100 bytes",
     );
     let plain = s.path("p31.key");
-    std::fs::write(&plain, [0u8; 31]).unwrap();
+    write_secret(&plain, &[0u8; 31]);
     s.fails(
         &["import", &a, "--material", plain.to_str().unwrap()],
         "exactly 32 bytes",

@@ -337,6 +337,9 @@ fn byok_material_deletion_revokes_and_reimport_restores() {
     // The same material, in plain this time, brings every object back.
     let plain = store.scratch_dir("plain").join("material.bin");
     fs::write(&plain, material).expect("write material");
+    // Plain material is a secret: the CLI takes it only from a private file.
+    let private = <fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    fs::set_permissions(&plain, private).expect("chmod material");
     let out = kms(
         &store,
         &["import", &key, "--material", plain.to_str().expect("utf-8")],

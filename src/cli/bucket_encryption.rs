@@ -2,23 +2,23 @@
 //! the same keystore code as the mount's setxattr. Works whether or not the store is
 //! mounted; the mount reads the rule at each create.
 
-use super::kms::{KmsCliError, StoreArgs, open_keystore};
+use super::exit::Status;
+use super::kms::{KmsCliError, KmsStoreArgs, open_keystore};
+use super::root_key::is_missing_key;
 use crate::crypto::Algorithm;
-use crate::keystore::{
-    BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore, parse_sse_algorithm, validate_bucket_name,
-};
+use crate::fs::{algorithm_name, is_bucket_name};
+use crate::keystore::inspect::summarize;
+use crate::keystore::keystore_dir;
+use crate::keystore::{BucketRule, Caller, DEFAULT_CMK_ALIAS, Keystore};
 use crate::store::Store;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// The exit code of `get` for a bucket without a rule.
-pub const NO_RULE_EXIT_CODE: i32 = 3;
-
 #[derive(Args, Debug)]
 pub struct BucketEncryptionArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: KmsStoreArgs,
     #[command(subcommand)]
     pub command: BucketEncryptionCommand,
 }
@@ -27,22 +27,35 @@ pub struct BucketEncryptionArgs {
 pub enum BucketEncryptionCommand {
     /// Set the bucket's default encryption for new objects.
     Put {
+        /// The bucket: a directory at the store's top level.
         bucket: String,
         /// AES256 or KMS.
-        #[arg(long)]
-        algorithm: String,
+        #[arg(long, value_name = "AES256|KMS", value_parser = crate::fs::parse_sse_algorithm)]
+        algorithm: Algorithm,
         /// The CMK (id or alias) for KMS [default: alias/acs/oss].
         #[arg(long, value_name = "ID")]
         kms_key_id: Option<String>,
     },
-    /// Print the bucket's rule; exits 3 when it has none.
-    Get { bucket: String },
+    /// Print the bucket's rule; exits 3 when it has none. Works without the root key (then
+    /// the keystore is not verified, and says so).
+    Get {
+        /// The bucket: a directory at the store's top level.
+        bucket: String,
+    },
     /// Remove the bucket's rule (new objects are then stored as the mount's default says).
-    Delete { bucket: String },
+    Delete {
+        /// The bucket: a directory at the store's top level.
+        bucket: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BucketEncryptionError {
+    #[error(
+        "invalid bucket name {0:?}: a bucket name is 3-63 characters of a-z, 0-9 and -, \
+         starting and ending with a letter or digit"
+    )]
+    InvalidBucketName(String),
     #[error("no bucket {bucket:?} in the store {}: a bucket is a directory STORE/BUCKET", store.display())]
     NoSuchBucket { store: PathBuf, bucket: String },
     #[error(
@@ -70,9 +83,14 @@ impl From<crate::keystore::KeystoreError> for BucketEncryptionError {
 }
 
 /// Runs one `ssefs bucket-encryption` command as this process's real uid. `get` on a bucket
-/// without a rule prints why on stderr and exits with [`NO_RULE_EXIT_CODE`].
-pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
-    let store = args.store.store.clone().ok_or(KmsCliError::MissingStore)?;
+/// without a rule prints why on stderr and reports [`Status::NoRule`].
+pub fn run(args: BucketEncryptionArgs) -> Result<Status, BucketEncryptionError> {
+    let store = args
+        .store
+        .store
+        .path()
+        .map_err(KmsCliError::from)?
+        .to_path_buf();
     let json = args.store.json;
     let me = Caller::this_process();
     match args.command {
@@ -81,7 +99,6 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
             algorithm,
             kms_key_id,
         } => {
-            let algorithm = parse_sse_algorithm(&algorithm)?;
             let owner = bucket_owner(&store, &bucket)?;
             require_owner(&bucket, owner, &me)?;
             let ks = open_keystore(&args.store)?;
@@ -93,17 +110,27 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
                 &me,
             )?;
             ks.put_bucket_rule(&bucket, &rule)?;
-            print_rule(&ks, &bucket, &rule, json)?;
+            print_rule(Some(&ks), &bucket, &rule, json)?;
         }
         BucketEncryptionCommand::Get { bucket } => {
             bucket_owner(&store, &bucket)?;
-            let ks = open_keystore(&args.store)?;
-            match ks.bucket_rule(&bucket)? {
-                Some(rule) => print_rule(&ks, &bucket, &rule, json)?,
+            let (rule, ks) = match open_keystore(&args.store) {
+                Ok(ks) => (ks.bucket_rule(&bucket)?, Some(ks)),
+                // The rule can be read without the key, but not checked.
+                Err(KmsCliError::RootKey(e)) if is_missing_key(&e) => {
+                    eprintln!(
+                        "ssefs: note: {e}\nssefs: note: the rule below was read without the \
+                         root key, so the keystore was not verified"
+                    );
+                    (unverified_rule(&store, &bucket)?, None)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match rule {
+                Some(rule) => print_rule(ks.as_ref(), &bucket, &rule, json)?,
                 None => {
-                    drop(ks);
                     eprintln!("ssefs: bucket {bucket} has no default encryption rule");
-                    std::process::exit(NO_RULE_EXIT_CODE);
+                    return Ok(Status::NoRule);
                 }
             }
         }
@@ -124,7 +151,15 @@ pub fn run(args: BucketEncryptionArgs) -> Result<(), BucketEncryptionError> {
             }
         }
     }
-    Ok(())
+    Ok(Status::Success)
+}
+
+fn validate_bucket_name(bucket: &str) -> Result<(), BucketEncryptionError> {
+    if is_bucket_name(bucket) {
+        Ok(())
+    } else {
+        Err(BucketEncryptionError::InvalidBucketName(bucket.to_string()))
+    }
 }
 
 /// The uid owning `STORE/BUCKET`, after checking the name and that it is a directory.
@@ -160,17 +195,26 @@ fn require_owner(bucket: &str, owner: u32, me: &Caller) -> Result<(), BucketEncr
     }
 }
 
+/// A bucket's rule read from the keystore without the root key (nothing is verified).
+fn unverified_rule(
+    store: &Path,
+    bucket: &str,
+) -> Result<Option<BucketRule>, BucketEncryptionError> {
+    let summary = summarize(&keystore_dir(store))?;
+    Ok(summary
+        .bucket_rules
+        .into_iter()
+        .find(|(name, _)| name == bucket)
+        .map(|(_, rule)| rule))
+}
+
 fn print_rule(
-    ks: &Keystore,
+    ks: Option<&Keystore>,
     bucket: &str,
     rule: &BucketRule,
     json: bool,
 ) -> Result<(), BucketEncryptionError> {
-    let algorithm = match rule.algorithm {
-        Algorithm::Aes256 => "AES256",
-        Algorithm::Kms => "KMS",
-        Algorithm::None => "none",
-    };
+    let algorithm = algorithm_name(rule.algorithm).unwrap_or("none");
     if json {
         let text = serde_json::to_string_pretty(&json!({
             "SSEAlgorithm": algorithm,
@@ -181,10 +225,13 @@ fn print_rule(
         return Ok(());
     }
     match (rule.algorithm, rule.kms_key_id.as_deref()) {
-        (Algorithm::Kms, None) => {
-            let id = ks.default_cmk()?;
-            println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS} ({id})");
-        }
+        (Algorithm::Kms, None) => match ks {
+            Some(ks) => {
+                let id = ks.default_cmk()?;
+                println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS} ({id})");
+            }
+            None => println!("{bucket}: KMS with the default CMK {DEFAULT_CMK_ALIAS}"),
+        },
         (Algorithm::Kms, Some(key)) => println!("{bucket}: KMS with CMK {key}"),
         _ => println!("{bucket}: {algorithm}"),
     }

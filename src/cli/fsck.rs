@@ -2,32 +2,49 @@
 //! the check of `ops::fsck` with a progress bar on a terminal, and prints the report as text or
 //! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
 
+use super::exit::Status;
 use super::json::Json;
-use super::root_key::existing_passphrase;
-use super::rootkey::{RootKeyOrigin, root_key_location};
+use super::root_key::{KeyArgs, RootKeyError, StoreArgs, is_missing_key, load_root_key, open_with};
 use super::status::{bucket_mount_line, bucket_mounts_json};
 use crate::crypto::{Key256, KeyRef};
-use crate::keystore::{
-    Keystore, KeystoreError, keystore_dir, load_root_key_file, read_passphrase_kdf,
-};
-use crate::ops::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::keystore::{Keystore, KeystoreError};
+use crate::ops::fsck::{FsckError, FsckOptions, FsckReport, KeyLookup, check_store};
 use crate::store::bucket_lock::bucket_mounts;
+use clap::Args;
 use std::io::IsTerminal;
 use std::path::Path;
 
-/// The exit status when problems remain.
-pub const EXIT_PROBLEMS: i32 = 4;
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The root key, to check blocks [without one: headers only].
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Remove leftover temporary files (only while the store is not mounted).
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-/// Runs fsck and prints its report; returns the exit status.
-pub fn run(
-    store: &Path,
-    root_key: Option<&Path>,
-    passphrase_fd: Option<i32>,
-    repair: bool,
-    json: bool,
-) -> Result<i32, String> {
+#[derive(Debug, thiserror::Error)]
+pub enum FsckCliError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error(transparent)]
+    Check(#[from] FsckError),
+    #[error("the store's object-authentication key: {0}")]
+    StoreKey(#[source] KeystoreError),
+}
+
+/// Runs fsck and prints its report: whether problems remain.
+pub fn run(args: &FsckArgs) -> Result<Status, FsckCliError> {
+    let (repair, json) = (args.repair, args.json);
+    let store = args.store.path()?;
     let mut notes = Vec::new();
-    let keystore = open_keystore(store, root_key, passphrase_fd, &mut notes)?;
+    let keystore = open_keystore(store, &args.key, &mut notes)?;
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),
@@ -35,7 +52,7 @@ pub fn run(
         }
     };
     let store_key = match &keystore {
-        Some(ks) => Some(ks.store_key().map_err(|e| e.to_string())?),
+        Some(ks) => Some(ks.store_key().map_err(FsckCliError::StoreKey)?),
         None => None,
     };
     let keys: KeyLookup<'_> = store_key.as_ref().map(|sk| (sk, &lookup as _));
@@ -46,8 +63,7 @@ pub fn run(
             bar.set_position(done);
         }
     };
-    let mut report = check_store(store, keys, FsckOptions { repair }, &mut progress)
-        .map_err(|e| e.to_string())?;
+    let mut report = check_store(store, keys, FsckOptions { repair }, &mut progress)?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -58,67 +74,38 @@ pub fn run(
     } else {
         print_text(&report);
     }
-    Ok(if report.is_clean() { 0 } else { EXIT_PROBLEMS })
+    Ok(if report.is_clean() {
+        Status::Success
+    } else {
+        Status::ProblemsLeft
+    })
 }
 
 /// The keystore opened with the root key (a key file, or the passphrase of a passphrase
-/// store), for checking blocks; `None` (with a note) when no root key is to be found by
-/// default or the keystore does not open (fsck reports why).
+/// store), for checking blocks; `None` (with a note) when no root key was given and none is
+/// found, or the keystore does not open (the check reports why).
 fn open_keystore(
     store: &Path,
-    explicit: Option<&Path>,
-    passphrase_fd: Option<i32>,
+    key: &KeyArgs,
     notes: &mut Vec<String>,
-) -> Result<Option<Keystore>, String> {
-    if explicit.is_none() {
-        // A damaged keystore is reported by the check itself; here it only means "no kdf".
-        if let Ok(Some(kdf)) = read_passphrase_kdf(&keystore_dir(store)) {
-            let passphrase = match existing_passphrase(store, passphrase_fd) {
-                Ok(passphrase) => passphrase,
-                // A descriptor named on the command line must work.
-                Err(e) if passphrase_fd.is_some() => return Err(e.to_string()),
-                Err(e) => {
-                    notes.push(format!("{e}: headers checked, blocks not"));
-                    return Ok(None);
-                }
-            };
-            let key = kdf
-                .derive(passphrase.expose_secret())
-                .map_err(|e| e.to_string())?;
-            return open_with(store, &key, "the passphrase", notes);
-        }
-    }
-    let location = match root_key_location(explicit, store) {
-        Ok(location) => location,
-        Err(e) => {
-            notes.push(format!("no root key ({e}): headers checked, blocks not"));
+) -> Result<Option<Keystore>, RootKeyError> {
+    let given = key.root_key.is_some() || key.passphrase_fd.is_some();
+    let root_key = match load_root_key(store, key) {
+        Ok(root_key) => root_key,
+        Err(e) if is_missing_key(&e) && !given => {
+            notes.push(format!("{e}: headers checked, blocks not"));
             return Ok(None);
         }
+        // A damaged keystore is reported by the check itself.
+        Err(e @ RootKeyError::Store { .. }) => {
+            notes.push(format!("{e}: headers checked, blocks not"));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
     };
-    if location.origin != RootKeyOrigin::Option && !location.path.exists() {
-        notes.push(format!(
-            "no root key at {} (give --root-key): headers checked, blocks not",
-            location.path.display()
-        ));
-        return Ok(None);
-    }
-    let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
-    let what = format!("the root key {}", location.path.display());
-    open_with(store, &key, &what, notes)
-}
-
-fn open_with(
-    store: &Path,
-    key: &Key256,
-    what: &str,
-    notes: &mut Vec<String>,
-) -> Result<Option<Keystore>, String> {
-    match Keystore::open(&keystore_dir(store), key) {
+    match open_with(store, key, &root_key) {
         Ok(ks) => Ok(Some(ks)),
-        Err(KeystoreError::WrongRootKey) => Err(format!(
-            "{what} is not the one of store {}",
-            store.display()
-        )),
+        Err(e @ RootKeyError::WrongRootKey { .. }) => Err(e),
         Err(e) => {
             notes.push(format!(
                 "the keystore does not open ({e}): headers checked, blocks not"
@@ -146,7 +133,10 @@ fn print_text(report: &FsckReport) {
     let store = report.store.display();
     match report.lock_holders.as_slice() {
         [] => println!("store {store}"),
-        pids => println!("store {store} (mounted: lock held by pid {pids:?})"),
+        pids => println!(
+            "store {store} (mounted: lock held by pid {})",
+            super::status::pid_list(pids)
+        ),
     }
     for mount in bucket_mounts(&report.store).unwrap_or_default() {
         println!("{}", bucket_mount_line(&mount));

@@ -201,10 +201,14 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
             }
         }
     });
+    let key = super::root_key::KeyArgs {
+        root_key: helper.root_key.clone(),
+        passphrase_fd: None,
+    };
     match run_announcing(
         &helper.store,
         &helper.mountpoint,
-        helper.root_key.as_deref(),
+        &key,
         &helper.options,
         on_ready,
     ) {

@@ -2,7 +2,9 @@
 //! and `lock`), the keystore with master key version 1, and finds or creates the root key. On
 //! failure it removes only what it created. Prints paths, never key material.
 
-use super::rootkey::{RootKeyLocation, locate_root_key};
+use super::root_key::{
+    RootKeyError, RootKeyLocation, check_secret_file, locate_root_key, new_passphrase,
+};
 use crate::keystore::{
     Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file, load_root_key_file,
     missing_parent_dirs,
@@ -28,6 +30,8 @@ pub enum InitError {
     },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
 }
 
 /// What `init` made.
@@ -53,6 +57,21 @@ pub fn run(store: &Path, root_key: Option<&Path>) -> Result<(), InitError> {
             "existing"
         },
         done.root_key.path.display(),
+    );
+    Ok(())
+}
+
+/// Runs `ssefs init --passphrase`: a store whose root key is derived from a new passphrase.
+pub fn run_with_passphrase(store: &Path, passphrase_fd: Option<i32>) -> Result<(), InitError> {
+    let passphrase = new_passphrase(
+        passphrase_fd,
+        "give the passphrase with --passphrase-fd N or run on a terminal",
+    )?;
+    let store_id = init_with_passphrase(store, passphrase.expose_secret())?;
+    println!(
+        "created store {} (id {store_id}) whose root key is derived from your passphrase; \
+         without the passphrase nothing in the store can be read",
+        store.display()
     );
     Ok(())
 }
@@ -132,6 +151,8 @@ fn obtain_root_key(
     made: &mut UndoLog,
 ) -> Result<(crate::crypto::Key256, bool), InitError> {
     if std::fs::symlink_metadata(path).is_ok() {
+        let meta = std::fs::metadata(path).map_err(io_error("examine", path))?;
+        check_secret_file(path, &meta)?;
         return Ok((load_root_key_file(path)?, false));
     }
     made.dirs.extend(missing_parent_dirs(path));

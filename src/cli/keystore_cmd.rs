@@ -2,14 +2,11 @@
 //! under the root key), and a restore that takes the store lock, checks the backup belongs to
 //! this store and opens with the root key, then replaces the keystore atomically.
 
-use super::root_key::existing_passphrase;
-use super::rootkey::locate_root_key;
+use super::root_key::{KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key};
 use crate::crypto::KeyRef;
 use crate::keystore::backup::{BackupError, StagedKeystore, backup_keystore};
 use crate::keystore::inspect::summarize_file;
-use crate::keystore::{
-    Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file, read_backup_passphrase_kdf,
-};
+use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf};
 use crate::ops::fsck::objects_opening_with;
 use crate::store::{Store, StoreError};
 use clap::Subcommand;
@@ -23,38 +20,36 @@ pub enum KeystoreAction {
     /// Copy the keystore to FILE (created 0600, never overwritten). Safe while mounted; the copy
     /// stays wrapped under the root key, which is not in it: keep the two apart.
     Backup {
-        /// The store whose keystore to copy.
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The new backup file.
         file: PathBuf,
     },
     /// Replace the keystore with the backup FILE. Refused while the store is mounted; the
     /// backup must be of this store and open with the root key. The old keystore is kept.
     Restore {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The backup made by `ssefs keystore backup`.
         file: PathBuf,
-        /// The root key file [default: as for `ssefs mount`].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
-        /// For a backup whose root key comes from a passphrase: read it from this descriptor
-        /// [default: the credential `passphrase`, or asked on the terminal].
-        #[arg(long, value_name = "N", conflicts_with = "root_key")]
-        passphrase_fd: Option<i32>,
+        /// The backup's root key (for a backup whose root key comes from a passphrase, the
+        /// passphrase it was made under).
+        #[command(flatten)]
+        key: KeyArgs,
     },
 }
 
 pub fn run(action: KeystoreAction) -> Result<(), String> {
     match action {
-        KeystoreAction::Backup { store, file } => backup(&store, &file),
-        KeystoreAction::Restore {
-            store,
-            file,
-            root_key,
-            passphrase_fd,
-        } => restore(&store, &file, root_key.as_deref(), passphrase_fd),
+        KeystoreAction::Backup { store, file } => {
+            backup(store.path().map_err(|e| e.to_string())?, &file)
+        }
+        KeystoreAction::Restore { store, file, key } => restore(
+            store.path().map_err(|e| e.to_string())?,
+            &file,
+            key.root_key.as_deref(),
+            key.passphrase_fd,
+        ),
     }
 }
 
@@ -86,6 +81,17 @@ fn restore(
     })?;
     let dir = locked.meta_dir();
     let current = Keystore::read_store_id(&dir);
+    // Another store's backup is named as such before any key is tried (its root key is
+    // another one, and "wrong root key" would send the user after the wrong thing).
+    if let (Ok(store_id), Ok(backup_id)) = (&current, summarize_backup(file)) {
+        if *store_id != backup_id {
+            return Err(format!(
+                "{} is a keystore backup of another store (id {backup_id}); this store is \
+                 {store_id}: restore a backup of this store",
+                file.display()
+            ));
+        }
+    }
     // The backup itself says whether its root key comes from a passphrase (the keystore it
     // replaces may be lost).
     let kdf = match root_key {
@@ -111,7 +117,7 @@ fn restore(
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            load_root_key_file(&location.path).map_err(|e| e.to_string())?
+            load_key_file(store, &location).map_err(|e| e.to_string())?
         }
     };
     let staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;

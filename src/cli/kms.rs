@@ -2,28 +2,29 @@
 //! or as JSON with cloud KMS field names. Opens the keystore, acts as the caller's real uid,
 //! and prints ids and dates, never key material.
 
-mod time;
-
+use super::root_key::{KeyArgs, StoreArgs};
+pub use super::time::{format_rfc3339, parse_time};
 use crate::keystore::{
     AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
-    ImportedMaterial, KeyOp, Keystore, KeystoreError, keystore_dir,
+    ImportedMaterial, KeyOp, Keystore, KeystoreError,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-pub use time::{format_rfc3339, parse_time};
 use zeroize::Zeroizing;
 
-/// Options every `kms` and `bucket-encryption` command takes.
+/// The longest automatic rotation period of a CMK, in days (ten years).
+pub const MAX_ROTATION_DAYS: u32 = 3650;
+
+/// The options every `kms` and `bucket-encryption` command takes.
 #[derive(Args, Debug, Clone)]
-pub struct StoreArgs {
-    /// The store (the backing directory made by `ssefs init`).
-    #[arg(long, global = true, value_name = "STORE")]
-    pub store: Option<PathBuf>,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, global = true, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
+pub struct KmsStoreArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Print JSON with cloud KMS field names instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -35,7 +36,7 @@ pub struct StoreArgs {
 #[derive(Args, Debug)]
 pub struct KmsArgs {
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: KmsStoreArgs,
     #[command(subcommand)]
     pub command: KmsCommand,
 }
@@ -54,42 +55,61 @@ pub enum OriginArg {
 pub enum KmsCommand {
     /// Create a CMK, owned by you, and print it.
     Create {
+        /// What the CMK is for (at most 8192 bytes).
         #[arg(long, default_value = "")]
         description: String,
         /// An alias for it: alias/NAME.
         #[arg(long, value_name = "alias/NAME")]
         alias: Option<String>,
+        /// Where the key material comes from.
         #[arg(long, value_enum, default_value_t = OriginArg::Ssefs)]
         origin: OriginArg,
     },
     /// List every CMK.
     List,
     /// Show a CMK (by id or alias) with its usage counts.
-    Describe { key: String },
+    Describe {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Enable a Disabled CMK.
-    Enable { key: String },
+    Enable {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Disable a CMK: objects under it can be neither read nor written.
-    Disable { key: String },
+    Disable {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Destroy a CMK after N (7-30) days; until then it is PendingDeletion and unusable.
     ScheduleDeletion {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
+        /// Days until the CMK is destroyed: 7 to 30.
         #[arg(long, value_name = "N")]
         pending_days: i64,
     },
     /// Cancel a scheduled deletion; the CMK becomes Disabled.
-    CancelDeletion { key: String },
+    CancelDeletion {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Create, delete or list aliases.
     #[command(subcommand)]
     Alias(AliasCommand),
     /// Make one-time import parameters (RSA-2048 public key and token, valid 24 h) for an
     /// EXTERNAL CMK and write them to DIR.
     GetImportParams {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
+        /// The directory for the three files (created, mode 0700, if it does not exist).
         #[arg(long, value_name = "DIR", default_value = ".")]
         out_dir: PathBuf,
     },
     /// Import 32 bytes of material into an EXTERNAL CMK.
     Import {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         /// The material wrapped with RSAES-OAEP-SHA-256 under the import public key (raw
         /// 256 bytes).
@@ -113,19 +133,34 @@ pub enum KmsCommand {
     },
     /// Give a CMK new material (a new version for new objects); older versions stay for
     /// decrypting until the CMK is destroyed.
-    Rotate { key: String },
+    Rotate {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Rotate a CMK automatically every N days (checked by the mount hourly), or --off.
     SetRotation {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
-        #[arg(long, value_name = "N", required_unless_present = "off")]
-        days: Option<std::num::NonZeroU32>,
+        /// Rotate every N days (1 to 3650).
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "off",
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_ROTATION_DAYS))
+        )]
+        days: Option<u32>,
+        /// Stop rotating automatically.
         #[arg(long, conflicts_with = "days")]
         off: bool,
     },
     /// Delete the imported material of an EXTERNAL CMK (it becomes PendingImport).
-    DeleteMaterial { key: String },
+    DeleteMaterial {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Let a uid or the members of a gid use a CMK.
     Grant {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         #[command(flatten)]
         grantee: GranteeArgs,
@@ -135,14 +170,19 @@ pub enum KmsCommand {
     },
     /// Take operations (all when --operations is not given) away from a grantee.
     Revoke {
+        /// The CMK: its id or an alias (alias/NAME).
         key: String,
         #[command(flatten)]
         grantee: GranteeArgs,
+        /// The operations to take away: encrypt, decrypt or encrypt,decrypt [default: all].
         #[arg(long, value_name = "OPS")]
         operations: Option<String>,
     },
     /// List a CMK's grants.
-    Grants { key: String },
+    Grants {
+        /// The CMK: its id or an alias (alias/NAME).
+        key: String,
+    },
     /// Show the audit log, oldest first.
     Audit {
         /// Only records of this CMK (id or alias).
@@ -154,8 +194,10 @@ pub enum KmsCommand {
     },
     /// Show or change how long the audit log keeps records.
     AuditRetention {
+        /// Keep records for N days.
         #[arg(long, value_name = "N")]
         days: Option<u32>,
+        /// Keep at most N records.
         #[arg(long, value_name = "N")]
         max_rows: Option<u64>,
     },
@@ -164,9 +206,17 @@ pub enum KmsCommand {
 #[derive(Subcommand, Debug)]
 pub enum AliasCommand {
     /// Point a new alias at a CMK.
-    Create { alias: String, key: String },
+    Create {
+        /// The new alias: alias/NAME.
+        alias: String,
+        /// The CMK it points at: its id or another alias.
+        key: String,
+    },
     /// Remove an alias.
-    Delete { alias: String },
+    Delete {
+        /// The alias to remove: alias/NAME.
+        alias: String,
+    },
     /// List every alias.
     List,
 }
@@ -174,8 +224,10 @@ pub enum AliasCommand {
 #[derive(Args, Debug)]
 #[group(required = true, multiple = false)]
 pub struct GranteeArgs {
+    /// The user (uid) the grant is for.
     #[arg(long, value_name = "U")]
     uid: Option<u32>,
+    /// The group (gid) whose members the grant is for.
     #[arg(long, value_name = "G")]
     gid: Option<u32>,
 }
@@ -193,8 +245,6 @@ impl GranteeArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KmsCliError {
-    #[error("--store STORE is required")]
-    MissingStore,
     #[error("invalid time {0:?}: give RFC 3339 (2024-05-01T12:00:00Z) or Unix seconds")]
     InvalidTime(String),
     #[error("cannot {action} {}: {source}", path.display())]
@@ -207,6 +257,12 @@ pub enum KmsCliError {
     WrongMaterialSize { path: PathBuf, len: usize },
     #[error("give --encrypted-material FILE with --token FILE, or --material FILE")]
     MissingMaterial,
+    #[error("CMK {key_id} has no grant to {grantee}; its grants: {grants}")]
+    NoSuchGrant {
+        key_id: String,
+        grantee: String,
+        grants: String,
+    },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
     #[error(transparent)]
@@ -224,10 +280,8 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 
 /// Opens the store's keystore with its root key, sets the clock from `--now`, and destroys
 /// CMKs whose deletion date has passed (as the mount does at start).
-pub fn open_keystore(args: &StoreArgs) -> Result<Keystore, KmsCliError> {
-    let store = args.store.as_deref().ok_or(KmsCliError::MissingStore)?;
-    let root_key = super::root_key::load_root_key(store, args.root_key.as_deref(), None)?;
-    let mut keystore = Keystore::open(&keystore_dir(store), &root_key)?;
+pub fn open_keystore(args: &KmsStoreArgs) -> Result<Keystore, KmsCliError> {
+    let mut keystore = super::root_key::open_keystore(args.store.path()?, &args.key)?;
     if let Some(now) = &args.now {
         let now = parse_time(now).ok_or_else(|| KmsCliError::InvalidTime(now.clone()))?;
         keystore.set_clock(Clock::Fixed(now));
@@ -287,7 +341,8 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             print_key(&ks.cmk_info(&key)?, json);
         }
         KmsCommand::SetRotation { key, days, off: _ } => {
-            ks.set_cmk_rotation(&key, days, &me)?;
+            // clap's range keeps 0 out.
+            ks.set_cmk_rotation(&key, days.and_then(std::num::NonZeroU32::new), &me)?;
             print_key(&ks.cmk_info(&key)?, json);
         }
         KmsCommand::DeleteMaterial { key } => {
@@ -309,9 +364,7 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             operations,
         } => {
             let ops = operations.as_deref().map(KeyOp::parse_list).transpose()?;
-            let left = ks.revoke(&key, grantee.grantee(), ops.as_deref(), &me)?;
-            let key_id = ks.cmk_info(&key)?.key_id;
-            print_grants(&key_id, left.as_slice(), json);
+            revoke(&ks, &key, grantee.grantee(), ops.as_deref(), &me, json)?;
         }
         KmsCommand::Grants { key } => {
             let key_id = ks.cmk_info(&key)?.key_id;
@@ -334,6 +387,68 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
         }
     }
     Ok(())
+}
+
+/// Revokes and says what the grantee keeps and what grants the CMK has left; revoking from a
+/// grantee without a grant lists the grants there are.
+fn revoke(
+    ks: &Keystore,
+    key: &str,
+    grantee: Grantee,
+    ops: Option<&[KeyOp]>,
+    me: &Caller,
+    json: bool,
+) -> Result<(), KmsCliError> {
+    let left = match ks.revoke(key, grantee, ops, me) {
+        Ok(left) => left,
+        Err(KeystoreError::UnknownGrant { key_id, grantee }) => {
+            return Err(KmsCliError::NoSuchGrant {
+                key_id,
+                grantee,
+                grants: describe_grants(&ks.grants(key)?),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let key_id = ks.cmk_info(key)?.key_id;
+    if json {
+        print_grants(&key_id, left.as_slice(), json);
+        return Ok(());
+    }
+    match &left {
+        Some(grant) => println!(
+            "{grantee} keeps {} on CMK {key_id}",
+            ops_text(&grant.operations)
+        ),
+        None => println!("{grantee} has no grant on CMK {key_id} now"),
+    }
+    let all = ks.grants(key)?;
+    if all.is_empty() {
+        println!("CMK {key_id} has no grants left");
+    } else {
+        println!("grants of CMK {key_id}: {}", describe_grants(&all));
+    }
+    Ok(())
+}
+
+/// `encrypt,decrypt`.
+fn ops_text(ops: &[KeyOp]) -> String {
+    ops.iter()
+        .map(|op| op.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `uid 1000 (encrypt,decrypt), gid 5 (decrypt)`, or `none`.
+fn describe_grants(grants: &[Grant]) -> String {
+    if grants.is_empty() {
+        return "none".to_string();
+    }
+    grants
+        .iter()
+        .map(|g| format!("{} ({})", g.grantee, ops_text(&g.operations)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn run_alias(
@@ -368,6 +483,13 @@ fn get_import_params(
     me: &Caller,
     json: bool,
 ) -> Result<(), KmsCliError> {
+    if !out_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out_dir)
+            .map_err(io_error("create the directory", out_dir))?;
+    }
     let params = ks.get_import_params(key, me)?;
     let base = |suffix: &str| out_dir.join(format!("{}.{suffix}", params.key_id));
     let (der, pem, token) = (
@@ -450,8 +572,10 @@ fn import(
     Ok(())
 }
 
+/// Plain key material is as secret as a root key: its file gets the same owner and mode
+/// checks.
 fn read_plain_material(path: &Path) -> Result<crate::crypto::Key256, KmsCliError> {
-    let file = std::fs::File::open(path).map_err(io_error("read", path))?;
+    let file = super::root_key::open_secret_file(path, "the key material")?;
     let mut bytes = Zeroizing::new(Vec::with_capacity(33));
     file.take(33)
         .read_to_end(&mut bytes)

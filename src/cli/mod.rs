@@ -2,6 +2,9 @@
 //! clear line on error and exit non-zero; they never print key material.
 
 pub mod bucket_encryption;
+pub mod change_root_key;
+pub mod docs;
+pub mod exit;
 pub mod fsck;
 pub mod helper_mode;
 pub mod init;
@@ -13,10 +16,10 @@ pub mod notify;
 pub mod reencrypt;
 pub mod rewrap;
 pub mod root_key;
-pub mod rootkey;
 pub mod rotate;
 pub mod stat;
 pub mod status;
+pub mod time;
 pub mod upgrade;
 
 use clap::{Parser, Subcommand};
@@ -59,10 +62,8 @@ pub enum Command {
         store: PathBuf,
         /// An existing, empty directory to mount on.
         mountpoint: PathBuf,
-        /// The root key file [default: $SSEFS_ROOT_KEY_FILE, else
-        /// $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
+        #[command(flatten)]
+        key: root_key::KeyArgs,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
         /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, bucket=NAME,
         /// create_bucket.
@@ -88,7 +89,7 @@ pub enum Command {
     Rewrap(rewrap::RewrapArgs),
     /// Re-wrap every master key and CMK material under a new root key (a key file or a
     /// passphrase) in one transaction; objects are not touched. Only while unmounted.
-    ChangeRootKey(root_key::ChangeRootKeyArgs),
+    ChangeRootKey(change_root_key::ChangeRootKeyArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
     /// Set, show or remove a bucket's default server-side encryption.
@@ -101,8 +102,8 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// AES256 or KMS [default: each bucket's rule; buckets without one are skipped].
-        #[arg(long, value_parser = ["AES256", "KMS"])]
-        algorithm: Option<String>,
+        #[arg(long, value_name = "AES256|KMS", value_parser = crate::fs::parse_sse_algorithm)]
+        algorithm: Option<crate::crypto::Algorithm>,
         /// The CMK id or alias for KMS (implies --algorithm KMS).
         #[arg(long, value_name = "ID")]
         kms_key_id: Option<String>,
@@ -123,23 +124,7 @@ pub enum Command {
     /// Check a store: keystore integrity, every object's header and blocks, missing keys,
     /// foreign files, leftover temporaries. Works while mounted. Exit 0 clean, 4 problems, 1
     /// error.
-    Fsck {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
-        /// The root key file, to check blocks [default: as for `ssefs mount`; without one,
-        /// headers only].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
-        /// For a store whose root key comes from a passphrase: read it from this descriptor.
-        #[arg(long, value_name = "N", conflicts_with = "root_key")]
-        passphrase_fd: Option<i32>,
-        /// Remove leftover temporary files (only while the store is not mounted).
-        #[arg(long)]
-        repair: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Fsck(fsck::FsckArgs),
     /// Back up or restore a store's keystore.
     Keystore {
         #[command(subcommand)]
@@ -147,29 +132,84 @@ pub enum Command {
     },
     /// Show whether and where a store is mounted, its buckets, objects per algorithm and key,
     /// and its master key versions. Needs no root key.
-    Status {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
-        /// Print as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status(status::StatusArgs),
     /// Rewrite every object of an older object format in the current one (same setting, new
     /// data key), then make the store refuse the older format. Only while not mounted.
-    Upgrade {
-        #[arg(long, value_name = "STORE")]
-        store: PathBuf,
-        /// The root key file [default: as for `ssefs mount`].
-        #[arg(long, value_name = "FILE")]
-        root_key: Option<PathBuf>,
-        /// For a store whose root key comes from a passphrase: read it from this descriptor.
-        #[arg(long, value_name = "N", conflicts_with = "root_key")]
-        passphrase_fd: Option<i32>,
-    },
+    Upgrade(upgrade::UpgradeArgs),
+    /// Write the man pages (ssefs.1, ssefs-kms.1, ...) generated from these definitions.
+    Man(docs::ManArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
 }
 
-/// Runs a parsed command; the error is printed by `main` as one line.
-pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+impl Command {
+    /// Whether the command loads a root key and unwraps keys with it (then the process is
+    /// made undumpable before anything else).
+    pub fn unwraps_keys(&self) -> bool {
+        match self {
+            Command::Init { .. }
+            | Command::Mount { .. }
+            | Command::RotateMaster(_)
+            | Command::Rewrap(_)
+            | Command::ChangeRootKey(_)
+            | Command::Kms(_)
+            | Command::BucketEncryption(_)
+            | Command::Fsck(_)
+            | Command::Upgrade(_)
+            | Command::Keystore { .. } => true,
+            Command::Reencrypt { .. }
+            | Command::Stat { .. }
+            | Command::Status(_)
+            | Command::Man(_)
+            | Command::Completions(_) => false,
+        }
+    }
+}
+
+/// The command-line definition: `Cli`'s, with `--store` required (and not global) in the
+/// commands without subcommands (a global option cannot be required; `kms` and
+/// `bucket-encryption` check it when they run), and the exit statuses after the help.
+pub fn command() -> clap::Command {
+    fn require_store(cmd: clap::Command) -> clap::Command {
+        let has_store = cmd
+            .get_arguments()
+            .any(|a| a.get_id() == "store" && a.get_long() == Some("store"));
+        if cmd.has_subcommands() {
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|c| c.get_name().to_string())
+                .collect();
+            names
+                .iter()
+                .fold(cmd, |cmd, name| cmd.mut_subcommand(name, require_store))
+        } else if has_store {
+            cmd.mut_arg("store", |a| a.global(false).required(true))
+        } else {
+            cmd
+        }
+    }
+    require_store(<Cli as clap::CommandFactory>::command().after_help(exit::EXIT_STATUS_HELP))
+}
+
+/// Parses the command line (exits with clap's usage error or help on a bad one).
+pub fn parse_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
+    let mut matches = command().get_matches_from(args);
+    match <Cli as clap::FromArgMatches>::from_arg_matches_mut(&mut matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    }
+}
+
+/// Runs a parsed command: what it found, or its error for [`exit::finish`] to print.
+pub fn run(cli: Cli) -> Result<exit::Status, exit::CliError> {
+    use exit::{CliError, Status};
+    if cli.command.unwraps_keys() {
+        root_key::make_undumpable();
+    }
+    if !matches!(cli.command, Command::Mount { .. }) {
+        exit::die_quietly_on_closed_pipe();
+    }
+    let done = Status::Success;
     match cli.command {
         Command::Init {
             store,
@@ -178,15 +218,15 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             passphrase_fd,
         } => {
             if passphrase {
-                root_key::run_init(&store, passphrase_fd)
+                init::run_with_passphrase(&store, passphrase_fd)?;
             } else {
-                Ok(init::run(&store, root_key.as_deref())?)
+                init::run(&store, root_key.as_deref())?;
             }
         }
         Command::Mount {
             store,
             mountpoint,
-            root_key,
+            key,
             mut options,
             master_rotation_days,
             bucket,
@@ -201,41 +241,26 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             if create_bucket {
                 options.push("create_bucket".to_string());
             }
-            Ok(mount::run(
-                &store,
-                &mountpoint,
-                root_key.as_deref(),
-                &options,
-            )?)
+            mount::run(&store, &mountpoint, &key, &options).map_err(CliError::Mount)?;
         }
-        Command::RotateMaster(args) => rotate::run(&args),
-        Command::Rewrap(args) => rewrap::run(&args),
-        Command::ChangeRootKey(args) => root_key::run_change(&args),
-        Command::Kms(args) => Ok(kms::run(args)?),
-        Command::BucketEncryption(args) => Ok(bucket_encryption::run(args)?),
+        Command::RotateMaster(args) => rotate::run(&args)?,
+        Command::Rewrap(args) => rewrap::run(&args)?,
+        Command::ChangeRootKey(args) => change_root_key::run(&args)?,
+        Command::Kms(args) => kms::run(args)?,
+        Command::BucketEncryption(args) => return Ok(bucket_encryption::run(args)?),
         Command::Reencrypt {
             paths,
             algorithm,
             kms_key_id,
             json,
-        } => reencrypt::run(&paths, algorithm.as_deref(), kms_key_id, json),
-        Command::Stat { paths, json } => stat::run(&paths, json),
-        Command::Fsck {
-            store,
-            root_key,
-            passphrase_fd,
-            repair,
-            json,
-        } => match fsck::run(&store, root_key.as_deref(), passphrase_fd, repair, json)? {
-            0 => Ok(()),
-            code => std::process::exit(code),
-        },
-        Command::Keystore { action } => Ok(keystore_cmd::run(action)?),
-        Command::Status { store, json } => Ok(status::run(&store, json)?),
-        Command::Upgrade {
-            store,
-            root_key,
-            passphrase_fd,
-        } => Ok(upgrade::run(&store, root_key.as_deref(), passphrase_fd)?),
+        } => reencrypt::run(&paths, algorithm, kms_key_id, json)?,
+        Command::Stat { paths, json } => stat::run(&paths, json)?,
+        Command::Fsck(args) => return Ok(fsck::run(&args)?),
+        Command::Keystore { action } => keystore_cmd::run(action).map_err(CliError::Keystore)?,
+        Command::Status(args) => status::run(&args)?,
+        Command::Upgrade(args) => upgrade::run(&args)?,
+        Command::Man(args) => docs::man(&args)?,
+        Command::Completions(args) => docs::completions(&args),
     }
+    Ok(done)
 }

@@ -1,6 +1,7 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
+use super::root_key::{KeyArgs, load_root_key, open_with};
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
 use crate::keystore::Keystore;
@@ -316,10 +317,10 @@ fn refusal_beside_bucket_mounts(store: &Path, e: StoreError) -> String {
 pub fn run(
     store: &Path,
     mountpoint: &Path,
-    root_key: Option<&Path>,
+    key: &KeyArgs,
     options: &[String],
 ) -> Result<(), String> {
-    run_announcing(store, mountpoint, root_key, options, Box::new(|_| {}))
+    run_announcing(store, mountpoint, key, options, Box::new(|_| {}))
 }
 
 /// As [`run`]; once the mount answers, tells systemd (`READY=1` when `$NOTIFY_SOCKET` is set)
@@ -327,7 +328,7 @@ pub fn run(
 pub fn run_announcing(
     store: &Path,
     mountpoint: &Path,
-    root_key: Option<&Path>,
+    key: &KeyArgs,
     options: &[String],
     on_ready: ReadyHook,
 ) -> Result<(), String> {
@@ -340,10 +341,8 @@ pub fn run_announcing(
     }
     let mountpoint = check_mountpoint(mountpoint)?;
     let (store, bucket_lock) = lock_store(store, options.bucket.as_deref(), &mountpoint)?;
-    let root_key =
-        super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
-    let keystore = Keystore::open(&store.meta_dir(), &root_key)
-        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+    let root_key = load_root_key(store.root(), key).map_err(|e| e.to_string())?;
+    let keystore = open_with(store.root(), key, &root_key).map_err(|e| e.to_string())?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
     // by the first object created.
     keystore

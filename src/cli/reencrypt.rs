@@ -6,7 +6,8 @@ use super::stat::{
     MountPathError, ObjectEncryption, bucket_of, collect_objects, get_attr, mount_root_of,
     remove_attr, set_attr,
 };
-use crate::fs::{SSE_ATTR, SSE_KEY_ID_ATTR};
+use crate::crypto::Algorithm;
+use crate::fs::{AES256, KMS, SSE_ATTR, SSE_KEY_ID_ATTR};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::{BTreeSet, HashMap};
 use std::io::IsTerminal;
@@ -27,19 +28,15 @@ pub enum Target {
 impl Target {
     /// The target the options ask for: a key id alone means `KMS`.
     pub fn from_options(
-        algorithm: Option<&str>,
+        algorithm: Option<Algorithm>,
         kms_key_id: Option<String>,
-    ) -> Result<Target, String> {
+    ) -> Result<Target, ReencryptError> {
         match (algorithm, kms_key_id) {
             (None, None) => Ok(Target::BucketDefault),
-            (Some("AES256"), None) => Ok(Target::Aes256),
-            (Some("AES256"), Some(_)) => {
-                Err("--kms-key-id goes only with --algorithm KMS".to_string())
-            }
-            (Some("KMS") | None, key) => Ok(Target::Kms(key)),
-            (Some(other), _) => Err(format!(
-                "unknown algorithm {other:?} (expected AES256 or KMS)"
-            )),
+            (Some(Algorithm::Aes256), None) => Ok(Target::Aes256),
+            (Some(Algorithm::Aes256), Some(_)) => Err(ReencryptError::KeyIdWithAes256),
+            (Some(Algorithm::Kms) | None, key) => Ok(Target::Kms(key)),
+            (Some(Algorithm::None), _) => Err(ReencryptError::NoAlgorithm),
         }
     }
 }
@@ -75,46 +72,78 @@ fn text(value: Option<Vec<u8>>) -> Option<String> {
     value.map(|v| String::from_utf8_lossy(&v).into_owned())
 }
 
-fn failed(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+/// Why one object was not re-encrypted (reported, and the run goes on).
+#[derive(Debug, thiserror::Error)]
+enum ObjectError {
+    #[error(transparent)]
+    Path(#[from] MountPathError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The mount answers `EMLINK`.
+    #[error(
+        "{}: the object has more than one hard link, and an object with several links cannot \
+         be re-encrypted in place: re-encryption writes a new object and swaps it in, which \
+         would leave the other links with the old contents. Copy it to a new file (cp), \
+         re-encrypt or replace the original with the copy, and link again (or remove the \
+         other links first)",
+        .0.display()
+    )]
+    MultipleLinks(PathBuf),
+}
+
+/// An I/O error on `path`, with the reason a hard-linked object is refused.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> ObjectError + '_ {
+    move |source| {
+        if source.raw_os_error() == Some(libc::EMLINK) {
+            ObjectError::MultipleLinks(path.to_path_buf())
+        } else {
+            ObjectError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    }
 }
 
 impl Run {
-    fn bucket_rule(&mut self, object: &Path) -> Result<(PathBuf, BucketRuleAttrs), String> {
-        let bucket = bucket_of(object).map_err(|e| e.to_string())?;
+    fn bucket_rule(&mut self, object: &Path) -> Result<(PathBuf, BucketRuleAttrs), ObjectError> {
+        let bucket = bucket_of(object)?;
         if let Some(rule) = self.buckets.get(&bucket) {
             return Ok((bucket, rule.clone()));
         }
-        let algorithm = text(get_attr(&bucket, SSE_ATTR).map_err(|e| failed(&bucket, e))?);
-        let key_id = text(get_attr(&bucket, SSE_KEY_ID_ATTR).map_err(|e| failed(&bucket, e))?);
+        let algorithm = text(get_attr(&bucket, SSE_ATTR).map_err(io_error(&bucket))?);
+        let key_id = text(get_attr(&bucket, SSE_KEY_ID_ATTR).map_err(io_error(&bucket))?);
         let rule = algorithm.map(|a| (a, key_id));
         self.buckets.insert(bucket.clone(), rule.clone());
         Ok((bucket, rule))
     }
 
     /// Re-encrypts one object if needed; the file ID tells whether the mount rewrote it.
-    fn process(&mut self, object: &Path) -> Result<Outcome, String> {
-        mount_root_of(object).map_err(|e| e.to_string())?;
-        let before = ObjectEncryption::read(object).map_err(|e| failed(object, e))?;
-        let io = |e: std::io::Error| failed(object, e);
+    fn process(&mut self, object: &Path) -> Result<Outcome, ObjectError> {
+        mount_root_of(object)?;
+        let before = ObjectEncryption::read(object).map_err(io_error(object))?;
+        let io = io_error(object);
         match self.target.clone() {
             Target::Aes256 => {
-                if before.algorithm == "AES256" {
+                if before.algorithm == AES256 {
                     return Ok(Outcome::AlreadyMatching);
                 }
-                set_attr(object, SSE_ATTR, "AES256").map_err(io)?;
+                set_attr(object, SSE_ATTR, AES256).map_err(&io)?;
             }
-            Target::Kms(None) => set_attr(object, SSE_ATTR, "KMS").map_err(io)?,
+            Target::Kms(None) => set_attr(object, SSE_ATTR, KMS).map_err(&io)?,
             Target::Kms(Some(key_id)) => {
-                if before.algorithm == "KMS" && before.key_id.as_deref() == Some(&key_id) {
+                if before.algorithm == KMS && before.key_id.as_deref() == Some(&key_id) {
                     return Ok(Outcome::AlreadyMatching);
                 }
                 // Two steps: a key id can only be set on a KMS object. Each step is atomic,
                 // and a re-run finishes an object left after the first.
-                if before.algorithm != "KMS" {
-                    set_attr(object, SSE_ATTR, "KMS").map_err(io)?;
+                if before.algorithm != KMS {
+                    set_attr(object, SSE_ATTR, KMS).map_err(&io)?;
                 }
-                set_attr(object, SSE_KEY_ID_ATTR, &key_id).map_err(io)?;
+                set_attr(object, SSE_KEY_ID_ATTR, &key_id).map_err(&io)?;
             }
             Target::BucketDefault => {
                 let (bucket, rule) = self.bucket_rule(object)?;
@@ -125,7 +154,7 @@ impl Run {
                         bucket.display()
                     )));
                 };
-                if algorithm == "AES256" && before.algorithm == "AES256" {
+                if algorithm == AES256 && before.algorithm == AES256 {
                     return Ok(Outcome::AlreadyMatching);
                 }
                 if key_id.is_some() && before.key_id == key_id {
@@ -133,10 +162,10 @@ impl Run {
                 }
                 // Removing the per-object setting brings the object under the bucket's rule
                 // in one step.
-                remove_attr(object, SSE_ATTR).map_err(io)?;
+                remove_attr(object, SSE_ATTR).map_err(&io)?;
             }
         }
-        let after = ObjectEncryption::read(object).map_err(|e| failed(object, e))?;
+        let after = ObjectEncryption::read(object).map_err(io_error(object))?;
         if after.file_id != before.file_id {
             Ok(Outcome::Reencrypted)
         } else {
@@ -160,17 +189,31 @@ fn progress_bar(len: u64) -> ProgressBar {
     bar
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ReencryptError {
+    #[error("--kms-key-id goes only with --algorithm KMS")]
+    KeyIdWithAes256,
+    #[error("--algorithm takes AES256 or KMS")]
+    NoAlgorithm,
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signals(std::io::Error),
+    #[error("interrupted; run the same command again to continue")]
+    Interrupted,
+    #[error("{0} object(s) failed")]
+    Failed(usize),
+}
+
 /// Runs `ssefs reencrypt`; fails when any object failed or the run was interrupted.
 pub fn run(
     paths: &[PathBuf],
-    algorithm: Option<&str>,
+    algorithm: Option<Algorithm>,
     kms_key_id: Option<String>,
     json: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), ReencryptError> {
     let target = Target::from_options(algorithm, kms_key_id)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ReencryptError::Signals)?;
     }
     let (objects, errors) = collect_objects(paths);
     let mut tally = Tally::default();
@@ -193,9 +236,9 @@ pub fn run(
                 tally.skipped += 1;
                 tally.notes.insert(note);
             }
-            Err(message) => {
-                bar.suspend(|| eprintln!("ssefs: {message}"));
-                tally.failures.push((object.clone(), message));
+            Err(e) => {
+                bar.suspend(|| eprintln!("ssefs: {e}"));
+                tally.failures.push((object.clone(), e.to_string()));
             }
         }
         bar.inc(1);
@@ -203,10 +246,10 @@ pub fn run(
     bar.finish_and_clear();
     report(&tally, json);
     if tally.interrupted {
-        return Err("interrupted; run the same command again to continue".into());
+        return Err(ReencryptError::Interrupted);
     }
     if !tally.failures.is_empty() {
-        return Err(format!("{} object(s) failed", tally.failures.len()).into());
+        return Err(ReencryptError::Failed(tally.failures.len()));
     }
     Ok(())
 }
@@ -264,20 +307,12 @@ mod tests {
 
     #[test]
     fn options_choose_the_target() {
-        assert_eq!(Target::from_options(None, None), Ok(Target::BucketDefault));
-        assert_eq!(
-            Target::from_options(Some("AES256"), None),
-            Ok(Target::Aes256)
-        );
-        assert_eq!(
-            Target::from_options(Some("KMS"), None),
-            Ok(Target::Kms(None))
-        );
-        assert_eq!(
-            Target::from_options(None, Some("k".into())),
-            Ok(Target::Kms(Some("k".into())))
-        );
-        assert!(Target::from_options(Some("AES256"), Some("k".into())).is_err());
-        assert!(Target::from_options(Some("aes256"), None).is_err());
+        let target = |a, k: Option<&str>| Target::from_options(a, k.map(str::to_string)).ok();
+        assert_eq!(target(None, None), Some(Target::BucketDefault));
+        assert_eq!(target(Some(Algorithm::Aes256), None), Some(Target::Aes256));
+        assert_eq!(target(Some(Algorithm::Kms), None), Some(Target::Kms(None)));
+        assert_eq!(target(None, Some("k")), Some(Target::Kms(Some("k".into()))));
+        assert_eq!(target(Some(Algorithm::Aes256), Some("k")), None);
+        assert_eq!(target(Some(Algorithm::None), None), None);
     }
 }

@@ -3,16 +3,18 @@
 //! attribute `user.ssefs.rewrap`) when the store is mounted, else under the store lock with
 //! `ops::rewrap`. This module walks, shows progress and reports.
 
-use super::root_key::open_keystore;
+use super::root_key::{KeyArgs, RootKeyError, StoreArgs, open_keystore};
 use super::stat::{ObjectEncryption, collect_objects, get_attr, set_attr};
 use super::status::store_mounts;
 use crate::crypto::KeyRef;
+use crate::fs::{AES256, KEY_VERSION_ATTR, KMS, REWRAP_ATTR};
 use crate::keystore::Keystore;
+use crate::ops::rewrap::{
+    KeyFilter, NewestVersions, OfflineRewrap, Outcome, RewrapError as OfflineError,
+};
 use crate::ops::scan::inventory;
-use crate::fs::{KEY_VERSION_ATTR, REWRAP_ATTR};
-use crate::ops::rewrap::{KeyFilter, NewestVersions, OfflineRewrap, Outcome};
-use crate::store::Store;
 use crate::store::bucket_lock::{BucketLock, BucketMount};
+use crate::store::{Store, StoreError};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -22,20 +24,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Args, Debug)]
 pub struct RewrapArgs {
-    #[arg(long, value_name = "STORE")]
-    pub store: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub root_key: KeyArgs,
     /// Only the objects of this bucket.
     #[arg(long, value_name = "BUCKET")]
     pub bucket: Option<String>,
     /// Only the objects under this key: `master` (AES256 objects) or a CMK id or alias.
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
-    /// Read the store's passphrase from this file descriptor (passphrase stores).
-    #[arg(long, value_name = "N")]
-    pub passphrase_fd: Option<i32>,
     /// Print the counts as JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,20 +65,49 @@ fn key_version(key_ref: &KeyRef) -> u32 {
     }
 }
 
-pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
+#[derive(Debug, thiserror::Error)]
+pub enum RewrapError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error(transparent)]
+    Offline(#[from] OfflineError),
+    #[error("--bucket {0:?} is not a bucket name (3-63 characters of a-z, 0-9 and -)")]
+    InvalidBucketName(String),
+    #[error("cannot watch for Ctrl-C: {0}")]
+    Signals(std::io::Error),
+    #[error("store {}: {source}", store.display())]
+    Store {
+        store: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} (a mount in another mount namespace? run ssefs rewrap there)")]
+    Locked(StoreError),
+    /// The run could not start (no such bucket, an unreadable store).
+    #[error("{0}")]
+    Start(String),
+    #[error("interrupted; run the same command again to continue")]
+    Interrupted,
+    #[error("{0} object(s) failed")]
+    Failed(usize),
+}
+
+pub fn run(args: &RewrapArgs) -> Result<(), RewrapError> {
+    let store = args.store.path()?;
+    let keystore = open_keystore(store, &args.root_key)?;
     let filter = KeyFilter::new(&keystore, args.key.as_deref())?;
     if let Some(bucket) = &args.bucket {
-        crate::keystore::validate_bucket_name(bucket)?;
+        if !crate::fs::is_bucket_name(bucket) {
+            return Err(RewrapError::InvalidBucketName(bucket.clone()));
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(RewrapError::Signals)?;
     }
-    let root = args
-        .store
-        .canonicalize()
-        .map_err(|e| format!("store {}: {e}", args.store.display()))?;
+    let root = store.canonicalize().map_err(|source| RewrapError::Store {
+        store: store.to_path_buf(),
+        source,
+    })?;
     let mut newest = NewestVersions::new(&keystore);
     let mounts = store_mounts(&root);
     let tally = match mounts.whole.into_iter().next() {
@@ -91,7 +118,7 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
                 filter: &filter,
                 single_bucket: false,
             };
-            run.run(&mut newest, &stop)?
+            run.run(&mut newest, &stop).map_err(RewrapError::Start)?
         }
         None if !mounts.buckets.is_empty() => {
             let run = BesideBucketMounts {
@@ -99,22 +126,21 @@ pub fn run(args: &RewrapArgs) -> Result<(), Box<dyn std::error::Error>> {
                 mounts: &mounts.buckets,
                 filter: &filter,
             };
-            run.run(args.bucket.as_deref(), &mut newest, &keystore, &stop)?
+            run.run(args.bucket.as_deref(), &mut newest, &keystore, &stop)
+                .map_err(RewrapError::Start)?
         }
         None => {
-            let store = Store::open_locked(&root).map_err(|e| {
-                format!("{e} (a mount in another mount namespace? run ssefs rewrap there)")
-            })?;
+            let store = Store::open_locked(&root).map_err(RewrapError::Locked)?;
             let run = OfflineRewrap::new(&store, &keystore, &filter)?;
-            offline(&run, args.bucket.as_deref(), &mut newest, &stop)?
+            offline(&run, args.bucket.as_deref(), &mut newest, &stop).map_err(RewrapError::Start)?
         }
     };
     report(&tally, args.json);
     if tally.interrupted {
-        return Err("interrupted; run the same command again to continue".into());
+        return Err(RewrapError::Interrupted);
     }
     if !tally.failures.is_empty() {
-        return Err(format!("{} object(s) failed", tally.failures.len()).into());
+        return Err(RewrapError::Failed(tally.failures.len()));
     }
     Ok(())
 }
@@ -189,8 +215,8 @@ impl MountedRewrap<'_> {
     fn process(&self, object: &Path, newest: &mut NewestVersions<'_>) -> Result<Outcome, String> {
         let before = ObjectEncryption::read(object).map_err(|e| e.to_string())?;
         let key_ref = match (before.algorithm.as_str(), before.key_version, before.key_id) {
-            ("AES256", Some(version), _) => KeyRef::Master { version },
-            ("KMS", Some(version), Some(key_id)) => KeyRef::Cmk { key_id, version },
+            (AES256, Some(version), _) => KeyRef::Master { version },
+            (KMS, Some(version), Some(key_id)) => KeyRef::Cmk { key_id, version },
             _ => KeyRef::None,
         };
         if !self.filter.selects(&key_ref) {

@@ -1,35 +1,157 @@
-//! The root key of an existing store whatever its source: a key file (located as `rootkey.rs`
-//! says) or a passphrase (Argon2id, parameters from the keystore) read from a descriptor, a
-//! systemd credential or a terminal without echo; and `ssefs change-root-key`. Prints no secret.
+//! The one way every command gets a store's root key: `--root-key FILE`, `--passphrase-fd N`,
+//! `$SSEFS_ROOT_KEY_FILE`, `$SSEFS_PASSPHRASE_FD`, the systemd credentials `root-key` and
+//! `passphrase`, the per-store key file in the user's config directory, or the terminal; and
+//! the `--store` and key arguments every command shares. Checks the owner and mode of every
+//! secret file it reads; loading and parsing a key file is the keystore's. Prints no secret.
 
-use super::rootkey::root_key_location;
 use crate::crypto::Key256;
 use crate::keystore::{
-    Keystore, KeystoreError, MIN_PASSPHRASE_LEN, PassphraseKdf, create_root_key_file, keystore_dir,
-    load_root_key_file, read_passphrase_kdf,
+    Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file, read_passphrase_kdf,
 };
-use crate::store::Store;
 use clap::Args;
-use std::fs::File;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
 use std::io::{IsTerminal, Read};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+/// The environment variable naming the root key file.
+pub const ROOT_KEY_ENV: &str = "SSEFS_ROOT_KEY_FILE";
+/// The environment variable naming a descriptor to read the passphrase from.
+pub const PASSPHRASE_FD_ENV: &str = "SSEFS_PASSPHRASE_FD";
+/// The credential name for systemd's `LoadCredential=root-key:...`.
+pub const ROOT_KEY_CREDENTIAL: &str = "root-key";
 /// The credential name for a passphrase given by systemd (`LoadCredential=passphrase:...`).
 pub const PASSPHRASE_CREDENTIAL: &str = "passphrase";
-/// The environment variable naming a descriptor to read the passphrase from (for commands
-/// without `--passphrase-fd`, such as `ssefs mount`).
-pub const PASSPHRASE_FD_ENV: &str = "SSEFS_PASSPHRASE_FD";
 /// The longest passphrase read.
 const MAX_PASSPHRASE_LEN: usize = 4096;
 
+/// `--store STORE`, shared by every command that works on a store by name.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// The store: the backing directory made by `ssefs init`.
+    #[arg(long, global = true, value_name = "STORE")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store path; an error naming the option when it was not given.
+    pub fn path(&self) -> Result<&Path, RootKeyError> {
+        self.store.as_deref().ok_or(RootKeyError::MissingStore)
+    }
+}
+
+/// How to give the root key of an existing store, shared by every command that needs one.
+#[derive(Args, Debug, Clone, Default)]
+pub struct KeyArgs {
+    /// The root key file [default: $SSEFS_ROOT_KEY_FILE, else $CREDENTIALS_DIRECTORY/root-key,
+    /// else ~/.config/ssefs/keys/STORE-ID.key].
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "passphrase_fd"
+    )]
+    pub root_key: Option<PathBuf>,
+    /// For a store whose root key comes from a passphrase: read the passphrase from this file
+    /// descriptor [default: $SSEFS_PASSPHRASE_FD, else $CREDENTIALS_DIRECTORY/passphrase, else
+    /// asked on the terminal].
+    #[arg(long, global = true, value_name = "N")]
+    pub passphrase_fd: Option<i32>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootKeyError {
+    #[error("--store STORE is required (the backing directory made by `ssefs init`)")]
+    MissingStore,
+    /// No root key was given and none is at the default place.
+    #[error(
+        "no root key at {} (from {origin}): the file {} does not exist; give the root key of \
+         store {} with --root-key FILE, ${ROOT_KEY_ENV}=FILE, the systemd credential \
+         {ROOT_KEY_CREDENTIAL} (LoadCredential={ROOT_KEY_CREDENTIAL}:FILE), or put it at the \
+         default place ~/.config/ssefs/keys/STORE-ID.key",
+        path.display(),
+        path.display(),
+        store.display()
+    )]
+    MissingKeyFile {
+        store: PathBuf,
+        path: PathBuf,
+        origin: &'static str,
+    },
+    /// No root key was given and there is no default place.
+    #[error(
+        "no root key for store {}: neither $HOME nor $XDG_CONFIG_HOME is set, so there is no \
+         default place; give it with --root-key FILE, ${ROOT_KEY_ENV}=FILE or the systemd \
+         credential {ROOT_KEY_CREDENTIAL} (LoadCredential={ROOT_KEY_CREDENTIAL}:FILE)",
+        store.display()
+    )]
+    NoKeyLocation { store: PathBuf },
+    /// A passphrase store and no way to read the passphrase.
+    #[error(
+        "the root key of store {} comes from a passphrase and none was given: give \
+         --passphrase-fd N, ${PASSPHRASE_FD_ENV}=N, the systemd credential \
+         {PASSPHRASE_CREDENTIAL} (LoadCredential={PASSPHRASE_CREDENTIAL}:FILE), or run on a \
+         terminal",
+        store.display()
+    )]
+    MissingPassphrase { store: PathBuf },
+    #[error(
+        "--passphrase-fd was given, but the root key of store {} is a key file, not a \
+         passphrase: give --root-key FILE (or ${ROOT_KEY_ENV}) instead",
+        store.display()
+    )]
+    NotAPassphraseStore { store: PathBuf },
+    #[error("store {}: wrong root key{}", store.display(), if *passphrase { " (wrong passphrase?)" } else { "" })]
+    WrongRootKey { store: PathBuf, passphrase: bool },
+    #[error(
+        "{} is owned by uid {owner}; a secret file must be owned by you (uid {me}) or root: \
+         run `chown {me} {}`",
+        path.display(),
+        path.display()
+    )]
+    ForeignOwner { path: PathBuf, owner: u32, me: u32 },
+    #[error(
+        "{} has mode {mode:04o}, which gives group or others access to a secret; run \
+         `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    InsecureMode { path: PathBuf, mode: u32 },
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("passphrase descriptor {fd}: {problem}")]
+    PassphraseFd { fd: i32, problem: String },
+    #[error("${PASSPHRASE_FD_ENV}={0:?} is not a descriptor number")]
+    PassphraseFdEnv(String),
+    #[error("{0}")]
+    Passphrase(&'static str),
+    #[error("the passphrase is shorter than {0} bytes")]
+    PassphraseTooShort(usize),
+    #[error("cannot read the passphrase from the terminal: {0}")]
+    Terminal(std::io::Error),
+    #[error("store {}: {source}", store.display())]
+    Store {
+        store: PathBuf,
+        source: KeystoreError,
+    },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
-    #[error("{0}")]
-    Passphrase(String),
+}
+
+impl RootKeyError {
+    fn store(store: &Path) -> impl FnOnce(KeystoreError) -> RootKeyError + '_ {
+        move |source| RootKeyError::Store {
+            store: store.to_path_buf(),
+            source,
+        }
+    }
 }
 
 /// A passphrase, wiped when dropped.
@@ -46,7 +168,7 @@ impl Passphrase {
         }
         let bytes = Zeroizing::new(bytes);
         if bytes.is_empty() {
-            return Err(RootKeyError::Passphrase("the passphrase is empty".into()));
+            return Err(RootKeyError::Passphrase("the passphrase is empty"));
         }
         Ok(Passphrase(bytes))
     }
@@ -56,21 +178,70 @@ impl Passphrase {
     }
 }
 
+/// The effective uid of this process, the owner a secret file must have (or root).
+fn my_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Refuses a secret file (root key, passphrase credential, key material) owned by someone
+/// other than this process's user or root, or readable or writable by group or others.
+pub fn check_secret_file(path: &Path, meta: &Metadata) -> Result<(), RootKeyError> {
+    let me = my_uid();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(RootKeyError::ForeignOwner {
+            path: path.to_path_buf(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(RootKeyError::InsecureMode {
+            path: path.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
+}
+
+/// Opens a secret file for reading after [`check_secret_file`] on the open file.
+pub fn open_secret_file(path: &Path, what: &'static str) -> Result<File, RootKeyError> {
+    let read_error = |source| RootKeyError::Read {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    check_secret_file(path, &meta)?;
+    Ok(file)
+}
+
+/// Makes this process undumpable (no core file, no ptrace by other users, `/proc/PID` owned
+/// by root): called at the start of every command that unwraps keys.
+pub fn make_undumpable() {
+    use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        eprintln!("ssefs: warning: cannot disable core dumps: {e}");
+    }
+}
+
 /// Reads a passphrase from the open descriptor `fd` (to its end or the first newline).
 pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
-    let bad =
-        |what: String| RootKeyError::Passphrase(format!("passphrase descriptor {fd}: {what}"));
-    // SAFETY: F_GETFD only inspects the descriptor table.
-    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    let bad = |problem: String| RootKeyError::PassphraseFd { fd, problem };
+    if fd < 0 {
+        return Err(bad("not an open file descriptor".into()));
+    }
+    // SAFETY: `fd` is only borrowed to ask whether it is open.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if rustix::io::fcntl_getfd(borrowed).is_err() {
         return Err(bad("not an open file descriptor".into()));
     }
     // SAFETY: the descriptor is open and handed to this process to be read and closed.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let mut bytes = Vec::new();
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_PASSPHRASE_LEN as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| bad(e.to_string()))?;
-    let bytes = Zeroizing::new(bytes);
     if bytes.len() > MAX_PASSPHRASE_LEN {
         return Err(bad(format!("longer than {MAX_PASSPHRASE_LEN} bytes")));
     }
@@ -82,34 +253,53 @@ pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
 }
 
 fn read_passphrase_file(path: &Path) -> Result<Passphrase, RootKeyError> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        RootKeyError::Passphrase(format!("passphrase credential {}: {e}", path.display()))
-    })?);
+    let mut file = open_secret_file(path, "the passphrase credential")?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes)
+        .map_err(|source| RootKeyError::Read {
+            what: "the passphrase credential",
+            path: path.to_path_buf(),
+            source,
+        })?;
     Passphrase::new(bytes.to_vec())
 }
 
 fn prompt(text: &str) -> Result<Passphrase, RootKeyError> {
-    let typed = rpassword::prompt_password(text)
-        .map_err(|e| RootKeyError::Passphrase(format!("cannot read the passphrase: {e}")))?;
+    let typed = rpassword::prompt_password(text).map_err(RootKeyError::Terminal)?;
     Passphrase::new(Zeroizing::new(typed).as_bytes().to_vec())
 }
 
-fn fd_from_env() -> Result<Option<i32>, RootKeyError> {
-    match std::env::var(PASSPHRASE_FD_ENV) {
-        Ok(v) if !v.is_empty() => v.parse().map(Some).map_err(|_| {
-            RootKeyError::Passphrase(format!("{PASSPHRASE_FD_ENV}={v:?} is not a descriptor"))
-        }),
-        _ => Ok(None),
+/// The process environment, as the location functions take it (tests pass their own).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+fn process_env(name: &str) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
+fn env_var(env: Env<'_>, name: &str) -> Option<OsString> {
+    env(name).filter(|v| !v.is_empty())
+}
+
+fn fd_from_env(env: Env<'_>) -> Result<Option<i32>, RootKeyError> {
+    match env_var(env, PASSPHRASE_FD_ENV) {
+        Some(v) => {
+            let text = v.to_string_lossy().into_owned();
+            text.parse()
+                .map(Some)
+                .map_err(|_| RootKeyError::PassphraseFdEnv(text))
+        }
+        None => Ok(None),
     }
 }
 
 /// The passphrase of an existing store: from `fd` (or `$SSEFS_PASSPHRASE_FD`), else the
 /// credential `$CREDENTIALS_DIRECTORY/passphrase`, else asked on the terminal.
 pub fn existing_passphrase(store: &Path, fd: Option<i32>) -> Result<Passphrase, RootKeyError> {
-    if let Some(fd) = fd.map_or_else(fd_from_env, |fd| Ok(Some(fd)))? {
+    let env: Env<'_> = &process_env;
+    if let Some(fd) = fd.map_or_else(|| fd_from_env(env), |fd| Ok(Some(fd)))? {
         return read_passphrase_fd(fd);
     }
-    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+    if let Some(dir) = env_var(env, "CREDENTIALS_DIRECTORY") {
         let path = PathBuf::from(dir).join(PASSPHRASE_CREDENTIAL);
         if path.exists() {
             return read_passphrase_file(&path);
@@ -118,212 +308,363 @@ pub fn existing_passphrase(store: &Path, fd: Option<i32>) -> Result<Passphrase, 
     if std::io::stdin().is_terminal() {
         return prompt(&format!("Passphrase for store {}: ", store.display()));
     }
-    Err(RootKeyError::Passphrase(format!(
-        "the root key of store {} comes from a passphrase: give --passphrase-fd N (or \
-         {PASSPHRASE_FD_ENV}=N), the credential {PASSPHRASE_CREDENTIAL}, or run on a terminal",
-        store.display()
-    )))
+    Err(RootKeyError::MissingPassphrase {
+        store: store.to_path_buf(),
+    })
 }
 
 /// A new passphrase: from `fd`, else typed twice on the terminal. At least 8 bytes.
-pub fn new_passphrase(fd: Option<i32>) -> Result<Passphrase, RootKeyError> {
+pub fn new_passphrase(fd: Option<i32>, option: &'static str) -> Result<Passphrase, RootKeyError> {
     let passphrase = match fd {
         Some(fd) => read_passphrase_fd(fd)?,
         None if std::io::stdin().is_terminal() => {
             let first = prompt("New passphrase: ")?;
             let again = prompt("New passphrase again: ")?;
             if first.expose_secret() != again.expose_secret() {
-                return Err(RootKeyError::Passphrase("the passphrases differ".into()));
+                return Err(RootKeyError::Passphrase("the passphrases differ"));
             }
             first
         }
         None => {
-            return Err(RootKeyError::Passphrase(
-                "give the new passphrase with --new-passphrase-fd N or run on a terminal".into(),
-            ));
+            return Err(RootKeyError::Passphrase(option));
         }
     };
-    if passphrase.expose_secret().len() < MIN_PASSPHRASE_LEN {
-        return Err(RootKeyError::Passphrase(format!(
-            "the passphrase is shorter than {MIN_PASSPHRASE_LEN} bytes"
-        )));
+    if passphrase.expose_secret().len() < crate::keystore::MIN_PASSPHRASE_LEN {
+        return Err(RootKeyError::PassphraseTooShort(
+            crate::keystore::MIN_PASSPHRASE_LEN,
+        ));
     }
     Ok(passphrase)
 }
 
-/// The root key of the store at `store`: the key file `explicit` when given; else, when the
-/// keystore records passphrase parameters, the key derived from the passphrase (see
-/// [`existing_passphrase`]); else the key file at the usual place.
-pub fn load_root_key(
-    store: &Path,
-    explicit: Option<&Path>,
-    passphrase_fd: Option<i32>,
-) -> Result<Key256, RootKeyError> {
-    if explicit.is_none() {
-        if let Some(kdf) = read_passphrase_kdf(&keystore_dir(store))? {
-            let passphrase = existing_passphrase(store, passphrase_fd)?;
-            return Ok(kdf.derive(passphrase.expose_secret())?);
-        }
-    }
-    let location = root_key_location(explicit, store)?;
-    Ok(load_root_key_file(&location.path)?)
+/// How the root key path was chosen (for messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RootKeyOrigin {
+    /// `--root-key FILE`.
+    Option,
+    /// `$SSEFS_ROOT_KEY_FILE`.
+    Environment,
+    /// `$CREDENTIALS_DIRECTORY/root-key` (systemd `LoadCredential=`).
+    Credential,
+    /// `$XDG_CONFIG_HOME/ssefs/keys/<store-id>.key` (or `~/.config/...`).
+    ConfigDir,
 }
 
-/// Opens a store's keystore with its root key from any source.
-pub fn open_keystore(
-    store: &Path,
+impl RootKeyOrigin {
+    fn describe(self) -> &'static str {
+        match self {
+            RootKeyOrigin::Option => "--root-key",
+            RootKeyOrigin::Environment => ROOT_KEY_ENV,
+            RootKeyOrigin::Credential => "the credential root-key",
+            RootKeyOrigin::ConfigDir => "the default place",
+        }
+    }
+}
+
+/// A root key path and how it was chosen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootKeyLocation {
+    pub path: PathBuf,
+    pub origin: RootKeyOrigin,
+}
+
+/// The root key location, in order: `explicit`, `$SSEFS_ROOT_KEY_FILE`,
+/// `$CREDENTIALS_DIRECTORY/root-key` if that file exists, else
+/// `$XDG_CONFIG_HOME/ssefs/keys/<store-id>.key` (`$HOME/.config/...` when `XDG_CONFIG_HOME`
+/// is unset or not absolute). Empty variables count as unset. `store_id` is asked for only
+/// when the last case applies.
+pub fn locate_root_key(
     explicit: Option<&Path>,
-    passphrase_fd: Option<i32>,
-) -> Result<Keystore, String> {
-    let key = load_root_key(store, explicit, passphrase_fd).map_err(|e| e.to_string())?;
-    Keystore::open(&keystore_dir(store), &key).map_err(|e| match e {
-        KeystoreError::WrongRootKey => format!(
-            "store {}: wrong root key{}",
-            store.display(),
-            if explicit.is_none()
-                && read_passphrase_kdf(&keystore_dir(store)).is_ok_and(|k| k.is_some())
-            {
-                " (wrong passphrase?)"
-            } else {
-                ""
-            }
-        ),
-        e => format!("store {}: {e}", store.display()),
+    env: Env<'_>,
+    store_id: impl FnOnce() -> Result<StoreId, KeystoreError>,
+) -> Result<RootKeyLocation, KeystoreError> {
+    let var = |name: &str| env_var(env, name).map(PathBuf::from);
+    let at = |path: PathBuf, origin| RootKeyLocation { path, origin };
+    if let Some(path) = explicit {
+        return Ok(at(path.to_path_buf(), RootKeyOrigin::Option));
+    }
+    if let Some(path) = var(ROOT_KEY_ENV) {
+        return Ok(at(path, RootKeyOrigin::Environment));
+    }
+    if let Some(dir) = var("CREDENTIALS_DIRECTORY") {
+        let path = dir.join(ROOT_KEY_CREDENTIAL);
+        if path.exists() {
+            return Ok(at(path, RootKeyOrigin::Credential));
+        }
+    }
+    let config = var("XDG_CONFIG_HOME")
+        .filter(|p| p.is_absolute())
+        .or_else(|| var("HOME").map(|home| home.join(".config")))
+        .ok_or(KeystoreError::NoRootKeyLocation)?;
+    let file = format!("{}.key", store_id()?);
+    Ok(at(
+        config.join("ssefs").join("keys").join(file),
+        RootKeyOrigin::ConfigDir,
+    ))
+}
+
+/// The root key location of an existing store, `explicit` (`--root-key`) first.
+pub fn root_key_location(
+    explicit: Option<&Path>,
+    store: &Path,
+) -> Result<RootKeyLocation, RootKeyError> {
+    locate_root_key(explicit, &process_env, || {
+        Keystore::read_store_id(&keystore_dir(store))
+    })
+    .map_err(|e| match e {
+        KeystoreError::NoRootKeyLocation => RootKeyError::NoKeyLocation {
+            store: store.to_path_buf(),
+        },
+        e => RootKeyError::store(store)(e),
     })
 }
 
-#[derive(Args, Debug)]
-pub struct ChangeRootKeyArgs {
-    #[arg(long, value_name = "STORE")]
-    pub store: PathBuf,
-    /// The current root key file [default: the store's passphrase, or the key file as for
-    /// `ssefs mount`].
-    #[arg(long, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
-    /// Read the current passphrase from this file descriptor.
-    #[arg(long, value_name = "N")]
-    pub passphrase_fd: Option<i32>,
-    /// The new root key file: used if it exists, else created (32 random bytes, mode 0600).
-    #[arg(long, value_name = "FILE", required_unless_present = "new_passphrase")]
-    pub new_root_key: Option<PathBuf>,
-    /// Derive the new root key from a new passphrase (typed twice, or --new-passphrase-fd).
-    #[arg(long, conflicts_with = "new_root_key")]
-    pub new_passphrase: bool,
-    /// Read the new passphrase from this file descriptor.
-    #[arg(long, value_name = "N", requires = "new_passphrase")]
-    pub new_passphrase_fd: Option<i32>,
+/// Loads the key file at `location` after checking its owner and mode; a missing file is a
+/// [`RootKeyError::MissingKeyFile`] that lists the ways to give one.
+pub fn load_key_file(store: &Path, location: &RootKeyLocation) -> Result<Key256, RootKeyError> {
+    let path = &location.path;
+    match std::fs::metadata(path) {
+        Ok(meta) => check_secret_file(path, &meta)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RootKeyError::MissingKeyFile {
+                store: store.to_path_buf(),
+                path: path.clone(),
+                origin: location.origin.describe(),
+            });
+        }
+        Err(source) => {
+            return Err(RootKeyError::Read {
+                what: "the root key file",
+                path: path.clone(),
+                source,
+            });
+        }
+    }
+    Ok(load_root_key_file(path)?)
 }
 
-/// Runs `ssefs change-root-key`: refused while the store is mounted (the daemon holds the old
-/// key), one keystore transaction, no object touched.
-pub fn run_change(args: &ChangeRootKeyArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let store = Store::open_locked(&args.store)
-        .map_err(|e| format!("{e}; unmount the store before changing its root key"))?;
-    let keystore = open_keystore(store.root(), args.root_key.as_deref(), args.passphrase_fd)?;
-    let (new_key, kdf, created) = match &args.new_root_key {
-        Some(path) => {
-            if let Some(parent) = path.parent() {
-                let inside = parent
-                    .canonicalize()
-                    .is_ok_and(|p| p.starts_with(store.root()));
-                if inside {
-                    return Err(format!(
-                        "the new root key {} would be inside the store; keep it apart",
-                        path.display()
-                    )
-                    .into());
-                }
-            }
-            if std::fs::symlink_metadata(path).is_ok() {
-                (load_root_key_file(path)?, None, None)
-            } else {
-                (create_root_key_file(path)?, None, Some(path.clone()))
-            }
-        }
-        None => {
-            let passphrase = new_passphrase(args.new_passphrase_fd)?;
-            let kdf = PassphraseKdf::generate()?;
-            (kdf.derive(passphrase.expose_secret())?, Some(kdf), None)
-        }
-    };
-    let changed = keystore.change_root_key(&new_key, kdf.as_ref());
-    let change = match changed {
-        Ok(change) => change,
-        Err(e) => {
-            if let Some(path) = created {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(format!("the root key is unchanged: {e}").into());
-        }
-    };
-    drop(store);
-    println!(
-        "re-wrapped {} master key version(s), {} CMK material(s) and {} import parameter(s) \
-         under the new root key{}; the old root key no longer opens this store (keystore \
-         backups made before still need it)",
-        change.master_keys,
-        change.cmk_materials,
-        change.import_params,
-        match (&args.new_root_key, created.is_some()) {
-            (Some(path), true) => format!(" (new key file {}: back it up)", path.display()),
-            (Some(path), false) => format!(" {}", path.display()),
-            (None, _) => " (derived from the new passphrase)".to_string(),
-        }
-    );
-    Ok(())
+/// Whether the store's root key comes from a passphrase (its keystore records the KDF).
+fn passphrase_kdf(store: &Path) -> Result<Option<crate::keystore::PassphraseKdf>, RootKeyError> {
+    read_passphrase_kdf(&keystore_dir(store)).map_err(RootKeyError::store(store))
 }
 
-/// Creates a store whose root key comes from a passphrase (`ssefs init --passphrase`).
-pub fn run_init(
-    store: &Path,
-    passphrase_fd: Option<i32>,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let passphrase = new_passphrase(passphrase_fd)?;
-    let store_id = super::init::init_with_passphrase(store, passphrase.expose_secret())?;
-    println!(
-        "created store {} (id {store_id}) whose root key is derived from your passphrase; \
-         without the passphrase nothing in the store can be read",
-        store.display()
-    );
-    Ok(())
+/// The root key of the store at `store` from whatever `key` and the environment give: the
+/// key file `--root-key`; else, when the keystore records passphrase parameters, the key
+/// derived from the passphrase (see [`existing_passphrase`]); else the key file found by
+/// [`locate_root_key`].
+pub fn load_root_key(store: &Path, key: &KeyArgs) -> Result<Key256, RootKeyError> {
+    if key.root_key.is_none() {
+        if let Some(kdf) = passphrase_kdf(store)? {
+            let passphrase = existing_passphrase(store, key.passphrase_fd)?;
+            return kdf
+                .derive(passphrase.expose_secret())
+                .map_err(RootKeyError::store(store));
+        }
+        if key.passphrase_fd.is_some() {
+            return Err(RootKeyError::NotAPassphraseStore {
+                store: store.to_path_buf(),
+            });
+        }
+    }
+    let location = root_key_location(key.root_key.as_deref(), store)?;
+    load_key_file(store, &location)
+}
+
+/// Opens a store's keystore with its root key from any source.
+pub fn open_keystore(store: &Path, key: &KeyArgs) -> Result<Keystore, RootKeyError> {
+    let root_key = load_root_key(store, key)?;
+    open_with(store, key, &root_key)
+}
+
+/// Opens a store's keystore with a root key already loaded by [`load_root_key`].
+pub fn open_with(store: &Path, key: &KeyArgs, root_key: &Key256) -> Result<Keystore, RootKeyError> {
+    Keystore::open(&keystore_dir(store), root_key).map_err(|e| match e {
+        KeystoreError::WrongRootKey => RootKeyError::WrongRootKey {
+            store: store.to_path_buf(),
+            passphrase: key.root_key.is_none() && matches!(passphrase_kdf(store), Ok(Some(_))),
+        },
+        e => RootKeyError::store(store)(e),
+    })
+}
+
+/// Whether an error only says that no root key was given (so a command that can work
+/// without one may go on and say what it could not verify).
+pub fn is_missing_key(e: &RootKeyError) -> bool {
+    matches!(
+        e,
+        RootKeyError::MissingKeyFile { .. }
+            | RootKeyError::NoKeyLocation { .. }
+            | RootKeyError::MissingPassphrase { .. }
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn a_trailing_newline_ends_the_passphrase_and_empty_is_refused() {
-        assert_eq!(
-            Passphrase::new(b"abc\n".to_vec()).unwrap().expose_secret(),
-            b"abc"
-        );
-        assert_eq!(
-            Passphrase::new(b"abc\r\n".to_vec())
+        let text = |b: &[u8]| {
+            Passphrase::new(b.to_vec())
                 .unwrap()
-                .expose_secret(),
-            b"abc"
-        );
-        assert_eq!(
-            Passphrase::new(b"a b ".to_vec()).unwrap().expose_secret(),
-            b"a b "
-        );
+                .expose_secret()
+                .to_vec()
+        };
+        assert_eq!(text(b"abc\n"), b"abc");
+        assert_eq!(text(b"abc\r\n"), b"abc");
+        assert_eq!(text(b"a b "), b"a b ");
         assert!(Passphrase::new(b"\n".to_vec()).is_err());
         assert!(Passphrase::new(Vec::new()).is_err());
     }
 
     #[test]
     fn a_passphrase_is_read_from_a_pipe_up_to_the_first_newline() {
-        let mut fds = [0; 2];
-        // SAFETY: fds has room for two descriptors.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: the write end is ours; written and closed here.
-        let mut w = unsafe { File::from_raw_fd(fds[1]) };
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut w = File::from(w);
         std::io::Write::write_all(&mut w, b"correct horse\nrest").unwrap();
         drop(w);
-        let p = read_passphrase_fd(fds[0]).unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(r);
+        let p = read_passphrase_fd(fd).unwrap();
         assert_eq!(p.expose_secret(), b"correct horse");
         assert!(read_passphrase_fd(-1).is_err());
         assert!(read_passphrase_fd(987_654).is_err());
+    }
+
+    #[test]
+    fn a_secret_file_must_be_private_and_owned_by_the_caller_or_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"x").unwrap();
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            open_secret_file(&path, "a secret").unwrap();
+        }
+        for mode in [0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = open_secret_file(&path, "a secret").unwrap_err();
+            assert!(matches!(err, RootKeyError::InsecureMode { .. }), "{err}");
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if my_uid() == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            let err = open_secret_file(&path, "a secret").unwrap_err();
+            assert!(
+                matches!(err, RootKeyError::ForeignOwner { owner: 65534, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("chown 0"), "{err}");
+        }
+    }
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: HashMap<String, OsString> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn id() -> StoreId {
+        StoreId::from_bytes([0x11; 16])
+    }
+
+    fn never() -> Result<StoreId, KeystoreError> {
+        panic!("the store id is not needed here")
+    }
+
+    #[test]
+    fn explicit_option_wins() {
+        let env = env_of(&[(ROOT_KEY_ENV, "/env.key"), ("HOME", "/home/u")]);
+        let got = locate_root_key(Some(Path::new("/opt.key")), &env, never).unwrap();
+        assert_eq!(got.path, Path::new("/opt.key"));
+        assert_eq!(got.origin, RootKeyOrigin::Option);
+    }
+
+    #[test]
+    fn environment_comes_before_credentials_and_config() {
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("root-key"), [0u8; 32]).unwrap();
+        let creds_dir = creds.path().to_str().unwrap();
+        let env = env_of(&[
+            (ROOT_KEY_ENV, "/env.key"),
+            ("CREDENTIALS_DIRECTORY", creds_dir),
+            ("HOME", "/home/u"),
+        ]);
+        let got = locate_root_key(None, &env, never).unwrap();
+        assert_eq!(got.path, Path::new("/env.key"));
+        assert_eq!(got.origin, RootKeyOrigin::Environment);
+
+        let env = env_of(&[(ROOT_KEY_ENV, ""), ("CREDENTIALS_DIRECTORY", creds_dir)]);
+        let got = locate_root_key(None, &env, never).unwrap();
+        assert_eq!(got.path, creds.path().join("root-key"));
+        assert_eq!(got.origin, RootKeyOrigin::Credential);
+    }
+
+    #[test]
+    fn a_credentials_directory_without_the_key_falls_through() {
+        let creds = tempfile::tempdir().unwrap();
+        let env = env_of(&[
+            ("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap()),
+            ("XDG_CONFIG_HOME", "/cfg"),
+        ]);
+        let got = locate_root_key(None, &env, || Ok(id())).unwrap();
+        assert_eq!(
+            got.path,
+            Path::new("/cfg/ssefs/keys/11111111111111111111111111111111.key")
+        );
+        assert_eq!(got.origin, RootKeyOrigin::ConfigDir);
+    }
+
+    #[test]
+    fn home_config_is_used_when_xdg_is_unset_empty_or_relative() {
+        for xdg in [None, Some(""), Some("relative/cfg")] {
+            let mut pairs = vec![("HOME", "/home/u")];
+            if let Some(x) = xdg {
+                pairs.push(("XDG_CONFIG_HOME", x));
+            }
+            let got = locate_root_key(None, &env_of(&pairs), || Ok(id())).unwrap();
+            assert_eq!(
+                got.path,
+                Path::new("/home/u/.config/ssefs/keys/11111111111111111111111111111111.key"),
+                "{xdg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_home_and_no_xdg_is_a_clear_error() {
+        let err = locate_root_key(None, &env_of(&[]), || Ok(id())).unwrap_err();
+        assert!(matches!(err, KeystoreError::NoRootKeyLocation), "{err}");
+        assert!(err.to_string().contains("--root-key"));
+    }
+
+    #[test]
+    fn a_missing_key_lists_every_way_to_give_one() {
+        let file = RootKeyError::MissingKeyFile {
+            store: "/s".into(),
+            path: "/k".into(),
+            origin: "the default place",
+        }
+        .to_string();
+        for way in [
+            "--root-key",
+            ROOT_KEY_ENV,
+            ROOT_KEY_CREDENTIAL,
+            ".config/ssefs/keys",
+        ] {
+            assert!(file.contains(way), "{file}");
+        }
+        let pass = RootKeyError::MissingPassphrase { store: "/s".into() }.to_string();
+        for way in [
+            "--passphrase-fd",
+            PASSPHRASE_FD_ENV,
+            PASSPHRASE_CREDENTIAL,
+            "terminal",
+        ] {
+            assert!(pass.contains(way), "{pass}");
+        }
     }
 }

@@ -2,12 +2,12 @@
 //! retiring versions no object uses; plus the mount's background rotation check. Works while
 //! the store is mounted (the keystore is shared); the retire check is `ops::retire`.
 
-use super::root_key::open_keystore;
-use crate::keystore::Keystore;
-use crate::ops::retire::retire_master_keys;
-use crate::store::Store;
+use super::root_key::{KeyArgs, RootKeyError, StoreArgs, open_keystore};
+use crate::keystore::{Keystore, KeystoreError};
+use crate::ops::retire::{RetireError, retire_master_keys};
+use crate::store::{Store, StoreError};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +18,10 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Args, Debug)]
 pub struct RotateMasterArgs {
-    #[arg(long, value_name = "STORE")]
-    pub store: PathBuf,
-    /// The root key file [default: as for `ssefs mount`].
-    #[arg(long, value_name = "FILE")]
-    pub root_key: Option<PathBuf>,
-    /// Read the store's passphrase from this file descriptor (passphrase stores).
-    #[arg(long, value_name = "N")]
-    pub passphrase_fd: Option<i32>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
     /// Rotate only if the current version is at least N days old (for timers).
     #[arg(long, value_name = "N", conflicts_with_all = ["retire_unused", "retire"])]
     pub if_older_than_days: Option<u32>,
@@ -35,22 +31,45 @@ pub struct RotateMasterArgs {
     /// Destroy this old version; refused while any object uses it.
     #[arg(long, value_name = "VERSION")]
     pub retire: Option<u32>,
+    /// Print what was done as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(args: &RotateMasterArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let keystore = open_keystore(&args.store, args.root_key.as_deref(), args.passphrase_fd)?;
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    RootKey(#[from] RootKeyError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Retiring was refused or the store scan could not show which versions are in use.
+    #[error(transparent)]
+    Retire(#[from] RetireError),
+}
+
+pub fn run(args: &RotateMasterArgs) -> Result<(), RotateError> {
+    let store = args.store.path()?;
+    let keystore = open_keystore(store, &args.key)?;
     if args.retire_unused || args.retire.is_some() {
-        return retire(&keystore, &args.store, args.retire);
+        return retire(&keystore, store, args.retire, args.json);
     }
     let rotated = match args.if_older_than_days {
         Some(days) => keystore.rotate_master_if_older(days)?,
         None => Some(keystore.new_master_key()?),
     };
+    if args.json {
+        let (current, _) = keystore.current_master_key()?;
+        let out = serde_json::json!({ "rotated": rotated.is_some(), "current_version": current });
+        println!("{out}");
+        return Ok(());
+    }
     match rotated {
         Some(version) => println!(
             "master key version {version} is now current; run `ssefs rewrap --store {}` to \
              re-wrap older objects",
-            args.store.display()
+            store.display()
         ),
         None => {
             let (current, _) = keystore.current_master_key()?;
@@ -67,9 +86,39 @@ fn retire(
     keystore: &Keystore,
     store: &Path,
     only: Option<u32>,
-) -> Result<(), Box<dyn std::error::Error>> {
+    json: bool,
+) -> Result<(), RotateError> {
     let store = Store::open(store)?;
     let outcome = retire_master_keys(keystore, &store, only)?;
+    if json {
+        let kept: Vec<_> = match only {
+            Some(_) => Vec::new(),
+            None => outcome
+                .retirement
+                .in_use
+                .iter()
+                .map(|v| {
+                    let objects = outcome.usage.objects.get(v).copied().unwrap_or_default();
+                    let temporaries = outcome
+                        .usage
+                        .temporaries
+                        .get(v)
+                        .copied()
+                        .unwrap_or_default();
+                    serde_json::json!({
+                        "version": v, "objects": objects, "temporaries": temporaries
+                    })
+                })
+                .collect(),
+        };
+        let out = serde_json::json!({
+            "retired": outcome.retirement.retired,
+            "kept": kept,
+            "current_version": outcome.retirement.current,
+        });
+        println!("{out}");
+        return Ok(());
+    }
     for version in &outcome.retirement.retired {
         println!("retired master key version {version}");
     }

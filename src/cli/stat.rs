@@ -2,7 +2,7 @@
 //! through its attributes. Also the attribute and tree-walking helpers `ssefs reencrypt`
 //! shares. Talks to the mount only (never to the store or the keystore).
 
-use crate::fs::{BUCKET_ATTR, FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
+use crate::fs::{AES256, BUCKET_ATTR, FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -125,7 +125,7 @@ impl ObjectEncryption {
     /// The key reference: `master`, `cmk:ID`, or `-` when unencrypted.
     pub fn key_reference(&self) -> String {
         match (self.algorithm.as_str(), &self.key_id) {
-            ("AES256", _) => "master".to_string(),
+            (AES256, _) => "master".to_string(),
             (_, Some(id)) => format!("cmk:{id}"),
             _ => "-".to_string(),
         }
@@ -133,7 +133,7 @@ impl ObjectEncryption {
 
     pub fn to_json(&self, path: &Path) -> serde_json::Value {
         let key = match (self.algorithm.as_str(), &self.key_id) {
-            ("AES256", _) => serde_json::json!({"type": "master"}),
+            (AES256, _) => serde_json::json!({"type": "master"}),
             (_, Some(id)) => serde_json::json!({"type": "cmk", "key_id": id}),
             _ => serde_json::Value::Null,
         };
@@ -263,8 +263,14 @@ fn walk(path: &Path, objects: &mut Vec<PathBuf>, errors: &mut Vec<MountPathError
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum StatError {
+    #[error("{0} path(s) could not be read")]
+    Unreadable(usize),
+}
+
 /// Runs `ssefs stat`: one line (or JSON record) per object; fails if any path failed.
-pub fn run(paths: &[PathBuf], json: bool) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(paths: &[PathBuf], json: bool) -> Result<(), StatError> {
     let (objects, mut errors) = collect_objects(paths);
     let mut records = Vec::new();
     for object in &objects {
@@ -304,7 +310,7 @@ pub fn run(paths: &[PathBuf], json: bool) -> Result<(), Box<dyn std::error::Erro
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} path(s) could not be read", errors.len()).into())
+        Err(StatError::Unreadable(errors.len()))
     }
 }
 

@@ -4,14 +4,17 @@
 //! reads the keystore and object headers only.
 
 use super::json::Json;
+use super::root_key::{RootKeyError, StoreArgs};
+use super::time::format_utc;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
+use crate::keystore::KeystoreError;
 use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
 use crate::ops::scan::{inventory, peek_object};
-use crate::store::Store;
 use crate::store::bucket_lock::{BucketMount, bucket_mounts};
 use crate::store::lock_probe::{lock_holders, locked_mountpoint};
+use crate::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -63,10 +66,30 @@ struct BucketStatus {
     unreadable: u64,
 }
 
-pub fn run(store: &Path, json: bool) -> Result<(), String> {
-    let store = Store::open(store).map_err(|e| e.to_string())?;
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(transparent)]
+    Args(#[from] RootKeyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+}
+
+pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
+    let json = args.json;
+    let store = Store::open(args.store.path()?)?;
     let inv = inventory(&store);
-    let summary = summarize(&keystore_dir(&inv.root)).map_err(|e| e.to_string())?;
+    let summary = summarize(&keystore_dir(&inv.root))?;
     let StoreMounts {
         whole: mounts,
         buckets: bucket_mounts,
@@ -258,26 +281,6 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for seconds since the epoch (civil-from-days).
-fn utc(secs: i64) -> String {
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 /// What the object headers showed, and the buckets mounted on their own.
 struct Figures<'a> {
     buckets: &'a BTreeMap<String, BucketStatus>,
@@ -302,11 +305,18 @@ fn print_text(
     println!("store {} (id {})", root.display(), summary.store_id);
     match (mounts, holders, bucket_mounts) {
         ([], [], _) => println!("not mounted"),
-        ([], pids, []) => println!("in use by pid {pids:?} (mounted in another namespace?)"),
+        ([], pids, []) => println!(
+            "in use by pid {} (mounted in another namespace?)",
+            pid_list(pids)
+        ),
         ([], _, _) => {}
         (points, pids, _) => {
             for point in points {
-                println!("mounted on {} (daemon pid {pids:?})", point.display());
+                println!(
+                    "mounted on {} (daemon pid {})",
+                    point.display(),
+                    pid_list(pids)
+                );
             }
         }
     }
@@ -323,12 +333,12 @@ fn print_text(
         };
         let retired = m
             .retired_at
-            .map(|t| format!(", retired {}", utc(t)))
+            .map(|t| format!(", retired {}", format_utc(t)))
             .unwrap_or_default();
         println!(
             "  v{} created {}{retired}{current}: {} object(s)",
             m.version,
-            utc(m.created_at),
+            format_utc(m.created_at),
             uses.master(m.version)
         );
     }
@@ -382,7 +392,20 @@ fn print_text(
     for (key, n) in by_key {
         println!("  {key}: {n}");
     }
+    println!("note: {UNVERIFIED}");
 }
+
+/// Process ids as `9625` or `9625, 9630`.
+pub(crate) fn pid_list(pids: &[u32]) -> String {
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What `status` cannot tell without the root key, said with every report.
+const UNVERIFIED: &str = "read without the root key: the keystore and the object headers were \
+                          not authenticated; `ssefs fsck` with the root key verifies them";
 
 fn to_json(
     root: &Path,
@@ -449,6 +472,8 @@ fn to_json(
     Json::object([
         ("store", Json::str(root.to_string_lossy())),
         ("store_id", Json::str(summary.store_id.to_string())),
+        ("verified", Json::Bool(false)),
+        ("note", Json::str(UNVERIFIED)),
         (
             "mounted",
             Json::Bool(!mounts.is_empty() || !holders.is_empty()),
@@ -491,13 +516,5 @@ mod tests {
             [PathBuf::from("/srv/my data")]
         );
         assert!(mounts_in(info, Path::new("/srv/none")).is_empty());
-    }
-
-    #[test]
-    fn utc_dates_are_right_around_the_epoch_and_leap_days() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(utc(-1), "1969-12-31 23:59:59 UTC");
     }
 }

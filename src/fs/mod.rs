@@ -24,7 +24,10 @@ pub use error::FsError;
 pub use inode::ROOT_INO;
 pub(crate) use object::BackingFile;
 pub(crate) use policy::KeyUse;
-pub use policy::{DefaultSse, KeySource, algorithm_name, validate_bucket_name};
+pub use policy::{
+    AES256, DefaultSse, KMS, KeySource, UnknownAlgorithm, algorithm_name, is_bucket_name,
+    parse_sse_algorithm, validate_bucket_name,
+};
 pub use reencrypt::Reencryption;
 pub(crate) use rewrap::rewrap_object;
 pub use rewrap::{REWRAP_ATTR, Rewrap};

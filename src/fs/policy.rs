@@ -21,14 +21,34 @@ pub enum DefaultSse {
 impl std::str::FromStr for DefaultSse {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "none" => Ok(DefaultSse::None),
-            "AES256" => Ok(DefaultSse::Aes256),
-            "KMS" => Ok(DefaultSse::Kms),
-            other => Err(format!(
+        match (s, parse_sse_algorithm(s)) {
+            ("none", _) => Ok(DefaultSse::None),
+            (_, Ok(Algorithm::Aes256)) => Ok(DefaultSse::Aes256),
+            (_, Ok(Algorithm::Kms)) => Ok(DefaultSse::Kms),
+            (other, _) => Err(format!(
                 "unknown default_sse value {other:?} (expected none, AES256 or KMS)"
             )),
         }
+    }
+}
+
+/// A value of `x-oss-server-side-encryption` other than `AES256` or `KMS`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown server-side encryption algorithm {0:?}: use AES256 or KMS")]
+pub struct UnknownAlgorithm(pub String);
+
+/// The name of [`Algorithm::Aes256`] in `x-oss-server-side-encryption`.
+pub const AES256: &str = "AES256";
+/// The name of [`Algorithm::Kms`] in `x-oss-server-side-encryption`.
+pub const KMS: &str = "KMS";
+
+/// The one rule for an algorithm's name, as OSS's `x-oss-server-side-encryption` spells it:
+/// exactly `AES256` or `KMS` (the attribute, the bucket rules and every command line use it).
+pub fn parse_sse_algorithm(text: &str) -> Result<Algorithm, UnknownAlgorithm> {
+    match text {
+        AES256 => Ok(Algorithm::Aes256),
+        KMS => Ok(Algorithm::Kms),
+        other => Err(UnknownAlgorithm(other.to_string())),
     }
 }
 
@@ -51,27 +71,29 @@ impl DefaultSse {
 pub fn algorithm_name(algorithm: Algorithm) -> Option<&'static str> {
     match algorithm {
         Algorithm::None => None,
-        Algorithm::Aes256 => Some("AES256"),
-        Algorithm::Kms => Some("KMS"),
+        Algorithm::Aes256 => Some(AES256),
+        Algorithm::Kms => Some(KMS),
     }
 }
 
-/// Checks an OSS bucket name: 3-63 characters of `a-z`, `0-9` and `-`, starting and ending
-/// with a letter or digit.
-pub fn validate_bucket_name(name: &OsStr) -> Result<&str, FsError> {
-    let invalid = || FsError::InvalidBucketName(name.to_os_string());
-    let text = name.to_str().ok_or_else(invalid)?;
-    let bytes = text.as_bytes();
+/// The one rule for OSS bucket names: 3-63 characters of `a-z`, `0-9` and `-`, starting and
+/// ending with a letter or digit.
+pub fn is_bucket_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
     let allowed = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-';
     let edge = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !(3..=63).contains(&bytes.len())
-        || !bytes.iter().all(allowed)
-        || !edge(bytes.first())
-        || !edge(bytes.last())
-    {
-        return Err(invalid());
+    (3..=63).contains(&bytes.len())
+        && bytes.iter().all(allowed)
+        && edge(bytes.first())
+        && edge(bytes.last())
+}
+
+/// Checks a bucket name (see [`is_bucket_name`]) and returns it as text.
+pub fn validate_bucket_name(name: &OsStr) -> Result<&str, FsError> {
+    match name.to_str() {
+        Some(text) if is_bucket_name(text) => Ok(text),
+        _ => Err(FsError::InvalidBucketName(name.to_os_string())),
     }
-    Ok(text)
 }
 
 /// What the filesystem needs from the keystore: bucket rules and key-encryption keys.
@@ -187,17 +209,14 @@ impl SseAttribute {
 /// The longest key id or alias accepted in an attribute (as a CMK alias).
 const MAX_KEY_ID_LEN: usize = 255;
 
-/// Parses an algorithm value: exactly `AES256` or `KMS`.
+/// Parses an attribute's algorithm value (see [`parse_sse_algorithm`]).
 pub(crate) fn parse_algorithm(value: &[u8]) -> Result<Algorithm, FsError> {
-    match value {
-        b"AES256" => Ok(Algorithm::Aes256),
-        b"KMS" => Ok(Algorithm::Kms),
-        other => Err(FsError::InvalidSseValue {
-            attribute: super::SSE_ATTR,
-            value: String::from_utf8_lossy(other).into_owned(),
-            expected: "AES256 or KMS",
-        }),
-    }
+    let text = String::from_utf8_lossy(value);
+    parse_sse_algorithm(&text).map_err(|_| FsError::InvalidSseValue {
+        attribute: super::SSE_ATTR,
+        value: text.into_owned(),
+        expected: "AES256 or KMS",
+    })
 }
 
 /// Parses a key id value: a non-empty CMK id or alias of printable ASCII without spaces.
@@ -473,6 +492,31 @@ pub(crate) fn check_object_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_algorithm_and_bucket_name_rules() {
+        assert_eq!(parse_sse_algorithm("AES256"), Ok(Algorithm::Aes256));
+        assert_eq!(parse_sse_algorithm("KMS"), Ok(Algorithm::Kms));
+        for bad in ["aes256", "kms", "none", "", "AES256 "] {
+            let err = parse_sse_algorithm(bad).unwrap_err();
+            assert!(err.to_string().contains("use AES256 or KMS"), "{err}");
+        }
+        for good in ["abc", "my-bucket-1", "9a9", &"a".repeat(63)] {
+            assert!(is_bucket_name(good), "{good}");
+        }
+        for bad in [
+            "ab",
+            "-ab",
+            "ab-",
+            "A-b",
+            "a_b",
+            ".ssefs",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(!is_bucket_name(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn bucket_names_follow_oss_rules() {

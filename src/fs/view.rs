@@ -179,9 +179,9 @@ fn make_bucket(
 mod tests {
     use super::*;
     use crate::crypto::{Algorithm, Key256};
+    use crate::fs::RenameMode;
     use crate::fs::{Caller, SSE_ATTR, SSE_KEY_ID_ATTR};
     use crate::keystore::Keystore;
-    use crate::fs::RenameMode;
     use crate::store::{LocalBacking, META_DIR};
     use std::path::Path;
 

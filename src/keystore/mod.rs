@@ -36,7 +36,6 @@ pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,
 };
 pub use rotation::{MasterVersion, Retirement};
-pub use rules::{parse_sse_algorithm, validate_bucket_name};
 pub use schema::SCHEMA_VERSION;
 
 use crate::crypto::{Algorithm, Key256, KeyRef, StoreKey, WrappedKey, unwrap_key, wrap_key};

@@ -1,38 +1,12 @@
 //! Bucket default encryption rules as the mount's setxattr and `ssefs bucket-encryption` both
-//! check them: the algorithm names, bucket names, and whether the caller may name the CMK.
+//! check them: whether the caller may name the CMK. (The algorithm and bucket-name rules are
+//! `fs::policy`'s.)
 //! Stores nothing; `put_bucket_rule` stores what this returns.
 
 use super::access::{Caller, KeyOp, may_use};
 use super::cmk::{DEFAULT_CMK_ALIAS, cmk_entry, key_id_for, require_enabled};
 use super::{BucketRule, Keystore, KeystoreError};
 use crate::crypto::Algorithm;
-
-/// `AES256` or `KMS` (exactly, as OSS's `x-oss-server-side-encryption`); anything else is
-/// `InvalidAlgorithm` (`EINVAL`).
-pub fn parse_sse_algorithm(text: &str) -> Result<Algorithm, KeystoreError> {
-    match text {
-        "AES256" => Ok(Algorithm::Aes256),
-        "KMS" => Ok(Algorithm::Kms),
-        other => Err(KeystoreError::InvalidAlgorithm(other.to_string())),
-    }
-}
-
-/// OSS bucket names: 3-63 of `a-z 0-9 -`, starting and ending with a letter or digit.
-pub fn validate_bucket_name(name: &str) -> Result<(), KeystoreError> {
-    let bytes = name.as_bytes();
-    let edge_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    let valid = (3..=63).contains(&bytes.len())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
-        && edge_ok(bytes.first())
-        && edge_ok(bytes.last());
-    if valid {
-        Ok(())
-    } else {
-        Err(KeystoreError::InvalidBucketName(name.to_string()))
-    }
-}
 
 impl Keystore {
     /// Checks a bucket rule for `caller` and returns it normalised, ready for

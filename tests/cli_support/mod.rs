@@ -42,7 +42,53 @@ impl Scratch {
         cmd.env("HOME", self.path("home"))
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("SSEFS_ROOT_KEY_FILE")
-            .env_remove("CREDENTIALS_DIRECTORY");
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("SSEFS_PASSPHRASE_FD");
         cmd
     }
+}
+
+/// The passphrase of the stores made by [`Scratch::with_passphrase`].
+pub const PASSPHRASE: &str = "correct horse battery";
+
+impl Scratch {
+    /// A scratch directory with a store `st` whose root key comes from [`PASSPHRASE`].
+    pub fn with_passphrase() -> Self {
+        let s = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let mut cmd = s.bare();
+        cmd.arg("init")
+            .arg(s.store())
+            .args(["--passphrase", "--passphrase-fd", "0"]);
+        let out = with_input(cmd, PASSPHRASE.as_bytes());
+        assert!(out.status.success(), "{out:?}");
+        s
+    }
+}
+
+/// Runs `cmd` with `input` on its standard input and collects its output.
+pub fn with_input(mut cmd: Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // A command that fails before reading may have closed its end: that is its answer.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// Standard output and standard error of a finished command, as text.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
