@@ -55,14 +55,15 @@ pub enum Command {
     Mount {
         /// The backing directory made by `ssefs init`.
         store: PathBuf,
-        /// An existing, empty directory to mount on.
+        /// An existing, empty directory outside the store to mount on (-o nonempty: one
+        /// that holds files, hidden while mounted).
         mountpoint: PathBuf,
         /// The root key file [default: $SSEFS_ROOT_KEY_FILE, else
         /// $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
-        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount.
+        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, nonempty.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Rotate the master key when the current version is N days old, checked at mount and

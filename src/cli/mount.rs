@@ -4,7 +4,7 @@
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
 use crate::keystore::Keystore;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -26,6 +26,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Mount over a mountpoint that holds files (hiding them while mounted).
+    pub nonempty: bool,
     /// Rotate the master key when the current one is this many days old (0: never).
     pub master_rotation_days: u32,
 }
@@ -42,6 +44,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             noexec: false,
             noatime: false,
+            nonempty: false,
             master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
         }
     }
@@ -86,6 +89,7 @@ impl MountOptions {
                 "exec" => self.noexec = false,
                 "noatime" => self.noatime = true,
                 "atime" => self.noatime = false,
+                "nonempty" => self.nonempty = true,
                 "nodev" | "nosuid" | "defaults" | "nofail" | "_netdev" | "auto" | "noauto" => {}
                 name if name.starts_with("x-") => {}
                 _ => return Err(format!("unknown mount option {option:?}")),
@@ -95,9 +99,10 @@ impl MountOptions {
     }
 }
 
-/// Refuses a missing mountpoint, one that is not a directory, and one with a file system
-/// already mounted on it (or a dead FUSE mount left behind).
-fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
+/// Refuses a missing mountpoint, one that is not a directory, one with a file system
+/// already mounted on it (or a dead FUSE mount left behind), one inside the store (`store`,
+/// canonical), and one that holds files unless `nonempty`.
+fn check_mountpoint(mountpoint: &Path, store: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let shown = mountpoint.display();
     let meta = match std::fs::metadata(mountpoint) {
         Ok(meta) => meta,
@@ -117,12 +122,58 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     let canonical = mountpoint
         .canonicalize()
         .map_err(|e| format!("mountpoint {shown}: {e}"))?;
+    if canonical.starts_with(store) {
+        return Err(format!(
+            "mountpoint {shown} is inside the store {}: the mount would hide the store it \
+             serves; choose a directory outside it",
+            store.display()
+        ));
+    }
     if is_mount_point(&canonical) {
         return Err(format!(
             "mountpoint {shown} is busy: a file system is already mounted there"
         ));
     }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&canonical).map_err(|e| format!("mountpoint {shown}: {e}"))?;
+        if entries.next().is_some() {
+            return Err(format!(
+                "mountpoint {shown} is not empty: the mount would hide its files (use \
+                 -o nonempty to mount over them)"
+            ));
+        }
+    }
     Ok(canonical)
+}
+
+/// How long a mount waits for a daemon that still holds the store after its mount is gone
+/// (`umount` returns before the daemon has exited).
+const EXITING_DAEMON_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens and locks the store; while the lock is held by a daemon whose mount is already
+/// gone (it is exiting), waits for it, at most [`EXITING_DAEMON_WAIT`].
+fn open_store_waiting(store: &Path) -> Result<Store, String> {
+    let deadline = std::time::Instant::now() + EXITING_DAEMON_WAIT;
+    loop {
+        match Store::open_locked(store) {
+            Err(StoreError::AlreadyMounted(_))
+                if std::time::Instant::now() < deadline && holder_is_exiting(store) =>
+            {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            opened => return opened.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Whether the daemon holding the store lock has no mount any more: the mountpoint it
+/// recorded shows no mount (or it recorded none yet, or it has just let go).
+fn holder_is_exiting(store: &Path) -> bool {
+    match crate::store::lock_probe::locked_mountpoint(store) {
+        Some(mountpoint) => !is_mount_point(&mountpoint),
+        None => true,
+    }
 }
 
 /// Whether `path` (canonical) is the mount point of a mounted file system.
@@ -279,8 +330,10 @@ pub fn run_announcing(
         .try_init();
     harden_process();
     let options = MountOptions::parse(options)?;
-    let mountpoint = check_mountpoint(mountpoint)?;
-    let store = Store::open_locked(store).map_err(|e| e.to_string())?;
+    // A store that cannot be resolved is reported by opening it, below.
+    let store_dir = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
+    let mountpoint = check_mountpoint(mountpoint, &store_dir, options.nonempty)?;
+    let store = open_store_waiting(&store_dir)?;
     if let Err(e) = store.record_mountpoint(&mountpoint) {
         log::warn!("cannot record the mountpoint in the store lock: {e}");
     }
@@ -371,19 +424,34 @@ mod tests {
     fn mountpoint_checks_come_before_mounting() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
+        let store = Path::new("/nonexistent-store");
         assert!(
-            check_mountpoint(&missing)
+            check_mountpoint(&missing, store, false)
                 .unwrap_err()
                 .contains("does not exist")
         );
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
         assert!(
-            check_mountpoint(&file)
+            check_mountpoint(&file, store, false)
                 .unwrap_err()
                 .contains("not a directory")
         );
-        assert!(check_mountpoint(dir.path()).is_ok());
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(check_mountpoint(&empty, store, false).is_ok());
+        assert!(
+            check_mountpoint(dir.path(), store, false)
+                .unwrap_err()
+                .contains("is not empty")
+        );
+        assert!(check_mountpoint(dir.path(), store, true).is_ok());
+        let canonical = dir.path().canonicalize().unwrap();
+        assert!(
+            check_mountpoint(&empty, &canonical, false)
+                .unwrap_err()
+                .contains("inside the store")
+        );
         assert!(is_mount_point(Path::new("/")));
         assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
     }
