@@ -515,3 +515,64 @@ fn a_mountpoint_inside_the_store_is_refused() {
         assert!(!is_mounted(&mountpoint));
     }
 }
+
+/// Overwrites 256 bytes inside page `page` (from 1) of the store's keystore, a B-tree page
+/// (the database header on the first page is left alone).
+fn damage_keystore(store: &Path, page: u64) {
+    use std::os::unix::fs::FileExt;
+    let path = store.join(".ssefs/keystore.db");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut header = [0u8; 100];
+    file.read_exact_at(&mut header, 0).unwrap();
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    assert!(
+        file.metadata().unwrap().len() >= page * page_size,
+        "a small keystore"
+    );
+    file.write_all_at(&[0xa5; 256], (page - 1) * page_size + 8)
+        .unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn a_damaged_keystore_is_refused_at_mount_with_the_way_to_restore_it() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    // Page 2 holds the meta row (opening fails); page 3 the master keys (only SQLite's
+    // check of every page finds it before a create would).
+    for (page, says) in [(2, "corrupted keystore"), (3, "the keystore is damaged")] {
+        let f = Fixture::new();
+        damage_keystore(&f.store(), page);
+        let out = f.mount_t("");
+        let message = text(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "page {page}: a damaged keystore mounted"
+        );
+        assert!(!is_mounted(&f.mnt()));
+        assert!(message.contains(says), "page {page}: {message}");
+        assert!(message.contains("ssefs keystore restore"), "{message}");
+        // The same through `ssefs mount` (stopped by SIGTERM if it wrongly mounts).
+        let out = run(Command::new("timeout")
+            .arg("20")
+            .arg(SSEFS)
+            .arg("mount")
+            .arg("--root-key")
+            .arg(f.key())
+            .arg(f.store())
+            .arg(f.mnt()));
+        assert!(!out.status.success());
+        assert!(!is_mounted(&f.mnt()));
+        let message = text(&out.stderr);
+        assert!(message.contains("ssefs keystore restore"), "{message}");
+    }
+}

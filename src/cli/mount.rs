@@ -3,7 +3,7 @@
 
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::Keystore;
+use crate::keystore::{Keystore, KeystoreError};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -203,6 +203,39 @@ fn escape_mount_path(path: &Path) -> String {
     out
 }
 
+/// Refuses a keystore SQLite finds damaged, before anything is mounted on it.
+fn check_keystore(keystore: &Keystore, store: &Path) -> Result<(), String> {
+    let problems = keystore
+        .check_integrity()
+        .map_err(|e| keystore_refusal(store, &e))?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
+    Err(format!(
+        "store {}: the keystore is damaged ({}){}; restore it from a backup with `ssefs \
+         keystore restore` (see `ssefs fsck` for a full report)",
+        store.display(),
+        shown.join("; "),
+        if problems.len() > shown.len() {
+            format!(" and {} more problems", problems.len() - shown.len())
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// The message for a keystore that cannot be used; one whose database is damaged also
+/// says how to restore it.
+fn keystore_refusal(store: &Path, e: &KeystoreError) -> String {
+    let hint = if e.is_damage() {
+        "; restore it from a backup with `ssefs keystore restore`"
+    } else {
+        ""
+    };
+    format!("store {}: {e}{hint}", store.display())
+}
+
 /// Makes the process undumpable (no core files holding keys) and lets it keep one
 /// descriptor per known inode.
 fn harden_process() {
@@ -340,12 +373,13 @@ pub fn run_announcing(
     let root_key =
         super::root_key::load_root_key(store.root(), root_key, None).map_err(|e| e.to_string())?;
     let keystore = Keystore::open(&store.meta_dir(), &root_key)
-        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+        .map_err(|e| keystore_refusal(store.root(), &e))?;
+    check_keystore(&keystore, store.root())?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
     // by the first object created.
     keystore
         .current_master_key()
-        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+        .map_err(|e| keystore_refusal(store.root(), &e))?;
     drop(root_key);
     let keystore = Arc::new(keystore);
     process_deletions(&keystore);

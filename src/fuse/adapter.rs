@@ -5,6 +5,7 @@
 use crate::fs::{
     Attr, BucketFs, Caller, FsError, KEEP_PAGE_CACHE, NodeKind, RenameMode, SetAttr, TimeUpdate,
 };
+use crate::keystore::KeystoreError;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
@@ -16,6 +17,7 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache entries and attributes.
@@ -34,9 +36,29 @@ impl FuseAdapter {
     }
 }
 
+/// Whether a mount has logged a keystore failure already.
+static KEYSTORE_FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
+
 fn errno(e: &FsError) -> Errno {
-    log::debug!("request failed: {e}");
+    if first_keystore_failure(e) {
+        log::error!(
+            "the keystore failed: {e}; requests that need it get EIO (check it with `ssefs \
+             fsck`, restore it with `ssefs keystore restore`)"
+        );
+    } else {
+        log::debug!("request failed: {e}");
+    }
     Errno::from_i32(e.errno())
+}
+
+/// Whether `e` is the keystore itself failing (its database unreadable or damaged), for the
+/// first time in this process: that is logged once, with its cause.
+fn first_keystore_failure(e: &FsError) -> bool {
+    let keystore_failed = match e {
+        FsError::Keystore(k) => k.is_damage() || matches!(k, KeystoreError::Database(_)),
+        _ => false,
+    };
+    keystore_failed && !KEYSTORE_FAILURE_LOGGED.swap(true, Ordering::Relaxed)
 }
 
 fn caller(req: &Request) -> Caller {
@@ -576,5 +598,20 @@ impl Filesystem for FuseAdapter {
             ),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keystore_failure_is_logged_once_and_answered_with_eio() {
+        let damaged = || FsError::Keystore(KeystoreError::Corrupt("page 3".to_string()));
+        let refused = FsError::Keystore(KeystoreError::UnknownAlias("alias/x".to_string()));
+        assert!(!first_keystore_failure(&refused), "a refusal is no failure");
+        assert!(first_keystore_failure(&damaged()));
+        assert!(!first_keystore_failure(&damaged()), "logged once");
+        assert_eq!(errno(&damaged()), Errno::EIO);
     }
 }
