@@ -576,3 +576,42 @@ fn a_damaged_keystore_is_refused_at_mount_with_the_way_to_restore_it() {
         assert!(message.contains("ssefs keystore restore"), "{message}");
     }
 }
+
+#[test]
+fn helper_mode_logs_to_standard_error_where_syslog_is_unreachable() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    let f = Fixture::new();
+    let log_path = f.dir.path().join("helper.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // Standard error to a file (a pipe would be given up: its reader would wait for the
+    // daemon to exit).
+    let status = Command::new("mount")
+        .args(["-t", "fuse.ssefs"])
+        .arg(f.store())
+        .arg(f.mnt())
+        .arg("-o")
+        .arg(f.root_key_option())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir(f.mnt().join("logged")).unwrap();
+    let syslog = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    if syslog {
+        assert!(!text.contains("created bucket"), "syslog takes it: {text}");
+    } else {
+        assert!(
+            text.contains("INFO: created bucket logged"),
+            "no syslog here: the daemon's log must reach standard error: {text:?}"
+        );
+    }
+    f.umount();
+}
