@@ -8,3 +8,4 @@ pub mod fs;
 pub mod fuse;
 pub mod keystore;
 pub mod store;
+pub mod sys;

@@ -178,29 +178,7 @@ fn holder_is_exiting(store: &Path) -> bool {
 
 /// Whether `path` (canonical) is the mount point of a mounted file system.
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = escape_mount_path(path);
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
-}
-
-/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as octal.
-fn escape_mount_path(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        match c {
-            ' ' => out.push_str("\\040"),
-            '\t' => out.push_str("\\011"),
-            '\n' => out.push_str("\\012"),
-            '\\' => out.push_str("\\134"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::sys::is_mount_point(path)
 }
 
 /// Refuses a keystore SQLite finds damaged, before anything is mounted on it.
@@ -487,7 +465,6 @@ mod tests {
                 .contains("inside the store")
         );
         assert!(is_mount_point(Path::new("/")));
-        assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
     }
 
     /// A keystore whose clock stands 8 days after a CMK was scheduled for deletion in 7.
