@@ -10,3 +10,4 @@ pub mod fuse;
 pub mod keystore;
 pub mod ops;
 pub mod store;
+pub mod sys;

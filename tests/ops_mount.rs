@@ -396,3 +396,222 @@ fn a_backup_taken_in_use_restores_a_lost_keystore() {
         .arg(f.key()));
     assert_eq!(fsck.status.code(), Some(0), "{}", text(&fsck.stdout));
 }
+
+#[test]
+fn umount_then_mount_at_once_always_succeeds() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    let f = Fixture::new();
+    let out = f.mount_t("");
+    assert!(out.status.success(), "first mount: {out:?}");
+    for round in 1..=20 {
+        // No waiting for the daemon between the two: umount returns before it has let go
+        // of the store, and the next mount must wait for it rather than call the store busy.
+        let out = run(Command::new("umount").arg(f.mnt()));
+        assert!(out.status.success(), "round {round}: umount: {out:?}");
+        let out = f.mount_t("");
+        assert!(
+            out.status.success(),
+            "round {round}: mount right after umount: {}",
+            text(&out.stderr)
+        );
+        assert!(is_mounted(&f.mnt()), "round {round}");
+    }
+    f.umount();
+}
+
+#[test]
+fn a_store_mounted_elsewhere_is_refused_at_once() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    let f = Fixture::new();
+    let out = f.mount_t("");
+    assert!(out.status.success(), "mount: {out:?}");
+    let other = f.dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let start = Instant::now();
+    let out = run(Command::new("mount")
+        .args(["-t", "fuse.ssefs"])
+        .arg(f.store())
+        .arg(&other)
+        .arg("-o")
+        .arg(f.root_key_option()));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already mounted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "a live mount is not waited for: {:?}",
+        start.elapsed()
+    );
+    f.umount();
+}
+
+#[test]
+fn a_mountpoint_with_files_is_refused_unless_nonempty() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    let f = Fixture::new();
+    std::fs::write(f.mnt().join("hidden.txt"), b"would be hidden").unwrap();
+    let out = f.mount_t("");
+    assert!(!out.status.success(), "a non-empty mountpoint mounted");
+    let message = text(&out.stderr);
+    assert!(
+        message.contains("is not empty") && message.contains("nonempty"),
+        "{message}"
+    );
+    assert!(!is_mounted(&f.mnt()));
+    // The same through `ssefs mount` (stopped by SIGTERM if it wrongly mounts).
+    let out = run(Command::new("timeout")
+        .arg("20")
+        .arg(SSEFS)
+        .arg("mount")
+        .arg("--root-key")
+        .arg(f.key())
+        .arg(f.store())
+        .arg(f.mnt()));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("is not empty"), "{out:?}");
+    assert!(!is_mounted(&f.mnt()));
+    // Asked for, it mounts over the files.
+    let out = f.mount_t(",nonempty");
+    assert!(out.status.success(), "mount -o nonempty: {out:?}");
+    assert!(is_mounted(&f.mnt()));
+    assert!(!f.mnt().join("hidden.txt").exists());
+    f.umount();
+    assert!(f.mnt().join("hidden.txt").exists(), "nothing was lost");
+}
+
+#[test]
+fn a_mountpoint_inside_the_store_is_refused() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let f = Fixture::new();
+    let inside = f.store().join("docs");
+    std::fs::create_dir(&inside).unwrap();
+    for mountpoint in [inside.clone(), f.store()] {
+        // A foreground mount that wrongly succeeded is ended (and unmounted) by SIGTERM.
+        let out = run(Command::new("timeout")
+            .arg("20")
+            .arg(SSEFS)
+            .arg("mount")
+            .arg("--root-key")
+            .arg(f.key())
+            .arg(f.store())
+            .arg(&mountpoint));
+        assert!(!out.status.success(), "{}", mountpoint.display());
+        let message = text(&out.stderr);
+        assert!(message.contains("inside the store"), "{message}");
+        assert!(!is_mounted(&mountpoint));
+    }
+}
+
+/// Overwrites 256 bytes inside page `page` (from 1) of the store's keystore, a B-tree page
+/// (the database header on the first page is left alone).
+fn damage_keystore(store: &Path, page: u64) {
+    use std::os::unix::fs::FileExt;
+    let path = store.join(".ssefs/keystore.db");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut header = [0u8; 100];
+    file.read_exact_at(&mut header, 0).unwrap();
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    assert!(
+        file.metadata().unwrap().len() >= page * page_size,
+        "a small keystore"
+    );
+    file.write_all_at(&[0xa5; 256], (page - 1) * page_size + 8)
+        .unwrap();
+    file.sync_all().unwrap();
+}
+
+#[test]
+fn a_damaged_keystore_is_refused_at_mount_with_the_way_to_restore_it() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    // Page 2 holds the meta row (opening fails); page 3 the master keys (only SQLite's
+    // check of every page finds it before a create would).
+    for (page, says) in [(2, "corrupted keystore"), (3, "the keystore is damaged")] {
+        let f = Fixture::new();
+        damage_keystore(&f.store(), page);
+        let out = f.mount_t("");
+        let message = text(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "page {page}: a damaged keystore mounted"
+        );
+        assert!(!is_mounted(&f.mnt()));
+        assert!(message.contains(says), "page {page}: {message}");
+        assert!(message.contains("ssefs keystore restore"), "{message}");
+        // The same through `ssefs mount` (stopped by SIGTERM if it wrongly mounts).
+        let out = run(Command::new("timeout")
+            .arg("20")
+            .arg(SSEFS)
+            .arg("mount")
+            .arg("--root-key")
+            .arg(f.key())
+            .arg(f.store())
+            .arg(f.mnt()));
+        assert!(!out.status.success());
+        assert!(!is_mounted(&f.mnt()));
+        let message = text(&out.stderr);
+        assert!(message.contains("ssefs keystore restore"), "{message}");
+    }
+}
+
+#[test]
+fn helper_mode_logs_to_standard_error_where_syslog_is_unreachable() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let _link = HelperLink::install();
+    let f = Fixture::new();
+    let log_path = f.dir.path().join("helper.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    // Standard error to a file (a pipe would be given up: its reader would wait for the
+    // daemon to exit).
+    let status = Command::new("mount")
+        .args(["-t", "fuse.ssefs"])
+        .arg(f.store())
+        .arg(f.mnt())
+        .arg("-o")
+        .arg(f.root_key_option())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::create_dir(f.mnt().join("logged")).unwrap();
+    let syslog = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect("/dev/log"))
+        .is_ok();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    if syslog {
+        assert!(!text.contains("created bucket"), "syslog takes it: {text}");
+    } else {
+        assert!(
+            text.contains("INFO: created bucket logged"),
+            "no syslog here: the daemon's log must reach standard error: {text:?}"
+        );
+    }
+    f.umount();
+}

@@ -188,8 +188,8 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
         let mut writer = writer;
         match answered {
             Ok(()) => {
-                detach_stdio();
-                logger.detach();
+                let keep_stderr = logger.detach();
+                detach_stdio(keep_stderr);
                 let _ = writer.write_all(b"R");
             }
             Err(e) => {
@@ -275,9 +275,9 @@ fn status_pipe() -> std::io::Result<(File, File)> {
     Ok((File::from(read), File::from(write)))
 }
 
-/// Points stdin, stdout and stderr at /dev/null, so nothing waits on the caller's terminal or
-/// pipe once the parent has exited.
-fn detach_stdio() {
+/// Points stdin and stdout (and stderr unless `keep_stderr`) at /dev/null, so nothing waits
+/// on the caller's terminal or pipe once the parent has exited.
+fn detach_stdio(keep_stderr: bool) {
     let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -286,7 +286,8 @@ fn detach_stdio() {
         return;
     };
     use std::os::fd::AsRawFd;
-    for target in 0..=2 {
+    let last = if keep_stderr { 1 } else { 2 };
+    for target in 0..=last {
         // SAFETY: dup2 onto the standard descriptors, which this process owns.
         unsafe {
             libc::dup2(null.as_raw_fd(), target);
@@ -294,11 +295,29 @@ fn detach_stdio() {
     }
 }
 
-/// The daemon's logger: to stderr until the daemon detaches, then to syslog (facility daemon).
-/// The level comes from `RUST_LOG` (`error` .. `trace`); by default warnings and errors go to
-/// stderr (a successful mount prints nothing) and `info` and above to syslog.
+/// Whether syslog takes messages: something listens on `/dev/log`.
+fn syslog_reachable() -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|socket| socket.connect("/dev/log"))
+        .is_ok()
+}
+
+/// Whether standard error is a pipe: a caller reading it (`$(mount ...)`) would wait for
+/// the daemon to exit if the daemon kept it.
+fn stderr_is_pipe() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| m.file_type().is_fifo())
+}
+
+/// The daemon's logger: to stderr until the daemon detaches, then to syslog (facility daemon),
+/// or, where syslog is unreachable (no `/dev/log`), still to stderr (the journal under
+/// systemd) unless that is a pipe. The level comes from `RUST_LOG` (`error` .. `trace`); by
+/// default warnings and errors go to stderr before detaching (a successful mount prints
+/// nothing) and `info` and above after it.
 pub struct DaemonLog {
     detached: AtomicBool,
+    /// Detached without syslog: everything at `level` goes to stderr.
+    to_stderr: AtomicBool,
     stderr_level: log::LevelFilter,
     level: log::LevelFilter,
 }
@@ -310,6 +329,7 @@ impl DaemonLog {
         let level = chosen.unwrap_or(log::LevelFilter::Info);
         let logger: &'static DaemonLog = Box::leak(Box::new(DaemonLog {
             detached: AtomicBool::new(false),
+            to_stderr: AtomicBool::new(false),
             stderr_level: chosen.unwrap_or(log::LevelFilter::Warn),
             level,
         }));
@@ -319,10 +339,26 @@ impl DaemonLog {
         logger
     }
 
-    fn detach(&self) {
-        // SAFETY: the identifier is a static C string, as openlog requires.
-        unsafe { libc::openlog(c"ssefs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+    /// Switches to the daemon's log; returns whether stderr stays its log (syslog is
+    /// unreachable).
+    fn detach(&self) -> bool {
+        if syslog_reachable() {
+            // SAFETY: the identifier is a static C string, as openlog requires.
+            unsafe { libc::openlog(c"ssefs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            self.detached.store(true, Ordering::SeqCst);
+            return false;
+        }
+        if stderr_is_pipe() {
+            log::info!(
+                "syslog is unreachable (no /dev/log) and standard error is a pipe: the \
+                 daemon's messages from now on are lost"
+            );
+            self.detached.store(true, Ordering::SeqCst);
+            return false;
+        }
+        self.to_stderr.store(true, Ordering::SeqCst);
         self.detached.store(true, Ordering::SeqCst);
+        true
     }
 }
 
@@ -336,6 +372,14 @@ impl log::Log for DaemonLog {
             return;
         }
         let message = record.args().to_string();
+        if self.to_stderr.load(Ordering::SeqCst) {
+            eprintln!(
+                "ssefs[{}]: {}: {message}",
+                std::process::id(),
+                record.level()
+            );
+            return;
+        }
         if !self.detached.load(Ordering::SeqCst) {
             if record.level() <= self.stderr_level {
                 eprintln!("ssefs: {}: {message}", record.level());

@@ -60,12 +60,13 @@ pub enum Command {
     Mount {
         /// The backing directory made by `ssefs init`.
         store: PathBuf,
-        /// An existing, empty directory to mount on.
+        /// An existing, empty directory outside the store to mount on (-o nonempty: one
+        /// that holds files, hidden while mounted).
         mountpoint: PathBuf,
         #[command(flatten)]
         key: root_key::KeyArgs,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
-        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, bucket=NAME,
+        /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, nonempty, bucket=NAME,
         /// create_bucket.
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,

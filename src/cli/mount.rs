@@ -1,10 +1,10 @@
 //! `ssefs mount STORE MOUNTPOINT`: parses `-o` options, checks everything that can be checked
 //! before mounting (store, lock, root key, mountpoint), then serves the mount in the foreground.
 
-use super::root_key::{KeyArgs, load_root_key, open_with};
+use super::root_key::{KeyArgs, RootKeyError, load_root_key, open_with};
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::Keystore;
+use crate::keystore::{Keystore, KeystoreError};
 use crate::store::bucket_lock::{BucketLock, bucket_mounts};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,8 @@ pub struct MountOptions {
     pub auto_unmount: bool,
     pub noexec: bool,
     pub noatime: bool,
+    /// Mount over a mountpoint that holds files (hiding them while mounted).
+    pub nonempty: bool,
     /// Rotate the master key when the current one is this many days old (0: never).
     pub master_rotation_days: u32,
     /// Mount this bucket as the root (`bucket=NAME`) instead of the whole store.
@@ -48,6 +50,7 @@ impl Default for MountOptions {
             auto_unmount: false,
             noexec: false,
             noatime: false,
+            nonempty: false,
             master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
             bucket: None,
             create_bucket: false,
@@ -100,6 +103,7 @@ impl MountOptions {
                 "noatime" => self.noatime = true,
                 "create_bucket" => self.create_bucket = true,
                 "atime" => self.noatime = false,
+                "nonempty" => self.nonempty = true,
                 "nodev" | "nosuid" | "defaults" | "nofail" | "_netdev" | "auto" | "noauto" => {}
                 name if name.starts_with("x-") => {}
                 _ => return Err(format!("unknown mount option {option:?}")),
@@ -109,9 +113,10 @@ impl MountOptions {
     }
 }
 
-/// Refuses a missing mountpoint, one that is not a directory, and one with a file system
-/// already mounted on it (or a dead FUSE mount left behind).
-fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
+/// Refuses a missing mountpoint, one that is not a directory, one with a file system
+/// already mounted on it (or a dead FUSE mount left behind), one inside the store (`store`,
+/// canonical), and one that holds files unless `nonempty`.
+fn check_mountpoint(mountpoint: &Path, store: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let shown = mountpoint.display();
     let meta = match std::fs::metadata(mountpoint) {
         Ok(meta) => meta,
@@ -131,39 +136,96 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     let canonical = mountpoint
         .canonicalize()
         .map_err(|e| format!("mountpoint {shown}: {e}"))?;
+    if canonical.starts_with(store) {
+        return Err(format!(
+            "mountpoint {shown} is inside the store {}: the mount would hide the store it \
+             serves; choose a directory outside it",
+            store.display()
+        ));
+    }
     if is_mount_point(&canonical) {
         return Err(format!(
             "mountpoint {shown} is busy: a file system is already mounted there"
         ));
     }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&canonical).map_err(|e| format!("mountpoint {shown}: {e}"))?;
+        if entries.next().is_some() {
+            return Err(format!(
+                "mountpoint {shown} is not empty: the mount would hide its files (use \
+                 -o nonempty to mount over them)"
+            ));
+        }
+    }
     Ok(canonical)
+}
+
+/// How long a mount waits for a daemon that still holds the store after its mount is gone
+/// (`umount` returns before the daemon has exited).
+const EXITING_DAEMON_WAIT: Duration = Duration::from_secs(5);
+
+/// Opens and locks the store; while the lock is held by a daemon whose mount is already
+/// gone (it is exiting), waits for it, at most [`EXITING_DAEMON_WAIT`].
+fn open_store_waiting(store: &Path) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + EXITING_DAEMON_WAIT;
+    loop {
+        match Store::open_locked(store) {
+            Err(StoreError::AlreadyMounted(_))
+                if std::time::Instant::now() < deadline && holder_is_exiting(store) =>
+            {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// Whether the daemon holding the store lock has no mount any more: the mountpoint it
+/// recorded shows no mount (or it recorded none yet, or it has just let go).
+fn holder_is_exiting(store: &Path) -> bool {
+    match crate::store::lock_probe::locked_mountpoint(store) {
+        Some(mountpoint) => !is_mount_point(&mountpoint),
+        None => true,
+    }
 }
 
 /// Whether `path` (canonical) is the mount point of a mounted file system.
 fn is_mount_point(path: &Path) -> bool {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = escape_mount_path(path);
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mount_point| mount_point == wanted)
+    crate::sys::is_mount_point(path)
 }
 
-/// `/proc/self/mountinfo` escapes space, tab, newline and backslash as octal.
-fn escape_mount_path(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.to_string_lossy().chars() {
-        match c {
-            ' ' => out.push_str("\\040"),
-            '\t' => out.push_str("\\011"),
-            '\n' => out.push_str("\\012"),
-            '\\' => out.push_str("\\134"),
-            c => out.push(c),
-        }
+/// Refuses a keystore SQLite finds damaged, before anything is mounted on it.
+fn check_keystore(keystore: &Keystore, store: &Path) -> Result<(), String> {
+    let problems = keystore
+        .check_integrity()
+        .map_err(|e| keystore_refusal(store, &e))?;
+    if problems.is_empty() {
+        return Ok(());
     }
-    out
+    let shown: Vec<&str> = problems.iter().take(3).map(String::as_str).collect();
+    Err(format!(
+        "store {}: the keystore is damaged ({}){}; restore it from a backup with `ssefs \
+         keystore restore` (see `ssefs fsck` for a full report)",
+        store.display(),
+        shown.join("; "),
+        if problems.len() > shown.len() {
+            format!(" and {} more problems", problems.len() - shown.len())
+        } else {
+            String::new()
+        }
+    ))
+}
+
+/// The message for a keystore that cannot be used; one whose database is damaged also
+/// says how to restore it.
+fn keystore_refusal(store: &Path, e: &KeystoreError) -> String {
+    let hint = if e.is_damage() {
+        "; restore it from a backup with `ssefs keystore restore`"
+    } else {
+        ""
+    };
+    format!("store {}: {e}{hint}", store.display())
 }
 
 /// Makes the process undumpable (no core files holding keys) and lets it keep one
@@ -279,7 +341,7 @@ fn lock_store(
     mountpoint: &Path,
 ) -> Result<(Store, Option<BucketLock>), String> {
     let Some(bucket) = bucket else {
-        let store = Store::open_locked(store).map_err(|e| match e {
+        let store = open_store_waiting(store).map_err(|e| match e {
             StoreError::AlreadyMounted(_) => refusal_beside_bucket_mounts(store, e),
             e => e.to_string(),
         })?;
@@ -339,15 +401,21 @@ pub fn run_announcing(
     if options.create_bucket && options.bucket.is_none() {
         return Err("create_bucket needs bucket=NAME".to_string());
     }
-    let mountpoint = check_mountpoint(mountpoint)?;
-    let (store, bucket_lock) = lock_store(store, options.bucket.as_deref(), &mountpoint)?;
+    // A store that cannot be resolved is reported by opening it, below.
+    let store_dir = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
+    let mountpoint = check_mountpoint(mountpoint, &store_dir, options.nonempty)?;
+    let (store, bucket_lock) = lock_store(&store_dir, options.bucket.as_deref(), &mountpoint)?;
     let root_key = load_root_key(store.root(), key).map_err(|e| e.to_string())?;
-    let keystore = open_with(store.root(), key, &root_key).map_err(|e| e.to_string())?;
+    let keystore = open_with(store.root(), key, &root_key).map_err(|e| match e {
+        RootKeyError::Store { source, .. } => keystore_refusal(store.root(), &source),
+        e => e.to_string(),
+    })?;
+    check_keystore(&keystore, store.root())?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
     // by the first object created.
     keystore
         .current_master_key()
-        .map_err(|e| format!("store {}: {e}", store.root().display()))?;
+        .map_err(|e| keystore_refusal(store.root(), &e))?;
     drop(root_key);
     let keystore = Arc::new(keystore);
     process_deletions(&keystore);
@@ -444,21 +512,35 @@ mod tests {
     fn mountpoint_checks_come_before_mounting() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
+        let store = Path::new("/nonexistent-store");
         assert!(
-            check_mountpoint(&missing)
+            check_mountpoint(&missing, store, false)
                 .unwrap_err()
                 .contains("does not exist")
         );
         let file = dir.path().join("file");
         std::fs::write(&file, b"").unwrap();
         assert!(
-            check_mountpoint(&file)
+            check_mountpoint(&file, store, false)
                 .unwrap_err()
                 .contains("not a directory")
         );
-        assert!(check_mountpoint(dir.path()).is_ok());
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(check_mountpoint(&empty, store, false).is_ok());
+        assert!(
+            check_mountpoint(dir.path(), store, false)
+                .unwrap_err()
+                .contains("is not empty")
+        );
+        assert!(check_mountpoint(dir.path(), store, true).is_ok());
+        let canonical = dir.path().canonicalize().unwrap();
+        assert!(
+            check_mountpoint(&empty, &canonical, false)
+                .unwrap_err()
+                .contains("inside the store")
+        );
         assert!(is_mount_point(Path::new("/")));
-        assert_eq!(escape_mount_path(Path::new("/a b")), "/a\\040b");
     }
 
     /// A keystore whose clock stands 8 days after a CMK was scheduled for deletion in 7.

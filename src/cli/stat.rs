@@ -3,7 +3,7 @@
 //! shares. Talks to the mount only (never to the store or the keystore).
 
 use crate::fs::{AES256, BUCKET_ATTR, FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -146,29 +146,6 @@ impl ObjectEncryption {
     }
 }
 
-fn unescape_mountinfo(field: &str) -> OsString {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)));
-        match octal {
-            Some(digits) => {
-                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
-                out.push(u8::try_from(value).unwrap_or(b'?'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    OsString::from(OsStr::from_bytes(&out))
-}
-
 /// The ssefs mount a canonical path lies on: the longest mountpoint containing it, which must
 /// be of type `fuse.ssefs`.
 pub(crate) fn mount_root_of(path: &Path) -> Result<PathBuf, MountPathError> {
@@ -177,7 +154,10 @@ pub(crate) fn mount_root_of(path: &Path) -> Result<PathBuf, MountPathError> {
     let mut best: Option<(PathBuf, bool)> = None;
     for line in text.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
-        let Some(mountpoint) = fields.get(4).map(|f| PathBuf::from(unescape_mountinfo(f))) else {
+        let Some(mountpoint) = fields
+            .get(4)
+            .map(|f| PathBuf::from(crate::sys::unescape(f)))
+        else {
             continue;
         };
         let fstype = fields
@@ -317,13 +297,6 @@ pub fn run(paths: &[PathBuf], json: bool) -> Result<(), StatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo("/a\\040b"), OsString::from("/a b"));
-        assert_eq!(unescape_mountinfo("/plain"), OsString::from("/plain"));
-        assert_eq!(unescape_mountinfo("/end\\"), OsString::from("/end\\"));
-    }
 
     #[test]
     fn key_references_name_the_key() {

@@ -258,27 +258,7 @@ fn mounts_in(mountinfo: &str, store: &Path) -> Vec<PathBuf> {
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, ...).
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
-            std::str::from_utf8(d)
-                .ok()
-                .and_then(|d| u8::from_str_radix(d, 8).ok())
-        });
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::sys::unescape(field).to_string_lossy().into_owned()
 }
 
 /// What the object headers showed, and the buckets mounted on their own.

@@ -85,7 +85,7 @@ impl BucketFs {
         let outcome = result?;
         released?;
         if let Rewrap::Rewrapped { from, to } = &outcome {
-            log::info!(
+            log::debug!(
                 "re-wrapped object {} from {} to {}",
                 self.display_path(inode),
                 describe(from),

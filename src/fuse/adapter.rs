@@ -5,16 +5,19 @@
 use crate::fs::{
     Attr, BucketFs, Caller, FsError, KEEP_PAGE_CACHE, NodeKind, RenameMode, SetAttr, TimeUpdate,
 };
+use crate::keystore::KeystoreError;
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// How long the kernel may cache entries and attributes.
@@ -33,9 +36,29 @@ impl FuseAdapter {
     }
 }
 
+/// Whether a mount has logged a keystore failure already.
+static KEYSTORE_FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
+
 fn errno(e: &FsError) -> Errno {
-    log::debug!("request failed: {e}");
+    if first_keystore_failure(e) {
+        log::error!(
+            "the keystore failed: {e}; requests that need it get EIO (check it with `ssefs \
+             fsck`, restore it with `ssefs keystore restore`)"
+        );
+    } else {
+        log::debug!("request failed: {e}");
+    }
     Errno::from_i32(e.errno())
+}
+
+/// Whether `e` is the keystore itself failing (its database unreadable or damaged), for the
+/// first time in this process: that is logged once, with its cause.
+fn first_keystore_failure(e: &FsError) -> bool {
+    let keystore_failed = match e {
+        FsError::Keystore(k) => k.is_damage() || matches!(k, KeystoreError::Database(_)),
+        _ => false,
+    };
+    keystore_failed && !KEYSTORE_FAILURE_LOGGED.swap(true, Ordering::Relaxed)
 }
 
 fn caller(req: &Request) -> Caller {
@@ -491,6 +514,70 @@ impl Filesystem for FuseAdapter {
         reply_empty(reply, self.fs.access(caller(req), ino.0, mask.bits()));
     }
 
+    /// No ioctl is implemented: `ENOTTY`, the answer a file that is not a terminal or
+    /// device gives (every `isatty` asks), without a warning.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        log::trace!("ioctl {cmd:#x}: not supported");
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
+    /// Not implemented, quietly: `ENOSYS` makes the kernel copy through reads and writes
+    /// itself from then on.
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Not implemented, quietly: `ENOSYS` makes the kernel answer `lseek` itself (no
+    /// `SEEK_DATA`/`SEEK_HOLE` knowledge of holes) from then on.
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: i64,
+        _whence: i32,
+        reply: ReplyLseek,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// Not implemented, quietly: `ENOSYS` makes the kernel answer `EOPNOTSUPP` itself
+    /// from then on.
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn create(
         &self,
         req: &Request,
@@ -511,5 +598,20 @@ impl Filesystem for FuseAdapter {
             ),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keystore_failure_is_logged_once_and_answered_with_eio() {
+        let damaged = || FsError::Keystore(KeystoreError::Corrupt("page 3".to_string()));
+        let refused = FsError::Keystore(KeystoreError::UnknownAlias("alias/x".to_string()));
+        assert!(!first_keystore_failure(&refused), "a refusal is no failure");
+        assert!(first_keystore_failure(&damaged()));
+        assert!(!first_keystore_failure(&damaged()), "logged once");
+        assert_eq!(errno(&damaged()), Errno::EIO);
     }
 }

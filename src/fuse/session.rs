@@ -104,23 +104,14 @@ fn raise_readahead(mountpoint: &Path) {
     }
 }
 
-/// The `major:minor` device of the mount at `mountpoint`, from `/proc/self/mountinfo` (which
-/// escapes spaces, tabs, newlines and backslashes in octal).
+/// The `major:minor` device of the mount at `mountpoint` (the topmost one there).
 fn mount_device(mountpoint: &Path) -> Option<String> {
-    let wanted = mountpoint.to_str()?;
-    let escaped = wanted
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\t', "\\011")
-        .replace('\n', "\\012");
-    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // The last entry is the topmost mount there.
-    table.lines().rev().find_map(|line| {
-        let mut fields = line.split(' ');
-        let device = fields.nth(2)?;
-        let point = fields.nth(1)?;
-        (point == escaped).then(|| device.to_string())
-    })
+    let mounts = crate::sys::mounts().ok()?;
+    mounts
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == mountpoint)
+        .map(|m| m.device)
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it starts), so one thread can

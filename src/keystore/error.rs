@@ -152,6 +152,21 @@ pub enum KeystoreError {
 }
 
 impl KeystoreError {
+    /// Whether the keystore file itself is damaged (SQLite finds it corrupt or not a
+    /// database), as opposed to a refused or failed operation: restoring a backup helps.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            KeystoreError::Corrupt(_) => true,
+            KeystoreError::Database(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ),
+            _ => false,
+        }
+    }
+}
+
+impl KeystoreError {
     /// The result an audit record gives for this error.
     pub fn audit_result(&self) -> &'static str {
         match self {

@@ -362,6 +362,27 @@ impl Keystore {
         Ok(())
     }
 
+    /// SQLite's `PRAGMA quick_check` of the open keystore and its schema version: the
+    /// problems found, empty when the keystore is sound. Reads every page, writes nothing.
+    pub fn check_integrity(&self) -> Result<Vec<String>, KeystoreError> {
+        let inner = self.lock();
+        let mut stmt = inner.conn.prepare("PRAGMA quick_check")?;
+        let mut problems: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .filter(|line| !matches!(line.as_deref(), Ok("ok")))
+            .collect::<Result<_, _>>()?;
+        let version: i64 = inner
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != schema::SCHEMA_VERSION {
+            problems.push(format!(
+                "schema version {version}, expected {}",
+                schema::SCHEMA_VERSION
+            ));
+        }
+        Ok(problems)
+    }
+
     /// The connection and cache. A panic while holding the lock cannot leave SQLite half
     /// written (an open transaction rolls back when dropped), so a poisoned lock is taken over.
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -1,0 +1,104 @@
+//! Facts of the running system read in one place: the mount table (`/proc/self/mountinfo`).
+//! Knows nothing of stores, keys or FUSE requests.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// One line of `/proc/self/mountinfo`, its escapes undone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// `major:minor` of the mounted filesystem.
+    pub device: String,
+    pub mount_point: PathBuf,
+    /// The filesystem type, e.g. `fuse.ssefs`.
+    pub fs_type: String,
+    /// The mount source (for ssefs: the store, or `-o fsname`).
+    pub source: OsString,
+}
+
+/// The mounts this process sees, in mount order (the last one at a path is the top one).
+pub fn mounts() -> io::Result<Vec<MountEntry>> {
+    Ok(parse_mountinfo(&std::fs::read_to_string(
+        "/proc/self/mountinfo",
+    )?))
+}
+
+/// Whether a filesystem is mounted at `path` (as given: canonical paths match).
+pub fn is_mount_point(path: &Path) -> bool {
+    mounts().is_ok_and(|mounts| mounts.iter().any(|m| m.mount_point == path))
+}
+
+/// The entries of a mountinfo text; malformed lines are skipped.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+/// `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER_OPTIONS`
+fn parse_line(line: &str) -> Option<MountEntry> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let separator = fields.iter().position(|f| *f == "-")?;
+    Some(MountEntry {
+        device: fields.get(2)?.to_string(),
+        mount_point: PathBuf::from(unescape(fields.get(4)?)),
+        fs_type: fields.get(separator + 1)?.to_string(),
+        source: unescape(fields.get(separator + 2)?),
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` space, `\011` tab, `\012` newline, `\134`
+/// backslash); a backslash not followed by three octal digits stays as it is.
+pub fn unescape(field: &str) -> OsString {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)));
+        match octal {
+            Some(digits) => {
+                let value = digits.iter().fold(0u32, |v, d| v * 8 + u32::from(d - b'0'));
+                out.push(u8::try_from(value).unwrap_or(b'?'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    OsString::from(OsStr::from_bytes(&out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines_are_parsed_with_escapes_undone() {
+        let text = "42 27 0:40 / /srv/my\\040data rw,nosuid shared:1 - fuse.ssefs /srv/st\\134ore rw\n\
+                    bogus line\n\
+                    43 27 8:1 / / rw - ext4 /dev/vda rw\n";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].device, "0:40");
+        assert_eq!(mounts[0].mount_point, Path::new("/srv/my data"));
+        assert_eq!(mounts[0].fs_type, "fuse.ssefs");
+        assert_eq!(mounts[0].source, OsString::from("/srv/st\\ore"));
+        assert_eq!(mounts[1].mount_point, Path::new("/"));
+        assert!(is_mount_point(Path::new("/")));
+    }
+
+    #[test]
+    fn unescaping_leaves_what_is_no_escape() {
+        assert_eq!(
+            unescape("/a\\040b\\011c\\012d"),
+            OsString::from("/a b\tc\nd")
+        );
+        assert_eq!(unescape("/plain"), OsString::from("/plain"));
+        assert_eq!(unescape("/end\\"), OsString::from("/end\\"));
+        assert_eq!(unescape("/x\\09z"), OsString::from("/x\\09z"));
+    }
+}
