@@ -38,7 +38,7 @@ fn meta_row_holds_the_store_id_and_the_documented_root_check() {
     let id = StoreId::parse(&store_id).unwrap();
     assert_eq!(
         root_check,
-        keyed_check(root.expose_secret(), b"ssefs/v1/root-check", id.as_bytes())
+        keyed_check(root.expose_secret(), b"ssefs/v2/root-check", id.as_bytes())
     );
     let version: i64 = raw(dir.path())
         .pragma_query_value(None, "user_version", |r| r.get(0))

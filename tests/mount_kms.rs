@@ -555,3 +555,84 @@ fn a_mount_destroys_keys_past_their_deletion_date_when_it_starts() {
     assert_eq!(deleted.len(), 1, "one DeleteKey record: {deleted:?}");
     assert_eq!(key_state(&store, &key), "Destroyed");
 }
+
+fn keystore_db(store: &TestStore) -> PathBuf {
+    store.store.join(".ssefs").join("keystore.db")
+}
+
+/// Every file under `dir`, searched for `needle`.
+fn store_holds(dir: &Path, needle: &[u8]) -> bool {
+    fs::read_dir(dir).expect("read store dir").any(|entry| {
+        let path = entry.expect("store entry").path();
+        if path.is_dir() {
+            store_holds(&path, needle)
+        } else {
+            fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+/// `ssefs fsck STORE --root-key K`.
+fn fsck(store: &TestStore) -> Output {
+    Command::new(SSEFS)
+        .arg("fsck")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .expect("run ssefs fsck")
+}
+
+/// Deleting a bucket's rule with sqlite3 (no root key) while mounted must not make the next
+/// file land in plaintext; the next mount refuses to start, naming the table and row; fsck
+/// reports it.
+#[test]
+fn a_bucket_rule_deleted_outside_ssefs_never_yields_plaintext() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_xattr(&bucket, "user.oss.server-side-encryption", "AES256").expect("set rule");
+    fs::write(bucket.join("before"), b"written under the rule").expect("write before");
+    let deleted = rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore with sqlite")
+        .execute("DELETE FROM bucket_rules WHERE bucket = 'enc'", [])
+        .expect("delete the rule");
+    assert_eq!(deleted, 1);
+
+    const MARKER: &[u8] = b"PLAINTEXT-MARKER-written-after-the-rule-was-deleted";
+    let written = fs::write(bucket.join("after"), MARKER);
+    assert_errno(written, libc::EIO, "create after the rule was deleted");
+    assert!(
+        !store_holds(&store.store, MARKER),
+        "the file written after the deletion is in the store in plaintext"
+    );
+    drop(mount);
+
+    let refused = common::Mount::try_with_args(common::MountArgs::of(&store, &[]));
+    let failure = match refused {
+        Ok(mount) => {
+            drop(mount);
+            panic!("a mount of a keystore changed outside ssefs started");
+        }
+        Err(failure) => failure,
+    };
+    assert!(
+        failure.stderr.contains("changed outside ssefs")
+            && failure.stderr.contains("bucket_rules")
+            && failure.stderr.contains("bucket=\"enc\" was removed"),
+        "the refusal names the table and row: {}",
+        failure.stderr
+    );
+
+    let out = fsck(&store);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "fsck finds a problem: {out:?}");
+    assert!(
+        text.contains("keystore-integrity") && text.contains("bucket_rules"),
+        "fsck names the change: {text}"
+    );
+}

@@ -6,9 +6,10 @@ use super::json::Json;
 use super::root_key::existing_passphrase;
 use super::rootkey::{RootKeyOrigin, root_key_location};
 use crate::crypto::{Key256, KeyRef};
-use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::fs::fsck::{FsckOptions, FsckReport, KeyLookup, Problem, ProblemKind, check_store};
 use crate::keystore::{
-    Keystore, KeystoreError, keystore_dir, load_root_key_file, read_passphrase_kdf,
+    KEYSTORE_FILE, Keystore, KeystoreError, STATE_DIR, keystore_dir, load_root_key_file,
+    read_passphrase_kdf,
 };
 use std::io::IsTerminal;
 use std::path::Path;
@@ -25,7 +26,8 @@ pub fn run(
     json: bool,
 ) -> Result<i32, String> {
     let mut notes = Vec::new();
-    let keystore = open_keystore(store, root_key, passphrase_fd, &mut notes)?;
+    let mut tampered = Vec::new();
+    let keystore = open_keystore(store, root_key, passphrase_fd, &mut notes, &mut tampered)?;
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),
@@ -47,6 +49,14 @@ pub fn run(
     }
     notes.append(&mut report.notes);
     report.notes = notes;
+    report
+        .problems
+        .extend(tampered.into_iter().map(|detail| Problem {
+            path: Path::new(STATE_DIR).join(KEYSTORE_FILE),
+            kind: ProblemKind::KeystoreIntegrity,
+            detail: format!("changed outside ssefs: {detail}"),
+            repaired: false,
+        }));
     if json {
         println!("{}", to_json(&report));
     } else {
@@ -63,6 +73,7 @@ fn open_keystore(
     explicit: Option<&Path>,
     passphrase_fd: Option<i32>,
     notes: &mut Vec<String>,
+    tampered: &mut Vec<String>,
 ) -> Result<Option<Keystore>, String> {
     if explicit.is_none() {
         // A damaged keystore is reported by the check itself; here it only means "no kdf".
@@ -79,7 +90,7 @@ fn open_keystore(
             let key = kdf
                 .derive(passphrase.expose_secret())
                 .map_err(|e| e.to_string())?;
-            return open_with(store, &key, "the passphrase", notes);
+            return open_with(store, &key, "the passphrase", notes, tampered);
         }
     }
     let location = match root_key_location(explicit, store) {
@@ -98,7 +109,7 @@ fn open_keystore(
     }
     let key = load_root_key_file(&location.path).map_err(|e| e.to_string())?;
     let what = format!("the root key {}", location.path.display());
-    open_with(store, &key, &what, notes)
+    open_with(store, &key, &what, notes, tampered)
 }
 
 fn open_with(
@@ -106,6 +117,7 @@ fn open_with(
     key: &Key256,
     what: &str,
     notes: &mut Vec<String>,
+    tampered: &mut Vec<String>,
 ) -> Result<Option<Keystore>, String> {
     match Keystore::open(&keystore_dir(store), key) {
         Ok(ks) => Ok(Some(ks)),
@@ -113,6 +125,12 @@ fn open_with(
             "{what} is not the one of store {}",
             store.display()
         )),
+        Err(KeystoreError::Tampered(problems)) => {
+            *tampered = problems;
+            notes
+                .push("the keystore was changed outside ssefs: headers checked, blocks not".into());
+            Ok(None)
+        }
         Err(e) => {
             notes.push(format!(
                 "the keystore does not open ({e}): headers checked, blocks not"

@@ -170,9 +170,7 @@ impl Keystore {
         }
         let now = self.now();
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         tx.execute(
             "UPDATE meta SET audit_retention_days = ?1, audit_max_rows = ?2 WHERE id = 1",
             (
@@ -188,7 +186,7 @@ impl Keystore {
             "DELETE FROM audit WHERE id <= (SELECT max(id) FROM audit) - ?1",
             [i64::try_from(settings.max_rows).unwrap_or(i64::MAX)],
         )?;
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         Ok(())
     }
 }

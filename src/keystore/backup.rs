@@ -186,7 +186,10 @@ impl StagedKeystore {
         let store_id = read_store_id(&conn)?;
         let recorded: Vec<u8> =
             conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        if ids::verify_root_check(root_key, &store_id, &recorded)? == ids::RootCheck::Sealed {
+            // A backup is no more trusted than the keystore: a changed one is refused.
+            super::seal::require_intact(&conn, &super::seal::seal_key(root_key, &store_id)?)?;
+        }
         let mut stmt = conn.prepare("SELECT version, wrapped FROM master_keys")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?

@@ -7,7 +7,7 @@ use super::audit::{self, AuditEvent};
 use super::cache::CachedCmk;
 use super::{Inner, Keystore, KeystoreError, copy_key, ids};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 /// The CMK used for `KMS` when no key id is given; created on first use.
 pub const DEFAULT_CMK_ALIAS: &str = "alias/acs/oss";
@@ -166,9 +166,7 @@ impl Keystore {
         let inner = &mut *guard;
         let created = (|| -> Result<String, KeystoreError> {
             check_new_cmk(description, alias)?;
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.begin_sealed(&mut inner.conn)?;
             let key_id = insert_cmk(&tx, &self.root_key, description, origin, owner_uid, now)?;
             if let Some(alias) = alias {
                 insert_alias(&tx, alias, &key_id)?;
@@ -187,7 +185,7 @@ impl Keystore {
                     detail: Some(&detail),
                 },
             )?;
-            tx.commit()?;
+            super::seal::commit(tx, &self.seal_key)?;
             Ok(key_id)
         })();
         if let Err(e) = &created {
@@ -217,9 +215,7 @@ impl Keystore {
         if let Some(key_id) = inner.cache.aliases.get(DEFAULT_CMK_ALIAS) {
             return Ok(key_id.clone());
         }
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let key_id = match alias_target(&tx, DEFAULT_CMK_ALIAS)? {
             Some(key_id) => key_id,
             None => {
@@ -248,7 +244,7 @@ impl Keystore {
                 key_id
             }
         };
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         inner
             .cache
             .aliases

@@ -9,7 +9,7 @@ use super::cmk::{
     parse_state, read_grants,
 };
 use super::{Keystore, KeystoreError};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{OptionalExtension, Transaction};
 
 /// The shortest pending window of a scheduled deletion, in days.
 pub const MIN_PENDING_DAYS: i64 = 7;
@@ -70,9 +70,7 @@ impl Keystore {
         let mut inner = self.lock();
         let mut key_id = None;
         let outcome = (|| -> Result<T, KeystoreError> {
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.begin_sealed(&mut inner.conn)?;
             let (row, owner_uid) = read_cmk_row(&tx, key)?;
             key_id = Some(row.key_id.clone());
             if !may_administer(owner_uid, caller) {
@@ -96,7 +94,7 @@ impl Keystore {
                     detail: Some(&detail),
                 },
             )?;
-            tx.commit()?;
+            super::seal::commit(tx, &self.seal_key)?;
             Ok(value)
         })();
         inner.cache.clear();
@@ -369,9 +367,7 @@ impl Keystore {
     /// start and periodically; the CLI at each command.
     pub fn process_pending_deletions(&self, now: i64) -> Result<Vec<DestroyedCmk>, KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let due = tx
             .prepare(
                 "SELECT key_id, deletion_date FROM cmks
@@ -413,7 +409,7 @@ impl Keystore {
                 },
             )?;
         }
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         if !due.is_empty() {
             inner.cache.clear();
             // Move the erased pages out of the WAL too (best effort: a reader may hold it).

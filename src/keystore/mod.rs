@@ -17,6 +17,7 @@ mod rootkey;
 mod rotation;
 mod rules;
 mod schema;
+mod seal;
 
 pub use access::{Caller, Grant, Grantee, KeyOp};
 pub use audit::{AuditQuery, AuditRecord, AuditSettings};
@@ -40,6 +41,7 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::crypto::{Algorithm, Key256, KeyRef, WrappedKey, unwrap_key, wrap_key};
 use cache::KeyCache;
+use ids::RootCheck;
 use rootkey::{check_private_mode, sync_dir};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::fs::OpenOptions;
@@ -84,6 +86,8 @@ pub struct Keystore {
     db_path: PathBuf,
     store_id: StoreId,
     root_key: Key256,
+    /// Derived from the root key and the store id; MACs every sealed row (see seal.rs).
+    seal_key: Key256,
     clock: Clock,
     inner: Mutex<Inner>,
 }
@@ -138,7 +142,8 @@ impl Keystore {
     ) -> Result<Self, KeystoreError> {
         let mut conn = connect(path)?;
         use_wal(&conn, path)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate_with(&mut conn, SCHEMA_VERSION, |_| Ok(()), |_, _| Ok(()))?;
+        let seal_key = seal::seal_key(root_key, &store_id)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, ?2, ?3)",
@@ -149,23 +154,69 @@ impl Keystore {
             ),
         )?;
         insert_master_key(&tx, root_key, &store_id, 1, now())?;
-        tx.commit()?;
+        seal::commit(tx, &seal_key)?;
         sync_dir(&parent_dir(path))?;
         Self::assemble(path, root_key, store_id, conn)
     }
 
-    /// Opens an existing keystore, migrating its schema; a wrong root key is `WrongRootKey`.
-    /// Nothing is written unless the root key is right and the schema is one this ssefs knows.
+    /// Opens an existing keystore, migrating its schema; a wrong root key is `WrongRootKey`,
+    /// a keystore changed outside ssefs `Tampered` (naming each table and row). Nothing is
+    /// written unless the root key is right, the seal holds and the schema is one this ssefs
+    /// knows. A keystore written before the seal is sealed here, with its migration, in one
+    /// transaction.
     pub fn open(dir: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
         let path = dir.join(KEYSTORE_FILE);
         let mut conn = connect_existing(&path)?;
         let store_id = read_store_id(&conn)?;
-        let recorded: Vec<u8> =
-            conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        ids::verify_root_check(root_key, &store_id, &read_root_check(&conn)?)?;
         use_wal(&conn, &path)?;
-        schema::migrate(&mut conn)?;
+        let seal_key = seal::seal_key(root_key, &store_id)?;
+        let found = std::cell::Cell::new(RootCheck::Sealed);
+        schema::migrate_with(
+            &mut conn,
+            SCHEMA_VERSION,
+            |tx| {
+                // Read again under the write lock: another process may have sealed it since.
+                found.set(ids::verify_root_check(
+                    root_key,
+                    &store_id,
+                    &read_root_check(tx)?,
+                )?);
+                match found.get() {
+                    RootCheck::Sealed => seal::require_intact(tx, &seal_key),
+                    RootCheck::Legacy => Ok(()),
+                }
+            },
+            |tx, steps| {
+                if found.get() == RootCheck::Legacy {
+                    tx.execute(
+                        "UPDATE meta SET root_check = ?1 WHERE id = 1",
+                        [ids::root_check(root_key, &store_id)?],
+                    )?;
+                }
+                if found.get() == RootCheck::Legacy || steps > 0 {
+                    seal::reseal(tx, &seal_key)?;
+                }
+                Ok(())
+            },
+        )?;
         Self::assemble(&path, root_key, store_id, conn)
+    }
+
+    /// Every way the keystore differs from its seal, one sentence each (empty when it is
+    /// intact), read in one snapshot without writing anything: for fsck. A keystore written
+    /// before the seal has none to check (it is sealed when first opened).
+    pub fn seal_problems(&self) -> Result<Vec<String>, KeystoreError> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        if ids::verify_root_check(&self.root_key, &self.store_id, &read_root_check(&tx)?)?
+            == RootCheck::Legacy
+        {
+            return Ok(Vec::new());
+        }
+        let problems = seal::problems(&tx, &self.seal_key)?;
+        tx.commit()?;
+        Ok(problems)
     }
 
     /// The store id recorded in `dir/keystore.db`, read without the root key (it names the
@@ -184,6 +235,7 @@ impl Keystore {
             db_path: path.to_path_buf(),
             store_id,
             root_key: copy_key(root_key)?,
+            seal_key: seal::seal_key(root_key, &store_id)?,
             clock: Clock::System,
             inner: Mutex::new(Inner {
                 conn,
@@ -239,9 +291,7 @@ impl Keystore {
     /// with `synchronous=FULL`) before it returns, so no object can depend on a lost key.
     pub fn new_master_key(&self) -> Result<u32, KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let newest: Option<u32> =
             tx.query_row("SELECT max(version) FROM master_keys", [], |r| r.get(0))?;
         let version = newest
@@ -249,7 +299,7 @@ impl Keystore {
             .checked_add(1)
             .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
         insert_master_key(&tx, &self.root_key, &self.store_id, version, self.now())?;
-        tx.commit()?;
+        seal::commit(tx, &self.seal_key)?;
         inner.cache.current_master = Some(version);
         Ok(version)
     }
@@ -272,7 +322,7 @@ impl Keystore {
     }
 
     pub fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, KeystoreError> {
-        let inner = self.lock();
+        let inner = self.fresh()?;
         let row: Option<(String, Option<String>)> = inner
             .conn
             .query_row(
@@ -287,7 +337,7 @@ impl Keystore {
 
     /// Every bucket rule, by bucket name.
     pub fn bucket_rules(&self) -> Result<Vec<(String, BucketRule)>, KeystoreError> {
-        let inner = self.lock();
+        let inner = self.fresh()?;
         let mut stmt = inner
             .conn
             .prepare("SELECT bucket, algorithm, kms_key_id FROM bucket_rules ORDER BY bucket")?;
@@ -328,25 +378,36 @@ impl Keystore {
             (Algorithm::Aes256, None) => "AES256",
             (Algorithm::Kms, _) => "KMS",
         };
-        let inner = self.lock();
-        inner.conn.execute(
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        tx.execute(
             "INSERT INTO bucket_rules (bucket, algorithm, kms_key_id, updated_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (bucket) DO UPDATE SET algorithm = excluded.algorithm,
                  kms_key_id = excluded.kms_key_id, updated_at = excluded.updated_at",
             (bucket, algorithm, rule.kms_key_id.as_deref(), now()),
         )?;
-        Ok(())
+        seal::commit(tx, &self.seal_key)
     }
 
     /// Removes a bucket's default encryption; removing a rule that does not exist is not an
     /// error (as DeleteBucketEncryption).
     pub fn delete_bucket_rule(&self, bucket: &str) -> Result<(), KeystoreError> {
-        let inner = self.lock();
-        inner
-            .conn
-            .execute("DELETE FROM bucket_rules WHERE bucket = ?1", [bucket])?;
-        Ok(())
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        tx.execute("DELETE FROM bucket_rules WHERE bucket = ?1", [bucket])?;
+        seal::commit(tx, &self.seal_key)
+    }
+
+    /// Begins an immediate transaction for a write through ssefs: refused with `WrongRootKey`
+    /// if the root key was changed since this keystore was opened, and with `Tampered` unless
+    /// the seal holds, so a write never seals over a change made outside ssefs. End it with
+    /// `seal::commit`.
+    fn begin_sealed<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, KeystoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_current_root_key(&tx, &self.root_key, &self.store_id)?;
+        seal::require_intact(&tx, &self.seal_key)?;
+        Ok(tx)
     }
 
     /// The connection and cache. A panic while holding the lock cannot leave SQLite half
@@ -355,14 +416,21 @@ impl Keystore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// As `lock`, with the cache dropped if another connection has committed since.
+    /// As `lock`, with the cache dropped and the seal checked again if another connection
+    /// has committed since (a change made with sqlite3 while mounted is found here).
     fn fresh(&self) -> Result<MutexGuard<'_, Inner>, KeystoreError> {
         let mut inner = self.lock();
         let data_version: i64 = inner
             .conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        inner.cache.revalidate(data_version);
+        if inner.cache.revalidate(data_version) {
+            if let Err(e) = seal::check_snapshot(&mut inner.conn, &self.seal_key) {
+                // Checked again at the next call rather than trusted from now on.
+                inner.cache.data_version = None;
+                return Err(e);
+            }
+        }
         Ok(inner)
     }
 
@@ -432,7 +500,11 @@ fn require_current_root_key(
 ) -> Result<(), KeystoreError> {
     let recorded: Vec<u8> =
         tx.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-    ids::verify_root_check(root_key, store_id, &recorded)
+    ids::verify_root_check(root_key, store_id, &recorded).map(|_| ())
+}
+
+fn read_root_check(conn: &Connection) -> Result<Vec<u8>, KeystoreError> {
+    Ok(conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?)
 }
 
 fn bucket_rule_from_row(

@@ -5,7 +5,7 @@
 use super::cmk::cmk_context;
 use super::{KEYSTORE_FILE, Keystore, KeystoreError, connect_existing, ids, master_context};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -147,11 +147,9 @@ impl Keystore {
     /// store just created with the key `kdf` gives).
     pub fn record_passphrase_kdf(&self, kdf: &PassphraseKdf) -> Result<(), KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         write_kdf(&tx, Some(kdf))?;
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         Ok(())
     }
 
@@ -167,9 +165,7 @@ impl Keystore {
     ) -> Result<RootKeyChange, KeystoreError> {
         let store_id = self.store_id;
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let old_root = &self.root_key;
         let mut change = RootKeyChange::default();
         let masters: Vec<(u32, Vec<u8>)> = rows(&tx, "SELECT version, wrapped FROM master_keys")?;
@@ -223,7 +219,8 @@ impl Keystore {
             [ids::root_check(new_root, &store_id)?],
         )?;
         write_kdf(&tx, kdf)?;
-        tx.commit()?;
+        // Every row MAC moves to the key the new root key derives, in the same transaction.
+        super::seal::commit(tx, &super::seal::seal_key(new_root, &store_id)?)?;
         inner.cache.clear();
         // Best effort: the old wrappings also leave the WAL.
         let _ = inner
@@ -364,6 +361,8 @@ mod tests {
                 [],
             )
             .unwrap();
+        // Under a seal that holds, so the damage itself is what stops the change.
+        crate::keystore::tests::reseal_as_ssefs(dir.path(), &old);
         let new = Key256::generate().unwrap();
         let err = ks.change_root_key(&new, None).unwrap_err();
         assert!(err.to_string().contains("master key version 2"), "{err}");
