@@ -636,3 +636,111 @@ fn a_bucket_rule_deleted_outside_ssefs_never_yields_plaintext() {
         "fsck names the change: {text}"
     );
 }
+
+/// `ssefs keystore ARGS --store S`, as root.
+fn keystore_cmd(store: &TestStore, args: &[&str]) -> Output {
+    Command::new(SSEFS)
+        .arg("keystore")
+        .args(args)
+        .arg("--store")
+        .arg(&store.store)
+        .output()
+        .expect("run ssefs keystore")
+}
+
+/// Whether `needle` is in the keystore, its WAL or any file kept next to it.
+fn keystore_files_hold(store: &TestStore, needle: &[u8]) -> Vec<PathBuf> {
+    fs::read_dir(store.store.join(".ssefs"))
+        .expect("read .ssefs")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .filter(|p| fs::read(p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+/// A backup made before a crypto-shred does not bring the key back: the restore destroys it
+/// again and says so, the material is in no file of the store, and a restore into a store
+/// without a keystore warns that backups are key escrow.
+#[test]
+fn restoring_a_backup_does_not_undo_a_crypto_shred() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &["--alias", "alias/shred"]);
+    let bucket = kms_bucket(&mount, "shred", "alias/shred");
+    let object = bucket.join("secret");
+    fs::write(&object, b"shred me for good").expect("write KMS object");
+    let wrapped: Vec<u8> = rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore")
+        .query_row(
+            "SELECT wrapped FROM cmk_materials WHERE key_id = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .expect("the wrapped material");
+    let backup = store.base().join("before-shred.db");
+    let out = keystore_cmd(&store, &["backup", backup.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "backup: {out:?}");
+
+    kms_json(&store, &["schedule-deletion", &key, "--pending-days", "7"]);
+    let later = (now() + 8 * DAY).to_string();
+    kms_json(&store, &["list", "--now", &later]);
+    assert_eq!(key_state(&store, &key), "Destroyed");
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+    mount.remount();
+    drop(mount);
+    assert_eq!(
+        keystore_files_hold(&store, &wrapped),
+        Vec::<PathBuf>::new(),
+        "the destroyed material is gone from the keystore, its WAL and free pages"
+    );
+
+    let out = Command::new(SSEFS)
+        .args(["keystore", "restore", "--store"])
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .arg(&backup)
+        .output()
+        .expect("run restore");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "restore: {out:?}");
+    assert!(
+        text.contains(&format!("destroyed CMK {key} again")),
+        "the restore says it destroyed the key again: {text}"
+    );
+    assert_eq!(key_state(&store, &key), "Destroyed");
+    let mount = Mount::new(&store, &[]);
+    assert_errno(
+        read(&mount.join("shred/secret")),
+        libc::EKEYREVOKED,
+        "read after the restore",
+    );
+    drop(mount);
+    let left = keystore_files_hold(&store, &wrapped);
+    assert!(
+        left.is_empty(),
+        "no file next to the keystore holds the destroyed material: {left:?}"
+    );
+
+    // Without a keystore, nothing says what was destroyed: the restore warns.
+    common::remove_keystore(&store.store);
+    let out = Command::new(SSEFS)
+        .args(["keystore", "restore", "--store"])
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .arg(&backup)
+        .output()
+        .expect("run restore");
+    assert!(
+        out.status.success(),
+        "restore into a store without keystore: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key escrow"),
+        "{out:?}"
+    );
+}

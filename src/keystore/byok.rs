@@ -133,7 +133,7 @@ impl Keystore {
     /// Deletes the material of an EXTERNAL CMK: it becomes `PendingImport` and objects under
     /// it cannot be read until the same material is imported again.
     pub fn delete_material(&self, key: &str, caller: &Caller) -> Result<(), KeystoreError> {
-        self.administer("DeleteImportedKeyMaterial", key, caller, |tx, row, _| {
+        self.administer("DeleteImportedKeyMaterial", key, caller, |tx, row, now| {
             require_importable(row, "delete the material of")?;
             if row.state == CmkState::PendingImport {
                 return Err(KeystoreError::InvalidKeyState {
@@ -144,6 +144,12 @@ impl Keystore {
                 });
             }
             tx.execute(
+                "INSERT OR REPLACE INTO tombstones (key_id, version, destroyed_at)
+                 SELECT key_id, version, ?2 FROM cmk_materials
+                 WHERE key_id = ?1 AND wrapped IS NOT NULL",
+                (&row.key_id, now),
+            )?;
+            tx.execute(
                 "UPDATE cmk_materials SET wrapped = NULL WHERE key_id = ?1",
                 [&row.key_id],
             )?;
@@ -152,7 +158,10 @@ impl Keystore {
                 [&row.key_id],
             )?;
             Ok(((), format!("{} -> PendingImport", row.state)))
-        })
+        })?;
+        // The deleted wrapping leaves the WAL too.
+        super::checkpoint_truncate(&self.lock().conn, "deleting key material");
+        Ok(())
     }
 
     /// The material in `ciphertext`, after checking `token` is the CMK's current, unexpired
@@ -271,6 +280,11 @@ impl Keystore {
                 tx.execute(
                     "UPDATE cmk_materials SET wrapped = ?3 WHERE key_id = ?1 AND version = ?2",
                     (key_id, version, wrapped.0),
+                )?;
+                // The owner brought the same material back: no longer deleted.
+                tx.execute(
+                    "DELETE FROM tombstones WHERE key_id = ?1 AND version = ?2",
+                    (key_id, version),
                 )?;
                 version
             }

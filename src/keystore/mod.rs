@@ -27,7 +27,7 @@ pub use cmk::{
 };
 pub use error::KeystoreError;
 pub use ids::StoreId;
-pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
+pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS, Reburied, Tombstone};
 pub use passphrase::{
     MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_backup_passphrase_kdf,
     read_passphrase_kdf,
@@ -165,7 +165,12 @@ impl Keystore {
     /// knows. A keystore written before the seal is sealed here, with its migration, in one
     /// transaction.
     pub fn open(dir: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
-        let path = dir.join(KEYSTORE_FILE);
+        Self::open_path(&dir.join(KEYSTORE_FILE), root_key)
+    }
+
+    /// As [`Keystore::open`], for the keystore file `path`.
+    fn open_path(path: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
+        let path = path.to_path_buf();
         let mut conn = connect_existing(&path)?;
         let store_id = read_store_id(&conn)?;
         ids::verify_root_check(root_key, &store_id, &read_root_check(&conn)?)?;
@@ -525,6 +530,37 @@ fn bucket_rule_from_row(
         algorithm,
         kms_key_id,
     })
+}
+
+/// How often a `wal_checkpoint(TRUNCATE)` is tried while readers hold the WAL.
+const CHECKPOINT_TRIES: u32 = 20;
+
+/// Moves every committed page out of the WAL into the database and truncates the WAL, so
+/// erased rows (with `secure_delete`) do not linger there. SQLite reports a checkpoint a
+/// reader blocked as busy rather than as an error: that is retried for about a second and
+/// then logged. Returns whether the WAL was emptied.
+pub(super) fn checkpoint_truncate(conn: &Connection, after: &str) -> bool {
+    for attempt in 0..CHECKPOINT_TRIES {
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+            Err(e) => {
+                log::warn!("cannot checkpoint the keystore after {after}: {e}");
+                return false;
+            }
+        }
+        if attempt + 1 < CHECKPOINT_TRIES {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    log::warn!(
+        "the keystore's WAL is still in use after {after}: the erased rows leave it at the \
+         next checkpoint"
+    );
+    false
 }
 
 /// Opens a connection with the keystore's settings. Sets only per-connection state.

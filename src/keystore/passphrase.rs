@@ -222,10 +222,8 @@ impl Keystore {
         // Every row MAC moves to the key the new root key derives, in the same transaction.
         super::seal::commit(tx, &super::seal::seal_key(new_root, &store_id)?)?;
         inner.cache.clear();
-        // Best effort: the old wrappings also leave the WAL.
-        let _ = inner
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        // The old wrappings also leave the WAL.
+        super::checkpoint_truncate(&inner.conn, "changing the root key");
         Ok(change)
     }
 

@@ -116,10 +116,8 @@ impl Keystore {
         super::seal::commit(tx, &self.seal_key)?;
         inner.cache.clear();
         if !outcome.retired.is_empty() {
-            // Best effort: the deleted rows also leave the WAL (a reader may hold it).
-            let _ = inner
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            // The deleted rows also leave the WAL.
+            super::checkpoint_truncate(&inner.conn, "retiring master keys");
         }
         Ok(outcome)
     }

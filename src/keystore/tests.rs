@@ -868,3 +868,47 @@ fn legacy_master_wrap(root: &Key256, store_id: &StoreId, version: u32) -> Vec<u8
         .unwrap()
         .0
 }
+
+#[test]
+fn a_destroyed_cmk_leaves_a_sealed_tombstone_that_a_restore_honours() {
+    let (dir, root, ks) = new_store();
+    let id = ks.create_cmk("", None, CmkOrigin::Ssefs, 0).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("ks.bak");
+    backup::backup_keystore(dir.path(), &backup).unwrap();
+    let root_caller = Caller {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        pid: 1,
+    };
+    ks.schedule_cmk_deletion(&id, 7, &root_caller).unwrap();
+    ks.process_pending_deletions(ks.now() + 8 * 86_400).unwrap();
+    let stones = lifecycle::read_tombstones(&raw(dir.path())).unwrap();
+    assert_eq!(stones.len(), 1);
+    assert_eq!(
+        (stones[0].key_id.as_str(), stones[0].version),
+        (id.as_str(), 0)
+    );
+    drop(ks);
+
+    let mut staged = backup::StagedKeystore::stage(dir.path(), &backup, &root).unwrap();
+    let burial = staged.bury_destroyed_keys(&root).unwrap();
+    assert_eq!(burial.current, backup::CurrentKeystore::Sealed);
+    assert_eq!(burial.again.cmks, vec![id.clone()]);
+    staged.install().unwrap();
+    let ks = Keystore::open(dir.path(), &root).unwrap();
+    assert_eq!(ks.cmk_info(&id).unwrap().state, CmkState::Destroyed);
+    assert!(matches!(
+        ks.resolve_cmk(&id),
+        Err(KeystoreError::KeyRevoked { .. })
+    ));
+    drop(ks);
+
+    // Removing the tombstone with sqlite3 is found like any other change.
+    raw(dir.path())
+        .execute("DELETE FROM tombstones", [])
+        .unwrap();
+    let what = tampered(Keystore::open(dir.path(), &root).err().unwrap());
+    assert!(what.contains("table tombstones"), "{what}");
+}
