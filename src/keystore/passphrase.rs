@@ -16,6 +16,13 @@ pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
 /// Lanes.
 pub const DEFAULT_KDF_PARALLELISM: u32 = 1;
 const SALT_LEN: usize = 16;
+/// The largest Argon2 cost accepted from a keystore. The parameters are read before the root
+/// key is known (they make it), so nothing authenticates them yet: a keystore changed to ask
+/// for a terabyte of memory must get an error, not an allocation. Far above the defaults.
+pub const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_KDF_ITERATIONS: u32 = 64;
+pub const MAX_KDF_PARALLELISM: u32 = 16;
+const MAX_SALT_LEN: usize = 64;
 /// The shortest passphrase accepted for a new store or a new root key.
 pub const MIN_PASSPHRASE_LEN: usize = 8;
 
@@ -43,7 +50,29 @@ impl PassphraseKdf {
     }
 
     /// The root key this passphrase gives.
+    /// `Corrupt` unless every parameter is within the bounds ssefs accepts.
+    pub fn check_bounds(&self) -> Result<(), KeystoreError> {
+        let within = (1..=MAX_KDF_MEMORY_KIB).contains(&self.memory_kib)
+            && (1..=MAX_KDF_ITERATIONS).contains(&self.iterations)
+            && (1..=MAX_KDF_PARALLELISM).contains(&self.parallelism)
+            && (SALT_LEN..=MAX_SALT_LEN).contains(&self.salt.len());
+        if within {
+            return Ok(());
+        }
+        Err(KeystoreError::Corrupt(format!(
+            "the recorded passphrase parameters (memory {} KiB, {} iterations, parallelism {}, \
+             {}-byte salt) are outside what ssefs accepts (at most {MAX_KDF_MEMORY_KIB} KiB, \
+             {MAX_KDF_ITERATIONS} iterations, parallelism {MAX_KDF_PARALLELISM}, a salt of \
+             {SALT_LEN} to {MAX_SALT_LEN} bytes)",
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            self.salt.len()
+        )))
+    }
+
     pub fn derive(&self, passphrase: &[u8]) -> Result<Key256, KeystoreError> {
+        self.check_bounds()?;
         let bad = |e: argon2::Error| {
             KeystoreError::Corrupt(format!(
                 "the recorded passphrase parameters are unusable: {e}"
@@ -106,12 +135,14 @@ fn read_kdf(conn: &Connection) -> Result<Option<PassphraseKdf>, KeystoreError> {
     match row {
         (None, ..) => Ok(None),
         (Some(_), Some(salt), Some(memory_kib), Some(iterations), Some(parallelism)) => {
-            Ok(Some(PassphraseKdf {
+            let kdf = PassphraseKdf {
                 salt,
                 memory_kib,
                 iterations,
                 parallelism,
-            }))
+            };
+            kdf.check_bounds()?;
+            Ok(Some(kdf))
         }
         _ => Err(KeystoreError::Corrupt(
             "the passphrase parameters in the keystore are incomplete".into(),
@@ -291,6 +322,39 @@ mod tests {
             broken.derive(b"x"),
             Err(KeystoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn costs_from_a_changed_keystore_are_refused_before_any_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = cheap(3).derive(b"correct horse").unwrap();
+        let ks = Keystore::create(dir.path(), &root).unwrap();
+        ks.record_passphrase_kdf(&cheap(3)).unwrap();
+        drop(ks);
+        assert_eq!(read_passphrase_kdf(dir.path()).unwrap(), Some(cheap(3)));
+        let raw = Connection::open(dir.path().join(KEYSTORE_FILE)).unwrap();
+        for (column, value) in [
+            ("root_kdf_memory_kib", i64::from(u32::MAX)), // 4 TiB
+            ("root_kdf_memory_kib", i64::from(MAX_KDF_MEMORY_KIB) + 1),
+            ("root_kdf_iterations", 1_000_000),
+            ("root_kdf_parallelism", 0xFF_FFFF),
+        ] {
+            let before: i64 = raw
+                .query_row(&format!("SELECT {column} FROM meta"), [], |r| r.get(0))
+                .unwrap();
+            raw.execute(&format!("UPDATE meta SET {column} = ?1"), [value])
+                .unwrap();
+            let err = read_passphrase_kdf(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, KeystoreError::Corrupt(m) if m.contains("outside what ssefs accepts")),
+                "{column}={value}: {err}"
+            );
+            raw.execute(&format!("UPDATE meta SET {column} = ?1"), [before])
+                .unwrap();
+        }
+        let mut huge = cheap(3);
+        huge.memory_kib = u32::MAX;
+        assert!(huge.derive(b"correct horse").is_err());
     }
 
     #[test]
