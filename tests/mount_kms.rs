@@ -744,3 +744,52 @@ fn restoring_a_backup_does_not_undo_a_crypto_shred() {
         "{out:?}"
     );
 }
+
+/// One user with one KMS file cannot flush the audit log: a thousand opens of it are one
+/// counted record; a record removed with sqlite3 is found by `kms audit --verify` and fsck.
+#[test]
+fn the_audit_log_cannot_be_flushed_or_edited_unnoticed() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &[]);
+    let bucket = kms_bucket(&mount, "flood", &key);
+    let object = bucket.join("one");
+    fs::write(&object, b"one file").expect("write KMS object");
+    let before = audit(&store).len();
+    for _ in 0..1000 {
+        assert_eq!(read(&object).expect("read"), b"one file");
+    }
+    let records = audit(&store);
+    assert!(
+        records.len() <= before + 2,
+        "a thousand identical opens added {} records",
+        records.len() - before
+    );
+    let decrypts: u64 = records
+        .iter()
+        .filter(|r| r["Operation"] == "Decrypt" && r["ObjectPath"] == "flood/one")
+        .map(|r| r["Repeats"].as_u64().expect("Repeats"))
+        .sum();
+    assert!(decrypts >= 1000, "every open is counted: {decrypts}");
+    let verified = kms(&store, &["audit", "--verify"]);
+    assert!(verified.status.success(), "{verified:?}");
+    drop(mount);
+
+    rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore with sqlite")
+        .execute("DELETE FROM audit WHERE operation = 'Decrypt'", [])
+        .expect("delete the evidence");
+    let verified = kms(&store, &["audit", "--verify"]);
+    assert!(!verified.status.success(), "{verified:?}");
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).contains("audit record"),
+        "{verified:?}"
+    );
+    let out = fsck(&store);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(text.contains("audit record"), "{text}");
+}

@@ -28,6 +28,10 @@ pub fn run(
     let mut notes = Vec::new();
     let mut tampered = Vec::new();
     let keystore = open_keystore(store, root_key, passphrase_fd, &mut notes, &mut tampered)?;
+    if let Some(ks) = &keystore {
+        let audit = ks.verify_audit().map_err(|e| e.to_string())?;
+        tampered.extend(audit.problems);
+    }
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),

@@ -174,6 +174,7 @@ impl Keystore {
             let detail = format!("origin {}", origin.as_str());
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(owner_uid),
@@ -192,6 +193,7 @@ impl Keystore {
             let detail = e.to_string();
             audit::record_failure(
                 &inner.conn,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(owner_uid),
@@ -230,6 +232,7 @@ impl Keystore {
                 insert_alias(&tx, DEFAULT_CMK_ALIAS, &key_id)?;
                 audit::insert(
                     &tx,
+                    &self.seal_key,
                     self.now(),
                     &AuditEvent {
                         uid: None,

@@ -83,6 +83,7 @@ impl Keystore {
             let (value, detail) = change(&tx, &row, now)?;
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(caller.uid),
@@ -102,6 +103,7 @@ impl Keystore {
             let detail = e.to_string();
             audit::record_failure(
                 &inner.conn,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(caller.uid),
@@ -403,6 +405,7 @@ impl Keystore {
             )?;
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: None,

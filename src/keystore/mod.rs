@@ -20,7 +20,7 @@ mod schema;
 mod seal;
 
 pub use access::{Caller, Grant, Grantee, KeyOp};
-pub use audit::{AuditQuery, AuditRecord, AuditSettings};
+pub use audit::{AUDIT_RATE_PER_MINUTE, AuditIntegrity, AuditQuery, AuditRecord, AuditSettings};
 pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};
 pub use cmk::{
     CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, KeyUsage, MaterialVersion, validate_alias,
@@ -198,6 +198,9 @@ impl Keystore {
                         "UPDATE meta SET root_check = ?1 WHERE id = 1",
                         [ids::root_check(root_key, &store_id)?],
                     )?;
+                }
+                if found.get() == RootCheck::Legacy {
+                    audit::rechain(tx, &seal_key)?;
                 }
                 if found.get() == RootCheck::Legacy || steps > 0 {
                     seal::reseal(tx, &seal_key)?;

@@ -250,8 +250,12 @@ impl Keystore {
             [ids::root_check(new_root, &store_id)?],
         )?;
         write_kdf(&tx, kdf)?;
+        // The audit chain's head, checked under the old key, is MACed under the new one.
+        super::audit::read_head(&tx, &self.seal_key)?;
+        let new_seal_key = super::seal::seal_key(new_root, &store_id)?;
+        super::audit::rechain(&tx, &new_seal_key)?;
         // Every row MAC moves to the key the new root key derives, in the same transaction.
-        super::seal::commit(tx, &super::seal::seal_key(new_root, &store_id)?)?;
+        super::seal::commit(tx, &new_seal_key)?;
         inner.cache.clear();
         // The old wrappings also leave the WAL.
         super::checkpoint_truncate(&inner.conn, "changing the root key");

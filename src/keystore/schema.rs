@@ -143,8 +143,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN root_kdf_iterations INTEGER;
     ALTER TABLE meta ADD COLUMN root_kdf_parallelism INTEGER;
     "#,
-    // The keystore seal (see seal.rs): one MAC per sealed row, one seal per sealed table, and
-    // the tombstones of destroyed CMKs and deleted material (ids only) that a restored backup
+    // The keystore seal (see seal.rs): one MAC per sealed row, one seal per sealed table, the
+    // audit log's hash chain (a hash per record, merged repeats, a MACed head), and the tombstones of destroyed CMKs and deleted material (ids only) that a restored backup
     // must not bring back. Sealed in the same transaction by `Keystore::open`.
     r#"
     CREATE TABLE row_seals (
@@ -157,6 +157,18 @@ const MIGRATIONS: &[&str] = &[
         tbl        TEXT    PRIMARY KEY,
         row_count  INTEGER NOT NULL,
         digest     BLOB    NOT NULL CHECK (length(digest) = 32)
+    ) STRICT;
+    ALTER TABLE audit ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1 CHECK (repeats >= 1);
+    ALTER TABLE audit ADD COLUMN last_time INTEGER;
+    ALTER TABLE audit ADD COLUMN hash BLOB CHECK (hash IS NULL OR length(hash) = 32);
+    CREATE TABLE audit_chain (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        base       BLOB    NOT NULL CHECK (length(base) = 32),
+        head_id    INTEGER NOT NULL,
+        head_hash  BLOB    NOT NULL CHECK (length(head_hash) = 32),
+        evicted    INTEGER NOT NULL,
+        expired    INTEGER NOT NULL,
+        mac        BLOB    NOT NULL CHECK (length(mac) = 32)
     ) STRICT;
     CREATE TABLE tombstones (
         key_id        TEXT    NOT NULL,
