@@ -6,7 +6,7 @@ use super::inspect::{integrity_problems, open_read_only, summarize_connection};
 use super::lifecycle::{Reburied, Tombstone, read_tombstones};
 use super::{
     KEYSTORE_FILE, Keystore, KeystoreError, StoreId, companion_files, connect_existing, ids,
-    master_context, read_store_id,
+    legacy_master_context, master_context, read_store_id,
 };
 use crate::crypto::{Key256, WrappedKey, unwrap_key};
 use rusqlite::backup::Backup;
@@ -223,7 +223,8 @@ impl StagedKeystore {
         let store_id = read_store_id(&conn)?;
         let recorded: Vec<u8> =
             conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-        if ids::verify_root_check(root_key, &store_id, &recorded)? == ids::RootCheck::Sealed {
+        let found = ids::verify_root_check(root_key, &store_id, &recorded)?;
+        if found == ids::RootCheck::Sealed {
             // A backup is no more trusted than the keystore: a changed one is refused.
             super::seal::require_intact(&conn, &super::seal::seal_key(root_key, &store_id)?)?;
         }
@@ -234,7 +235,10 @@ impl StagedKeystore {
         for (version, wrapped) in rows {
             let key = unwrap_key(
                 root_key,
-                &master_context(&store_id, version),
+                &match found {
+                    ids::RootCheck::Sealed => master_context(&store_id, version),
+                    ids::RootCheck::Legacy => legacy_master_context(&store_id, version),
+                },
                 &WrappedKey(wrapped),
             )
             .map_err(|_| {

@@ -5,7 +5,7 @@
 use super::access::{Caller, Grant, Grantee, KeyOp};
 use super::audit::{self, AuditEvent};
 use super::cache::CachedCmk;
-use super::{Inner, Keystore, KeystoreError, copy_key, ids};
+use super::{Inner, Keystore, KeystoreError, StoreId, copy_key, ids, lp};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
@@ -15,7 +15,8 @@ pub const DEFAULT_CMK_ALIAS: &str = "alias/acs/oss";
 pub(super) const RESERVED_ALIAS_PREFIX: &str = "alias/acs/";
 const ALIAS_PREFIX: &str = "alias/";
 const MAX_ALIAS_LEN: usize = 255;
-const CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v1";
+const CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v2";
+const LEGACY_CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v1";
 /// The longest description, in bytes (as cloud KMSs allow).
 const MAX_DESCRIPTION_LEN: usize = 8192;
 
@@ -167,7 +168,15 @@ impl Keystore {
         let created = (|| -> Result<String, KeystoreError> {
             check_new_cmk(description, alias)?;
             let tx = self.begin_sealed(&mut inner.conn)?;
-            let key_id = insert_cmk(&tx, &self.root_key, description, origin, owner_uid, now)?;
+            let key_id = insert_cmk(
+                &tx,
+                &self.root_key,
+                &self.store_id,
+                description,
+                origin,
+                owner_uid,
+                now,
+            )?;
             if let Some(alias) = alias {
                 insert_alias(&tx, alias, &key_id)?;
             }
@@ -224,6 +233,7 @@ impl Keystore {
                 let key_id = insert_cmk(
                     &tx,
                     &self.root_key,
+                    &self.store_id,
                     "default CMK for server-side encryption with KMS",
                     CmkOrigin::Ssefs,
                     0,
@@ -341,7 +351,7 @@ impl Keystore {
         })?;
         let material = unwrap_key(
             &self.root_key,
-            &cmk_context(key_id, version),
+            &cmk_context(&self.store_id, key_id, version),
             &WrappedKey(wrapped),
         )
         .map_err(|_| {
@@ -355,9 +365,25 @@ impl Keystore {
     }
 }
 
-/// `"ssefs/cmk/v1" ‖ key id (UTF-8) ‖ version (u32 LE)`.
-pub(super) fn cmk_context(key_id: &str, version: u32) -> Vec<u8> {
-    [CMK_WRAP_LABEL, key_id.as_bytes(), &version.to_le_bytes()].concat()
+/// `"ssefs/cmk/v2" ‖ lp(store id) ‖ lp(key id, UTF-8) ‖ version (u32 LE)`.
+pub(super) fn cmk_context(store_id: &StoreId, key_id: &str, version: u32) -> Vec<u8> {
+    [
+        CMK_WRAP_LABEL,
+        &lp(store_id.as_bytes()),
+        &lp(key_id.as_bytes()),
+        &version.to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// The context of a keystore from before the seal: `"ssefs/cmk/v1" ‖ key id ‖ version`.
+pub(super) fn legacy_cmk_context(key_id: &str, version: u32) -> Vec<u8> {
+    [
+        LEGACY_CMK_WRAP_LABEL,
+        key_id.as_bytes(),
+        &version.to_le_bytes(),
+    ]
+    .concat()
 }
 
 /// What `authorize` needs to know of a CMK, from the cache or the database.
@@ -561,6 +587,7 @@ pub(super) fn alias_target(
 fn insert_cmk(
     tx: &Transaction<'_>,
     root_key: &Key256,
+    store_id: &StoreId,
     description: &str,
     origin: CmkOrigin,
     owner_uid: u32,
@@ -585,7 +612,7 @@ fn insert_cmk(
     )?;
     if origin == CmkOrigin::Ssefs {
         let material = Key256::generate()?;
-        let wrapped = wrap_key(root_key, &cmk_context(&key_id, 1), &material)?;
+        let wrapped = wrap_key(root_key, &cmk_context(store_id, &key_id, 1), &material)?;
         tx.execute(
             "INSERT INTO cmk_materials (key_id, version, wrapped, material_check, created_at)
              VALUES (?1, 1, ?2, ?3, ?4)",

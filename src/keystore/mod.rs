@@ -57,7 +57,8 @@ pub const STATE_DIR: &str = ".ssefs";
 pub const KEYSTORE_FILE: &str = "keystore.db";
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
+const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v2";
+const LEGACY_MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
 
 /// The directory holding a store's keystore: `STORE/.ssefs`.
 pub fn keystore_dir(store: &Path) -> PathBuf {
@@ -200,6 +201,7 @@ impl Keystore {
                     )?;
                 }
                 if found.get() == RootCheck::Legacy {
+                    passphrase::move_wraps_forward(tx, root_key, &store_id)?;
                     audit::rechain(tx, &seal_key)?;
                 }
                 if found.get() == RootCheck::Legacy || steps > 0 {
@@ -471,14 +473,30 @@ impl Keystore {
     }
 }
 
-/// `"ssefs/master/v1" ‖ store id (16 bytes) ‖ version (u32 LE)`.
+/// `"ssefs/master/v2" ‖ lp(store id) ‖ version (u32 LE)`, `lp(x) = u32le(len(x)) ‖ x`.
 fn master_context(store_id: &StoreId, version: u32) -> Vec<u8> {
     [
         MASTER_WRAP_LABEL,
+        &lp(store_id.as_bytes()),
+        &version.to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// The context of a keystore from before the seal: `"ssefs/master/v1" ‖ store id ‖ version`.
+fn legacy_master_context(store_id: &StoreId, version: u32) -> Vec<u8> {
+    [
+        LEGACY_MASTER_WRAP_LABEL,
         store_id.as_bytes().as_slice(),
         &version.to_le_bytes(),
     ]
     .concat()
+}
+
+/// `u32le(len(bytes)) ‖ bytes`: a field of a wrap context.
+fn lp(bytes: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    [&len.to_le_bytes()[..], bytes].concat()
 }
 
 fn insert_master_key(

@@ -2,8 +2,11 @@
 //! `meta` row, readable without any key), and changing the root key: every master key and CMK
 //! material re-wrapped under the new one in one transaction. Never sees an object file.
 
-use super::cmk::cmk_context;
-use super::{KEYSTORE_FILE, Keystore, KeystoreError, connect_existing, ids, master_context};
+use super::cmk::{cmk_context, legacy_cmk_context};
+use super::{
+    KEYSTORE_FILE, Keystore, KeystoreError, StoreId, connect_existing, ids, legacy_master_context,
+    master_context,
+};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
 use rusqlite::{Connection, Transaction};
 use std::path::Path;
@@ -219,7 +222,7 @@ impl Keystore {
             rows.collect::<Result<_, _>>()?
         };
         for (key_id, version, wrapped) in materials {
-            let context = cmk_context(&key_id, version);
+            let context = cmk_context(&store_id, &key_id, version);
             let new = rewrap(old_root, new_root, &context, wrapped, || {
                 format!("CMK {key_id} material version {version}")
             })?;
@@ -235,7 +238,7 @@ impl Keystore {
             rows.collect::<Result<_, _>>()?
         };
         for (key_id, token, wrapped) in seeds {
-            let context = super::byok::import_context(&key_id, &token);
+            let context = super::byok::import_context(&store_id, &key_id, &token);
             let new = rewrap(old_root, new_root, &context, wrapped, || {
                 format!("the import parameters of CMK {key_id}")
             })?;
@@ -276,6 +279,82 @@ where
     let mut stmt = tx.prepare(sql)?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves every wrapped key of a keystore from before the seal to the contexts that name the
+/// store (v2), under the same root key, inside the transaction that seals it.
+pub(super) fn move_wraps_forward(
+    tx: &Transaction<'_>,
+    root: &Key256,
+    store_id: &StoreId,
+) -> Result<(), KeystoreError> {
+    let masters: Vec<(u32, Vec<u8>)> = rows(tx, "SELECT version, wrapped FROM master_keys")?;
+    for (version, wrapped) in masters {
+        let new = rewrap_context(
+            root,
+            &legacy_master_context(store_id, version),
+            &master_context(store_id, version),
+            wrapped,
+            || format!("master key version {version}"),
+        )?;
+        tx.execute(
+            "UPDATE master_keys SET wrapped = ?1 WHERE version = ?2",
+            (new, version),
+        )?;
+    }
+    let materials: Vec<(String, u32, Vec<u8>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (key_id, version, wrapped) in materials {
+        let new = rewrap_context(
+            root,
+            &legacy_cmk_context(&key_id, version),
+            &cmk_context(store_id, &key_id, version),
+            wrapped,
+            || format!("CMK {key_id} material version {version}"),
+        )?;
+        tx.execute(
+            "UPDATE cmk_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3",
+            (new, &key_id, version),
+        )?;
+    }
+    let seeds: Vec<(String, String, Vec<u8>)> = {
+        let mut stmt = tx.prepare("SELECT key_id, token, wrapped_seed FROM import_params")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (key_id, token, wrapped) in seeds {
+        let new = rewrap_context(
+            root,
+            &super::byok::legacy_import_context(&key_id, &token),
+            &super::byok::import_context(store_id, &key_id, &token),
+            wrapped,
+            || format!("the import parameters of CMK {key_id}"),
+        )?;
+        tx.execute(
+            "UPDATE import_params SET wrapped_seed = ?1 WHERE key_id = ?2",
+            (new, &key_id),
+        )?;
+    }
+    Ok(())
+}
+
+/// Unwraps `wrapped` under `root` with context `old` and wraps it again with `new`.
+fn rewrap_context(
+    root: &Key256,
+    old: &[u8],
+    new: &[u8],
+    wrapped: Vec<u8>,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, KeystoreError> {
+    let key = unwrap_key(root, old, &WrappedKey(wrapped)).map_err(|_| {
+        KeystoreError::Corrupt(format!("{} does not unwrap under the root key", what()))
+    })?;
+    Ok(wrap_key(root, new, &key)?.0)
 }
 
 /// Unwraps `wrapped` under `old` and wraps the key under `new`, same context.

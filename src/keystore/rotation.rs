@@ -222,7 +222,7 @@ fn insert_next_material(
         .checked_add(1)
         .ok_or_else(|| KeystoreError::Corrupt(format!("CMK {key_id}: versions exhausted")))?;
     let material = Key256::generate()?;
-    let wrapped = wrap_key(root_key, &cmk_context(key_id, version), &material)?;
+    let wrapped = wrap_key(root_key, &cmk_context(store_id, key_id, version), &material)?;
     tx.execute(
         "INSERT INTO cmk_materials (key_id, version, wrapped, material_check, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",

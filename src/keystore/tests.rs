@@ -796,6 +796,8 @@ fn a_keystore_from_before_the_seal_is_sealed_at_first_open() {
     std::fs::File::create(&path).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let store_id = StoreId::generate().unwrap();
+    let (master, wrapped) = legacy_master_wrap(&root, &store_id, 1);
+    let material = Key256::generate().unwrap();
     {
         let mut conn = connect(&path).unwrap();
         // The last schema before the seal.
@@ -808,7 +810,6 @@ fn a_keystore_from_before_the_seal_is_sealed_at_first_open() {
             ),
         )
         .unwrap();
-        let wrapped = legacy_master_wrap(&root, &store_id, 1);
         conn.execute(
             "INSERT INTO master_keys (version, wrapped, created_at) VALUES (1, ?1, 1)",
             [wrapped],
@@ -819,10 +820,33 @@ fn a_keystore_from_before_the_seal_is_sealed_at_first_open() {
             [],
         )
         .unwrap();
+        conn.execute(
+            "INSERT INTO cmks (key_id, origin, state, owner_uid, created_at)
+             VALUES ('k1', 'ssefs', 'Enabled', 0, 1)",
+            [],
+        )
+        .unwrap();
+        let cmk_wrapped = wrap_key(&root, &cmk::legacy_cmk_context("k1", 1), &material)
+            .unwrap()
+            .0;
+        conn.execute(
+            "INSERT INTO cmk_materials (key_id, version, wrapped, created_at)
+             VALUES ('k1', 1, ?1, 1)",
+            [cmk_wrapped],
+        )
+        .unwrap();
     }
     let ks = Keystore::open(dir.path(), &root).unwrap();
     assert_eq!(ks.seal_problems().unwrap(), Vec::<String>::new());
-    ks.current_master_key().unwrap();
+    // The same key, now wrapped under the context that names the store.
+    let (version, key) = ks.current_master_key().unwrap();
+    assert_eq!((version, key.expose_secret()), (1, master.expose_secret()));
+    let rewrapped: Vec<u8> = raw(dir.path())
+        .query_row("SELECT wrapped FROM master_keys", [], |r| r.get(0))
+        .unwrap();
+    unwrap_key(&root, &master_context(&store_id, 1), &WrappedKey(rewrapped)).unwrap();
+    let (_, _, resolved) = ks.resolve_cmk("k1").unwrap();
+    assert_eq!(resolved.expose_secret(), material.expose_secret());
     drop(ks);
     // Sealed now: the legacy root check is gone, and a deletion is found.
     let recorded: Vec<u8> = raw(dir.path())
@@ -861,12 +885,13 @@ fn a_root_key_change_moves_the_seal_and_refuses_a_tampered_keystore() {
     tampered(Keystore::open(dir.path(), &new).err().unwrap());
 }
 
-/// Master key version `version` as a keystore from before the seal wrapped it.
-fn legacy_master_wrap(root: &Key256, store_id: &StoreId, version: u32) -> Vec<u8> {
+/// A new master key version `version` and its wrapping by a keystore from before the seal.
+fn legacy_master_wrap(root: &Key256, store_id: &StoreId, version: u32) -> (Key256, Vec<u8>) {
     let key = Key256::generate().unwrap();
-    wrap_key(root, &master_context(store_id, version), &key)
+    let wrapped = wrap_key(root, &legacy_master_context(store_id, version), &key)
         .unwrap()
-        .0
+        .0;
+    (key, wrapped)
 }
 
 #[test]
