@@ -213,6 +213,26 @@ impl Keystore {
         Self::assemble(&path, root_key, store_id, conn)
     }
 
+    /// Every change made outside ssefs to the keystore in `dir` — sealed rows added, changed or
+    /// removed, and breaks in the audit chain — one sentence each (empty when it is intact),
+    /// checked with `root_key` in one read snapshot without writing anything and without
+    /// migrating: for fsck and other offline checks. A wrong root key is `WrongRootKey`; a
+    /// keystore from before the seal has no seal to check (its first open seals it).
+    pub fn verify(dir: &Path, root_key: &Key256) -> Result<Vec<String>, KeystoreError> {
+        let mut conn = connect_existing(&dir.join(KEYSTORE_FILE))?;
+        let tx = conn.transaction()?;
+        let store_id = read_store_id(&tx)?;
+        if ids::verify_root_check(root_key, &store_id, &read_root_check(&tx)?)? == RootCheck::Legacy
+        {
+            return Ok(Vec::new());
+        }
+        let seal_key = seal::seal_key(root_key, &store_id)?;
+        let mut problems = seal::problems(&tx, &seal_key)?;
+        problems.extend(audit::verify(&tx, &seal_key)?.problems);
+        tx.commit()?;
+        Ok(problems)
+    }
+
     /// Every way the keystore differs from its seal, one sentence each (empty when it is
     /// intact), read in one snapshot without writing anything: for fsck. A keystore written
     /// before the seal has none to check (it is sealed when first opened).

@@ -937,3 +937,43 @@ fn a_destroyed_cmk_leaves_a_sealed_tombstone_that_a_restore_honours() {
     let what = tampered(Keystore::open(dir.path(), &root).err().unwrap());
     assert!(what.contains("table tombstones"), "{what}");
 }
+
+#[test]
+fn verify_lists_every_change_without_writing_anything() {
+    let (dir, root, ks) = new_store();
+    ks.put_bucket_rule(
+        "enc",
+        &BucketRule {
+            algorithm: Algorithm::Aes256,
+            kms_key_id: None,
+        },
+    )
+    .unwrap();
+    ks.create_cmk("audited", None, CmkOrigin::Ssefs, 0).unwrap();
+    drop(ks);
+    assert_eq!(
+        Keystore::verify(dir.path(), &root).unwrap(),
+        Vec::<String>::new()
+    );
+    raw(dir.path())
+        .execute_batch(
+            "DELETE FROM bucket_rules; UPDATE master_keys SET retired_at = 1; DELETE FROM audit;",
+        )
+        .unwrap();
+    let before = snapshot(dir.path());
+    let problems = Keystore::verify(dir.path(), &root).unwrap().join("; ");
+    assert!(
+        problems.contains("bucket=\"enc\" was removed"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("table master_keys: row version=1 was changed"),
+        "{problems}"
+    );
+    assert!(problems.contains("audit record"), "{problems}");
+    assert_eq!(snapshot(dir.path()), before, "verify writes nothing");
+    assert!(matches!(
+        Keystore::verify(dir.path(), &Key256::generate().unwrap()),
+        Err(KeystoreError::WrongRootKey)
+    ));
+}
