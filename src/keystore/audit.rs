@@ -372,16 +372,15 @@ fn prune(
         .query_row([cutoff], |r| r.get(0))?;
     let expired_below = first_kept.unwrap_or(i64::MAX);
     head.expired += remove_below(conn, head, expired_below)?;
-    let newest: Option<i64> = conn
-        .prepare_cached("SELECT max(id) FROM audit")?
-        .query_row([], |r| r.get(0))?;
-    let count: i64 = conn
-        .prepare_cached("SELECT count(*) FROM audit")?
-        .query_row([], |r| r.get(0))?;
-    if let (Some(_), true) = (newest, count > max_rows) {
-        let keep_from: i64 = conn
-            .prepare_cached("SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1")?
-            .query_row([max_rows - 1], |r| r.get(0))?;
+    // Records are only ever removed as a prefix, so the ids are contiguous: the count is
+    // max - min + 1 without scanning the table (two rowid lookups per write).
+    let (oldest, newest): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT min(id), max(id) FROM audit")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if let (Some(oldest), Some(newest)) = (oldest, newest)
+        && newest - oldest + 1 > max_rows
+    {
+        let keep_from = newest.saturating_sub(max_rows).saturating_add(1);
         let evicted = remove_below(conn, head, keep_from)?;
         if evicted > 0 {
             log::warn!(
