@@ -38,7 +38,7 @@ fn meta_row_holds_the_store_id_and_the_documented_root_check() {
     let id = StoreId::parse(&store_id).unwrap();
     assert_eq!(
         root_check,
-        keyed_check(root.expose_secret(), b"ssefs/v1/root-check", id.as_bytes())
+        keyed_check(root.expose_secret(), b"ssefs/v2/root-check", id.as_bytes())
     );
     let version: i64 = raw(dir.path())
         .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -62,7 +62,8 @@ fn master_keys_unwrap_under_the_documented_context() {
             .unwrap();
         assert_eq!(wrapped.len(), 80);
         let context = [
-            b"ssefs/master/v1".as_slice(),
+            b"ssefs/master/v2".as_slice(),
+            &16u32.to_le_bytes(),
             ks.store_id().as_bytes(),
             &version.to_le_bytes(),
         ]
@@ -72,7 +73,8 @@ fn master_keys_unwrap_under_the_documented_context() {
         assert_eq!(key.expose_secret(), expected.expose_secret());
         // Bound to its version: the context of another version does not unwrap it.
         let other = [
-            b"ssefs/master/v1".as_slice(),
+            b"ssefs/master/v2".as_slice(),
+            &16u32.to_le_bytes(),
             ks.store_id().as_bytes(),
             &(version + 1).to_le_bytes(),
         ]
@@ -97,12 +99,19 @@ fn cmk_material_unwraps_under_the_documented_context_with_its_check() {
         )
         .unwrap();
     let context = [
-        b"ssefs/cmk/v1".as_slice(),
+        b"ssefs/cmk/v2".as_slice(),
+        &16u32.to_le_bytes(),
+        ks.store_id().as_bytes(),
+        &(key_id.len() as u32).to_le_bytes(),
         key_id.as_bytes(),
         &1u32.to_le_bytes(),
     ]
     .concat();
-    let material = unwrap_key(&root, &context, &WrappedKey(wrapped)).unwrap();
+    let material = unwrap_key(&root, &context, &WrappedKey(wrapped.clone())).unwrap();
+    // Bound to its store: the same context under another store id does not unwrap it.
+    let mut foreign = context.clone();
+    foreign[b"ssefs/cmk/v2".len() + 4] ^= 1;
+    assert!(unwrap_key(&root, &foreign, &WrappedKey(wrapped)).is_err());
     let (_, _, expected) = ks.resolve_cmk("alias/docs").unwrap();
     assert_eq!(material.expose_secret(), expected.expose_secret());
     assert_eq!(

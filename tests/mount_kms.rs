@@ -558,3 +558,241 @@ fn a_mount_destroys_keys_past_their_deletion_date_when_it_starts() {
     assert_eq!(deleted.len(), 1, "one DeleteKey record: {deleted:?}");
     assert_eq!(key_state(&store, &key), "Destroyed");
 }
+
+fn keystore_db(store: &TestStore) -> PathBuf {
+    store.store.join(".ssefs").join("keystore.db")
+}
+
+/// Every file under `dir`, searched for `needle`.
+fn store_holds(dir: &Path, needle: &[u8]) -> bool {
+    fs::read_dir(dir).expect("read store dir").any(|entry| {
+        let path = entry.expect("store entry").path();
+        if path.is_dir() {
+            store_holds(&path, needle)
+        } else {
+            fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+/// `ssefs fsck STORE --root-key K`.
+fn fsck(store: &TestStore) -> Output {
+    Command::new(SSEFS)
+        .arg("fsck")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .expect("run ssefs fsck")
+}
+
+/// Deleting a bucket's rule with sqlite3 (no root key) while mounted must not make the next
+/// file land in plaintext; the next mount refuses to start, naming the table and row; fsck
+/// reports it.
+#[test]
+fn a_bucket_rule_deleted_outside_ssefs_never_yields_plaintext() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_xattr(&bucket, "user.oss.server-side-encryption", "AES256").expect("set rule");
+    fs::write(bucket.join("before"), b"written under the rule").expect("write before");
+    let deleted = rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore with sqlite")
+        .execute("DELETE FROM bucket_rules WHERE bucket = 'enc'", [])
+        .expect("delete the rule");
+    assert_eq!(deleted, 1);
+
+    const MARKER: &[u8] = b"PLAINTEXT-MARKER-written-after-the-rule-was-deleted";
+    let written = fs::write(bucket.join("after"), MARKER);
+    assert_errno(written, libc::EIO, "create after the rule was deleted");
+    assert!(
+        !store_holds(&store.store, MARKER),
+        "the file written after the deletion is in the store in plaintext"
+    );
+    drop(mount);
+
+    let refused = common::Mount::try_with_args(common::MountArgs::of(&store, &[]));
+    let failure = match refused {
+        Ok(mount) => {
+            drop(mount);
+            panic!("a mount of a keystore changed outside ssefs started");
+        }
+        Err(failure) => failure,
+    };
+    assert!(
+        failure.stderr.contains("changed outside ssefs")
+            && failure.stderr.contains("bucket_rules")
+            && failure.stderr.contains("bucket=\"enc\" was removed"),
+        "the refusal names the table and row: {}",
+        failure.stderr
+    );
+
+    let out = fsck(&store);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "fsck finds a problem: {out:?}");
+    assert!(
+        text.contains("keystore-integrity") && text.contains("bucket_rules"),
+        "fsck names the change: {text}"
+    );
+}
+
+/// `ssefs keystore ARGS --store S`, as root.
+fn keystore_cmd(store: &TestStore, args: &[&str]) -> Output {
+    Command::new(SSEFS)
+        .arg("keystore")
+        .args(args)
+        .arg("--store")
+        .arg(&store.store)
+        .output()
+        .expect("run ssefs keystore")
+}
+
+/// Whether `needle` is in the keystore, its WAL or any file kept next to it.
+fn keystore_files_hold(store: &TestStore, needle: &[u8]) -> Vec<PathBuf> {
+    fs::read_dir(store.store.join(".ssefs"))
+        .expect("read .ssefs")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .filter(|p| fs::read(p).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)))
+        .collect()
+}
+
+/// A backup made before a crypto-shred does not bring the key back: the restore destroys it
+/// again and says so, the material is in no file of the store, and a restore into a store
+/// without a keystore warns that backups are key escrow.
+#[test]
+fn restoring_a_backup_does_not_undo_a_crypto_shred() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mut mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &["--alias", "alias/shred"]);
+    let bucket = kms_bucket(&mount, "shred", "alias/shred");
+    let object = bucket.join("secret");
+    fs::write(&object, b"shred me for good").expect("write KMS object");
+    let wrapped: Vec<u8> = rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore")
+        .query_row(
+            "SELECT wrapped FROM cmk_materials WHERE key_id = ?1",
+            [&key],
+            |r| r.get(0),
+        )
+        .expect("the wrapped material");
+    let backup = store.base().join("before-shred.db");
+    let out = keystore_cmd(&store, &["backup", backup.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "backup: {out:?}");
+
+    kms_json(&store, &["schedule-deletion", &key, "--pending-days", "7"]);
+    let later = (now() + 8 * DAY).to_string();
+    kms_json(&store, &["list", "--now", &later]);
+    assert_eq!(key_state(&store, &key), "Destroyed");
+    open_gives_within_a_second(&object, libc::EKEYREVOKED);
+    mount.remount();
+    drop(mount);
+    assert_eq!(
+        keystore_files_hold(&store, &wrapped),
+        Vec::<PathBuf>::new(),
+        "the destroyed material is gone from the keystore, its WAL and free pages"
+    );
+
+    let out = Command::new(SSEFS)
+        .args(["keystore", "restore", "--store"])
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .arg(&backup)
+        .output()
+        .expect("run restore");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "restore: {out:?}");
+    assert!(
+        text.contains(&format!("destroyed CMK {key} again")),
+        "the restore says it destroyed the key again: {text}"
+    );
+    assert_eq!(key_state(&store, &key), "Destroyed");
+    let mount = Mount::new(&store, &[]);
+    assert_errno(
+        read(&mount.join("shred/secret")),
+        libc::EKEYREVOKED,
+        "read after the restore",
+    );
+    drop(mount);
+    let left = keystore_files_hold(&store, &wrapped);
+    assert!(
+        left.is_empty(),
+        "no file next to the keystore holds the destroyed material: {left:?}"
+    );
+
+    // Without a keystore, nothing says what was destroyed: the restore warns.
+    common::remove_keystore(&store.store);
+    let out = Command::new(SSEFS)
+        .args(["keystore", "restore", "--store"])
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .arg(&backup)
+        .output()
+        .expect("run restore");
+    assert!(
+        out.status.success(),
+        "restore into a store without keystore: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key escrow"),
+        "{out:?}"
+    );
+}
+
+/// One user with one KMS file cannot flush the audit log: a thousand opens of it are one
+/// counted record; a record removed with sqlite3 is found by `kms audit --verify` and fsck.
+#[test]
+fn the_audit_log_cannot_be_flushed_or_edited_unnoticed() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let key = create_key(&store, &[]);
+    let bucket = kms_bucket(&mount, "flood", &key);
+    let object = bucket.join("one");
+    fs::write(&object, b"one file").expect("write KMS object");
+    let before = audit(&store).len();
+    for _ in 0..1000 {
+        assert_eq!(read(&object).expect("read"), b"one file");
+    }
+    let records = audit(&store);
+    assert!(
+        records.len() <= before + 2,
+        "a thousand identical opens added {} records",
+        records.len() - before
+    );
+    let decrypts: u64 = records
+        .iter()
+        .filter(|r| r["Operation"] == "Decrypt" && r["ObjectPath"] == "flood/one")
+        .map(|r| r["Repeats"].as_u64().expect("Repeats"))
+        .sum();
+    assert!(decrypts >= 1000, "every open is counted: {decrypts}");
+    let verified = kms(&store, &["audit", "--verify"]);
+    assert!(verified.status.success(), "{verified:?}");
+    drop(mount);
+
+    rusqlite::Connection::open(keystore_db(&store))
+        .expect("open keystore with sqlite")
+        .execute("DELETE FROM audit WHERE operation = 'Decrypt'", [])
+        .expect("delete the evidence");
+    let verified = kms(&store, &["audit", "--verify"]);
+    assert!(!verified.status.success(), "{verified:?}");
+    assert!(
+        String::from_utf8_lossy(&verified.stderr).contains("audit record"),
+        "{verified:?}"
+    );
+    let out = fsck(&store);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(text.contains("audit record"), "{text}");
+}

@@ -183,14 +183,13 @@ fn cmk(m: &Mounted, alias: Option<&str>) -> String {
 }
 
 fn disable_cmk(m: &Mounted, key_id: &str) {
-    let db = rusqlite::Connection::open(keystore_dir(&m.store()).join("keystore.db")).unwrap();
-    let n = db
-        .execute(
-            "UPDATE cmks SET state = 'Disabled' WHERE key_id = ?1",
-            [key_id],
-        )
-        .unwrap();
-    assert_eq!(n, 1);
+    let root = ssefs::keystore::Caller {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        pid: std::process::id(),
+    };
+    m.keystore().disable_cmk(key_id, &root).unwrap();
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -8,8 +8,11 @@ use super::root_key::{KeyArgs, RootKeyError, StoreArgs, is_missing_key, load_roo
 use super::status::{bucket_mount_line, bucket_mounts_json};
 use crate::crypto::{Key256, KeyRef};
 use crate::keystore::{Keystore, KeystoreError};
-use crate::ops::fsck::{FsckError, FsckOptions, FsckReport, KeyLookup, check_store};
+use crate::ops::fsck::{
+    FsckError, FsckOptions, FsckReport, KeyLookup, Problem, ProblemKind, check_store,
+};
 use crate::store::bucket_lock::bucket_mounts;
+use crate::store::layout::keystore_rel_path;
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -37,6 +40,8 @@ pub enum FsckCliError {
     Check(#[from] FsckError),
     #[error("the store's object-authentication key: {0}")]
     StoreKey(#[source] KeystoreError),
+    #[error("the audit log: {0}")]
+    Audit(#[source] KeystoreError),
 }
 
 /// Runs fsck and prints its report: whether problems remain.
@@ -44,7 +49,12 @@ pub fn run(args: &FsckArgs) -> Result<Status, FsckCliError> {
     let (repair, json) = (args.repair, args.json);
     let store = args.store.path()?;
     let mut notes = Vec::new();
-    let keystore = open_keystore(store, &args.key, &mut notes)?;
+    let mut tampered = Vec::new();
+    let keystore = open_keystore(store, &args.key, &mut notes, &mut tampered)?;
+    if let Some(ks) = &keystore {
+        let audit = ks.verify_audit().map_err(FsckCliError::Audit)?;
+        tampered.extend(audit.problems);
+    }
     let lookup = |key_ref: &KeyRef| -> Result<Option<Key256>, KeystoreError> {
         match &keystore {
             Some(ks) => ks.resolve(key_ref),
@@ -69,6 +79,14 @@ pub fn run(args: &FsckArgs) -> Result<Status, FsckCliError> {
     }
     notes.append(&mut report.notes);
     report.notes = notes;
+    report
+        .problems
+        .extend(tampered.into_iter().map(|detail| Problem {
+            path: keystore_rel_path(),
+            kind: ProblemKind::KeystoreIntegrity,
+            detail: format!("changed outside ssefs: {detail}"),
+            repaired: false,
+        }));
     if json {
         println!("{}", to_json(&report));
     } else {
@@ -88,6 +106,7 @@ fn open_keystore(
     store: &Path,
     key: &KeyArgs,
     notes: &mut Vec<String>,
+    tampered: &mut Vec<String>,
 ) -> Result<Option<Keystore>, RootKeyError> {
     let given = key.root_key.is_some() || key.passphrase_fd.is_some();
     let root_key = match load_root_key(store, key) {
@@ -106,6 +125,15 @@ fn open_keystore(
     match open_with(store, key, &root_key) {
         Ok(ks) => Ok(Some(ks)),
         Err(e @ RootKeyError::WrongRootKey { .. }) => Err(e),
+        Err(RootKeyError::Store {
+            source: KeystoreError::Tampered(problems),
+            ..
+        }) => {
+            *tampered = problems;
+            notes
+                .push("the keystore was changed outside ssefs: headers checked, blocks not".into());
+            Ok(None)
+        }
         Err(e) => {
             notes.push(format!(
                 "the keystore does not open ({e}): headers checked, blocks not"

@@ -4,7 +4,9 @@
 
 use super::root_key::{KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key};
 use crate::crypto::KeyRef;
-use crate::keystore::backup::{BackupError, StagedKeystore, backup_keystore};
+use crate::keystore::backup::{
+    BackupError, Burial, CurrentKeystore, StagedKeystore, backup_keystore, prune_backups,
+};
 use crate::keystore::inspect::summarize_file;
 use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf};
 use crate::ops::fsck::objects_opening_with;
@@ -24,6 +26,10 @@ pub enum KeystoreAction {
         store: StoreArgs,
         /// The new backup file.
         file: PathBuf,
+        /// Then remove all but the N newest backups of this store in FILE's directory (a
+        /// backup is key escrow: it brings back every key destroyed since it was made).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
     },
     /// Replace the keystore with the backup FILE. Refused while the store is mounted; the
     /// backup must be of this store and open with the root key. The old keystore is kept.
@@ -41,8 +47,8 @@ pub enum KeystoreAction {
 
 pub fn run(action: KeystoreAction) -> Result<(), String> {
     match action {
-        KeystoreAction::Backup { store, file } => {
-            backup(store.path().map_err(|e| e.to_string())?, &file)
+        KeystoreAction::Backup { store, file, keep } => {
+            backup(store.path().map_err(|e| e.to_string())?, &file, keep)
         }
         KeystoreAction::Restore { store, file, key } => restore(
             store.path().map_err(|e| e.to_string())?,
@@ -53,7 +59,7 @@ pub fn run(action: KeystoreAction) -> Result<(), String> {
     }
 }
 
-fn backup(store: &Path, file: &Path) -> Result<(), String> {
+fn backup(store: &Path, file: &Path, keep: Option<u32>) -> Result<(), String> {
     let report = backup_keystore(&keystore_dir(store), file).map_err(|e| e.to_string())?;
     println!(
         "backed up the keystore of store {} ({} master key version(s), {} bytes) to {}; it \
@@ -63,6 +69,17 @@ fn backup(store: &Path, file: &Path) -> Result<(), String> {
         report.bytes,
         file.display()
     );
+    if let Some(keep) = keep {
+        let dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let removed =
+            prune_backups(dir, &report.store_id, keep as usize).map_err(|e| e.to_string())?;
+        for old in removed {
+            println!("removed the old backup {}", old.display());
+        }
+    }
     Ok(())
 }
 
@@ -120,7 +137,7 @@ fn restore(
             load_key_file(store, &location).map_err(|e| e.to_string())?
         }
     };
-    let staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;
+    let mut staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;
     match &current {
         Ok(id) if id != staged.store_id() => {
             return Err(BackupError::OtherStore {
@@ -132,16 +149,52 @@ fn restore(
         Ok(_) => {}
         Err(e) => check_against_objects(locked.root(), &staged, e)?,
     }
+    let burial = staged
+        .bury_destroyed_keys(&key)
+        .map_err(|e| e.to_string())?;
     let kept = staged.install().map_err(|e| e.to_string())?;
     println!(
         "restored the keystore of store {} from {}",
         locked.root().display(),
         file.display()
     );
+    report_burial(&burial);
     if let Some(kept) = kept {
         println!("the keystore it replaced is kept as {}", kept.display());
     }
     Ok(())
+}
+
+/// Says which destroyed keys the backup still held (and are destroyed again), and warns when
+/// nothing could say which keys were destroyed since the backup was made.
+fn report_burial(burial: &Burial) {
+    for key_id in &burial.again.cmks {
+        println!("destroyed CMK {key_id} again: it was destroyed after this backup was made");
+    }
+    for (key_id, version) in &burial.again.materials {
+        println!(
+            "deleted the material of CMK {key_id} version {version} again: it was deleted \
+             after this backup was made"
+        );
+    }
+    let escrow = "a keystore backup is key escrow: it brings back every key destroyed since \
+                  it was made; keep as few as you need and destroy old ones";
+    match &burial.current {
+        CurrentKeystore::Sealed => {}
+        CurrentKeystore::Missing => eprintln!(
+            "warning: this store had no keystore, so nothing says which keys were destroyed \
+             since the backup was made; {escrow}"
+        ),
+        CurrentKeystore::Unsealed => eprintln!(
+            "warning: the replaced keystore could not say for sure which keys were destroyed \
+             since the backup was made; {escrow}"
+        ),
+        CurrentKeystore::Tampered(problems) => eprintln!(
+            "warning: the replaced keystore was changed outside ssefs ({}), so keys destroyed \
+             since the backup was made may be back; {escrow}",
+            problems.join("; ")
+        ),
+    }
 }
 
 fn summarize_backup(file: &Path) -> Result<StoreId, KeystoreError> {

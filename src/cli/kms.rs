@@ -5,8 +5,8 @@
 use super::root_key::{KeyArgs, StoreArgs};
 pub use super::time::{format_rfc3339, parse_time};
 use crate::keystore::{
-    AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin, Grant, Grantee,
-    ImportedMaterial, KeyOp, Keystore, KeystoreError,
+    AuditIntegrity, AuditQuery, AuditRecord, AuditSettings, Caller, Clock, CmkInfo, CmkOrigin,
+    Grant, Grantee, ImportedMaterial, KeyOp, Keystore, KeystoreError,
 };
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
@@ -191,6 +191,10 @@ pub enum KmsCommand {
         /// Only records at or after T (RFC 3339 or Unix seconds).
         #[arg(long, value_name = "T")]
         since: Option<String>,
+        /// Check the log's hash chain against its authenticated head instead: fails, naming
+        /// each break, if a record was changed or removed outside ssefs.
+        #[arg(long, conflicts_with_all = ["key", "since"])]
+        verify: bool,
     },
     /// Show or change how long the audit log keeps records.
     AuditRetention {
@@ -263,6 +267,8 @@ pub enum KmsCliError {
         grantee: String,
         grants: String,
     },
+    #[error("the audit log was changed outside ssefs: {}", .0.join("; "))]
+    AuditTampered(Vec<String>),
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
     #[error(transparent)]
@@ -370,11 +376,26 @@ pub fn run(args: KmsArgs) -> Result<(), KmsCliError> {
             let key_id = ks.cmk_info(&key)?.key_id;
             print_grants(&key_id, &ks.grants(&key)?, json);
         }
-        KmsCommand::Audit { key, since } => {
+        KmsCommand::Audit { verify: true, .. } => {
+            let integrity = ks.verify_audit()?;
+            print_audit_integrity(&integrity, json);
+            if !integrity.problems.is_empty() {
+                return Err(KmsCliError::AuditTampered(integrity.problems));
+            }
+        }
+        KmsCommand::Audit { key, since, .. } => {
             let since = since
                 .map(|t| parse_time(&t).ok_or(KmsCliError::InvalidTime(t)))
                 .transpose()?;
             print_audit(&ks.audit_records(&AuditQuery { key, since })?, json);
+            let integrity = ks.verify_audit()?;
+            if integrity.evicted > 0 && !json {
+                eprintln!(
+                    "note: {} record(s) were removed because the log reached its cap \
+                     (`ssefs kms audit-retention --max-rows N` keeps more)",
+                    integrity.evicted
+                );
+            }
         }
         KmsCommand::AuditRetention { days, max_rows } => {
             let mut settings = ks.audit_settings()?;
@@ -768,7 +789,28 @@ fn audit_json(r: &AuditRecord) -> Value {
         "ObjectPath": r.object_path,
         "Result": r.result,
         "Detail": r.detail,
+        "Repeats": r.repeats,
+        "LastTime": r.last_time.map(format_rfc3339),
     })
+}
+
+fn print_audit_integrity(integrity: &AuditIntegrity, json: bool) {
+    if json {
+        print_json(&json!({
+            "Intact": integrity.problems.is_empty(),
+            "Problems": integrity.problems,
+            "Evicted": integrity.evicted,
+            "Expired": integrity.expired,
+        }));
+        return;
+    }
+    if integrity.problems.is_empty() {
+        println!("the audit log's hash chain is intact");
+    }
+    println!(
+        "{} record(s) removed at the row cap, {} by age",
+        integrity.evicted, integrity.expired
+    );
 }
 
 fn print_audit(records: &[AuditRecord], json: bool) {
@@ -792,6 +834,13 @@ fn print_audit(records: &[AuditRecord], json: bool) {
                 .as_deref()
                 .map_or(String::new(), |d| format!("  ({d})")),
         );
+        if r.repeats > 1 {
+            println!(
+                "    repeated {} times, the last at {}",
+                r.repeats,
+                r.last_time.map_or("-".into(), format_rfc3339)
+            );
+        }
     }
 }
 

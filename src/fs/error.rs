@@ -171,6 +171,7 @@ fn keystore_errno(e: &KeystoreError) -> i32 {
         | KeystoreError::NotAKeystore(_)
         | KeystoreError::SchemaTooNew { .. }
         | KeystoreError::Corrupt(_)
+        | KeystoreError::Tampered(_)
         | KeystoreError::RootKeyMissing(_)
         | KeystoreError::RootKeyNotAFile(_)
         | KeystoreError::RootKeyWrongSize { .. }

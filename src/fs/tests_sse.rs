@@ -87,12 +87,14 @@ fn tmp_entries(f: &Fixture) -> usize {
 }
 
 fn set_cmk_state(f: &Fixture, key_id: &str, state: &str) {
-    let db = rusqlite::Connection::open(f.keys.path()).unwrap();
-    db.execute(
-        "UPDATE cmks SET state = ?1 WHERE key_id = ?2",
-        (state, key_id),
-    )
-    .unwrap();
+    assert_eq!(state, "Disabled");
+    let root = crate::keystore::Caller {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        pid: std::process::id(),
+    };
+    f.keys.disable_cmk(key_id, &root).unwrap();
 }
 
 #[test]

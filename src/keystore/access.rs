@@ -253,7 +253,15 @@ impl Keystore {
         let known_key = key_id
             .as_deref()
             .filter(|_| !matches!(outcome, Err(KeystoreError::UnknownKey(_))));
-        record_use(&inner.conn, now, &event, known_key, op, outcome.is_ok())?;
+        record_use(
+            &inner.conn,
+            &self.seal_key,
+            now,
+            &event,
+            known_key,
+            op,
+            outcome.is_ok(),
+        )?;
         let (version, material) = outcome?;
         Ok((key_id.unwrap_or_else(|| key.to_string()), version, material))
     }
@@ -299,6 +307,7 @@ impl Keystore {
 /// still commits with `FULL`.
 fn record_use(
     conn: &Connection,
+    key: &Key256,
     now: i64,
     event: &AuditEvent<'_>,
     known_key: Option<&str>,
@@ -306,7 +315,7 @@ fn record_use(
     allowed: bool,
 ) -> Result<(), KeystoreError> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    let written = write_use(conn, now, event, known_key, op, allowed);
+    let written = write_use(conn, key, now, event, known_key, op, allowed);
     let restored = conn.pragma_update(None, "synchronous", "FULL");
     written?;
     Ok(restored?)
@@ -314,6 +323,7 @@ fn record_use(
 
 fn write_use(
     conn: &Connection,
+    key: &Key256,
     now: i64,
     event: &AuditEvent<'_>,
     known_key: Option<&str>,
@@ -321,7 +331,7 @@ fn write_use(
     allowed: bool,
 ) -> Result<(), KeystoreError> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
-    audit::insert(&tx, now, event)?;
+    audit::insert(&tx, key, now, event)?;
     if let Some(key_id) = known_key {
         let (encrypts, decrypts, denied) = match (allowed, op) {
             (true, KeyOp::Encrypt) => (1, 0, 0),

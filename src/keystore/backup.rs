@@ -3,9 +3,10 @@
 //! A backup stays wrapped under the root key. Knows nothing of object files or the store lock.
 
 use super::inspect::{integrity_problems, open_read_only, summarize_connection};
+use super::lifecycle::{Reburied, Tombstone, read_tombstones};
 use super::{
-    KEYSTORE_FILE, KeystoreError, StoreId, companion_files, connect_existing, ids, master_context,
-    read_store_id,
+    KEYSTORE_FILE, Keystore, KeystoreError, StoreId, companion_files, connect_existing, ids,
+    legacy_master_context, master_context, read_store_id,
 };
 use crate::crypto::{Key256, WrappedKey, unwrap_key};
 use rusqlite::backup::Backup;
@@ -130,6 +131,42 @@ fn write_backup(
     })
 }
 
+/// Removes all but the `keep` newest (by modification time) backups of store `store_id` in
+/// `dir`: every file there that is an ssefs keystore of that store. Other files, and backups
+/// of other stores, are left alone. A backup is key escrow (it holds every key destroyed since
+/// it was made), so old ones should not pile up. Returns what it removed, oldest first.
+pub fn prune_backups(
+    dir: &Path,
+    store_id: &StoreId,
+    keep: usize,
+) -> Result<Vec<PathBuf>, BackupError> {
+    let mut backups = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(file_error("read", dir))? {
+        let path = entry.map_err(file_error("read", dir))?.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let of_this_store = super::inspect::open_file_read_only(&path)
+            .and_then(|conn| read_store_id(&conn))
+            .is_ok_and(|id| id == *store_id);
+        if of_this_store {
+            let modified = meta.modified().map_err(file_error("examine", &path))?;
+            backups.push((modified, path));
+        }
+    }
+    backups.sort();
+    let excess = backups.len().saturating_sub(keep.max(1));
+    let mut removed = Vec::new();
+    for (_, path) in backups.into_iter().take(excess) {
+        std::fs::remove_file(&path).map_err(file_error("remove", &path))?;
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
 /// A backup copied next to the keystore and checked (an ssefs keystore, sound, opening with
 /// the root key, every master key unwrapping), not yet in place. Removed on drop unless
 /// installed.
@@ -186,7 +223,11 @@ impl StagedKeystore {
         let store_id = read_store_id(&conn)?;
         let recorded: Vec<u8> =
             conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        let found = ids::verify_root_check(root_key, &store_id, &recorded)?;
+        if found == ids::RootCheck::Sealed {
+            // A backup is no more trusted than the keystore: a changed one is refused.
+            super::seal::require_intact(&conn, &super::seal::seal_key(root_key, &store_id)?)?;
+        }
         let mut stmt = conn.prepare("SELECT version, wrapped FROM master_keys")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?)))?
@@ -194,7 +235,10 @@ impl StagedKeystore {
         for (version, wrapped) in rows {
             let key = unwrap_key(
                 root_key,
-                &master_context(&store_id, version),
+                &match found {
+                    ids::RootCheck::Sealed => master_context(&store_id, version),
+                    ids::RootCheck::Legacy => legacy_master_context(&store_id, version),
+                },
                 &WrappedKey(wrapped),
             )
             .map_err(|_| {
@@ -209,6 +253,39 @@ impl StagedKeystore {
         drop(conn);
         self.store_id = store_id;
         Ok(())
+    }
+
+    /// Destroys again in the staged keystore every CMK and material version the current
+    /// keystore of `dir` has a tombstone for (a backup made before a crypto-shred still holds
+    /// the key), so a restore never brings a destroyed key back. Says what it found of the
+    /// current keystore and what it destroyed again.
+    pub fn bury_destroyed_keys(&mut self, root_key: &Key256) -> Result<Burial, BackupError> {
+        let Some(staged) = self.staged.clone() else {
+            return Ok(Burial::default());
+        };
+        let (current, tombstones) = current_tombstones(&self.dir.join(KEYSTORE_FILE), root_key)?;
+        let again = if tombstones.is_empty() {
+            Reburied::default()
+        } else {
+            let staged_keystore = Keystore::open_path(&staged, root_key)?;
+            let again = staged_keystore.bury(&tombstones)?;
+            drop(staged_keystore);
+            // Back to one self-contained file (the WAL folded in) before it is renamed.
+            let conn = Connection::open_with_flags(
+                &staged,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("delete") {
+                return Err(BackupError::Damaged {
+                    path: staged.clone(),
+                    problems: format!("SQLite kept journal mode {mode}"),
+                });
+            }
+            again
+        };
+        Ok(Burial { current, again })
     }
 
     /// The store the backup belongs to.
@@ -250,6 +327,57 @@ impl Drop for StagedKeystore {
     }
 }
 
+/// What a restore found of the keystore it replaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum CurrentKeystore {
+    /// There is none: nothing says which keys were destroyed since the backup was made.
+    #[default]
+    Missing,
+    /// Its seal holds: its tombstones are complete.
+    Sealed,
+    /// From before the seal, or unreadable: its tombstones (if any) were used.
+    Unsealed,
+    /// Changed outside ssefs (each change named): its tombstones may be incomplete.
+    Tampered(Vec<String>),
+}
+
+/// What [`StagedKeystore::bury_destroyed_keys`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Burial {
+    pub current: CurrentKeystore,
+    pub again: Reburied,
+}
+
+/// The tombstones of the keystore at `path` (the one a restore replaces) and how far they
+/// can be trusted. A wrong root key is an error: the restore would not know what it drops.
+fn current_tombstones(
+    path: &Path,
+    root_key: &Key256,
+) -> Result<(CurrentKeystore, Vec<Tombstone>), BackupError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok((CurrentKeystore::Missing, Vec::new()));
+    }
+    let Ok(conn) = connect_existing(path) else {
+        return Ok((CurrentKeystore::Unsealed, Vec::new()));
+    };
+    let store_id = read_store_id(&conn)?;
+    let recorded: Vec<u8> =
+        conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
+    let state = match ids::verify_root_check(root_key, &store_id, &recorded)? {
+        ids::RootCheck::Legacy => CurrentKeystore::Unsealed,
+        ids::RootCheck::Sealed => {
+            let problems =
+                super::seal::problems(&conn, &super::seal::seal_key(root_key, &store_id)?)?;
+            if problems.is_empty() {
+                CurrentKeystore::Sealed
+            } else {
+                CurrentKeystore::Tampered(problems)
+            }
+        }
+    };
+    Ok((state, read_tombstones(&conn)?))
+}
+
 /// Copies `from` to the new private file `to` and syncs it.
 fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
     let mut source = File::open(from).map_err(|e| match e.kind() {
@@ -278,7 +406,7 @@ fn keep_current(current: &Path) -> Result<Option<PathBuf>, BackupError> {
         current,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     ) {
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        super::checkpoint_truncate(&conn, "keeping the replaced keystore");
     }
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

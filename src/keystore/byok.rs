@@ -9,7 +9,7 @@
 use super::access::Caller;
 use super::cmk::{CmkOrigin, CmkState, cmk_context};
 use super::lifecycle::{Change, CmkRow};
-use super::{Keystore, KeystoreError, ids};
+use super::{Keystore, KeystoreError, StoreId, ids, lp};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
@@ -22,7 +22,8 @@ use zeroize::Zeroizing;
 pub const IMPORT_PARAMS_LIFETIME: i64 = 24 * 3600;
 /// The import key's modulus size.
 const IMPORT_KEY_BITS: usize = 2048;
-const IMPORT_WRAP_LABEL: &[u8] = b"ssefs/import/v1";
+const IMPORT_WRAP_LABEL: &[u8] = b"ssefs/import/v2";
+const LEGACY_IMPORT_WRAP_LABEL: &[u8] = b"ssefs/import/v1";
 /// Bytes of CMK material.
 const MATERIAL_LEN: usize = 32;
 
@@ -74,7 +75,7 @@ impl Keystore {
             let seed_key = Key256::from_bytes(seed.as_slice())?;
             let wrapped = wrap_key(
                 &self.root_key,
-                &import_context(&row.key_id, &token),
+                &import_context(&self.store_id, &row.key_id, &token),
                 &seed_key,
             )?;
             let expires_at = now.saturating_add(IMPORT_PARAMS_LIFETIME);
@@ -133,7 +134,7 @@ impl Keystore {
     /// Deletes the material of an EXTERNAL CMK: it becomes `PendingImport` and objects under
     /// it cannot be read until the same material is imported again.
     pub fn delete_material(&self, key: &str, caller: &Caller) -> Result<(), KeystoreError> {
-        self.administer("DeleteImportedKeyMaterial", key, caller, |tx, row, _| {
+        self.administer("DeleteImportedKeyMaterial", key, caller, |tx, row, now| {
             require_importable(row, "delete the material of")?;
             if row.state == CmkState::PendingImport {
                 return Err(KeystoreError::InvalidKeyState {
@@ -144,6 +145,12 @@ impl Keystore {
                 });
             }
             tx.execute(
+                "INSERT OR REPLACE INTO tombstones (key_id, version, destroyed_at)
+                 SELECT key_id, version, ?2 FROM cmk_materials
+                 WHERE key_id = ?1 AND wrapped IS NOT NULL",
+                (&row.key_id, now),
+            )?;
+            tx.execute(
                 "UPDATE cmk_materials SET wrapped = NULL WHERE key_id = ?1",
                 [&row.key_id],
             )?;
@@ -152,7 +159,10 @@ impl Keystore {
                 [&row.key_id],
             )?;
             Ok(((), format!("{} -> PendingImport", row.state)))
-        })
+        })?;
+        // The deleted wrapping leaves the WAL too.
+        super::checkpoint_truncate(&self.lock().conn, "deleting key material");
+        Ok(())
     }
 
     /// The material in `ciphertext`, after checking `token` is the CMK's current, unexpired
@@ -191,7 +201,7 @@ impl Keystore {
         }
         let seed = unwrap_key(
             &self.root_key,
-            &import_context(key_id, &current),
+            &import_context(&self.store_id, key_id, &current),
             &WrappedKey(wrapped_seed),
         )
         .map_err(|_| {
@@ -267,10 +277,19 @@ impl Keystore {
                 if !ids::material_matches(material, key_id, &check)? {
                     return Err(KeystoreError::MaterialMismatch(key_id.clone()));
                 }
-                let wrapped = wrap_key(&self.root_key, &cmk_context(key_id, version), material)?;
+                let wrapped = wrap_key(
+                    &self.root_key,
+                    &cmk_context(&self.store_id, key_id, version),
+                    material,
+                )?;
                 tx.execute(
                     "UPDATE cmk_materials SET wrapped = ?3 WHERE key_id = ?1 AND version = ?2",
                     (key_id, version, wrapped.0),
+                )?;
+                // The owner brought the same material back: no longer deleted.
+                tx.execute(
+                    "DELETE FROM tombstones WHERE key_id = ?1 AND version = ?2",
+                    (key_id, version),
                 )?;
                 version
             }
@@ -280,7 +299,11 @@ impl Keystore {
                 )));
             }
             None => {
-                let wrapped = wrap_key(&self.root_key, &cmk_context(key_id, 1), material)?;
+                let wrapped = wrap_key(
+                    &self.root_key,
+                    &cmk_context(&self.store_id, key_id, 1),
+                    material,
+                )?;
                 tx.execute(
                     "INSERT INTO cmk_materials (key_id, version, wrapped, material_check,
                                                 created_at)
@@ -329,9 +352,25 @@ fn import_key_from_seed(seed: &[u8; 32]) -> Result<RsaPrivateKey, KeystoreError>
         .map_err(|e| KeystoreError::Corrupt(format!("cannot generate the import key: {e}")))
 }
 
-/// `"ssefs/import/v1" ‖ key id (UTF-8) ‖ token (UTF-8)`.
-pub(super) fn import_context(key_id: &str, token: &str) -> Vec<u8> {
-    [IMPORT_WRAP_LABEL, key_id.as_bytes(), token.as_bytes()].concat()
+/// `"ssefs/import/v2" ‖ lp(store id) ‖ lp(key id, UTF-8) ‖ lp(token, UTF-8)`.
+pub(super) fn import_context(store_id: &StoreId, key_id: &str, token: &str) -> Vec<u8> {
+    [
+        IMPORT_WRAP_LABEL,
+        &lp(store_id.as_bytes()),
+        &lp(key_id.as_bytes()),
+        &lp(token.as_bytes()),
+    ]
+    .concat()
+}
+
+/// The context of a keystore from before the seal: `"ssefs/import/v1" ‖ key id ‖ token`.
+pub(super) fn legacy_import_context(key_id: &str, token: &str) -> Vec<u8> {
+    [
+        LEGACY_IMPORT_WRAP_LABEL,
+        key_id.as_bytes(),
+        token.as_bytes(),
+    ]
+    .concat()
 }
 
 /// The CMK whose current import token `token` is, if any.

@@ -39,10 +39,13 @@ impl KeyCache {
     }
 
     /// Keeps the cache if `data_version` is unchanged since the last call, else clears it.
-    pub fn revalidate(&mut self, data_version: i64) {
-        if self.data_version != Some(data_version) {
-            self.clear();
-            self.data_version = Some(data_version);
+    /// Drops everything when the database changed; true if it did.
+    pub fn revalidate(&mut self, data_version: i64) -> bool {
+        if self.data_version == Some(data_version) {
+            return false;
         }
+        self.clear();
+        self.data_version = Some(data_version);
+        true
     }
 }

@@ -5,9 +5,9 @@
 use super::access::{Caller, Grant, Grantee, KeyOp};
 use super::audit::{self, AuditEvent};
 use super::cache::CachedCmk;
-use super::{Inner, Keystore, KeystoreError, copy_key, ids};
+use super::{Inner, Keystore, KeystoreError, StoreId, copy_key, ids, lp};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 /// The CMK used for `KMS` when no key id is given; created on first use.
 pub const DEFAULT_CMK_ALIAS: &str = "alias/acs/oss";
@@ -15,7 +15,8 @@ pub const DEFAULT_CMK_ALIAS: &str = "alias/acs/oss";
 pub(super) const RESERVED_ALIAS_PREFIX: &str = "alias/acs/";
 const ALIAS_PREFIX: &str = "alias/";
 const MAX_ALIAS_LEN: usize = 255;
-const CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v1";
+const CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v2";
+const LEGACY_CMK_WRAP_LABEL: &[u8] = b"ssefs/cmk/v1";
 /// The longest description, in bytes (as cloud KMSs allow).
 const MAX_DESCRIPTION_LEN: usize = 8192;
 
@@ -166,16 +167,23 @@ impl Keystore {
         let inner = &mut *guard;
         let created = (|| -> Result<String, KeystoreError> {
             check_new_cmk(description, alias)?;
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let key_id = insert_cmk(&tx, &self.root_key, description, origin, owner_uid, now)?;
+            let tx = self.begin_sealed(&mut inner.conn)?;
+            let key_id = insert_cmk(
+                &tx,
+                &self.root_key,
+                &self.store_id,
+                description,
+                origin,
+                owner_uid,
+                now,
+            )?;
             if let Some(alias) = alias {
                 insert_alias(&tx, alias, &key_id)?;
             }
             let detail = format!("origin {}", origin.as_str());
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(owner_uid),
@@ -187,13 +195,14 @@ impl Keystore {
                     detail: Some(&detail),
                 },
             )?;
-            tx.commit()?;
+            super::seal::commit(tx, &self.seal_key)?;
             Ok(key_id)
         })();
         if let Err(e) = &created {
             let detail = e.to_string();
             audit::record_failure(
                 &inner.conn,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(owner_uid),
@@ -217,15 +226,14 @@ impl Keystore {
         if let Some(key_id) = inner.cache.aliases.get(DEFAULT_CMK_ALIAS) {
             return Ok(key_id.clone());
         }
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let key_id = match alias_target(&tx, DEFAULT_CMK_ALIAS)? {
             Some(key_id) => key_id,
             None => {
                 let key_id = insert_cmk(
                     &tx,
                     &self.root_key,
+                    &self.store_id,
                     "default CMK for server-side encryption with KMS",
                     CmkOrigin::Ssefs,
                     0,
@@ -234,6 +242,7 @@ impl Keystore {
                 insert_alias(&tx, DEFAULT_CMK_ALIAS, &key_id)?;
                 audit::insert(
                     &tx,
+                    &self.seal_key,
                     self.now(),
                     &AuditEvent {
                         uid: None,
@@ -248,7 +257,7 @@ impl Keystore {
                 key_id
             }
         };
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         inner
             .cache
             .aliases
@@ -342,7 +351,7 @@ impl Keystore {
         })?;
         let material = unwrap_key(
             &self.root_key,
-            &cmk_context(key_id, version),
+            &cmk_context(&self.store_id, key_id, version),
             &WrappedKey(wrapped),
         )
         .map_err(|_| {
@@ -356,9 +365,25 @@ impl Keystore {
     }
 }
 
-/// `"ssefs/cmk/v1" ‖ key id (UTF-8) ‖ version (u32 LE)`.
-pub(super) fn cmk_context(key_id: &str, version: u32) -> Vec<u8> {
-    [CMK_WRAP_LABEL, key_id.as_bytes(), &version.to_le_bytes()].concat()
+/// `"ssefs/cmk/v2" ‖ lp(store id) ‖ lp(key id, UTF-8) ‖ version (u32 LE)`.
+pub(super) fn cmk_context(store_id: &StoreId, key_id: &str, version: u32) -> Vec<u8> {
+    [
+        CMK_WRAP_LABEL,
+        &lp(store_id.as_bytes()),
+        &lp(key_id.as_bytes()),
+        &version.to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// The context of a keystore from before the seal: `"ssefs/cmk/v1" ‖ key id ‖ version`.
+pub(super) fn legacy_cmk_context(key_id: &str, version: u32) -> Vec<u8> {
+    [
+        LEGACY_CMK_WRAP_LABEL,
+        key_id.as_bytes(),
+        &version.to_le_bytes(),
+    ]
+    .concat()
 }
 
 /// What `authorize` needs to know of a CMK, from the cache or the database.
@@ -562,6 +587,7 @@ pub(super) fn alias_target(
 fn insert_cmk(
     tx: &Transaction<'_>,
     root_key: &Key256,
+    store_id: &StoreId,
     description: &str,
     origin: CmkOrigin,
     owner_uid: u32,
@@ -586,7 +612,7 @@ fn insert_cmk(
     )?;
     if origin == CmkOrigin::Ssefs {
         let material = Key256::generate()?;
-        let wrapped = wrap_key(root_key, &cmk_context(&key_id, 1), &material)?;
+        let wrapped = wrap_key(root_key, &cmk_context(store_id, &key_id, 1), &material)?;
         tx.execute(
             "INSERT INTO cmk_materials (key_id, version, wrapped, material_check, created_at)
              VALUES (?1, 1, ?2, ?3, ?4)",

@@ -35,6 +35,9 @@ pub enum KeystoreError {
     /// unwrap under the right root key).
     #[error("corrupted keystore: {0}")]
     Corrupt(String),
+    /// Sealed rows were added, changed or removed outside ssefs (each named).
+    #[error("the keystore was changed outside ssefs: {}", .0.join("; "))]
+    Tampered(Vec<String>),
     /// A secret file (root key or keystore) that group or others may access.
     #[error(
         "{} has mode {mode:04o}, which gives group or others access to a secret; run `chmod 600 {}`",
@@ -203,6 +206,7 @@ impl KeystoreError {
             | Self::NotAKeystore(_)
             | Self::SchemaTooNew { .. }
             | Self::Corrupt(_)
+            | Self::Tampered(_)
             | Self::InsecurePermissions { .. }
             | Self::RootKeyMissing(_)
             | Self::RootKeyNotAFile(_)

@@ -8,7 +8,11 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-const ROOT_CHECK_INFO: &[u8] = b"ssefs/v1/root-check";
+/// The root check of a sealed keystore (schema with row seals and later).
+const ROOT_CHECK_INFO: &[u8] = b"ssefs/v2/root-check";
+/// The root check of a keystore written before the seal: accepted once, at the open that
+/// seals it, and then replaced (so deleting the seal cannot pass for "not sealed yet").
+const LEGACY_ROOT_CHECK_INFO: &[u8] = b"ssefs/v1/root-check";
 const MATERIAL_CHECK_INFO: &[u8] = b"ssefs/v1/material-check";
 
 /// The random 128-bit id of a store, recorded in its keystore; readable without the root key.
@@ -76,14 +80,44 @@ pub(super) fn root_check(root_key: &Key256, store_id: &StoreId) -> Result<Vec<u8
 }
 
 /// Compares a recorded root check with the one `root_key` gives, in constant time.
+/// Which root check a keystore records, once it matched the root key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RootCheck {
+    /// The keystore is sealed: its seal must hold.
+    Sealed,
+    /// Written before the seal: sealed (and its wraps moved forward) at this open.
+    Legacy,
+}
+
 pub(super) fn verify_root_check(
     root_key: &Key256,
     store_id: &StoreId,
     recorded: &[u8],
-) -> Result<(), KeystoreError> {
-    keyed_check(root_key, ROOT_CHECK_INFO, store_id.as_bytes())?
+) -> Result<RootCheck, KeystoreError> {
+    if keyed_check(root_key, ROOT_CHECK_INFO, store_id.as_bytes())?
         .verify_slice(recorded)
+        .is_ok()
+    {
+        return Ok(RootCheck::Sealed);
+    }
+    keyed_check(root_key, LEGACY_ROOT_CHECK_INFO, store_id.as_bytes())?
+        .verify_slice(recorded)
+        .map(|()| RootCheck::Legacy)
         .map_err(|_| KeystoreError::WrongRootKey)
+}
+
+/// The root check a keystore written before the seal recorded (to build old keystores).
+#[cfg(test)]
+pub(super) fn legacy_root_check(
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<Vec<u8>, KeystoreError> {
+    Ok(
+        keyed_check(root_key, LEGACY_ROOT_CHECK_INFO, store_id.as_bytes())?
+            .finalize()
+            .into_bytes()
+            .to_vec(),
+    )
 }
 
 /// `HMAC-SHA256(HKDF-SHA256(material, info "ssefs/v1/material-check"), key id)`: recognises

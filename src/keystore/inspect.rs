@@ -77,7 +77,7 @@ pub(super) fn open_read_only(dir: &Path) -> Result<Connection, KeystoreError> {
 }
 
 /// As [`open_read_only`], for a keystore file of any name (a backup).
-fn open_file_read_only(path: &Path) -> Result<Connection, KeystoreError> {
+pub(super) fn open_file_read_only(path: &Path) -> Result<Connection, KeystoreError> {
     let path = path.to_path_buf();
     let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => KeystoreError::Missing(path.clone()),

@@ -807,3 +807,121 @@ fn schema_step_two_keeps_version_one_data() {
         .unwrap();
     assert_eq!(retention, 90);
 }
+
+#[test]
+fn identical_uses_are_merged_into_one_counted_record() {
+    let (_dir, _root, ks) = new_store();
+    let id = user_key(&ks);
+    let before = records(&ks).len();
+    for _ in 0..50 {
+        ks.authorize(&id, KeyOp::Decrypt, &owner(), "/b/same")
+            .unwrap();
+    }
+    ks.authorize(&id, KeyOp::Decrypt, &owner(), "/b/other")
+        .unwrap();
+    let all = records(&ks);
+    assert_eq!(all.len(), before + 2);
+    let same = &all[all.len() - 2];
+    assert_eq!(same.object_path.as_deref(), Some("/b/same"));
+    assert_eq!(same.repeats, 50);
+    assert_eq!(same.last_time, Some(T0));
+    assert_eq!(ks.verify_audit().unwrap().problems, Vec::<String>::new());
+}
+
+#[test]
+fn one_uid_over_its_rate_is_counted_not_recorded_row_by_row() {
+    let (_dir, _root, ks) = new_store();
+    let id = user_key(&ks);
+    let uses = AUDIT_RATE_PER_MINUTE + 400;
+    for n in 0..uses {
+        ks.authorize(&id, KeyOp::Decrypt, &owner(), &format!("/b/{n}"))
+            .unwrap();
+    }
+    let all = records(&ks);
+    let of_owner: Vec<&AuditRecord> = all.iter().filter(|r| r.uid == Some(OWNER)).collect();
+    assert!(
+        of_owner.len() as i64 <= AUDIT_RATE_PER_MINUTE + 1,
+        "{} records",
+        of_owner.len()
+    );
+    let limited = of_owner
+        .iter()
+        .find(|r| r.operation == audit::RATE_LIMITED)
+        .expect("a RateLimited record");
+    let counted: u64 = of_owner.iter().map(|r| r.repeats).sum();
+    assert_eq!(
+        counted as i64,
+        uses + 1,
+        "every use is counted (and CreateKey)"
+    );
+    assert!(limited.repeats > 1);
+    assert_eq!(ks.verify_audit().unwrap().problems, Vec::<String>::new());
+}
+
+#[test]
+fn reaching_the_cap_is_counted_and_the_chain_still_verifies() {
+    let (_dir, _root, ks) = new_store();
+    let id = user_key(&ks);
+    ks.set_audit_settings(AuditSettings {
+        retention_days: 90,
+        max_rows: 3,
+    })
+    .unwrap();
+    for n in 0..10 {
+        ks.authorize(&id, KeyOp::Decrypt, &owner(), &format!("/b/{n}"))
+            .unwrap();
+    }
+    assert_eq!(records(&ks).len(), 3);
+    let integrity = ks.verify_audit().unwrap();
+    assert_eq!(integrity.problems, Vec::<String>::new());
+    assert_eq!(
+        integrity.evicted, 8,
+        "CreateKey and seven uses left at the cap"
+    );
+}
+
+#[test]
+fn audit_records_changed_or_removed_outside_ssefs_are_found() {
+    let (dir, _root, ks) = new_store();
+    let id = user_key(&ks);
+    for n in 0..5 {
+        ks.authorize(&id, KeyOp::Decrypt, &owner(), &format!("/b/{n}"))
+            .unwrap();
+    }
+    drop(ks);
+    let pristine = std::fs::read(dir.path().join(KEYSTORE_FILE)).unwrap();
+    let cases: &[(&str, &str)] = &[
+        (
+            "UPDATE audit SET uid = 0 WHERE object_path = '/b/2'",
+            "was changed",
+        ),
+        (
+            "DELETE FROM audit WHERE object_path = '/b/2'",
+            "records before it were removed",
+        ),
+        (
+            "DELETE FROM audit WHERE object_path = '/b/4'",
+            "were removed",
+        ),
+        ("DELETE FROM audit", "every audit record was removed"),
+        (
+            "UPDATE audit_chain SET evicted = evicted + 7",
+            "chain head was changed",
+        ),
+        ("DELETE FROM audit_chain", "chain head is missing"),
+    ];
+    for (sql, expected) in cases {
+        std::fs::write(dir.path().join(KEYSTORE_FILE), &pristine).unwrap();
+        raw(dir.path()).execute_batch(sql).unwrap();
+        let ks = Keystore::open(dir.path(), &_root).unwrap();
+        let problems = ks.verify_audit().unwrap().problems.join("; ");
+        assert!(problems.contains(expected), "{sql}: {problems:?}");
+        // And the next record is refused rather than chained onto the edit, where it can be.
+        if sql.contains("'/b/4'") || sql.contains("audit_chain") {
+            assert!(matches!(
+                ks.authorize(&id, KeyOp::Decrypt, &owner(), "/b/next"),
+                Err(KeystoreError::Tampered(_))
+            ));
+        }
+    }
+}

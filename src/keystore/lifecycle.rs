@@ -9,7 +9,7 @@ use super::cmk::{
     parse_state, read_grants,
 };
 use super::{Keystore, KeystoreError};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{OptionalExtension, Transaction};
 
 /// The shortest pending window of a scheduled deletion, in days.
 pub const MIN_PENDING_DAYS: i64 = 7;
@@ -70,9 +70,7 @@ impl Keystore {
         let mut inner = self.lock();
         let mut key_id = None;
         let outcome = (|| -> Result<T, KeystoreError> {
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = self.begin_sealed(&mut inner.conn)?;
             let (row, owner_uid) = read_cmk_row(&tx, key)?;
             key_id = Some(row.key_id.clone());
             if !may_administer(owner_uid, caller) {
@@ -85,6 +83,7 @@ impl Keystore {
             let (value, detail) = change(&tx, &row, now)?;
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(caller.uid),
@@ -96,7 +95,7 @@ impl Keystore {
                     detail: Some(&detail),
                 },
             )?;
-            tx.commit()?;
+            super::seal::commit(tx, &self.seal_key)?;
             Ok(value)
         })();
         inner.cache.clear();
@@ -104,6 +103,7 @@ impl Keystore {
             let detail = e.to_string();
             audit::record_failure(
                 &inner.conn,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: Some(caller.uid),
@@ -369,9 +369,7 @@ impl Keystore {
     /// start and periodically; the CLI at each command.
     pub fn process_pending_deletions(&self, now: i64) -> Result<Vec<DestroyedCmk>, KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let due = tx
             .prepare(
                 "SELECT key_id, deletion_date FROM cmks
@@ -399,8 +397,15 @@ impl Keystore {
                 "UPDATE cmks SET state = 'Destroyed' WHERE key_id = ?1",
                 [id],
             )?;
+            // So a restored backup that still holds the material cannot bring it back.
+            tx.execute(
+                "INSERT OR REPLACE INTO tombstones (key_id, version, destroyed_at)
+                 VALUES (?1, 0, ?2)",
+                (id, now),
+            )?;
             audit::insert(
                 &tx,
+                &self.seal_key,
                 now,
                 &AuditEvent {
                     uid: None,
@@ -413,16 +418,11 @@ impl Keystore {
                 },
             )?;
         }
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         if !due.is_empty() {
             inner.cache.clear();
-            // Move the erased pages out of the WAL too (best effort: a reader may hold it).
-            if let Err(e) = inner
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            {
-                log::warn!("cannot checkpoint the keystore after destroying CMKs: {e}");
-            }
+            // Move the erased pages out of the WAL too.
+            super::checkpoint_truncate(&inner.conn, "destroying CMKs");
         }
         Ok(due)
     }
@@ -485,4 +485,102 @@ fn find_grant(
     Ok(read_grants(tx, key_id)?
         .into_iter()
         .find(|g| g.grantee == grantee))
+}
+
+/// A tombstone: a CMK destroyed (`version` 0) or one material version deleted, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub key_id: String,
+    /// 0: the whole CMK; otherwise a material version.
+    pub version: u32,
+    pub destroyed_at: i64,
+}
+
+/// The tombstones recorded in `conn`, if it has the table.
+pub(super) fn read_tombstones(
+    conn: &rusqlite::Connection,
+) -> Result<Vec<Tombstone>, KeystoreError> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'tombstones')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_table {
+        return Ok(Vec::new());
+    }
+    let mut stmt =
+        conn.prepare("SELECT key_id, version, destroyed_at FROM tombstones ORDER BY 1, 2")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Tombstone {
+            key_id: r.get(0)?,
+            version: r.get(1)?,
+            destroyed_at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What [`Keystore::bury`] destroyed again: CMK ids, and (CMK id, version) of material.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reburied {
+    pub cmks: Vec<String>,
+    pub materials: Vec<(String, u32)>,
+}
+
+impl Keystore {
+    /// Destroys again, in one transaction, whatever `tombstones` say was destroyed but this
+    /// keystore (a restored backup) still holds, and records the tombstones. Returns what
+    /// it destroyed again.
+    pub(super) fn bury(&self, tombstones: &[Tombstone]) -> Result<Reburied, KeystoreError> {
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        let mut again = Reburied::default();
+        for stone in tombstones {
+            let id = &stone.key_id;
+            if stone.version == 0 {
+                let wrapped = tx.execute(
+                    "UPDATE cmk_materials SET wrapped = NULL, material_check = NULL
+                     WHERE key_id = ?1 AND (wrapped IS NOT NULL OR material_check IS NOT NULL)",
+                    [id],
+                )?;
+                let state = tx.execute(
+                    "UPDATE cmks SET state = 'Destroyed',
+                         deletion_date = coalesce(deletion_date, ?2)
+                     WHERE key_id = ?1 AND state <> 'Destroyed'",
+                    (id, stone.destroyed_at),
+                )?;
+                for table in ["aliases", "grants", "import_params"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE key_id = ?1"), [id])?;
+                }
+                if wrapped + state > 0 {
+                    again.cmks.push(id.clone());
+                }
+            } else {
+                let wrapped = tx.execute(
+                    "UPDATE cmk_materials SET wrapped = NULL
+                     WHERE key_id = ?1 AND version = ?2 AND wrapped IS NOT NULL",
+                    (id, stone.version),
+                )?;
+                tx.execute(
+                    "UPDATE cmks SET state = 'PendingImport'
+                     WHERE key_id = ?1 AND state IN ('Enabled', 'Disabled')
+                       AND NOT EXISTS (SELECT 1 FROM cmk_materials
+                                       WHERE key_id = ?1 AND wrapped IS NOT NULL)",
+                    [id],
+                )?;
+                if wrapped > 0 {
+                    again.materials.push((id.clone(), stone.version));
+                }
+            }
+            tx.execute(
+                "INSERT OR REPLACE INTO tombstones (key_id, version, destroyed_at)
+                 VALUES (?1, ?2, ?3)",
+                (id, stone.version, stone.destroyed_at),
+            )?;
+        }
+        super::seal::commit(tx, &self.seal_key)?;
+        inner.cache.clear();
+        super::checkpoint_truncate(&inner.conn, "destroying restored keys again");
+        Ok(again)
+    }
 }

@@ -18,16 +18,17 @@ mod rootkey;
 mod rotation;
 mod rules;
 mod schema;
+mod seal;
 
 pub use access::{Caller, Grant, Grantee, KeyOp};
-pub use audit::{AuditQuery, AuditRecord, AuditSettings};
+pub use audit::{AUDIT_RATE_PER_MINUTE, AuditIntegrity, AuditQuery, AuditRecord, AuditSettings};
 pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};
 pub use cmk::{
     CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, KeyUsage, MaterialVersion, validate_alias,
 };
 pub use error::KeystoreError;
 pub use ids::StoreId;
-pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS};
+pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS, Reburied, Tombstone};
 pub use passphrase::{
     MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_backup_passphrase_kdf,
     read_passphrase_kdf,
@@ -40,6 +41,7 @@ pub use schema::SCHEMA_VERSION;
 
 use crate::crypto::{Algorithm, Key256, KeyRef, StoreKey, WrappedKey, unwrap_key, wrap_key};
 use cache::KeyCache;
+use ids::RootCheck;
 use rootkey::{check_private_mode, sync_dir};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
 use std::fs::OpenOptions;
@@ -53,7 +55,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub use crate::store::layout::KEYSTORE_FILE;
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
+const MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v2";
+const LEGACY_MASTER_WRAP_LABEL: &[u8] = b"ssefs/master/v1";
 
 /// The directory holding a store's keystore: `STORE/.ssefs` (the store's layout names it).
 pub fn keystore_dir(store: &Path) -> PathBuf {
@@ -82,6 +85,8 @@ pub struct Keystore {
     db_path: PathBuf,
     store_id: StoreId,
     root_key: Key256,
+    /// Derived from the root key and the store id; MACs every sealed row (see seal.rs).
+    seal_key: Key256,
     clock: Clock,
     inner: Mutex<Inner>,
 }
@@ -136,7 +141,8 @@ impl Keystore {
     ) -> Result<Self, KeystoreError> {
         let mut conn = connect(path)?;
         use_wal(&conn, path)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate_with(&mut conn, SCHEMA_VERSION, |_| Ok(()), |_, _| Ok(()))?;
+        let seal_key = seal::seal_key(root_key, &store_id)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, ?2, ?3)",
@@ -147,27 +153,104 @@ impl Keystore {
             ),
         )?;
         insert_master_key(&tx, root_key, &store_id, 1, now())?;
-        tx.commit()?;
-        object_auth::ensure(&mut conn, root_key, &store_id, now())?;
+        object_auth::ensure_in(&tx, root_key, &store_id, now())?;
         // A new store never held an object of an older format.
-        object_auth::raise_floor(&conn, crate::crypto::FORMAT_VERSION)?;
+        object_auth::raise_floor(&tx, crate::crypto::FORMAT_VERSION)?;
+        seal::commit(tx, &seal_key)?;
         sync_dir(&parent_dir(path))?;
         Self::assemble(path, root_key, store_id, conn)
     }
 
-    /// Opens an existing keystore, migrating its schema; a wrong root key is `WrongRootKey`.
-    /// Nothing is written unless the root key is right and the schema is one this ssefs knows.
+    /// Opens an existing keystore, migrating its schema; a wrong root key is `WrongRootKey`,
+    /// a keystore changed outside ssefs `Tampered` (naming each table and row). Nothing is
+    /// written unless the root key is right, the seal holds and the schema is one this ssefs
+    /// knows. A keystore written before the seal is sealed here, with its migration, in one
+    /// transaction.
     pub fn open(dir: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
-        let path = dir.join(KEYSTORE_FILE);
+        Self::open_path(&dir.join(KEYSTORE_FILE), root_key)
+    }
+
+    /// As [`Keystore::open`], for the keystore file `path`.
+    fn open_path(path: &Path, root_key: &Key256) -> Result<Self, KeystoreError> {
+        let path = path.to_path_buf();
         let mut conn = connect_existing(&path)?;
         let store_id = read_store_id(&conn)?;
-        let recorded: Vec<u8> =
-            conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-        ids::verify_root_check(root_key, &store_id, &recorded)?;
+        ids::verify_root_check(root_key, &store_id, &read_root_check(&conn)?)?;
         use_wal(&conn, &path)?;
-        schema::migrate(&mut conn)?;
-        object_auth::ensure(&mut conn, root_key, &store_id, now())?;
+        let seal_key = seal::seal_key(root_key, &store_id)?;
+        let found = std::cell::Cell::new(RootCheck::Sealed);
+        schema::migrate_with(
+            &mut conn,
+            SCHEMA_VERSION,
+            |tx| {
+                // Read again under the write lock: another process may have sealed it since.
+                found.set(ids::verify_root_check(
+                    root_key,
+                    &store_id,
+                    &read_root_check(tx)?,
+                )?);
+                match found.get() {
+                    RootCheck::Sealed => seal::require_intact(tx, &seal_key),
+                    RootCheck::Legacy => Ok(()),
+                }
+            },
+            |tx, steps| {
+                if found.get() == RootCheck::Legacy {
+                    tx.execute(
+                        "UPDATE meta SET root_check = ?1 WHERE id = 1",
+                        [ids::root_check(root_key, &store_id)?],
+                    )?;
+                }
+                if found.get() == RootCheck::Legacy {
+                    passphrase::move_wraps_forward(tx, root_key, &store_id)?;
+                    audit::rechain(tx, &seal_key)?;
+                }
+                // The schema step that adds the object-authentication key asks for it here,
+                // where the root key is at hand, sealed with the rest.
+                let made_key = object_auth::ensure_in(tx, root_key, &store_id, now())?;
+                if found.get() == RootCheck::Legacy || steps > 0 || made_key {
+                    seal::reseal(tx, &seal_key)?;
+                }
+                Ok(())
+            },
+        )?;
         Self::assemble(&path, root_key, store_id, conn)
+    }
+
+    /// Every change made outside ssefs to the keystore in `dir` — sealed rows added, changed or
+    /// removed, and breaks in the audit chain — one sentence each (empty when it is intact),
+    /// checked with `root_key` in one read snapshot without writing anything and without
+    /// migrating: for fsck and other offline checks. A wrong root key is `WrongRootKey`; a
+    /// keystore from before the seal has no seal to check (its first open seals it).
+    pub fn verify(dir: &Path, root_key: &Key256) -> Result<Vec<String>, KeystoreError> {
+        let mut conn = connect_existing(&dir.join(KEYSTORE_FILE))?;
+        let tx = conn.transaction()?;
+        let store_id = read_store_id(&tx)?;
+        if ids::verify_root_check(root_key, &store_id, &read_root_check(&tx)?)? == RootCheck::Legacy
+        {
+            return Ok(Vec::new());
+        }
+        let seal_key = seal::seal_key(root_key, &store_id)?;
+        let mut problems = seal::problems(&tx, &seal_key)?;
+        problems.extend(audit::verify(&tx, &seal_key)?.problems);
+        tx.commit()?;
+        Ok(problems)
+    }
+
+    /// Every way the keystore differs from its seal, one sentence each (empty when it is
+    /// intact), read in one snapshot without writing anything: for fsck. A keystore written
+    /// before the seal has none to check (it is sealed when first opened).
+    pub fn seal_problems(&self) -> Result<Vec<String>, KeystoreError> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        if ids::verify_root_check(&self.root_key, &self.store_id, &read_root_check(&tx)?)?
+            == RootCheck::Legacy
+        {
+            return Ok(Vec::new());
+        }
+        let problems = seal::problems(&tx, &self.seal_key)?;
+        tx.commit()?;
+        Ok(problems)
     }
 
     /// The store id recorded in `dir/keystore.db`, read without the root key (it names the
@@ -186,6 +269,7 @@ impl Keystore {
             db_path: path.to_path_buf(),
             store_id,
             root_key: copy_key(root_key)?,
+            seal_key: seal::seal_key(root_key, &store_id)?,
             clock: Clock::System,
             inner: Mutex::new(Inner {
                 conn,
@@ -216,7 +300,10 @@ impl Keystore {
     /// Refuses objects of format versions older than `version` from now on (`ssefs upgrade`,
     /// once every object is at least that version).
     pub fn raise_object_format_floor(&self, version: u16) -> Result<(), KeystoreError> {
-        object_auth::raise_floor(&self.lock().conn, version)
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        object_auth::raise_floor(&tx, version)?;
+        seal::commit(tx, &self.seal_key)
     }
 
     /// The random id of this store.
@@ -252,9 +339,7 @@ impl Keystore {
     /// with `synchronous=FULL`) before it returns, so no object can depend on a lost key.
     pub fn new_master_key(&self) -> Result<u32, KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let newest: Option<u32> =
             tx.query_row("SELECT max(version) FROM master_keys", [], |r| r.get(0))?;
         let version = newest
@@ -262,7 +347,7 @@ impl Keystore {
             .checked_add(1)
             .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
         insert_master_key(&tx, &self.root_key, &self.store_id, version, self.now())?;
-        tx.commit()?;
+        seal::commit(tx, &self.seal_key)?;
         inner.cache.current_master = Some(version);
         Ok(version)
     }
@@ -285,7 +370,7 @@ impl Keystore {
     }
 
     pub fn bucket_rule(&self, bucket: &str) -> Result<Option<BucketRule>, KeystoreError> {
-        let inner = self.lock();
+        let inner = self.fresh()?;
         let row: Option<(String, Option<String>)> = inner
             .conn
             .query_row(
@@ -300,7 +385,7 @@ impl Keystore {
 
     /// Every bucket rule, by bucket name.
     pub fn bucket_rules(&self) -> Result<Vec<(String, BucketRule)>, KeystoreError> {
-        let inner = self.lock();
+        let inner = self.fresh()?;
         let mut stmt = inner
             .conn
             .prepare("SELECT bucket, algorithm, kms_key_id FROM bucket_rules ORDER BY bucket")?;
@@ -341,25 +426,36 @@ impl Keystore {
             (Algorithm::Aes256, None) => "AES256",
             (Algorithm::Kms, _) => "KMS",
         };
-        let inner = self.lock();
-        inner.conn.execute(
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        tx.execute(
             "INSERT INTO bucket_rules (bucket, algorithm, kms_key_id, updated_at)
              VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (bucket) DO UPDATE SET algorithm = excluded.algorithm,
                  kms_key_id = excluded.kms_key_id, updated_at = excluded.updated_at",
             (bucket, algorithm, rule.kms_key_id.as_deref(), now()),
         )?;
-        Ok(())
+        seal::commit(tx, &self.seal_key)
     }
 
     /// Removes a bucket's default encryption; removing a rule that does not exist is not an
     /// error (as DeleteBucketEncryption).
     pub fn delete_bucket_rule(&self, bucket: &str) -> Result<(), KeystoreError> {
-        let inner = self.lock();
-        inner
-            .conn
-            .execute("DELETE FROM bucket_rules WHERE bucket = ?1", [bucket])?;
-        Ok(())
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        tx.execute("DELETE FROM bucket_rules WHERE bucket = ?1", [bucket])?;
+        seal::commit(tx, &self.seal_key)
+    }
+
+    /// Begins an immediate transaction for a write through ssefs: refused with `WrongRootKey`
+    /// if the root key was changed since this keystore was opened, and with `Tampered` unless
+    /// the seal holds, so a write never seals over a change made outside ssefs. End it with
+    /// `seal::commit`.
+    fn begin_sealed<'c>(&self, conn: &'c mut Connection) -> Result<Transaction<'c>, KeystoreError> {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        require_current_root_key(&tx, &self.root_key, &self.store_id)?;
+        seal::require_intact(&tx, &self.seal_key)?;
+        Ok(tx)
     }
 
     /// SQLite's `PRAGMA quick_check` of the open keystore and its schema version: the
@@ -389,14 +485,21 @@ impl Keystore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// As `lock`, with the cache dropped if another connection has committed since.
+    /// As `lock`, with the cache dropped and the seal checked again if another connection
+    /// has committed since (a change made with sqlite3 while mounted is found here).
     fn fresh(&self) -> Result<MutexGuard<'_, Inner>, KeystoreError> {
         let mut inner = self.lock();
         let data_version: i64 = inner
             .conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
-        inner.cache.revalidate(data_version);
+        if inner.cache.revalidate(data_version) {
+            if let Err(e) = seal::check_snapshot(&mut inner.conn, &self.seal_key) {
+                // Checked again at the next call rather than trusted from now on.
+                inner.cache.data_version = None;
+                return Err(e);
+            }
+        }
         Ok(inner)
     }
 
@@ -429,14 +532,30 @@ impl Keystore {
     }
 }
 
-/// `"ssefs/master/v1" ‖ store id (16 bytes) ‖ version (u32 LE)`.
+/// `"ssefs/master/v2" ‖ lp(store id) ‖ version (u32 LE)`, `lp(x) = u32le(len(x)) ‖ x`.
 fn master_context(store_id: &StoreId, version: u32) -> Vec<u8> {
     [
         MASTER_WRAP_LABEL,
+        &lp(store_id.as_bytes()),
+        &version.to_le_bytes(),
+    ]
+    .concat()
+}
+
+/// The context of a keystore from before the seal: `"ssefs/master/v1" ‖ store id ‖ version`.
+fn legacy_master_context(store_id: &StoreId, version: u32) -> Vec<u8> {
+    [
+        LEGACY_MASTER_WRAP_LABEL,
         store_id.as_bytes().as_slice(),
         &version.to_le_bytes(),
     ]
     .concat()
+}
+
+/// `u32le(len(bytes)) ‖ bytes`: a field of a wrap context.
+fn lp(bytes: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    [&len.to_le_bytes()[..], bytes].concat()
 }
 
 fn insert_master_key(
@@ -466,7 +585,11 @@ fn require_current_root_key(
 ) -> Result<(), KeystoreError> {
     let recorded: Vec<u8> =
         tx.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
-    ids::verify_root_check(root_key, store_id, &recorded)
+    ids::verify_root_check(root_key, store_id, &recorded).map(|_| ())
+}
+
+fn read_root_check(conn: &Connection) -> Result<Vec<u8>, KeystoreError> {
+    Ok(conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?)
 }
 
 fn bucket_rule_from_row(
@@ -487,6 +610,37 @@ fn bucket_rule_from_row(
         algorithm,
         kms_key_id,
     })
+}
+
+/// How often a `wal_checkpoint(TRUNCATE)` is tried while readers hold the WAL.
+const CHECKPOINT_TRIES: u32 = 20;
+
+/// Moves every committed page out of the WAL into the database and truncates the WAL, so
+/// erased rows (with `secure_delete`) do not linger there. SQLite reports a checkpoint a
+/// reader blocked as busy rather than as an error: that is retried for about a second and
+/// then logged. Returns whether the WAL was emptied.
+pub(super) fn checkpoint_truncate(conn: &Connection, after: &str) -> bool {
+    for attempt in 0..CHECKPOINT_TRIES {
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {}
+            Err(e) => {
+                log::warn!("cannot checkpoint the keystore after {after}: {e}");
+                return false;
+            }
+        }
+        if attempt + 1 < CHECKPOINT_TRIES {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    log::warn!(
+        "the keystore's WAL is still in use after {after}: the erased rows leave it at the \
+         next checkpoint"
+    );
+    false
 }
 
 /// Opens a connection with the keystore's settings. Sets only per-connection state.

@@ -6,7 +6,7 @@
 
 use super::{KeystoreError, StoreId};
 use crate::crypto::{Key256, StoreKey, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 const OBJECT_AUTH_LABEL: &[u8] = b"ssefs/object-auth/v1";
 
@@ -17,15 +17,15 @@ fn context(store_id: &StoreId) -> Vec<u8> {
 }
 
 /// Creates the key if the schema step that added its table asked for it (`object_auth_pending`
-/// is set by that step and cleared here, in one transaction with the new row); a keystore
-/// whose key was removed afterwards is corrupt, never silently given a new key.
-pub(super) fn ensure(
-    conn: &mut Connection,
+/// is set by that step and cleared here, in the caller's sealed transaction, with the new row);
+/// a keystore whose key was removed afterwards is corrupt, never silently given a new key.
+/// Returns whether it wrote anything.
+pub(super) fn ensure_in(
+    tx: &Transaction<'_>,
     root_key: &Key256,
     store_id: &StoreId,
     now: i64,
-) -> Result<(), KeystoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+) -> Result<bool, KeystoreError> {
     let exists: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM object_auth_key WHERE id = 1)",
         [],
@@ -37,18 +37,17 @@ pub(super) fn ensure(
         |r| r.get(0),
     )?;
     match (exists, pending) {
-        (true, false) => return Ok(()),
+        (true, false) => return Ok(false),
         (false, false) => {
             return Err(KeystoreError::Corrupt(
                 "the object authentication key is missing".into(),
             ));
         }
-        (false, true) => insert(&tx, root_key, store_id, now)?,
+        (false, true) => insert(tx, root_key, store_id, now)?,
         (true, true) => {}
     }
     tx.execute("UPDATE meta SET object_auth_pending = 0 WHERE id = 1", [])?;
-    tx.commit()?;
-    Ok(())
+    Ok(true)
 }
 
 fn insert(

@@ -2,10 +2,13 @@
 //! `meta` row, readable without any key), and changing the root key: every master key and CMK
 //! material re-wrapped under the new one in one transaction. Never sees an object file.
 
-use super::cmk::cmk_context;
-use super::{KEYSTORE_FILE, Keystore, KeystoreError, connect_existing, ids, master_context};
+use super::cmk::{cmk_context, legacy_cmk_context};
+use super::{
+    KEYSTORE_FILE, Keystore, KeystoreError, StoreId, connect_existing, ids, legacy_master_context,
+    master_context,
+};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, Transaction};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -16,6 +19,13 @@ pub const DEFAULT_KDF_ITERATIONS: u32 = 3;
 /// Lanes.
 pub const DEFAULT_KDF_PARALLELISM: u32 = 1;
 const SALT_LEN: usize = 16;
+/// The largest Argon2 cost accepted from a keystore. The parameters are read before the root
+/// key is known (they make it), so nothing authenticates them yet: a keystore changed to ask
+/// for a terabyte of memory must get an error, not an allocation. Far above the defaults.
+pub const MAX_KDF_MEMORY_KIB: u32 = 4 * 1024 * 1024;
+pub const MAX_KDF_ITERATIONS: u32 = 64;
+pub const MAX_KDF_PARALLELISM: u32 = 16;
+const MAX_SALT_LEN: usize = 64;
 /// The shortest passphrase accepted for a new store or a new root key.
 pub const MIN_PASSPHRASE_LEN: usize = 8;
 
@@ -43,7 +53,29 @@ impl PassphraseKdf {
     }
 
     /// The root key this passphrase gives.
+    /// `Corrupt` unless every parameter is within the bounds ssefs accepts.
+    pub fn check_bounds(&self) -> Result<(), KeystoreError> {
+        let within = (1..=MAX_KDF_MEMORY_KIB).contains(&self.memory_kib)
+            && (1..=MAX_KDF_ITERATIONS).contains(&self.iterations)
+            && (1..=MAX_KDF_PARALLELISM).contains(&self.parallelism)
+            && (SALT_LEN..=MAX_SALT_LEN).contains(&self.salt.len());
+        if within {
+            return Ok(());
+        }
+        Err(KeystoreError::Corrupt(format!(
+            "the recorded passphrase parameters (memory {} KiB, {} iterations, parallelism {}, \
+             {}-byte salt) are outside what ssefs accepts (at most {MAX_KDF_MEMORY_KIB} KiB, \
+             {MAX_KDF_ITERATIONS} iterations, parallelism {MAX_KDF_PARALLELISM}, a salt of \
+             {SALT_LEN} to {MAX_SALT_LEN} bytes)",
+            self.memory_kib,
+            self.iterations,
+            self.parallelism,
+            self.salt.len()
+        )))
+    }
+
     pub fn derive(&self, passphrase: &[u8]) -> Result<Key256, KeystoreError> {
+        self.check_bounds()?;
         let bad = |e: argon2::Error| {
             KeystoreError::Corrupt(format!(
                 "the recorded passphrase parameters are unusable: {e}"
@@ -106,12 +138,14 @@ fn read_kdf(conn: &Connection) -> Result<Option<PassphraseKdf>, KeystoreError> {
     match row {
         (None, ..) => Ok(None),
         (Some(_), Some(salt), Some(memory_kib), Some(iterations), Some(parallelism)) => {
-            Ok(Some(PassphraseKdf {
+            let kdf = PassphraseKdf {
                 salt,
                 memory_kib,
                 iterations,
                 parallelism,
-            }))
+            };
+            kdf.check_bounds()?;
+            Ok(Some(kdf))
         }
         _ => Err(KeystoreError::Corrupt(
             "the passphrase parameters in the keystore are incomplete".into(),
@@ -147,11 +181,9 @@ impl Keystore {
     /// store just created with the key `kdf` gives).
     pub fn record_passphrase_kdf(&self, kdf: &PassphraseKdf) -> Result<(), KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         write_kdf(&tx, Some(kdf))?;
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         Ok(())
     }
 
@@ -167,9 +199,7 @@ impl Keystore {
     ) -> Result<RootKeyChange, KeystoreError> {
         let store_id = self.store_id;
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let old_root = &self.root_key;
         let mut change = RootKeyChange::default();
         let masters: Vec<(u32, Vec<u8>)> = rows(&tx, "SELECT version, wrapped FROM master_keys")?;
@@ -192,7 +222,7 @@ impl Keystore {
             rows.collect::<Result<_, _>>()?
         };
         for (key_id, version, wrapped) in materials {
-            let context = cmk_context(&key_id, version);
+            let context = cmk_context(&store_id, &key_id, version);
             let new = rewrap(old_root, new_root, &context, wrapped, || {
                 format!("CMK {key_id} material version {version}")
             })?;
@@ -208,7 +238,7 @@ impl Keystore {
             rows.collect::<Result<_, _>>()?
         };
         for (key_id, token, wrapped) in seeds {
-            let context = super::byok::import_context(&key_id, &token);
+            let context = super::byok::import_context(&store_id, &key_id, &token);
             let new = rewrap(old_root, new_root, &context, wrapped, || {
                 format!("the import parameters of CMK {key_id}")
             })?;
@@ -224,12 +254,15 @@ impl Keystore {
             [ids::root_check(new_root, &store_id)?],
         )?;
         write_kdf(&tx, kdf)?;
-        tx.commit()?;
+        // The audit chain's head, checked under the old key, is MACed under the new one.
+        super::audit::read_head(&tx, &self.seal_key)?;
+        let new_seal_key = super::seal::seal_key(new_root, &store_id)?;
+        super::audit::rechain(&tx, &new_seal_key)?;
+        // Every row MAC moves to the key the new root key derives, in the same transaction.
+        super::seal::commit(tx, &new_seal_key)?;
         inner.cache.clear();
-        // Best effort: the old wrappings also leave the WAL.
-        let _ = inner
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        // The old wrappings also leave the WAL.
+        super::checkpoint_truncate(&inner.conn, "changing the root key");
         Ok(change)
     }
 
@@ -247,6 +280,82 @@ where
     let mut stmt = tx.prepare(sql)?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Moves every wrapped key of a keystore from before the seal to the contexts that name the
+/// store (v2), under the same root key, inside the transaction that seals it.
+pub(super) fn move_wraps_forward(
+    tx: &Transaction<'_>,
+    root: &Key256,
+    store_id: &StoreId,
+) -> Result<(), KeystoreError> {
+    let masters: Vec<(u32, Vec<u8>)> = rows(tx, "SELECT version, wrapped FROM master_keys")?;
+    for (version, wrapped) in masters {
+        let new = rewrap_context(
+            root,
+            &legacy_master_context(store_id, version),
+            &master_context(store_id, version),
+            wrapped,
+            || format!("master key version {version}"),
+        )?;
+        tx.execute(
+            "UPDATE master_keys SET wrapped = ?1 WHERE version = ?2",
+            (new, version),
+        )?;
+    }
+    let materials: Vec<(String, u32, Vec<u8>)> = {
+        let mut stmt = tx.prepare(
+            "SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (key_id, version, wrapped) in materials {
+        let new = rewrap_context(
+            root,
+            &legacy_cmk_context(&key_id, version),
+            &cmk_context(store_id, &key_id, version),
+            wrapped,
+            || format!("CMK {key_id} material version {version}"),
+        )?;
+        tx.execute(
+            "UPDATE cmk_materials SET wrapped = ?1 WHERE key_id = ?2 AND version = ?3",
+            (new, &key_id, version),
+        )?;
+    }
+    let seeds: Vec<(String, String, Vec<u8>)> = {
+        let mut stmt = tx.prepare("SELECT key_id, token, wrapped_seed FROM import_params")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for (key_id, token, wrapped) in seeds {
+        let new = rewrap_context(
+            root,
+            &super::byok::legacy_import_context(&key_id, &token),
+            &super::byok::import_context(store_id, &key_id, &token),
+            wrapped,
+            || format!("the import parameters of CMK {key_id}"),
+        )?;
+        tx.execute(
+            "UPDATE import_params SET wrapped_seed = ?1 WHERE key_id = ?2",
+            (new, &key_id),
+        )?;
+    }
+    Ok(())
+}
+
+/// Unwraps `wrapped` under `root` with context `old` and wraps it again with `new`.
+fn rewrap_context(
+    root: &Key256,
+    old: &[u8],
+    new: &[u8],
+    wrapped: Vec<u8>,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, KeystoreError> {
+    let key = unwrap_key(root, old, &WrappedKey(wrapped)).map_err(|_| {
+        KeystoreError::Corrupt(format!("{} does not unwrap under the root key", what()))
+    })?;
+    Ok(wrap_key(root, new, &key)?.0)
 }
 
 /// Unwraps `wrapped` under `old` and wraps the key under `new`, same context.
@@ -297,6 +406,39 @@ mod tests {
             broken.derive(b"x"),
             Err(KeystoreError::Corrupt(_))
         ));
+    }
+
+    #[test]
+    fn costs_from_a_changed_keystore_are_refused_before_any_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = cheap(3).derive(b"correct horse").unwrap();
+        let ks = Keystore::create(dir.path(), &root).unwrap();
+        ks.record_passphrase_kdf(&cheap(3)).unwrap();
+        drop(ks);
+        assert_eq!(read_passphrase_kdf(dir.path()).unwrap(), Some(cheap(3)));
+        let raw = Connection::open(dir.path().join(KEYSTORE_FILE)).unwrap();
+        for (column, value) in [
+            ("root_kdf_memory_kib", i64::from(u32::MAX)), // 4 TiB
+            ("root_kdf_memory_kib", i64::from(MAX_KDF_MEMORY_KIB) + 1),
+            ("root_kdf_iterations", 1_000_000),
+            ("root_kdf_parallelism", 0xFF_FFFF),
+        ] {
+            let before: i64 = raw
+                .query_row(&format!("SELECT {column} FROM meta"), [], |r| r.get(0))
+                .unwrap();
+            raw.execute(&format!("UPDATE meta SET {column} = ?1"), [value])
+                .unwrap();
+            let err = read_passphrase_kdf(dir.path()).unwrap_err();
+            assert!(
+                matches!(&err, KeystoreError::Corrupt(m) if m.contains("outside what ssefs accepts")),
+                "{column}={value}: {err}"
+            );
+            raw.execute(&format!("UPDATE meta SET {column} = ?1"), [before])
+                .unwrap();
+        }
+        let mut huge = cheap(3);
+        huge.memory_kib = u32::MAX;
+        assert!(huge.derive(b"correct horse").is_err());
     }
 
     #[test]
@@ -365,6 +507,8 @@ mod tests {
                 [],
             )
             .unwrap();
+        // Under a seal that holds, so the damage itself is what stops the change.
+        crate::keystore::tests::reseal_as_ssefs(dir.path(), &old);
         let new = Key256::generate().unwrap();
         let err = ks.change_root_key(&new, None).unwrap_err();
         assert!(err.to_string().contains("master key version 2"), "{err}");

@@ -8,7 +8,7 @@ use super::{
     require_current_root_key,
 };
 use crate::crypto::{Key256, wrap_key};
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{OptionalExtension, Transaction};
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 
@@ -55,9 +55,7 @@ impl Keystore {
     pub fn rotate_master_if_older(&self, max_age_days: u32) -> Result<Option<u32>, KeystoreError> {
         let now = self.now();
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let newest: Option<(u32, i64)> = tx
             .query_row(
                 "SELECT version, created_at FROM master_keys ORDER BY version DESC LIMIT 1",
@@ -74,7 +72,7 @@ impl Keystore {
             .checked_add(1)
             .ok_or_else(|| KeystoreError::Corrupt("master key versions exhausted".into()))?;
         insert_master_key(&tx, &self.root_key, &self.store_id, next, now)?;
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         inner.cache.current_master = Some(next);
         Ok(Some(next))
     }
@@ -89,9 +87,7 @@ impl Keystore {
         below: u32,
     ) -> Result<Retirement, KeystoreError> {
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let current: u32 = tx
             .query_row("SELECT max(version) FROM master_keys", [], |r| {
                 r.get::<_, Option<u32>>(0)
@@ -117,13 +113,11 @@ impl Keystore {
             tx.execute("DELETE FROM master_keys WHERE version = ?1", [version])?;
             outcome.retired.push(version);
         }
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         inner.cache.clear();
         if !outcome.retired.is_empty() {
-            // Best effort: the deleted rows also leave the WAL (a reader may hold it).
-            let _ = inner
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            // The deleted rows also leave the WAL.
+            super::checkpoint_truncate(&inner.conn, "retiring master keys");
         }
         Ok(outcome)
     }
@@ -180,9 +174,7 @@ impl Keystore {
     pub fn rotate_due_cmks(&self) -> Result<Vec<(String, u32)>, KeystoreError> {
         let now = self.now();
         let mut inner = self.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.begin_sealed(&mut inner.conn)?;
         let due: Vec<String> = {
             let mut stmt = tx.prepare(
                 "SELECT c.key_id FROM cmks c
@@ -199,7 +191,7 @@ impl Keystore {
             let version = insert_next_material(&tx, &self.root_key, &self.store_id, &key_id, now)?;
             rotated.push((key_id, version));
         }
-        tx.commit()?;
+        super::seal::commit(tx, &self.seal_key)?;
         inner.cache.clear();
         Ok(rotated)
     }
@@ -230,7 +222,7 @@ fn insert_next_material(
         .checked_add(1)
         .ok_or_else(|| KeystoreError::Corrupt(format!("CMK {key_id}: versions exhausted")))?;
     let material = Key256::generate()?;
-    let wrapped = wrap_key(root_key, &cmk_context(key_id, version), &material)?;
+    let wrapped = wrap_key(root_key, &cmk_context(store_id, key_id, version), &material)?;
     tx.execute(
         "INSERT INTO cmk_materials (key_id, version, wrapped, material_check, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -2,7 +2,7 @@
 //! checks that tell an ssefs keystore from any other file. Holds no keys and no policy.
 
 use super::KeystoreError;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior};
 use std::path::Path;
 
 /// Migration step `n` (1-based) brings the schema from version `n - 1` to `n`. Steps are
@@ -156,7 +156,52 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN min_object_version INTEGER NOT NULL DEFAULT 1
         CHECK (min_object_version >= 1);
     "#,
+    // The keystore seal (see seal.rs): one MAC per sealed row, one seal per sealed table, the
+    // audit log's hash chain (a hash per record, merged repeats, a MACed head), and the
+    // tombstones of destroyed CMKs and deleted material (ids only) that a restored backup
+    // must not bring back. Sealed in the same transaction by `Keystore::open`.
+    r#"
+    CREATE TABLE row_seals (
+        tbl      TEXT NOT NULL,
+        row_key  TEXT NOT NULL,
+        mac      BLOB NOT NULL CHECK (length(mac) = 32),
+        PRIMARY KEY (tbl, row_key)
+    ) STRICT;
+    CREATE TABLE table_seals (
+        tbl        TEXT    PRIMARY KEY,
+        row_count  INTEGER NOT NULL,
+        digest     BLOB    NOT NULL CHECK (length(digest) = 32)
+    ) STRICT;
+    ALTER TABLE audit ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1 CHECK (repeats >= 1);
+    ALTER TABLE audit ADD COLUMN last_time INTEGER;
+    ALTER TABLE audit ADD COLUMN hash BLOB CHECK (hash IS NULL OR length(hash) = 32);
+    CREATE TABLE audit_chain (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        base       BLOB    NOT NULL CHECK (length(base) = 32),
+        head_id    INTEGER NOT NULL,
+        head_hash  BLOB    NOT NULL CHECK (length(head_hash) = 32),
+        evicted    INTEGER NOT NULL,
+        expired    INTEGER NOT NULL,
+        mac        BLOB    NOT NULL CHECK (length(mac) = 32)
+    ) STRICT;
+    CREATE TABLE tombstones (
+        key_id        TEXT    NOT NULL,
+        version       INTEGER NOT NULL CHECK (version >= 0),
+        destroyed_at  INTEGER NOT NULL,
+        PRIMARY KEY (key_id, version)
+    ) STRICT;
+    "#,
 ];
+
+/// The step that adds the seal tables, found by its content so that renumbering the steps
+/// moves it too (tests build keystores from just before it).
+#[cfg(test)]
+pub(super) fn seal_step() -> i64 {
+    MIGRATIONS
+        .iter()
+        .position(|step| step.contains("CREATE TABLE row_seals"))
+        .map_or(0, |i| i as i64 + 1)
+}
 
 /// The schema version this ssefs writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -193,39 +238,60 @@ pub(super) fn not_a_database(e: rusqlite::Error, path: &Path) -> KeystoreError {
     }
 }
 
-/// Applies every step newer than the database's version, each in its own immediate
-/// transaction that also sets `user_version`. Safe against a concurrent migrator: each step
-/// re-reads the version under the write lock.
+/// Applies every step newer than the database's version, in one immediate transaction that
+/// also sets `user_version`. Safe against a concurrent migrator: the version is re-read under
+/// the write lock.
+#[cfg(test)]
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), KeystoreError> {
     migrate_to(conn, SCHEMA_VERSION)
 }
 
 /// As [`migrate`], stopping at version `last` (tests build old keystores with it).
+#[cfg(test)]
+pub(super) fn migrate_to(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
+    migrate_with(conn, last, |_| Ok(()), |_, _| Ok(()))
+}
+
+/// As [`migrate`], to version `last`, with `before` run in the transaction before any step
+/// (to check the keystore as it was) and `after` once the steps ran (told how many), so the
+/// steps and what must follow them (sealing) commit together or not at all.
 ///
 /// Foreign keys are off while the steps run, as SQLite's procedure for rebuilding a table
 /// requires (dropping a parent table would otherwise cascade into its children); each step
-/// checks them with `PRAGMA foreign_key_check` before it commits, and they are on again after.
-pub(super) fn migrate_to(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
+/// is checked with `PRAGMA foreign_key_check` before the commit, and they are on again after.
+pub(super) fn migrate_with(
+    conn: &mut Connection,
+    last: i64,
+    before: impl FnOnce(&Transaction<'_>) -> Result<(), KeystoreError>,
+    after: impl FnOnce(&Transaction<'_>, usize) -> Result<(), KeystoreError>,
+) -> Result<(), KeystoreError> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    let result = run_steps(conn, last);
+    let result = run_steps(conn, last, before, after);
     let restored = conn.pragma_update(None, "foreign_keys", "ON");
     result?;
     Ok(restored?)
 }
 
-fn run_steps(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
+fn run_steps(
+    conn: &mut Connection,
+    last: i64,
+    before: impl FnOnce(&Transaction<'_>) -> Result<(), KeystoreError>,
+    after: impl FnOnce(&Transaction<'_>, usize) -> Result<(), KeystoreError>,
+) -> Result<(), KeystoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current = user_version(&tx)?;
+    if current > SCHEMA_VERSION {
+        return Err(KeystoreError::SchemaTooNew {
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    before(&tx)?;
+    let mut ran = 0;
     for (index, step) in MIGRATIONS.iter().enumerate() {
         let target = index as i64 + 1;
         if target > last {
             break;
-        }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current = user_version(&tx)?;
-        if current > SCHEMA_VERSION {
-            return Err(KeystoreError::SchemaTooNew {
-                found: current,
-                supported: SCHEMA_VERSION,
-            });
         }
         if current >= target {
             continue;
@@ -242,8 +308,10 @@ fn run_steps(conn: &mut Connection, last: i64) -> Result<(), KeystoreError> {
             )));
         }
         tx.pragma_update(None, "user_version", target)?;
-        tx.commit()?;
+        ran += 1;
     }
+    after(&tx, ran)?;
+    tx.commit()?;
     Ok(())
 }
 

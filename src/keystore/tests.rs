@@ -330,7 +330,7 @@ fn external_cmk_waits_for_import() {
 
 #[test]
 fn state_and_material_changes_by_another_process_are_seen_through_the_cache() {
-    let (dir, _root, ks) = new_store();
+    let (dir, root, ks) = new_store();
     let id = ks.create_cmk("", None, CmkOrigin::Ssefs, 0).unwrap();
     let key_ref = KeyRef::Cmk {
         key_id: id.clone(),
@@ -344,6 +344,7 @@ fn state_and_material_changes_by_another_process_are_seen_through_the_cache() {
             [&id],
         )
         .unwrap();
+    reseal_as_ssefs(dir.path(), &root);
     let err = ks.resolve(&key_ref).err().unwrap();
     assert!(
         matches!(
@@ -365,12 +366,14 @@ fn state_and_material_changes_by_another_process_are_seen_through_the_cache() {
             [&id],
         )
         .unwrap();
+    reseal_as_ssefs(dir.path(), &root);
     other
         .execute(
             "UPDATE cmk_materials SET wrapped = NULL WHERE key_id = ?1",
             [&id],
         )
         .unwrap();
+    reseal_as_ssefs(dir.path(), &root);
     assert!(matches!(
         ks.resolve(&key_ref),
         Err(KeystoreError::KeyMaterialDeleted { version: 1, .. })
@@ -539,6 +542,9 @@ fn corrupted_wrapped_keys_give_clear_errors() {
     conn.execute("UPDATE cmks SET state = 'Broken'", [])
         .unwrap_err();
     drop(conn);
+    // The seal finds it first; under a seal that holds, the unwrap does.
+    tampered(Keystore::open(dir.path(), &root).err().unwrap());
+    reseal_as_ssefs(dir.path(), &root);
     let ks = Keystore::open(dir.path(), &root).unwrap();
     let err = ks.current_master_key().err().unwrap();
     assert!(matches!(err, KeystoreError::Corrupt(_)), "{err}");
@@ -583,4 +589,391 @@ fn schema_is_at_the_current_version_with_foreign_keys_on() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("FOREIGN KEY"), "{err}");
+}
+
+/// Brings the seal of the keystore in `dir` up to date with its rows, as ssefs would: for
+/// tests that damage a row on purpose and want to see what the layer above the seal does.
+pub(super) fn reseal_as_ssefs(dir: &Path, root: &Key256) {
+    let conn = raw(dir);
+    let store_id = read_store_id(&conn).unwrap();
+    seal::reseal(&conn, &seal::seal_key(root, &store_id).unwrap()).unwrap();
+}
+
+fn tampered(err: KeystoreError) -> String {
+    match err {
+        KeystoreError::Tampered(what) => what.join("; "),
+        other => panic!("expected Tampered, got {other}"),
+    }
+}
+
+#[test]
+fn a_bucket_rule_deleted_outside_ssefs_refuses_the_open_naming_it() {
+    let (dir, root, ks) = new_store();
+    let rule = BucketRule {
+        algorithm: Algorithm::Aes256,
+        kms_key_id: None,
+    };
+    ks.put_bucket_rule("enc", &rule).unwrap();
+    ks.put_bucket_rule("other", &rule).unwrap();
+    drop(ks);
+    Keystore::open(dir.path(), &root).unwrap();
+    raw(dir.path())
+        .execute("DELETE FROM bucket_rules WHERE bucket = 'enc'", [])
+        .unwrap();
+    let what = tampered(Keystore::open(dir.path(), &root).err().unwrap());
+    assert!(
+        what.contains("table bucket_rules: row bucket=\"enc\" was removed"),
+        "{what}"
+    );
+    assert!(!what.contains("other"), "{what}");
+}
+
+#[test]
+fn every_kind_of_change_outside_ssefs_is_named() {
+    let (dir, root, ks) = new_store();
+    let id = ks
+        .create_cmk("", Some("alias/k"), CmkOrigin::Ssefs, 7)
+        .unwrap();
+    let caller = Caller {
+        uid: 7,
+        gid: 0,
+        groups: vec![],
+        pid: 1,
+    };
+    ks.grant(&id, Grantee::Uid(9), &[KeyOp::Decrypt], &caller)
+        .unwrap();
+    drop(ks);
+    let cases: &[(&str, &str)] = &[
+        (
+            "UPDATE cmks SET owner_uid = 1000",
+            "table cmks: row key_id=",
+        ),
+        (
+            "UPDATE grants SET grantee = 1000",
+            "table grants: row id=1 was changed",
+        ),
+        (
+            "UPDATE grants SET operations = 'encrypt,decrypt'",
+            "table grants",
+        ),
+        ("UPDATE aliases SET key_id = key_id", ""),
+        (
+            "UPDATE master_keys SET retired_at = 5",
+            "table master_keys: row version=1",
+        ),
+        (
+            "UPDATE meta SET audit_max_rows = 1",
+            "table meta: row id=1 was changed",
+        ),
+        (
+            "UPDATE meta SET root_kdf_memory_kib = 99",
+            "table meta: row id=1 was changed",
+        ),
+        (
+            "INSERT INTO bucket_rules VALUES ('new', 'AES256', NULL, 1)",
+            "table bucket_rules: row bucket=\"new\" was added",
+        ),
+        (
+            "DELETE FROM aliases",
+            "table aliases: row alias=\"alias/k\" was removed",
+        ),
+        (
+            "DELETE FROM row_seals WHERE tbl = 'cmks'",
+            "rows were removed from or added to table cmks",
+        ),
+        (
+            "DELETE FROM table_seals WHERE tbl = 'grants'",
+            "table grants has no seal",
+        ),
+        ("DROP TABLE row_seals", "seal tables"),
+    ];
+    let pristine = std::fs::read(dir.path().join(KEYSTORE_FILE)).unwrap();
+    for (sql, expected) in cases {
+        std::fs::write(dir.path().join(KEYSTORE_FILE), &pristine).unwrap();
+        raw(dir.path()).execute_batch(sql).unwrap();
+        let opened = Keystore::open(dir.path(), &root);
+        if expected.is_empty() {
+            opened.unwrap(); // the same values: nothing changed
+            continue;
+        }
+        let what = tampered(opened.err().unwrap());
+        assert!(what.contains(expected), "{sql}: {what}");
+    }
+}
+
+#[test]
+fn a_row_and_its_mac_removed_together_break_the_table_seal() {
+    let (dir, root, ks) = new_store();
+    ks.put_bucket_rule(
+        "enc",
+        &BucketRule {
+            algorithm: Algorithm::Kms,
+            kms_key_id: None,
+        },
+    )
+    .unwrap();
+    drop(ks);
+    raw(dir.path())
+        .execute_batch(
+            "DELETE FROM bucket_rules WHERE bucket = 'enc';
+             DELETE FROM row_seals WHERE tbl = 'bucket_rules';",
+        )
+        .unwrap();
+    let what = tampered(Keystore::open(dir.path(), &root).err().unwrap());
+    assert!(
+        what.contains("rows were removed from or added to table bucket_rules"),
+        "{what}"
+    );
+}
+
+#[test]
+fn a_change_while_open_is_found_at_the_next_read_and_never_sealed_over() {
+    let (dir, root, ks) = new_store();
+    let rule = BucketRule {
+        algorithm: Algorithm::Aes256,
+        kms_key_id: None,
+    };
+    ks.put_bucket_rule("enc", &rule).unwrap();
+    assert_eq!(ks.bucket_rule("enc").unwrap(), Some(rule.clone()));
+    raw(dir.path())
+        .execute("DELETE FROM bucket_rules WHERE bucket = 'enc'", [])
+        .unwrap();
+    // Never "no rule" (which would mean plaintext): the read fails.
+    tampered(ks.bucket_rule("enc").err().unwrap());
+    tampered(ks.bucket_rule("enc").err().unwrap());
+    // A write through ssefs does not bless the change.
+    tampered(ks.put_bucket_rule("x-y-z", &rule).err().unwrap());
+    tampered(ks.new_master_key().err().unwrap());
+    assert!(!ks.seal_problems().unwrap().is_empty());
+    tampered(Keystore::open(dir.path(), &root).err().unwrap());
+}
+
+#[test]
+fn writes_through_ssefs_keep_the_seal_and_fsck_sees_none() {
+    let (dir, root, ks) = new_store();
+    let id = ks
+        .create_cmk("", Some("alias/a"), CmkOrigin::Ssefs, 0)
+        .unwrap();
+    let root_caller = Caller {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        pid: 1,
+    };
+    ks.grant(&id, Grantee::Gid(5), &[KeyOp::Encrypt], &root_caller)
+        .unwrap();
+    ks.new_master_key().unwrap();
+    ks.default_cmk().unwrap();
+    ks.put_bucket_rule(
+        "enc",
+        &BucketRule {
+            algorithm: Algorithm::Kms,
+            kms_key_id: Some("alias/a".into()),
+        },
+    )
+    .unwrap();
+    ks.delete_bucket_rule("enc").unwrap();
+    ks.set_audit_settings(AuditSettings {
+        retention_days: 10,
+        max_rows: 50,
+    })
+    .unwrap();
+    assert_eq!(ks.seal_problems().unwrap(), Vec::<String>::new());
+    drop(ks);
+    let ks = Keystore::open(dir.path(), &root).unwrap();
+    assert_eq!(ks.seal_problems().unwrap(), Vec::<String>::new());
+    let seals: i64 = raw(dir.path())
+        .query_row("SELECT count(*) FROM table_seals", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(seals as usize, seal::SEALED_TABLES.len());
+}
+
+#[test]
+fn a_keystore_from_before_the_seal_is_sealed_at_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Key256::generate().unwrap();
+    let path = dir.path().join(KEYSTORE_FILE);
+    std::fs::File::create(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let store_id = StoreId::generate().unwrap();
+    let (master, wrapped) = legacy_master_wrap(&root, &store_id, 1);
+    let material = Key256::generate().unwrap();
+    {
+        let mut conn = connect(&path).unwrap();
+        // The last schema before the seal.
+        schema::migrate_to(&mut conn, schema::seal_step() - 1).unwrap();
+        conn.execute(
+            "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, 1, ?2)",
+            (
+                store_id.to_string(),
+                ids::legacy_root_check(&root, &store_id).unwrap(),
+            ),
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO master_keys (version, wrapped, created_at) VALUES (1, ?1, 1)",
+            [wrapped],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO bucket_rules VALUES ('enc', 'AES256', NULL, 1)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO cmks (key_id, origin, state, owner_uid, created_at)
+             VALUES ('k1', 'ssefs', 'Enabled', 0, 1)",
+            [],
+        )
+        .unwrap();
+        let cmk_wrapped = wrap_key(&root, &cmk::legacy_cmk_context("k1", 1), &material)
+            .unwrap()
+            .0;
+        conn.execute(
+            "INSERT INTO cmk_materials (key_id, version, wrapped, created_at)
+             VALUES ('k1', 1, ?1, 1)",
+            [cmk_wrapped],
+        )
+        .unwrap();
+    }
+    let ks = Keystore::open(dir.path(), &root).unwrap();
+    assert_eq!(ks.seal_problems().unwrap(), Vec::<String>::new());
+    // The same key, now wrapped under the context that names the store.
+    let (version, key) = ks.current_master_key().unwrap();
+    assert_eq!((version, key.expose_secret()), (1, master.expose_secret()));
+    let rewrapped: Vec<u8> = raw(dir.path())
+        .query_row("SELECT wrapped FROM master_keys", [], |r| r.get(0))
+        .unwrap();
+    unwrap_key(&root, &master_context(&store_id, 1), &WrappedKey(rewrapped)).unwrap();
+    let (_, _, resolved) = ks.resolve_cmk("k1").unwrap();
+    assert_eq!(resolved.expose_secret(), material.expose_secret());
+    drop(ks);
+    // Sealed now: the legacy root check is gone, and a deletion is found.
+    let recorded: Vec<u8> = raw(dir.path())
+        .query_row("SELECT root_check FROM meta", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        ids::verify_root_check(&root, &store_id, &recorded).unwrap(),
+        RootCheck::Sealed
+    );
+    raw(dir.path())
+        .execute_batch("DELETE FROM bucket_rules; DELETE FROM row_seals; DELETE FROM table_seals;")
+        .unwrap();
+    tampered(Keystore::open(dir.path(), &root).err().unwrap());
+}
+
+#[test]
+fn a_root_key_change_moves_the_seal_and_refuses_a_tampered_keystore() {
+    let (dir, _root, ks) = new_store();
+    ks.put_bucket_rule(
+        "enc",
+        &BucketRule {
+            algorithm: Algorithm::Aes256,
+            kms_key_id: None,
+        },
+    )
+    .unwrap();
+    let new = Key256::generate().unwrap();
+    ks.change_root_key(&new, None).unwrap();
+    let ks = Keystore::open(dir.path(), &new).unwrap();
+    assert_eq!(ks.seal_problems().unwrap(), Vec::<String>::new());
+    raw(dir.path())
+        .execute("UPDATE bucket_rules SET algorithm = 'KMS'", [])
+        .unwrap();
+    let newer = Key256::generate().unwrap();
+    tampered(ks.change_root_key(&newer, None).err().unwrap());
+    tampered(Keystore::open(dir.path(), &new).err().unwrap());
+}
+
+/// A new master key version `version` and its wrapping by a keystore from before the seal.
+fn legacy_master_wrap(root: &Key256, store_id: &StoreId, version: u32) -> (Key256, Vec<u8>) {
+    let key = Key256::generate().unwrap();
+    let wrapped = wrap_key(root, &legacy_master_context(store_id, version), &key)
+        .unwrap()
+        .0;
+    (key, wrapped)
+}
+
+#[test]
+fn a_destroyed_cmk_leaves_a_sealed_tombstone_that_a_restore_honours() {
+    let (dir, root, ks) = new_store();
+    let id = ks.create_cmk("", None, CmkOrigin::Ssefs, 0).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let backup = out.path().join("ks.bak");
+    backup::backup_keystore(dir.path(), &backup).unwrap();
+    let root_caller = Caller {
+        uid: 0,
+        gid: 0,
+        groups: vec![],
+        pid: 1,
+    };
+    ks.schedule_cmk_deletion(&id, 7, &root_caller).unwrap();
+    ks.process_pending_deletions(ks.now() + 8 * 86_400).unwrap();
+    let stones = lifecycle::read_tombstones(&raw(dir.path())).unwrap();
+    assert_eq!(stones.len(), 1);
+    assert_eq!(
+        (stones[0].key_id.as_str(), stones[0].version),
+        (id.as_str(), 0)
+    );
+    drop(ks);
+
+    let mut staged = backup::StagedKeystore::stage(dir.path(), &backup, &root).unwrap();
+    let burial = staged.bury_destroyed_keys(&root).unwrap();
+    assert_eq!(burial.current, backup::CurrentKeystore::Sealed);
+    assert_eq!(burial.again.cmks, vec![id.clone()]);
+    staged.install().unwrap();
+    let ks = Keystore::open(dir.path(), &root).unwrap();
+    assert_eq!(ks.cmk_info(&id).unwrap().state, CmkState::Destroyed);
+    assert!(matches!(
+        ks.resolve_cmk(&id),
+        Err(KeystoreError::KeyRevoked { .. })
+    ));
+    drop(ks);
+
+    // Removing the tombstone with sqlite3 is found like any other change.
+    raw(dir.path())
+        .execute("DELETE FROM tombstones", [])
+        .unwrap();
+    let what = tampered(Keystore::open(dir.path(), &root).err().unwrap());
+    assert!(what.contains("table tombstones"), "{what}");
+}
+
+#[test]
+fn verify_lists_every_change_without_writing_anything() {
+    let (dir, root, ks) = new_store();
+    ks.put_bucket_rule(
+        "enc",
+        &BucketRule {
+            algorithm: Algorithm::Aes256,
+            kms_key_id: None,
+        },
+    )
+    .unwrap();
+    ks.create_cmk("audited", None, CmkOrigin::Ssefs, 0).unwrap();
+    drop(ks);
+    assert_eq!(
+        Keystore::verify(dir.path(), &root).unwrap(),
+        Vec::<String>::new()
+    );
+    raw(dir.path())
+        .execute_batch(
+            "DELETE FROM bucket_rules; UPDATE master_keys SET retired_at = 1; DELETE FROM audit;",
+        )
+        .unwrap();
+    let before = snapshot(dir.path());
+    let problems = Keystore::verify(dir.path(), &root).unwrap().join("; ");
+    assert!(
+        problems.contains("bucket=\"enc\" was removed"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("table master_keys: row version=1 was changed"),
+        "{problems}"
+    );
+    assert!(problems.contains("audit record"), "{problems}");
+    assert_eq!(snapshot(dir.path()), before, "verify writes nothing");
+    assert!(matches!(
+        Keystore::verify(dir.path(), &Key256::generate().unwrap()),
+        Err(KeystoreError::WrongRootKey)
+    ));
 }
