@@ -334,11 +334,27 @@ fn old_format_objects_are_read_only_listed_and_upgraded() {
     let mount = Mount::new(&store, &[]);
     mount.bucket("old");
     assert!(mount.unmount().success());
-    // What the schema step leaves in a keystore from before the floor.
+    // Lowering the floor outside ssefs, to let planted old-format objects in, is refused.
     let db = rusqlite::Connection::open(keystore_dir(&store.store).join("keystore.db")).unwrap();
     db.execute("UPDATE meta SET min_object_version = 1", [])
         .unwrap();
     drop(db);
+    let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
+    let refused = Keystore::open(&keystore_dir(&store.store), &root).err();
+    assert!(
+        refused.is_some_and(|e| e.to_string().contains("changed outside ssefs")),
+        "a lowered floor is tampering"
+    );
+    let db = rusqlite::Connection::open(keystore_dir(&store.store).join("keystore.db")).unwrap();
+    db.execute("UPDATE meta SET min_object_version = 2", [])
+        .unwrap();
+    drop(db);
+    // What the schema step leaves in a keystore from before the floor (sealed, as ssefs
+    // writes it).
+    Keystore::open(&keystore_dir(&store.store), &root)
+        .unwrap()
+        .set_object_format_floor_for_tests(1)
+        .unwrap();
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v1");
     let plaintext = fs::read(format!("{fixtures}/plaintext.bin")).unwrap();
     fs::copy(format!("{fixtures}/none.obj"), store.store.join("old/obj")).unwrap();

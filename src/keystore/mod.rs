@@ -306,6 +306,20 @@ impl Keystore {
         seal::commit(tx, &self.seal_key)
     }
 
+    /// Puts the object format floor at `version`, lower or higher, as a sealed write: how a
+    /// keystore migrated from before the floor looks. Only for tests that build such a store;
+    /// ssefs itself only ever raises the floor ([`Keystore::raise_object_format_floor`]).
+    #[doc(hidden)]
+    pub fn set_object_format_floor_for_tests(&self, version: u16) -> Result<(), KeystoreError> {
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        tx.execute(
+            "UPDATE meta SET min_object_version = ?1 WHERE id = 1",
+            [version],
+        )?;
+        seal::commit(tx, &self.seal_key)
+    }
+
     /// The random id of this store.
     pub fn store_id(&self) -> &StoreId {
         &self.store_id

@@ -197,15 +197,22 @@ mod tests {
             let mut conn = super::super::connect(&path).unwrap();
             super::super::schema::migrate_to(&mut conn, 3).unwrap();
             let tx = conn.transaction().unwrap();
+            // As a keystore of that version was written: the root check and the master key's
+            // wrap context from before the seal.
             tx.execute(
                 "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, 1, ?2)",
                 (
                     store_id.to_string(),
-                    super::super::ids::root_check(&root, &store_id).unwrap(),
+                    super::super::ids::legacy_root_check(&root, &store_id).unwrap(),
                 ),
             )
             .unwrap();
-            super::super::insert_master_key(&tx, &root, &store_id, 1, 1).unwrap();
+            let (_, wrapped) = super::super::tests::legacy_master_wrap(&root, &store_id, 1);
+            tx.execute(
+                "INSERT INTO master_keys (version, wrapped, created_at) VALUES (1, ?1, 1)",
+                [wrapped],
+            )
+            .unwrap();
             tx.commit().unwrap();
         }
         let first = Keystore::open(dir.path(), &root)
@@ -232,7 +239,11 @@ mod tests {
         let conn = Connection::open(dir.path().join(super::super::KEYSTORE_FILE)).unwrap();
         conn.execute("DELETE FROM object_auth_key", []).unwrap();
         drop(conn);
+        // The seal names the removed row; nothing makes a new key in its place.
         let err = Keystore::open(dir.path(), &root).err().unwrap();
-        assert!(matches!(err, KeystoreError::Corrupt(_)), "{err}");
+        assert!(
+            matches!(&err, KeystoreError::Tampered(p) if p.iter().any(|p| p.contains("object_auth_key"))),
+            "{err}"
+        );
     }
 }

@@ -886,7 +886,11 @@ fn a_root_key_change_moves_the_seal_and_refuses_a_tampered_keystore() {
 }
 
 /// A new master key version `version` and its wrapping by a keystore from before the seal.
-fn legacy_master_wrap(root: &Key256, store_id: &StoreId, version: u32) -> (Key256, Vec<u8>) {
+pub(super) fn legacy_master_wrap(
+    root: &Key256,
+    store_id: &StoreId,
+    version: u32,
+) -> (Key256, Vec<u8>) {
     let key = Key256::generate().unwrap();
     let wrapped = wrap_key(root, &legacy_master_context(store_id, version), &key)
         .unwrap()
