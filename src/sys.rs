@@ -1,10 +1,30 @@
-//! Facts of the running system read in one place: the mount table (`/proc/self/mountinfo`).
+//! Facts of the running system read in one place: this process's ids, groups and open-file
+//! limit (through `rustix`'s safe calls) and the mount table (`/proc/self/mountinfo`).
 //! Knows nothing of stores, keys or FUSE requests.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// The real uid and gid and the pid of this process.
+pub fn process_ids() -> (u32, u32, u32) {
+    use rustix::process::{Pid, getgid, getpid, getuid};
+    let pid = u32::try_from(Pid::as_raw(Some(getpid()))).unwrap_or(0);
+    (getuid().as_raw(), getgid().as_raw(), pid)
+}
+
+/// The supplementary groups of this process (none when they cannot be read).
+pub fn supplementary_groups() -> Vec<u32> {
+    rustix::process::getgroups()
+        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default()
+}
+
+/// The soft limit on open files of this process (`None`: unlimited).
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
 
 /// One line of `/proc/self/mountinfo`, its escapes undone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +109,34 @@ mod tests {
         assert_eq!(mounts[0].source, OsString::from("/srv/st\\ore"));
         assert_eq!(mounts[1].mount_point, Path::new("/"));
         assert!(is_mount_point(Path::new("/")));
+    }
+
+    #[test]
+    fn process_facts_match_what_the_kernel_reports() {
+        let (uid, gid, pid) = process_ids();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        };
+        assert_eq!((uid, gid), (field("Uid:"), field("Gid:")));
+        assert_eq!(pid, std::process::id());
+        assert!(open_file_limit().is_none_or(|n| n > 0));
+        let groups: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        assert_eq!(supplementary_groups(), groups);
     }
 
     #[test]
