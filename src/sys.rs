@@ -26,6 +26,28 @@ pub fn open_file_limit() -> Option<u64> {
     rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
+/// Raises the soft open-file limit to the hard one; returns the limit now in force
+/// (`None`: unlimited).
+pub fn raise_open_file_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+    }
+    Ok(limit.maximum)
+}
+
+/// Makes this process undumpable: no core file (which could hold keys), no ptrace by
+/// unprivileged users.
+pub fn make_undumpable() -> io::Result<()> {
+    use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+    Ok(set_dumpable_behavior(DumpableBehavior::NotDumpable)?)
+}
+
 /// One line of `/proc/self/mountinfo`, its escapes undone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
@@ -137,6 +159,16 @@ mod tests {
             .map(|g| g.parse().unwrap())
             .collect();
         assert_eq!(supplementary_groups(), groups);
+    }
+
+    #[test]
+    fn the_daemon_process_is_hardened() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        make_undumpable().unwrap();
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
+        let limit = raise_open_file_limit().unwrap();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!((now.current, now.maximum), (limit, limit));
     }
 
     #[test]
