@@ -1,10 +1,52 @@
-//! Facts of the running system read in one place: the mount table (`/proc/self/mountinfo`).
+//! Facts of the running system read in one place: this process's ids, groups and open-file
+//! limit (through `rustix`'s safe calls) and the mount table (`/proc/self/mountinfo`).
 //! Knows nothing of stores, keys or FUSE requests.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// The real uid and gid and the pid of this process.
+pub fn process_ids() -> (u32, u32, u32) {
+    use rustix::process::{Pid, getgid, getpid, getuid};
+    let pid = u32::try_from(Pid::as_raw(Some(getpid()))).unwrap_or(0);
+    (getuid().as_raw(), getgid().as_raw(), pid)
+}
+
+/// The supplementary groups of this process (none when they cannot be read).
+pub fn supplementary_groups() -> Vec<u32> {
+    rustix::process::getgroups()
+        .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default()
+}
+
+/// The soft limit on open files of this process (`None`: unlimited).
+pub fn open_file_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the soft open-file limit to the hard one; returns the limit now in force
+/// (`None`: unlimited).
+pub fn raise_open_file_limit() -> io::Result<Option<u64>> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        setrlimit(Resource::Nofile, raised)?;
+    }
+    Ok(limit.maximum)
+}
+
+/// Makes this process undumpable: no core file (which could hold keys), no ptrace by
+/// unprivileged users.
+pub fn make_undumpable() -> io::Result<()> {
+    use rustix::process::{DumpableBehavior, set_dumpable_behavior};
+    Ok(set_dumpable_behavior(DumpableBehavior::NotDumpable)?)
+}
 
 /// One line of `/proc/self/mountinfo`, its escapes undone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +131,44 @@ mod tests {
         assert_eq!(mounts[0].source, OsString::from("/srv/st\\ore"));
         assert_eq!(mounts[1].mount_point, Path::new("/"));
         assert!(is_mount_point(Path::new("/")));
+    }
+
+    #[test]
+    fn process_facts_match_what_the_kernel_reports() {
+        let (uid, gid, pid) = process_ids();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+        };
+        assert_eq!((uid, gid), (field("Uid:"), field("Gid:")));
+        assert_eq!(pid, std::process::id());
+        assert!(open_file_limit().is_none_or(|n| n > 0));
+        let groups: Vec<u32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .unwrap()
+            .split_whitespace()
+            .map(|g| g.parse().unwrap())
+            .collect();
+        assert_eq!(supplementary_groups(), groups);
+    }
+
+    #[test]
+    fn the_daemon_process_is_hardened() {
+        use rustix::process::{DumpableBehavior, Resource, dumpable_behavior, getrlimit};
+        make_undumpable().unwrap();
+        assert_eq!(dumpable_behavior().unwrap(), DumpableBehavior::NotDumpable);
+        let limit = raise_open_file_limit().unwrap();
+        let now = getrlimit(Resource::Nofile);
+        assert_eq!((now.current, now.maximum), (limit, limit));
     }
 
     #[test]

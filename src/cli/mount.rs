@@ -246,23 +246,10 @@ fn keystore_refusal(store: &Path, e: &KeystoreError) -> String {
     format!("store {}: {e}{hint}", store.display())
 }
 
-/// Makes the process undumpable (no core files holding keys) and lets it keep one
-/// descriptor per known inode.
+/// Makes the process undumpable (no core files holding keys).
 fn harden_process() {
-    // SAFETY: plain prctl/setrlimit calls with valid arguments.
-    unsafe {
-        if libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 {
-            log::warn!(
-                "cannot disable core dumps: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    if let Err(e) = crate::sys::make_undumpable() {
+        log::warn!("cannot disable core dumps: {e}");
     }
 }
 

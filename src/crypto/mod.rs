@@ -3,6 +3,8 @@
 //! crate: it takes keys, a file ID, block numbers and bytes (through [`ObjectIo`]).
 //! The byte-level specification is `docs/FORMAT.md`.
 
+#![forbid(unsafe_code)]
+
 mod active;
 mod block;
 mod error;

@@ -598,15 +598,7 @@ impl InodeTable {
 /// How many inodes may keep an `O_PATH` descriptor: a quarter of the open-file limit (the
 /// rest is for open objects, directory listings and the keystore), at most 16,384.
 pub(crate) fn path_fd_budget() -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid out-pointer for the duration of the call.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-    } else {
-        1024
-    };
+    let soft = crate::sys::open_file_limit()
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
     (soft / 4).clamp(16, 16_384)
 }

@@ -2,6 +2,8 @@
 //! operation; knows nothing of `fuser` (see `fuse/`) and is tested without a kernel mount.
 //! Namespace operations live here; file data in `object.rs`, attributes in `xattr.rs`.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod inode;
 mod object;
@@ -64,13 +66,8 @@ pub struct Caller {
 impl Caller {
     /// This process as the caller (the CLI acting on the store directly).
     pub fn this_process() -> Caller {
-        // SAFETY: these calls take no pointers and cannot fail.
-        let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
-        Caller {
-            uid,
-            gid,
-            pid: u32::try_from(pid).unwrap_or(0),
-        }
+        let (uid, gid, pid) = crate::sys::process_ids();
+        Caller { uid, gid, pid }
     }
 
     /// The caller as the keystore's CMK checks want it: with its supplementary groups, read

@@ -66,28 +66,9 @@ fn fuser_config(config: &MountConfig) -> Config {
 /// Raises the soft open-file limit to the hard one: every open object holds a backing
 /// descriptor. A failure is logged and the mount goes on under the old limit.
 pub fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid out-pointer, then a valid in-pointer, for each call.
-    let raised = unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            false
-        } else if limit.rlim_cur >= limit.rlim_max {
-            true
-        } else {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
-        }
-    };
-    if raised {
-        log::debug!("open-file limit: {}", limit.rlim_cur);
-    } else {
-        log::warn!(
-            "cannot raise the open-file limit: {}",
-            io::Error::last_os_error()
-        );
+    match crate::sys::raise_open_file_limit() {
+        Ok(limit) => log::debug!("open-file limit: {limit:?}"),
+        Err(e) => log::warn!("cannot raise the open-file limit: {e}"),
     }
 }
 

@@ -26,13 +26,12 @@ impl Caller {
     /// This process, by its *real* uid and gid (not the effective ones), its supplementary
     /// groups and its pid.
     pub fn this_process() -> Self {
-        // SAFETY: these calls take no pointers and cannot fail.
-        let (uid, gid, pid) = unsafe { (libc::getuid(), libc::getgid(), libc::getpid()) };
+        let (uid, gid, pid) = crate::sys::process_ids();
         Self {
             uid,
             gid,
-            groups: supplementary_groups(),
-            pid: u32::try_from(pid).unwrap_or(0),
+            groups: crate::sys::supplementary_groups(),
+            pid,
         }
     }
 
@@ -44,19 +43,6 @@ impl Caller {
     pub fn in_group(&self, gid: u32) -> bool {
         self.gid == gid || self.groups.contains(&gid)
     }
-}
-
-fn supplementary_groups() -> Vec<u32> {
-    // SAFETY: with size 0 getgroups writes nothing and returns the number of groups.
-    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let Ok(len) = usize::try_from(count) else {
-        return Vec::new();
-    };
-    let mut groups: Vec<libc::gid_t> = vec![0; len];
-    // SAFETY: `groups` has room for `count` entries, the size we pass.
-    let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
-    groups.truncate(usize::try_from(got).unwrap_or(0));
-    groups
 }
 
 /// What a caller wants to do with a CMK's material.

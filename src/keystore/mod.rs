@@ -2,6 +2,8 @@
 //! CMKs (material versions, aliases, state, grants), bucket default encryption and the audit
 //! log, every secret wrapped under the root key. Knows nothing of FUSE or object files.
 
+#![forbid(unsafe_code)]
+
 mod access;
 mod audit;
 pub mod backup;
