@@ -547,9 +547,9 @@ fn a_damaged_keystore_is_refused_at_mount_with_the_way_to_restore_it() {
         return;
     }
     let _link = HelperLink::install();
-    // Page 2 holds the meta row (opening fails); page 3 the master keys (only SQLite's
-    // check of every page finds it before a create would).
-    for (page, says) in [(2, "corrupted keystore"), (3, "the keystore is damaged")] {
+    // Page 2 holds the meta row (opening fails); page 3 the master keys (their seal fails,
+    // and SQLite's check of the pages tells damage from a change made through SQL).
+    for (page, says) in [(2, "corrupted keystore"), (3, "corrupted keystore")] {
         let f = Fixture::new();
         damage_keystore(&f.store(), page);
         let out = f.mount_t("");

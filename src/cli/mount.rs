@@ -4,7 +4,7 @@
 use super::root_key::{KeyArgs, RootKeyError, load_root_key, open_with};
 use crate::fs::{BucketFs, DefaultSse, FsOptions};
 use crate::fuse::MountConfig;
-use crate::keystore::{Keystore, KeystoreError, keystore_dir};
+use crate::keystore::{Keystore, KeystoreError};
 use crate::store::bucket_lock::{BucketLock, bucket_mounts};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
@@ -217,21 +217,6 @@ fn check_keystore(keystore: &Keystore, store: &Path) -> Result<(), String> {
     ))
 }
 
-/// The refusal for a keystore whose database SQLite's own check finds damaged, if it is.
-fn physical_damage(store: &Path) -> Option<String> {
-    let check = crate::keystore::inspect::check_keystore(&keystore_dir(store)).ok()?;
-    if check.problems.is_empty() {
-        return None;
-    }
-    let shown: Vec<&str> = check.problems.iter().take(3).map(String::as_str).collect();
-    Some(format!(
-        "store {}: the keystore is damaged ({}); restore it from a backup with `ssefs \
-         keystore restore` (see `ssefs fsck` for a full report)",
-        store.display(),
-        shown.join("; ")
-    ))
-}
-
 /// The message for a keystore that cannot be used; one whose database is damaged also
 /// says how to restore it.
 fn keystore_refusal(store: &Path, e: &KeystoreError) -> String {
@@ -412,14 +397,6 @@ pub fn run_announcing(
     let (store, bucket_lock) = lock_store(&store_dir, options.bucket.as_deref(), &mountpoint)?;
     let root_key = load_root_key(store.root(), key).map_err(|e| e.to_string())?;
     let keystore = open_with(store.root(), key, &root_key).map_err(|e| match e {
-        // Damage SQLite finds can also show as rows that fail their seal: name the damage.
-        RootKeyError::Store {
-            source: source @ KeystoreError::Tampered(_),
-            ..
-        } => match physical_damage(store.root()) {
-            Some(damage) => damage,
-            None => keystore_refusal(store.root(), &source),
-        },
         RootKeyError::Store { source, .. } => keystore_refusal(store.root(), &source),
         e => e.to_string(),
     })?;

@@ -219,8 +219,7 @@ pub fn open_secret_file(path: &Path, what: &'static str) -> Result<File, RootKey
 /// Makes this process undumpable (no core file, no ptrace by other users, `/proc/PID` owned
 /// by root): called at the start of every command that unwraps keys.
 pub fn make_undumpable() {
-    use rustix::process::{DumpableBehavior, set_dumpable_behavior};
-    if let Err(e) = set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+    if let Err(e) = crate::sys::make_undumpable() {
         eprintln!("ssefs: warning: cannot disable core dumps: {e}");
     }
 }

@@ -98,6 +98,30 @@ struct Inner {
     cache: KeyCache,
 }
 
+/// A seal that fails because SQLite's own pages are damaged (not because rows were changed
+/// through SQL) is reported as that damage, which `ssefs keystore restore` repairs.
+fn damage_first(conn: &Connection, e: KeystoreError) -> KeystoreError {
+    if !matches!(e, KeystoreError::Tampered(_)) {
+        return e;
+    }
+    match quick_check(conn) {
+        Ok(problems) if !problems.is_empty() => KeystoreError::Corrupt(format!(
+            "SQLite finds the database damaged ({})",
+            problems.into_iter().take(3).collect::<Vec<_>>().join("; ")
+        )),
+        _ => e,
+    }
+}
+
+/// The lines of `PRAGMA quick_check` other than `ok`: empty when the pages are sound.
+fn quick_check(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
+    let mut stmt = conn.prepare("PRAGMA quick_check")?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(lines.into_iter().filter(|line| line != "ok").collect())
+}
+
 impl Keystore {
     /// Creates `dir/keystore.db` (the directory must exist, mode 0700), the schema and master
     /// key version 1, all durable before returning. Fails if a keystore already exists.
@@ -192,7 +216,9 @@ impl Keystore {
                     &read_root_check(tx)?,
                 )?);
                 match found.get() {
-                    RootCheck::Sealed => seal::require_intact(tx, &seal_key),
+                    RootCheck::Sealed => {
+                        seal::require_intact(tx, &seal_key).map_err(|e| damage_first(tx, e))
+                    }
                     RootCheck::Legacy => Ok(()),
                 }
             },
@@ -478,11 +504,7 @@ impl Keystore {
     /// problems found, empty when the keystore is sound. Reads every page, writes nothing.
     pub fn check_integrity(&self) -> Result<Vec<String>, KeystoreError> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare("PRAGMA quick_check")?;
-        let mut problems: Vec<String> = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .filter(|line| !matches!(line.as_deref(), Ok("ok")))
-            .collect::<Result<_, _>>()?;
+        let mut problems = quick_check(&inner.conn)?;
         let version: i64 = inner
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
