@@ -458,6 +458,26 @@ fn a_full_disk_gives_enospc_and_keeps_existing_objects() {
         "big: {} bytes",
         big.len()
     );
+    // Re-encrypting while full fails with ENOSPC, says so in the log, and changes nothing.
+    assert_eq!(
+        setxattr(
+            &bucket.join("keep"),
+            "user.oss.server-side-encryption",
+            b"KMS"
+        ),
+        Err(libc::ENOSPC),
+        "re-encrypting on a full disk"
+    );
+    let log = mount.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("re-encrypting object") && l.contains("full/keep")),
+        "no log line names the failed re-encryption: {log}"
+    );
+    assert!(
+        fs::read(bucket.join("keep")).unwrap() == keep,
+        "keep changed by a failed re-encryption"
+    );
     // Creating while full fails cleanly too, and nothing appears.
     let made = fs::write(bucket.join("while-full"), vec![1u8; 1 << 20]);
     if let Err(e) = &made {

@@ -55,9 +55,26 @@ impl BucketFs {
         let shared = self.acquire_object(caller, inode)?;
         let result = self.reencrypt_shared(caller, inode, &shared, decide);
         let released = self.release_object(inode);
-        let outcome = result?;
+        let outcome = result.map_err(|e| self.note_failed_reencryption(inode, e))?;
         released?;
         Ok(outcome)
+    }
+
+    /// Logs a re-encryption that failed for a reason of the store (a full disk, an I/O error,
+    /// a damaged object) with the object's path; refusals of policy or keys are the caller's
+    /// to see (and are audited where they concern a CMK).
+    fn note_failed_reencryption(&self, inode: &Inode, error: FsError) -> FsError {
+        let of_the_store = matches!(
+            &error,
+            FsError::Io(_) | FsError::Crypto(crate::crypto::CryptoError::Io(_))
+        ) || error.is_integrity_failure();
+        if of_the_store {
+            log::warn!(
+                "re-encrypting object {} failed, the object is unchanged: {error}",
+                self.display_path(inode)
+            );
+        }
+        error
     }
 
     fn reencrypt_shared(
