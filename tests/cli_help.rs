@@ -44,7 +44,11 @@ const ADMIN: &[&str] = &[
     "stat",
     "fsck",
     "status",
+    "upgrade",
 ];
+
+/// Admin commands that have subcommands of their own, each of which takes `--json`.
+const ADMIN_GROUPS: &[(&str, &[&str])] = &[("keystore", &["backup", "restore"])];
 
 #[test]
 fn every_admin_command_takes_json() {
@@ -58,6 +62,20 @@ fn every_admin_command_takes_json() {
             sub.get_arguments().any(|a| a.get_long() == Some("json")),
             "{name} has no --json"
         );
+    }
+    for (group, subs) in ADMIN_GROUPS {
+        let group_cmd = cmd
+            .find_subcommand(group)
+            .unwrap_or_else(|| panic!("no command {group}"));
+        for name in *subs {
+            let sub = group_cmd
+                .find_subcommand(name)
+                .unwrap_or_else(|| panic!("no command {group} {name}"));
+            assert!(
+                sub.get_arguments().any(|a| a.get_long() == Some("json")),
+                "{group} {name} has no --json"
+            );
+        }
     }
 }
 

@@ -56,3 +56,32 @@ fn backup_keep_prunes_only_older_backups_of_the_same_store() {
     assert!(!out.status.success(), "{out:?}");
     assert!(!dir.join("mine-5.db").exists());
 }
+
+#[test]
+fn backup_json_names_the_file_the_store_and_what_was_pruned() {
+    let store = TestStore::new();
+    let dir = store.scratch_dir("json-backups");
+    let out = backup(&store, &dir.join("first.db"), None);
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = Command::new(SSEFS)
+        .args(["keystore", "backup", "--json", "--keep", "1", "--store"])
+        .arg(&store.store)
+        .arg(dir.join("second.db"))
+        .output()
+        .expect("run ssefs keystore backup --json");
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["store_id"].as_str().map(str::len), Some(32), "{v}");
+    assert!(v["bytes"].as_u64().is_some_and(|b| b > 0), "{v}");
+    assert!(
+        v["file"].as_str().is_some_and(|f| f.ends_with("second.db")),
+        "{v}"
+    );
+    let removed = v["removed"].as_array().expect("removed is a list");
+    assert_eq!(removed.len(), 1, "{v}");
+    assert!(
+        removed[0].as_str().is_some_and(|f| f.ends_with("first.db")),
+        "{v}"
+    );
+}

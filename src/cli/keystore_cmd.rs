@@ -30,6 +30,9 @@ pub enum KeystoreAction {
         /// backup is key escrow: it brings back every key destroyed since it was made).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         keep: Option<u32>,
+        /// Print what was done as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Replace the keystore with the backup FILE. Refused while the store is mounted; the
     /// backup must be of this store and open with the root key. The old keystore is kept.
@@ -42,43 +45,69 @@ pub enum KeystoreAction {
         /// passphrase it was made under).
         #[command(flatten)]
         key: KeyArgs,
+        /// Print what was done as JSON (warnings still go to standard error).
+        #[arg(long)]
+        json: bool,
     },
 }
 
 pub fn run(action: KeystoreAction) -> Result<(), String> {
     match action {
-        KeystoreAction::Backup { store, file, keep } => {
-            backup(store.path().map_err(|e| e.to_string())?, &file, keep)
-        }
-        KeystoreAction::Restore { store, file, key } => restore(
+        KeystoreAction::Backup {
+            store,
+            file,
+            keep,
+            json,
+        } => backup(store.path().map_err(|e| e.to_string())?, &file, keep, json),
+        KeystoreAction::Restore {
+            store,
+            file,
+            key,
+            json,
+        } => restore(
             store.path().map_err(|e| e.to_string())?,
             &file,
             key.root_key.as_deref(),
             key.passphrase_fd,
+            json,
         ),
     }
 }
 
-fn backup(store: &Path, file: &Path, keep: Option<u32>) -> Result<(), String> {
+fn backup(store: &Path, file: &Path, keep: Option<u32>, json: bool) -> Result<(), String> {
     let report = backup_keystore(&keystore_dir(store), file).map_err(|e| e.to_string())?;
-    println!(
-        "backed up the keystore of store {} ({} master key version(s), {} bytes) to {}; it \
-         is useless without the root key, which it does not contain",
-        report.store_id,
-        report.master_key_versions,
-        report.bytes,
-        file.display()
-    );
+    if !json {
+        println!(
+            "backed up the keystore of store {} ({} master key version(s), {} bytes) to {}; \
+             it is useless without the root key, which it does not contain",
+            report.store_id,
+            report.master_key_versions,
+            report.bytes,
+            file.display()
+        );
+    }
+    let mut removed = Vec::new();
     if let Some(keep) = keep {
         let dir = match file.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let removed =
-            prune_backups(dir, &report.store_id, keep as usize).map_err(|e| e.to_string())?;
-        for old in removed {
-            println!("removed the old backup {}", old.display());
+        removed = prune_backups(dir, &report.store_id, keep as usize).map_err(|e| e.to_string())?;
+        if !json {
+            for old in &removed {
+                println!("removed the old backup {}", old.display());
+            }
         }
+    }
+    if json {
+        let out = serde_json::json!({
+            "store_id": report.store_id.to_string(),
+            "file": file.display().to_string(),
+            "master_key_versions": report.master_key_versions,
+            "bytes": report.bytes,
+            "removed": removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        });
+        println!("{out}");
     }
     Ok(())
 }
@@ -88,6 +117,7 @@ fn restore(
     file: &Path,
     root_key: Option<&Path>,
     passphrase_fd: Option<i32>,
+    json: bool,
 ) -> Result<(), String> {
     let locked = Store::open_locked(store).map_err(|e| match e {
         StoreError::AlreadyMounted(path) => format!(
@@ -153,6 +183,24 @@ fn restore(
         .bury_destroyed_keys(&key)
         .map_err(|e| e.to_string())?;
     let kept = staged.install().map_err(|e| e.to_string())?;
+    if json {
+        warn_of_escrow(&burial.current);
+        let out = serde_json::json!({
+            "store": locked.root().display().to_string(),
+            "file": file.display().to_string(),
+            "destroyed_again": {
+                "cmks": burial.again.cmks,
+                "materials": burial.again.materials.iter()
+                    .map(|(key_id, version)| serde_json::json!({
+                        "key_id": key_id, "version": version,
+                    }))
+                    .collect::<Vec<_>>(),
+            },
+            "kept": kept.as_ref().map(|p| p.display().to_string()),
+        });
+        println!("{out}");
+        return Ok(());
+    }
     println!(
         "restored the keystore of store {} from {}",
         locked.root().display(),
@@ -177,9 +225,15 @@ fn report_burial(burial: &Burial) {
              after this backup was made"
         );
     }
+    warn_of_escrow(&burial.current);
+}
+
+/// Warns (on standard error) when nothing could say which keys were destroyed since the backup
+/// was made.
+fn warn_of_escrow(current: &CurrentKeystore) {
     let escrow = "a keystore backup is key escrow: it brings back every key destroyed since \
                   it was made; keep as few as you need and destroy old ones";
-    match &burial.current {
+    match current {
         CurrentKeystore::Sealed => {}
         CurrentKeystore::Missing => eprintln!(
             "warning: this store had no keystore, so nothing says which keys were destroyed \
