@@ -2,9 +2,8 @@
 //! same refusals as the mount's xattrs (each leaving the rule unchanged), the exit code of a
 //! bucket without a rule, owner checks, and a change seen at once by an open keystore.
 
-mod cli_support;
+mod support;
 
-use cli_support::Scratch;
 use serde_json::{Value, json};
 use ssefs::crypto::Algorithm;
 use ssefs::keystore::{BucketRule, CmkOrigin, Keystore, keystore_dir, load_root_key_file};
@@ -12,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use support::cli::Scratch;
 
 const OTHER_UID: u32 = 65534;
 

@@ -1,12 +1,15 @@
 //! `ssefs init` through the real binary: the layout and modes it creates, where the root key
 //! goes, and that every refusal changes nothing on disk.
 
+mod support;
+
 use ssefs::crypto::Key256;
 use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::SSEFS;
 
 /// A scratch directory with a private HOME, so no test touches the real user's config.
 struct Scratch {
@@ -24,7 +27,7 @@ impl Scratch {
     }
     /// `ssefs ARGS` with HOME in the scratch directory and no root key variables set.
     fn ssefs(&self, args: &[&Path]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssefs"));
+        let mut cmd = Command::new(SSEFS);
         cmd.args(args)
             .env("HOME", self.path("home"))
             .env_remove("XDG_CONFIG_HOME")

@@ -6,9 +6,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Oaep, RsaPublicKey};
-mod cli_support;
+use support::cli::Scratch;
+mod support;
 
-use cli_support::Scratch;
 use serde_json::Value;
 use ssefs::keystore::{CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::os::unix::fs::PermissionsExt;

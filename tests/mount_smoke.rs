@@ -2,11 +2,12 @@
 //! and read a file with std::fs, and end the daemon by unmount and by SIGTERM. The mount and
 //! the daemon are always cleaned up by `Mounted`'s Drop, even when an assertion fails.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
+use support::cli::SSEFS;
 
 fn is_mounted(mountpoint: &Path) -> bool {
     let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");

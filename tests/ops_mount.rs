@@ -4,15 +4,15 @@
 //! mount is in use, restored after the keystore is lost. Drop always unmounts and waits for
 //! the daemons, even when an assertion fails.
 
-mod common;
+mod support;
 
 use ssefs::store::lock_probe::lock_holders;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use support::cli::SSEFS;
 
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
 const HELPER: &str = "/sbin/mount.fuse.ssefs";
 
 /// Whether to run; panics when mounting is impossible and skipping was not asked for.
@@ -372,7 +372,7 @@ fn a_backup_taken_in_use_restores_a_lost_keystore() {
     assert!(text(&out.stderr).contains("is mounted"), "{out:?}");
     f.umount();
 
-    common::remove_keystore(&f.store());
+    support::mount::remove_keystore(&f.store());
     let out = f.mount_t("");
     assert!(!out.status.success(), "no keystore, no mount: {out:?}");
 

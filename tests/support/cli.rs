@@ -1,10 +1,45 @@
-//! Scratch stores for the tests that drive the `ssefs` binary without a mount: a temporary
-//! directory with a store `st` made by `ssefs init` and its root key `root.key`, and commands
-//! that see none of the caller's root-key environment.
-#![allow(dead_code)]
+//! Running the `ssefs` binary: commands that see none of the caller's root-key environment,
+//! their output as text, and scratch stores for the tests that drive it without a mount (a
+//! temporary directory with a store `st` made by `ssefs init` and its root key `root.key`).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
+
+/// `ssefs ARGS` with no root key found from the environment (tests name it explicitly).
+pub fn ssefs_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(SSEFS);
+    cmd.args(args)
+        .env_remove("SSEFS_ROOT_KEY_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("HOME", "/nonexistent");
+    cmd
+}
+
+/// Runs `ssefs ARGS` and returns its output.
+pub fn ssefs(args: &[&str]) -> Output {
+    ssefs_cmd(args).output().expect("run ssefs")
+}
+
+/// Runs `ssefs ARGS`, fails the test unless it succeeds, and returns its stdout.
+pub fn ssefs_ok(args: &[&str]) -> String {
+    let out = ssefs(args);
+    assert!(
+        out.status.success(),
+        "ssefs {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test path as an argument (test paths are UTF-8).
+pub fn s(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
 
 /// A scratch directory with a store `st` and its root key `root.key`.
 pub struct Scratch {
@@ -38,7 +73,7 @@ impl Scratch {
     }
     /// `ssefs` with no root key from the environment and a private `HOME`.
     pub fn bare(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssefs"));
+        let mut cmd = Command::new(SSEFS);
         cmd.env("HOME", self.path("home"))
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("SSEFS_ROOT_KEY_FILE")
