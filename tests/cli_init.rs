@@ -10,6 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::cli::SSEFS;
+use support::cli::assert_failed_with;
 
 /// A scratch directory with a private HOME, so no test touches the real user's config.
 struct Scratch {
@@ -69,14 +70,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Option<Vec<u8>>)> {
         }
     }
     out
-}
-
-fn assert_failed_with(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("ssefs: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
 }
 
 fn write_key(path: &Path, bytes: &[u8], mode: u32) {

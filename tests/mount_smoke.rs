@@ -4,29 +4,11 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::cli::SSEFS;
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use support::mount::{is_mounted, wait_timeout};
 
 /// A store, its root key and a running mount; Drop unmounts and reaps the daemon.
 struct Mounted {
@@ -91,7 +73,7 @@ impl Mounted {
             .unwrap();
         assert!(status.success(), "fusermount3 -u failed");
         let mut daemon = self.daemon.take().unwrap();
-        wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon did not exit")
+        wait_timeout(&mut daemon, Duration::from_secs(20)).expect("daemon did not exit")
     }
 }
 
@@ -103,7 +85,7 @@ impl Drop for Mounted {
                 .arg(&self.mountpoint)
                 .stderr(Stdio::null())
                 .status();
-            if wait_exit(&mut daemon, Duration::from_secs(5)).is_none() {
+            if wait_timeout(&mut daemon, Duration::from_secs(5)).is_none() {
                 let _ = daemon.kill();
                 let _ = daemon.wait();
             }
@@ -163,7 +145,7 @@ fn sigterm_unmounts_and_a_second_daemon_is_refused() {
     let mut daemon = m.daemon.take().unwrap();
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    let status = wait_timeout(&mut daemon, Duration::from_secs(20));
     if status.is_none() {
         m.daemon = Some(daemon);
         panic!("daemon did not exit on SIGTERM");

@@ -9,6 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::text;
 use support::cli::{SSEFS, s, ssefs, ssefs_ok};
 use support::mount::{Mount, MountArgs, TestStore, mount_tests_enabled, remove_keystore};
 use support::rng::content;
@@ -30,14 +31,6 @@ fn with_fds(args: &[&str], secret: &Path, second: Option<&Path>) -> Output {
         .env("HOME", "/nonexistent")
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn secret_file(dir: &Path, name: &str, contents: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 //! their output as text, and scratch stores for the tests that drive it without a mount (a
 //! temporary directory with a store `st` made by `ssefs init` and its root key `root.key`).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -126,4 +127,28 @@ pub fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Fails the test unless `out` is a failure with exit status 1 and one line on standard error,
+/// `ssefs: …` containing `needle`.
+pub fn assert_failed_with(out: &Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("ssefs: "), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+}
+
+/// Gives a directory tree to `uid` so a process running as it can use the store.
+pub fn hand_over(root: &Path, uid: u32) {
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
 }

@@ -120,3 +120,9 @@ pub fn readdir_all(dir: &Path) -> io::Result<Vec<String>> {
     names.sort();
     Ok(names)
 }
+
+/// Whether the tests run as root (the effective uid).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and takes no pointers.
+    unsafe { libc::geteuid() == 0 }
+}
