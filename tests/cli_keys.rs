@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::cli::{PASSPHRASE, SSEFS, Scratch, text, with_input};
+use support::shell::Reaped;
+use support::sys::is_root;
 
 const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// `ssefs ARGS --store st` (no root key from anywhere).
 fn on_store(s: &Scratch, args: &[&str]) -> Command {
@@ -287,16 +285,6 @@ fn hand_over(root: &Path, uid: u32) {
         for entry in std::fs::read_dir(root).unwrap() {
             hand_over(&entry.unwrap().path(), uid);
         }
-    }
-}
-
-/// Kills and reaps a child when dropped (a failed assertion leaves nothing behind).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -7,12 +7,12 @@ mod support;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::mount::{
     DaemonFailure, Mount, MountArgs, TestStore, is_ssefs_mount, mount_tests_enabled, wait_timeout,
 };
-use support::shell::{as_nobody, sh_output};
+use support::shell::{Reaped, as_nobody, sh_output};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o7777
@@ -148,15 +148,6 @@ fn other_users_see_only_what_permissions_and_allow_other_allow() {
 /// a check of `PR_SET_DUMPABLE` that works from outside, for a daemon running as root.
 fn proc_group(pid: u32) -> u32 {
     fs::metadata(format!("/proc/{pid}/status")).unwrap().gid()
-}
-
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -1,9 +1,9 @@
-//! Shell helpers: running `sh` scripts (as root or as nobody), quoting paths for them, and
-//! describing how a process ended.
+//! Child processes: running `sh` scripts (as root or as nobody), quoting paths for them,
+//! describing how a process ended, and a guard that kills and reaps a child.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 
 /// Runs `sh -c script`, fails the test with its output unless it exits 0, returns stdout.
 pub fn sh(script: &str) -> String {
@@ -51,5 +51,15 @@ pub fn describe(status: &ExitStatus) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("signal {sig}"),
         _ => status.to_string(),
+    }
+}
+
+/// Kills and reaps a child when dropped (a failed assertion leaves nothing behind).
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
