@@ -2,16 +2,16 @@
 //! same refusals as the mount's xattrs (each leaving the rule unchanged), the exit code of a
 //! bucket without a rule, owner checks, and a change seen at once by an open keystore.
 
-mod cli_support;
+mod support;
 
-use cli_support::Scratch;
 use serde_json::{Value, json};
 use ssefs::crypto::Algorithm;
 use ssefs::keystore::{BucketRule, CmkOrigin, Keystore, keystore_dir, load_root_key_file};
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Output};
+use support::cli::Scratch;
+use support::cli::{assert_failed_with, hand_over};
+use support::sys::is_root;
 
 const OTHER_UID: u32 = 65534;
 
@@ -77,32 +77,6 @@ impl Scratch {
             unsafe { libc::getuid() }
         }
     }
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and takes no pointers.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn hand_over(root: &Path, uid: u32) {
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(path) = todo.pop() {
-        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
-        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
-            for entry in std::fs::read_dir(&path).unwrap() {
-                todo.push(entry.unwrap().path());
-            }
-        }
-    }
-}
-
-fn assert_failed_with(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("ssefs: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
 }
 
 fn kms_rule(key: Option<&str>) -> BucketRule {

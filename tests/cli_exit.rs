@@ -2,12 +2,11 @@
 //! closed pipe (`ssefs kms audit | head -1`, `ssefs stat DIR | head -1`) ending quietly by
 //! SIGPIPE as `cat` does, without a panic.
 
-mod cli_support;
-mod common;
+mod support;
 
-use cli_support::{Scratch, text};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output, Stdio};
+use support::cli::{Scratch, text};
 
 /// Runs `cmd` with its standard output a pipe whose reading end is already closed.
 fn into_closed_pipe(mut cmd: Command) -> Output {
@@ -55,16 +54,16 @@ fn kms_audit_into_a_closed_pipe_ends_quietly() {
 
 #[test]
 fn stat_into_a_closed_pipe_ends_quietly() {
-    if !common::mount_tests_enabled() {
+    if !support::mount::mount_tests_enabled() {
         return;
     }
-    let store = common::TestStore::new();
-    let mount = common::Mount::new(&store, &[]);
+    let store = support::mount::TestStore::new();
+    let mount = support::mount::Mount::new(&store, &[]);
     let bucket = mount.bucket("photos");
     for i in 0..5 {
         std::fs::write(bucket.join(format!("{i}.txt")), b"x").unwrap();
     }
-    let mut cmd = Command::new(common::SSEFS);
+    let mut cmd = Command::new(support::cli::SSEFS);
     cmd.arg("stat").arg(&bucket);
     let out = into_closed_pipe(cmd);
     assert_quiet_sigpipe(&out, "stat");

@@ -2,8 +2,11 @@
 //! administrative command takes `--json`, and the man pages and shell completions generated
 //! from the same definitions are well formed and render.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+use support::cli::SSEFS;
 
 /// `path: --arg` for every argument (and `path` for every command) without help text.
 fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
@@ -84,7 +87,7 @@ fn rotate_master_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("st");
     let key = dir.path().join("k");
-    let ssefs = env!("CARGO_BIN_EXE_ssefs");
+    let ssefs = SSEFS;
     let out = Command::new(ssefs)
         .arg("init")
         .arg(&store)
@@ -118,10 +121,7 @@ fn rotate_master_prints_json() {
 }
 
 fn ssefs(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ssefs"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(SSEFS).args(args).output().unwrap()
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn install_puts_man_pages_and_completions_in_place_and_uninstall_removes_them() 
             .arg("--sbindir")
             .arg(dir.path().join("sbin"))
             .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_ssefs"))
+            .arg(SSEFS)
             .args(extra)
             .output()
             .unwrap()

@@ -1,12 +1,16 @@
 //! `ssefs init` through the real binary: the layout and modes it creates, where the root key
 //! goes, and that every refusal changes nothing on disk.
 
+mod support;
+
 use ssefs::crypto::Key256;
 use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::SSEFS;
+use support::cli::assert_failed_with;
 
 /// A scratch directory with a private HOME, so no test touches the real user's config.
 struct Scratch {
@@ -24,7 +28,7 @@ impl Scratch {
     }
     /// `ssefs ARGS` with HOME in the scratch directory and no root key variables set.
     fn ssefs(&self, args: &[&Path]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ssefs"));
+        let mut cmd = Command::new(SSEFS);
         cmd.args(args)
             .env("HOME", self.path("home"))
             .env_remove("XDG_CONFIG_HOME")
@@ -66,14 +70,6 @@ fn tree(root: &Path) -> BTreeMap<PathBuf, (u32, Option<Vec<u8>>)> {
         }
     }
     out
-}
-
-fn assert_failed_with(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("ssefs: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
 }
 
 fn write_key(path: &Path, bytes: &[u8], mode: u32) {

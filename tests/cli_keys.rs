@@ -3,22 +3,19 @@
 //! read-only commands without the key, the owner and mode checks on every secret file, and
 //! commands that unwrap keys running undumpable.
 
-mod cli_support;
-mod common;
+mod support;
 
-use cli_support::{PASSPHRASE, Scratch, text, with_input};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::cli::{PASSPHRASE, SSEFS, Scratch, text, with_input};
+use support::shell::Reaped;
+use support::sys::is_root;
 
 const NOBODY: u32 = 65534;
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
 
 /// `ssefs ARGS --store st` (no root key from anywhere).
 fn on_store(s: &Scratch, args: &[&str]) -> Command {
@@ -291,16 +288,6 @@ fn hand_over(root: &Path, uid: u32) {
     }
 }
 
-/// Kills and reaps a child when dropped (a failed assertion leaves nothing behind).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn commands_that_unwrap_keys_are_undumpable() {
     if !is_root() {
@@ -361,7 +348,7 @@ fn commands_that_unwrap_keys_are_undumpable() {
 
 #[test]
 fn mount_takes_the_passphrase_from_a_descriptor() {
-    if !common::mount_tests_enabled() {
+    if !support::mount::mount_tests_enabled() {
         return;
     }
     let s = Scratch::with_passphrase();
@@ -383,8 +370,8 @@ fn mount_takes_the_passphrase_from_a_descriptor() {
     let mut stdin = daemon.child.stdin.take().unwrap();
     stdin.write_all(PASSPHRASE.as_bytes()).unwrap();
     drop(stdin);
-    let deadline = Instant::now() + common::DAEMON_TIMEOUT;
-    while !common::is_ssefs_mount(&mnt) {
+    let deadline = Instant::now() + support::mount::DAEMON_TIMEOUT;
+    while !support::mount::is_ssefs_mount(&mnt) {
         if let Some(status) = daemon.child.try_wait().unwrap() {
             let mut err = String::new();
             if let Some(mut e) = daemon.child.stderr.take() {
@@ -408,10 +395,10 @@ struct MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        if common::is_mounted(&self.mountpoint) {
-            let _ = common::fusermount_u(&self.mountpoint);
+        if support::mount::is_mounted(&self.mountpoint) {
+            let _ = support::mount::fusermount_u(&self.mountpoint);
         }
-        if common::wait_timeout(&mut self.child, common::DAEMON_TIMEOUT).is_none() {
+        if support::mount::wait_timeout(&mut self.child, support::mount::DAEMON_TIMEOUT).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -428,7 +415,7 @@ fn init_refuses_an_existing_key_file_owned_by_someone_else() {
     let key = dir.path().join("k");
     std::fs::write(&key, [5u8; 32]).unwrap();
     give(&key, NOBODY);
-    let out = Command::new(env!("CARGO_BIN_EXE_ssefs"))
+    let out = Command::new(SSEFS)
         .arg("init")
         .arg(dir.path().join("st"))
         .arg("--root-key")
@@ -443,7 +430,7 @@ fn init_refuses_an_existing_key_file_owned_by_someone_else() {
     );
     assert!(!dir.path().join("st").exists());
     give(&key, 0);
-    let out = Command::new(env!("CARGO_BIN_EXE_ssefs"))
+    let out = Command::new(SSEFS)
         .arg("init")
         .arg(dir.path().join("st"))
         .arg("--root-key")

@@ -6,15 +6,16 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Oaep, RsaPublicKey};
-mod cli_support;
+use support::cli::Scratch;
+mod support;
 
-use cli_support::Scratch;
 use serde_json::Value;
 use ssefs::keystore::{CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::{assert_failed_with, hand_over};
 
 /// The uid and gid the "other user" tests run the binary as, when the tests run as root.
 const OTHER_UID: u32 = 65534;
@@ -80,28 +81,6 @@ impl Scratch {
             uid => uid,
         }
     }
-}
-
-/// Gives a directory tree to `uid` so a process running as it can use the store.
-fn hand_over(root: &Path, uid: u32) {
-    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut todo = vec![root.to_path_buf()];
-    while let Some(path) = todo.pop() {
-        std::os::unix::fs::chown(&path, Some(uid), Some(uid)).unwrap();
-        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
-            for entry in std::fs::read_dir(&path).unwrap() {
-                todo.push(entry.unwrap().path());
-            }
-        }
-    }
-}
-
-fn assert_failed_with(out: &Output, needle: &str) {
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("ssefs: "), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
 }
 
 fn metadata(v: &Value) -> &Value {

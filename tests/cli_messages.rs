@@ -2,12 +2,11 @@
 //! grant, another store's backup, a zero rotation period, a missing import directory, daemon
 //! pids, a root key changed to itself, and re-encrypting a hard-linked object.
 
-mod cli_support;
-mod common;
+mod support;
 
-use cli_support::{Scratch, text};
 use std::path::Path;
 use std::process::{Command, Output};
+use support::cli::{Scratch, text};
 
 fn kms(s: &Scratch, args: &[&str]) -> Output {
     s.bare()
@@ -177,12 +176,12 @@ fn changing_the_root_key_to_itself_says_so_and_changes_nothing() {
 
 #[test]
 fn status_names_the_daemon_pid_plainly() {
-    if !common::mount_tests_enabled() {
+    if !support::mount::mount_tests_enabled() {
         return;
     }
-    let store = common::TestStore::new();
-    let mount = common::Mount::new(&store, &[]);
-    let out = ok(Command::new(common::SSEFS)
+    let store = support::mount::TestStore::new();
+    let mount = support::mount::Mount::new(&store, &[]);
+    let out = ok(Command::new(support::cli::SSEFS)
         .args(["status", "--store"])
         .arg(&store.store)
         .output()
@@ -196,16 +195,16 @@ fn status_names_the_daemon_pid_plainly() {
 
 #[test]
 fn reencrypting_a_hard_linked_object_says_why_and_what_to_do() {
-    if !common::mount_tests_enabled() {
+    if !support::mount::mount_tests_enabled() {
         return;
     }
-    let store = common::TestStore::new();
-    let mount = common::Mount::new(&store, &[]);
+    let store = support::mount::TestStore::new();
+    let mount = support::mount::Mount::new(&store, &[]);
     let bucket = mount.bucket("photos");
     let object = bucket.join("a.txt");
     std::fs::write(&object, b"hello").unwrap();
     std::fs::hard_link(&object, bucket.join("b.txt")).unwrap();
-    let out = Command::new(common::SSEFS)
+    let out = Command::new(support::cli::SSEFS)
         .args(["reencrypt", "--algorithm", "KMS"])
         .arg(&object)
         .output()

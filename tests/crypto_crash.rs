@@ -2,11 +2,12 @@
 //! and every page-boundary tear of a multi-page write, leaves an object that opens and whose
 //! blocks each read as their content before or after the interrupted operation.
 
-use ssefs::crypto::{
-    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo, StoreKey,
-};
+mod support;
+
+use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo};
 use std::io;
 use std::sync::Mutex;
+use support::keys::store_key;
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
 /// The granularity at which the kernel may stop a write when the process is killed.
@@ -285,9 +286,4 @@ fn filling_holes_survives_every_crash_point() {
     ];
     let images = crash_scenario("holes", &setup, &actions);
     assert!(images > 20, "{images}");
-}
-
-/// A fixed store key: these tests do not need a keystore.
-fn store_key() -> StoreKey {
-    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

@@ -3,6 +3,8 @@
 //! write the current version's again (only when a new format version is introduced), run this
 //! test with SSEFS_WRITE_FIXTURES=1.
 
+mod support;
+
 use ssefs::crypto::{
     Algorithm, DEFAULT_BLOCK_SIZE, FORMAT_VERSION, Key256, KeyRef, MemoryIo, Object, StoreKey,
     peek_header,
@@ -166,7 +168,7 @@ fn current_store_key() -> StoreKey {
 
 /// A fixed store key of a store not yet upgraded (version 1 knows no store key).
 fn store_key() -> StoreKey {
-    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap()).with_min_version(1)
+    support::keys::store_key().with_min_version(1)
 }
 
 #[test]

@@ -2,11 +2,14 @@
 //! on a real object, compared after every step with a plain `Vec<u8>`; and the header
 //! parser and `Object::open` fed random and mutated bytes must return, never panic.
 
+mod support;
+
 use proptest::prelude::*;
 use ssefs::crypto::{
-    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, StoreKey, parse_header_bytes,
+    Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, parse_header_bytes,
     peek_header,
 };
+use support::keys::store_key;
 
 const P: u64 = DEFAULT_BLOCK_SIZE as u64;
 /// Far enough to cross from the first group of 36 blocks into the second.
@@ -159,9 +162,4 @@ proptest! {
             }
         }
     }
-}
-
-/// A fixed store key: these tests do not need a keystore.
-fn store_key() -> StoreKey {
-    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

@@ -1,10 +1,13 @@
 //! Behaviour of an object through its public API: round trips at any offset, holes,
 //! truncation, reopening, rewrap, key and context checks, and the committed-size rules.
 
+mod support;
+
 use ssefs::crypto::{
     Algorithm, CryptoError, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo,
-    StoreKey, peek_header, unwrap_key, wrap_key,
+    peek_header, unwrap_key, wrap_key,
 };
+use support::keys::store_key;
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
 
@@ -410,9 +413,4 @@ fn file_backed_objects_round_trip() {
         .unwrap();
     let object = Object::open(file, &store_key(), Some(&key)).unwrap();
     assert_eq!(read_all(&object), data);
-}
-
-/// A fixed store key: these tests do not need a keystore.
-fn store_key() -> StoreKey {
-    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

@@ -1,10 +1,12 @@
 //! Tampering with a stored object: every flipped, swapped, moved, cut or appended byte and
 //! every relabelled or transplanted key yields an error, never wrong plaintext.
 
+mod support;
+
 use ssefs::crypto::{
     Algorithm, CryptoError, DEFAULT_BLOCK_SIZE, Key256, KeyRef, MemoryIo, Object, ObjectIo,
-    StoreKey,
 };
+use support::keys::store_key;
 
 const P: usize = DEFAULT_BLOCK_SIZE as usize;
 /// Blocks per group for 4 KiB blocks.
@@ -310,9 +312,4 @@ fn truncation_to_just_the_header_page_is_rejected() {
     );
     let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), Some(&key)).unwrap();
     assert_eq!(object.io().len().unwrap() as usize, data_offset(5) + 3);
-}
-
-/// A fixed store key: these tests do not need a keystore.
-fn store_key() -> StoreKey {
-    StoreKey::new([0x70; 16], Key256::from_bytes(&[0x71; 32]).unwrap())
 }

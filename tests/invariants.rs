@@ -6,6 +6,7 @@
 //! store layout is spelled only in `store/layout.rs`; no layer imports one above it.
 
 use ssefs::crypto::{DataKey, Key256};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::mem::{MaybeUninit, size_of};
 use std::path::{Path, PathBuf};
@@ -363,5 +364,101 @@ fn no_layer_reaches_up() {
         found.is_empty(),
         "a lower layer uses an upper one:\n{}",
         found.join("\n")
+    );
+}
+
+/// The modules named right after `super::` in `code`: `super::x::…`, `super::{x::…, y}`.
+fn super_paths(code: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in code.match_indices("super::") {
+        let rest = &code[at + "super::".len()..];
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let mut depth = 0;
+                let mut item = String::new();
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            names.insert(leading_ident(&item));
+                            item.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                names.insert(leading_ident(&item));
+            }
+            None if rest.starts_with("super::") => {}
+            None => {
+                let name = leading_ident(rest);
+                if rest[name.len()..].starts_with("::") {
+                    names.insert(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+fn leading_ident(text: &str) -> String {
+    text.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_two_files_of_a_module_import_each_other() {
+    // A pair that does shares a type or rule with no single owner: it belongs in one of them,
+    // or in a small module of its own that both import.
+    let mut imports: BTreeMap<PathBuf, BTreeSet<String>> = BTreeMap::new();
+    for file in rust_files(&src()) {
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if stem == "mod" || stem == "lib" || stem == "main" || is_test_file(&file) {
+            continue;
+        }
+        let code: Vec<String> = production_lines(&file)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
+        imports.insert(file, super_paths(&code.join("\n")));
+    }
+    let mut cycles = Vec::new();
+    for (file, names) in &imports {
+        let dir = file.parent().expect("a file has a directory");
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        for name in names {
+            let sibling = dir.join(format!("{name}.rs"));
+            if sibling > *file
+                && imports
+                    .get(&sibling)
+                    .is_some_and(|back| back.contains(stem))
+            {
+                cycles.push(format!(
+                    "src/{} <-> src/{}",
+                    rel_src(file),
+                    rel_src(&sibling)
+                ));
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files of one module import each other:\n{}",
+        cycles.join("\n")
+    );
+    assert!(
+        imports.values().any(|names| names.contains("inode")),
+        "no file imports a sibling through super: is the check looking?"
     );
 }

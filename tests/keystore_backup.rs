@@ -1,12 +1,13 @@
 //! Keystore backups are key escrow, so the rotation unit keeps only the newest few:
 //! `ssefs keystore backup --keep N` removes older backups of the same store and nothing else.
 
-mod common;
+mod support;
 
-use common::{SSEFS, TestStore};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+use support::cli::SSEFS;
+use support::mount::TestStore;
 
 fn backup(store: &TestStore, file: &Path, keep: Option<&str>) -> Output {
     let mut cmd = Command::new(SSEFS);

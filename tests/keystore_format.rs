@@ -2,6 +2,8 @@
 //! master keys and CMK material, the root-key check and the material check, recomputed here
 //! from the documented formulas; and that no secret reaches the keystore files in clear.
 
+mod support;
+
 use hkdf::Hkdf;
 use hmac::{Hmac, KeyInit, Mac};
 use rusqlite::Connection;
@@ -9,6 +11,7 @@ use sha2::Sha256;
 use ssefs::crypto::{Key256, KeyRef, WrappedKey, unwrap_key};
 use ssefs::keystore::{CmkOrigin, KEYSTORE_FILE, Keystore, SCHEMA_VERSION, StoreId};
 use std::path::Path;
+use support::cli::SSEFS;
 
 fn keyed_check(key: &[u8; 32], info: &[u8], message: &[u8]) -> Vec<u8> {
     let mut subkey = [0u8; 32];
@@ -129,7 +132,7 @@ fn init_through_the_binary_writes_no_secret_in_clear() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let key_path = dir.path().join("root.key");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssefs"))
+    let out = std::process::Command::new(SSEFS)
         .arg("init")
         .arg(&store)
         .arg("--root-key")

@@ -3,14 +3,9 @@
 //! object attributes below it, KMS grants for a second uid, tampering, a crash, two buckets
 //! of one store side by side, the refusals, `ssefs status`, and `mount -t fuse.ssefs`.
 
-mod common;
+mod support;
 
-use common::{
-    Mount, MountArgs, SSEFS, TestRng, TestStore, TreeCompare, as_nobody, assert_trees_equal,
-    check_rc, cpath, fusermount_u, is_mounted, mkfifo, mount_tests_enabled, q, set_times, sh,
-};
 use ssefs::store::bucket_lock::bucket_mounts;
-use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt, symlink};
@@ -18,9 +13,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const SSE: &str = "user.oss.server-side-encryption";
-const SSE_KEY_ID: &str = "user.oss.server-side-encryption-key-id";
+use support::cli::SSEFS;
+use support::mount::{Mount, MountArgs, TestStore, fusermount_u, is_mounted, mount_tests_enabled};
+use support::rng::TestRng;
+use support::shell::{as_nobody, q, sh};
+use support::sys::{mkfifo, set_times};
+use support::tree::{TreeCompare, assert_trees_equal};
+use support::xattr::{SSE, SSE_KEY_ID, read_xattr, remove_xattr, set_xattr};
 
 /// Mounts bucket `bucket` of `store` on `mountpoint` with extra `-o` options.
 fn mount_bucket(store: &TestStore, mountpoint: &Path, bucket: &str, extra: &[&str]) -> Mount {
@@ -36,51 +35,28 @@ fn bucket_args(store: &TestStore, mountpoint: &Path, bucket: &str, extra: &[&str
 
 /// The value of an extended attribute, `None` when it is absent.
 fn attr(path: &Path, name: &str) -> Option<String> {
-    let (c_path, c_name) = (cpath(path), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        let e = std::io::Error::last_os_error();
-        assert_eq!(
-            e.raw_os_error(),
-            Some(libc::ENODATA),
-            "getxattr {name} on {}: {e}",
-            path.display()
-        );
-        return None;
+    match read_xattr(path, name) {
+        Ok(value) => Some(text(&value)),
+        Err(e) => {
+            assert_eq!(
+                e.raw_os_error(),
+                Some(libc::ENODATA),
+                "getxattr {name} on {}: {e}",
+                path.display()
+            );
+            None
+        }
     }
-    buf.truncate(n as usize);
-    Some(text(&buf))
 }
 
 fn set_attr(path: &Path, name: &str, value: &str) {
-    let (c_path, c_name) = (cpath(path), CString::new(name).unwrap());
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::setxattr(
-            c_path.as_ptr(),
-            c_name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    check_rc(rc).unwrap_or_else(|e| panic!("setxattr {name}={value} on {}: {e}", path.display()));
+    set_xattr(path, name, value)
+        .unwrap_or_else(|e| panic!("setxattr {name}={value} on {}: {e}", path.display()));
 }
 
 fn remove_attr(path: &Path, name: &str) {
-    let (c_path, c_name) = (cpath(path), CString::new(name).unwrap());
-    // SAFETY: valid NUL-terminated strings.
-    let rc = unsafe { libc::removexattr(c_path.as_ptr(), c_name.as_ptr()) };
-    check_rc(rc).unwrap_or_else(|e| panic!("removexattr {name} on {}: {e}", path.display()));
+    remove_xattr(path, name)
+        .unwrap_or_else(|e| panic!("removexattr {name} on {}: {e}", path.display()));
 }
 
 /// Runs `ssefs ARGS` and returns its output.

@@ -1,13 +1,13 @@
 //! Bucket rules at the mount root: OSS bucket names, nothing but buckets at the root, rmdir of
 //! buckets, and the store's `.ssefs/` never visible or reachable through the mount.
 
-mod common;
+mod support;
 
-use common::{
-    Mount, TestStore, assert_errno, mkfifo, mount_tests_enabled, q, readdir_all, sh_output,
-};
 use std::fs;
 use std::os::unix::fs::symlink;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::shell::{q, sh_output};
+use support::sys::{assert_errno, mkfifo, readdir_all};
 
 #[test]
 fn bucket_names_follow_oss_rules() {

@@ -1,14 +1,16 @@
 //! Concurrency through a real mount: eight threads writing and reading their own files, and
 //! eight threads sharing one file (disjoint writes, concurrent reads of stable regions).
 
-mod common;
+mod support;
 
-use common::{Mount, TestRng, TestStore, mount_tests_enabled, read_full};
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Barrier};
 use std::thread;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::TestRng;
+use support::sys::read_full;
 
 const THREADS: usize = 8;
 

@@ -2,16 +2,18 @@
 //! exits on `fusermount3 -u` and SIGTERM, `ro`, and refusals (wrong key, missing store, unknown
 //! option) that exit non-zero with one line on stderr and mount nothing.
 
-mod common;
+mod support;
 
-use common::{
-    DaemonFailure, Mount, MountArgs, TestStore, assert_errno, describe, fusermount_u, init_store,
-    is_mounted, mount_entry, mount_tests_enabled,
-};
 use std::fs;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use support::mount::{
+    DaemonFailure, Mount, MountArgs, TestStore, fusermount_u, init_store, is_mounted, mount_entry,
+    mount_tests_enabled,
+};
+use support::shell::describe;
+use support::sys::assert_errno;
 
 /// Asserts a refused mount: non-zero exit, exactly one line on stderr, nothing mounted.
 fn assert_refused(result: Result<Mount, DaemonFailure>, mountpoint: &Path, what: &str) -> String {

@@ -2,12 +2,12 @@
 //! daemon raises), the daemon holds more files open than half the limit and creates and serves
 //! more files than the limit in one directory.
 
-mod common;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
 
 /// The hard open-file limit the daemon runs under.
 const HARD: u64 = 1024;

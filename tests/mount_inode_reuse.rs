@@ -4,15 +4,15 @@
 //! never fail: no `EEXIST` for a name just removed, no `ESTALE`, no file that shows another
 //! file's attributes.
 
-mod common;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
+use support::mount::{Mount, TestStore, mount_tests_enabled};
 
 const THREADS: usize = 8;
 const RUN_FOR: Duration = Duration::from_secs(6);

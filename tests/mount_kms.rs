@@ -3,9 +3,8 @@
 //! grants for a second uid, and the audit trail of every use and refusal. Through a real
 //! mount with `allow_other`.
 
-mod common;
+mod support;
 
-use common::{Mount, SSEFS, TestStore, as_nobody, assert_errno, cpath, mount_tests_enabled, q};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::DecodePublicKey;
@@ -17,6 +16,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::cli::SSEFS;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::shell::{as_nobody, q};
+use support::sys::assert_errno;
+use support::xattr::set_xattr;
 
 /// The unprivileged uid (and gid) of the second user.
 const NOBODY: u32 = 65534;
@@ -81,21 +85,6 @@ fn count(records: &[Value], operation: &str, path: &str, uid: u32, result: &str)
                 && r["Result"] == result
         })
         .count()
-}
-
-fn set_xattr(path: &Path, name: &str, value: &str) -> std::io::Result<()> {
-    let (path, name) = (cpath(path), std::ffi::CString::new(name).expect("name"));
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let rc = unsafe {
-        libc::setxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    common::check_rc(rc)
 }
 
 /// A bucket whose default rule is KMS under `key`, open to every uid (mode 0777).
@@ -615,7 +604,7 @@ fn a_bucket_rule_deleted_outside_ssefs_never_yields_plaintext() {
     );
     drop(mount);
 
-    let refused = common::Mount::try_with_args(common::MountArgs::of(&store, &[]));
+    let refused = support::mount::Mount::try_with_args(support::mount::MountArgs::of(&store, &[]));
     let failure = match refused {
         Ok(mount) => {
             drop(mount);
@@ -729,7 +718,7 @@ fn restoring_a_backup_does_not_undo_a_crypto_shred() {
     );
 
     // Without a keystore, nothing says what was destroyed: the restore warns.
-    common::remove_keystore(&store.store);
+    support::mount::remove_keystore(&store.store);
     let out = Command::new(SSEFS)
         .args(["keystore", "restore", "--store"])
         .arg(&store.store)

@@ -2,17 +2,16 @@
 //! directories, across buckets, NOREPLACE/EXCHANGE), unlink while open, hard links, symlinks,
 //! FIFOs, chmod/chown/utimens, readdir, statfs and `user.*` xattrs.
 
-mod common;
+mod support;
 
-use common::{
-    Mount, TestStore, as_nobody, assert_errno, check_rc, cpath, mkfifo, mount_tests_enabled, q,
-    readdir_all, set_times, sh, sh_output,
-};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::thread;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::shell::{as_nobody, q, sh, sh_output};
+use support::sys::{assert_errno, check_rc, cpath, mkfifo, readdir_all, set_times};
 
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     let (f, t) = (cpath(from), cpath(to));

@@ -2,13 +2,15 @@
 //! through the mount, and every byte under the store (keystore included) and of the daemon's
 //! most verbose log is scanned for them, for the root key and for the master key in clear.
 
-mod common;
+mod support;
 
-use common::{Mount, TestRng, TestStore, mount_tests_enabled, scan_tree_for, test_seed};
 use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::{TestRng, test_seed};
+use support::tree::scan_tree_for;
 
 /// The daemon log files the harness writes beside the mountpoint.
 fn daemon_logs(base: &Path) -> Vec<PathBuf> {

@@ -2,13 +2,14 @@
 //! and to a plain file in a temporary directory, and every answer is compared. Also O_APPEND,
 //! holes, and two handles on one file.
 
-mod common;
+mod support;
 
-use common::{Mount, TestRng, TestStore, mount_tests_enabled, test_seed};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::{TestRng, test_seed};
 
 /// Upper bound on offsets the random operations touch, to keep the test fast.
 const SPAN: u64 = 3 << 20;

@@ -1,12 +1,14 @@
 //! Round trips through a real mount: files of sizes around block boundaries up to 64 MiB are
 //! written, read back, checked with `stat`, and read back again after a remount.
 
-mod common;
+mod support;
 
-use common::{Mount, TestRng, TestStore, mount_tests_enabled, read_full};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::TestRng;
+use support::sys::read_full;
 
 const SIZES: &[usize] = &[0, 1, 4095, 4096, 4097, (1 << 20) + 1, 64 << 20];
 

@@ -2,30 +2,13 @@
 //! and read a file with std::fs, and end the daemon by unmount and by SIGTERM. The mount and
 //! the daemon are always cleaned up by `Mounted`'s Drop, even when an assertion fails.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
-
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
+use support::cli::SSEFS;
+use support::mount::{is_mounted, wait_timeout};
 
 /// A store, its root key and a running mount; Drop unmounts and reaps the daemon.
 struct Mounted {
@@ -90,7 +73,7 @@ impl Mounted {
             .unwrap();
         assert!(status.success(), "fusermount3 -u failed");
         let mut daemon = self.daemon.take().unwrap();
-        wait_exit(&mut daemon, Duration::from_secs(20)).expect("daemon did not exit")
+        wait_timeout(&mut daemon, Duration::from_secs(20)).expect("daemon did not exit")
     }
 }
 
@@ -102,7 +85,7 @@ impl Drop for Mounted {
                 .arg(&self.mountpoint)
                 .stderr(Stdio::null())
                 .status();
-            if wait_exit(&mut daemon, Duration::from_secs(5)).is_none() {
+            if wait_timeout(&mut daemon, Duration::from_secs(5)).is_none() {
                 let _ = daemon.kill();
                 let _ = daemon.wait();
             }
@@ -162,7 +145,7 @@ fn sigterm_unmounts_and_a_second_daemon_is_refused() {
     let mut daemon = m.daemon.take().unwrap();
     // SAFETY: plain kill(2) of our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    let status = wait_exit(&mut daemon, Duration::from_secs(20));
+    let status = wait_timeout(&mut daemon, Duration::from_secs(20));
     if status.is_none() {
         m.daemon = Some(daemon);
         panic!("daemon did not exit on SIGTERM");

@@ -3,9 +3,8 @@
 //! with `setfattr`/`getfattr`, re-encryption under concurrent reads and across `kill -9`,
 //! `ssefs reencrypt` and `ssefs stat`, and `rsync -aX` into a bucket.
 
-mod common;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
 use ssefs::crypto::{KeyRef, peek_header};
 use ssefs::keystore::{CmkOrigin, Keystore, keystore_dir, load_root_key_file};
 use std::io::Read;
@@ -15,11 +14,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
-const ALG: &str = "user.oss.server-side-encryption";
-const KEY_ID: &str = "user.oss.server-side-encryption-key-id";
-const KEY_VERSION: &str = "user.ssefs.key-version";
+use support::cli::SSEFS;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::xattr::{KEY_VERSION, SSE as ALG, SSE_KEY_ID as KEY_ID};
 
 /// A store, its root key and a running mount (with `allow_other`, so other uids can be
 /// tested); dropping it unmounts and reaps the daemon (the shared harness's `Mount`).

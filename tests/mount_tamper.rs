@@ -4,15 +4,17 @@
 //! object (`none` included), an object copied from another store, a block put back to an older
 //! version, an old block replayed after a truncate, a written block turned into a hole.
 
-mod common;
+mod support;
 
-use common::{Mount, SSEFS, TestRng, TestStore, mount_tests_enabled};
 use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, Object, StoreKey};
 use ssefs::keystore::{Keystore, keystore_dir};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
+use support::cli::SSEFS;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::TestRng;
 
 const P: u64 = DEFAULT_BLOCK_SIZE as u64;
 

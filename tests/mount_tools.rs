@@ -2,15 +2,16 @@
 //! files, a symlink, a hard link, modes, mtimes) goes in and back out with `cp -a`, `tar` and
 //! `rsync -aH`, and must come out identical.
 
-mod common;
+mod support;
 
-use common::{
-    Mount, TestRng, TestStore, TreeCompare, assert_trees_equal, mount_tests_enabled, q, set_times,
-    sh,
-};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::TestRng;
+use support::shell::{q, sh};
+use support::sys::set_times;
+use support::tree::{TreeCompare, assert_trees_equal};
 
 /// Builds the sample tree under `root` (which must not exist).
 fn make_tree(root: &Path) {

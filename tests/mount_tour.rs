@@ -1,10 +1,11 @@
 //! Runs `scripts/tour.sh`, the tour the README shows, against the built binary: it must finish,
 //! show the encryption attribute and leave no mount behind.
 
-mod common;
+mod support;
 
-use common::{DAEMON_TIMEOUT, describe, mount_entries, mount_tests_enabled, wait_timeout};
 use std::process::{Command, Stdio};
+use support::mount::{DAEMON_TIMEOUT, mount_entries, mount_tests_enabled, wait_timeout};
+use support::shell::describe;
 
 #[test]
 fn the_tour_script_works() {
@@ -17,7 +18,7 @@ fn the_tour_script_works() {
     let log_file = std::fs::File::create(&log).unwrap();
     let mut child = Command::new("bash")
         .arg(script)
-        .env("SSEFS", common::SSEFS)
+        .env("SSEFS", support::cli::SSEFS)
         .env("TMPDIR", dir.path())
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().unwrap())

@@ -3,12 +3,12 @@
 //! `ENOSYS` for `copy_file_range`, `lseek` and `fallocate`, after which the kernel does the
 //! work itself. None of them logs a warning.
 
-mod common;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use support::mount::{Mount, TestStore, mount_tests_enabled};
 
 /// `ioctl(fd, request, &mut arg)` with a zeroed 256-byte argument buffer.
 fn ioctl(file: &File, request: libc::c_ulong) -> io::Result<()> {

@@ -4,13 +4,14 @@
 //! the root); `--repair` removes the temporaries and nothing else; the retire check of
 //! `ssefs rotate-master` counts a re-encryption left by a crash.
 
+mod support;
+
 use ssefs::crypto::{Algorithm, DEFAULT_BLOCK_SIZE, Key256, KeyRef, Object};
 use ssefs::keystore::{Keystore, keystore_dir, load_root_key_file};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
+use support::cli::SSEFS;
 
 struct TestStore {
     dir: tempfile::TempDir,

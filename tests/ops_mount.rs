@@ -4,35 +4,17 @@
 //! mount is in use, restored after the keystore is lost. Drop always unmounts and waits for
 //! the daemons, even when an assertion fails.
 
-mod common;
+mod support;
 
 use ssefs::store::lock_probe::lock_holders;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use support::cli::SSEFS;
+use support::mount::{is_mounted, mount_tests_enabled};
 
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
 const HELPER: &str = "/sbin/mount.fuse.ssefs";
-
-/// Whether to run; panics when mounting is impossible and skipping was not asked for.
-fn mount_tests_enabled() -> bool {
-    if std::env::var_os("SSEFS_SKIP_MOUNT_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("SSEFS_SKIP_MOUNT_TESTS=1: skipping a mount test");
-        return false;
-    }
-    // SAFETY: getuid cannot fail.
-    assert_eq!(
-        unsafe { libc::getuid() },
-        0,
-        "mount tests need root (or set SSEFS_SKIP_MOUNT_TESTS=1)"
-    );
-    assert!(
-        Path::new("/dev/fuse").exists(),
-        "mount tests need /dev/fuse (or set SSEFS_SKIP_MOUNT_TESTS=1)"
-    );
-    true
-}
 
 /// `/sbin/mount.fuse.ssefs` pointing at the binary under test, for as long as the guard lives;
 /// removed afterwards only if this test made it. One test at a time uses it.
@@ -166,14 +148,6 @@ impl Drop for Fixture {
 
 fn run(command: &mut Command) -> Output {
     command.stdin(Stdio::null()).output().unwrap()
-}
-
-fn is_mounted(mountpoint: &Path) -> bool {
-    let wanted = mountpoint.to_string_lossy().replace(' ', "\\040");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|line| line.split(' ').nth(4) == Some(wanted.as_str()))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -372,7 +346,7 @@ fn a_backup_taken_in_use_restores_a_lost_keystore() {
     assert!(text(&out.stderr).contains("is mounted"), "{out:?}");
     f.umount();
 
-    common::remove_keystore(&f.store());
+    support::mount::remove_keystore(&f.store());
     let out = f.mount_t("");
     assert!(!out.status.success(), "no keystore, no mount: {out:?}");
 

@@ -2,10 +2,12 @@
 //! ExecStart points at an existing binary), `systemd-analyze verify` on every unit with no
 //! warning, and an uninstall that leaves nothing behind.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
+use support::cli::SSEFS;
 
-const SSEFS: &str = env!("CARGO_BIN_EXE_ssefs");
 const UNITS: [&str; 3] = [
     "ssefs@.service",
     "ssefs-rotate@.service",

@@ -2,9 +2,8 @@
 //! files, rename, delete and recreate, all at once. No torn or corrupted record, no write that
 //! completed is lost, no EIO, and nothing hangs (every join has a deadline).
 
-mod common;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled, q, test_seed, wait_timeout};
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -14,8 +13,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::model::{Rng, data_for};
-
-mod support;
+use support::mount::{Mount, TestStore, mount_tests_enabled, wait_timeout};
+use support::rng::test_seed;
+use support::shell::q;
 
 const RECORD: usize = 4096;
 const RECORDS: u64 = 48;

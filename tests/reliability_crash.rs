@@ -3,10 +3,8 @@
 //! its completed writes (and so at least what fsync returned for) put there, the next writes
 //! continue on the recovered objects, and no object fails authentication.
 
-mod common;
 mod support;
 
-use common::{Mount, TestStore, fusermount_u, mount_tests_enabled, test_seed};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -17,6 +15,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::model::{Rng, data_for};
+use support::mount::{Mount, TestStore, fusermount_u, mount_tests_enabled};
+use support::rng::test_seed;
 
 const BLOCK: usize = 4096;
 /// Blocks per overwritten file: more than one meta page group (36 blocks).

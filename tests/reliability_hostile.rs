@@ -4,14 +4,10 @@
 //! and 256 bytes, deep paths, names that are not UTF-8, huge and numerous xattrs, and concurrent
 //! setfattr on one file.
 
-mod common;
+mod support;
 
-use common::{
-    DaemonFailure, Mount, MountArgs, TestRng, TestStore, assert_errno, init_store, is_mounted,
-    mount_tests_enabled, walk,
-};
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -20,6 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::thread;
+use support::mount::{
+    DaemonFailure, Mount, MountArgs, TestStore, init_store, is_mounted, mount_tests_enabled,
+};
+use support::rng::TestRng;
+use support::sys::assert_errno;
+use support::tree::walk;
+use support::xattr::{list_xattr, read_xattr, set_xattr};
 
 const PAGE: u64 = 4096;
 
@@ -329,7 +332,8 @@ fn bad_keystores_and_keys_are_refused_without_changing_a_byte() {
         )
         .unwrap()
     };
-    let at = common::find(&original, &wrapped).expect("the wrapped master key is in the file");
+    let at =
+        support::tree::find(&original, &wrapped).expect("the wrapped master key is in the file");
     let mut master = original.clone();
     master[at + 20] ^= 0x04;
     for (bytes, what) in [
@@ -571,57 +575,28 @@ fn long_names_deep_paths_and_non_utf8_names() {
     assert!(!bucket.join("level-000").exists());
 }
 
-fn c(path: &Path) -> CString {
-    CString::new(path.as_os_str().as_bytes()).unwrap()
-}
-
+/// `setxattr`, failing with the errno (compared between the mount and the reference).
 fn setxattr(path: &Path, name: &str, value: &[u8]) -> Result<(), i32> {
-    let (p, n) = (c(path), CString::new(name).unwrap());
-    // SAFETY: strings are NUL-terminated; `value` is valid for its length.
-    let rc = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-    }
+    set_xattr(path, name, value).map_err(errno)
 }
 
 fn getxattr(path: &Path, name: &str) -> Result<Vec<u8>, i32> {
-    let (p, n) = (c(path), CString::new(name).unwrap());
-    let mut buf = vec![0u8; 70_000];
-    // SAFETY: strings are NUL-terminated; `buf` is valid for its length.
-    let rc = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1));
-    }
-    buf.truncate(rc as usize);
-    Ok(buf)
+    read_xattr(path, name).map_err(errno)
 }
 
+/// The names a user set (not the `user.oss.` ones ssefs answers to), sorted.
 fn listxattr(path: &Path) -> Result<Vec<String>, i32> {
-    let p = c(path);
-    let mut buf = vec![0u8; 1 << 20];
-    // SAFETY: `p` is NUL-terminated; `buf` is valid for its length.
-    let rc = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(-1));
-    }
-    let mut names: Vec<String> = buf[..rc as usize]
-        .split(|b| *b == 0)
-        .filter(|n| !n.is_empty())
-        .map(|n| String::from_utf8_lossy(n).into_owned())
+    let mut names: Vec<String> = list_xattr(path)
+        .map_err(errno)?
+        .into_iter()
         .filter(|n| !n.starts_with("user.oss."))
         .collect();
     names.sort();
     Ok(names)
+}
+
+fn errno(e: io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
 }
 
 /// Huge and numerous user xattrs behave exactly as on the backing filesystem itself (the same

@@ -3,10 +3,8 @@
 //! mount and through the fs core without a kernel, checked step by step against an in-memory
 //! model. `SSEFS_MODEL_SEED`, `SSEFS_MODEL_CASES`, `SSEFS_MODEL_OPS`, `SSEFS_MODEL_SECS` tune it.
 
-mod common;
 mod support;
 
-use common::{Mount, MountArgs, TestStore, mount_tests_enabled};
 use ssefs::fs::RenameMode;
 use ssefs::fs::{FsError, NodeKind, SSE_ATTR};
 use std::collections::HashSet;
@@ -18,6 +16,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use support::core::{CoreStore, ROOT};
 use support::model::{self, Errno, Kind, ModelSettings, OpMix, StatInfo, Target};
+use support::mount::{Mount, MountArgs, TestStore, mount_tests_enabled};
 
 /// The bucket every run happens in; new buckets get `AES256` by default.
 const BUCKET: &str = "model";
@@ -551,7 +550,7 @@ fn plaintext_windows(data: &[&[u8]]) -> HashSet<[u8; 32]> {
 
 /// Scans every file under `root` (store and keystore) for any of the windows and for `secret`.
 fn assert_no_plaintext(root: &Path, windows: &HashSet<[u8; 32]>, secret: &[u8]) {
-    for entry in common::walk(root).keys() {
+    for entry in support::tree::walk(root).keys() {
         let path = root.join(entry);
         if !fs::symlink_metadata(&path).unwrap().is_file() {
             continue;
@@ -566,7 +565,7 @@ fn assert_no_plaintext(root: &Path, windows: &HashSet<[u8; 32]>, secret: &[u8]) 
             );
         }
         assert!(
-            common::find(&bytes, secret).is_none(),
+            support::tree::find(&bytes, secret).is_none(),
             "{} holds the root key in clear",
             path.display()
         );

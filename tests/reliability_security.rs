@@ -2,17 +2,17 @@
 //! loose ones), `default_permissions` and `allow_other` as another user sees them, and a daemon
 //! that cannot be dumped.
 
-mod common;
+mod support;
 
-use common::{
-    DaemonFailure, Mount, MountArgs, TestStore, as_nobody, is_ssefs_mount, mount_tests_enabled,
-    sh_output, wait_timeout,
-};
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::mount::{
+    DaemonFailure, Mount, MountArgs, TestStore, is_ssefs_mount, mount_tests_enabled, wait_timeout,
+};
+use support::shell::{Reaped, as_nobody, sh_output};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().mode() & 0o7777
@@ -89,7 +89,7 @@ fn other_users_see_only_what_permissions_and_allow_other_allow() {
         let mount = Mount::new(&store, &[]);
         chmod(mount.path(), 0o755);
         fs::create_dir(mount.join("shared")).unwrap();
-        let out = as_nobody(&format!("ls {}", common::q(mount.path())));
+        let out = as_nobody(&format!("ls {}", support::shell::q(mount.path())));
         assert!(
             !out.status.success(),
             "nobody listed a mount without allow_other"
@@ -108,7 +108,7 @@ fn other_users_see_only_what_permissions_and_allow_other_allow() {
     chmod(&bucket.join("secret"), 0o600);
     fs::write(bucket.join("public"), b"for everyone").unwrap();
     chmod(&bucket.join("public"), 0o644);
-    let q = |name: &str| common::q(&bucket.join(name));
+    let q = |name: &str| support::shell::q(&bucket.join(name));
     let out = as_nobody(&format!("cat {}", q("public")));
     assert_eq!(
         out.stdout,
@@ -150,15 +150,6 @@ fn proc_group(pid: u32) -> u32 {
     fs::metadata(format!("/proc/{pid}/status")).unwrap().gid()
 }
 
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_daemon_is_not_dumpable() {
     if !mount_tests_enabled() {
@@ -182,7 +173,7 @@ fn the_daemon_is_not_dumpable() {
 
     let daemon = Command::new("setpriv")
         .args(["--regid", "65534", "--clear-groups"])
-        .arg(common::SSEFS)
+        .arg(support::cli::SSEFS)
         .arg("mount")
         .arg(&store.store)
         .arg(&store.mountpoint)
@@ -200,7 +191,10 @@ fn the_daemon_is_not_dumpable() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let group = proc_group(daemon.0.id());
-    let out = sh_output(&format!("fusermount3 -u {}", common::q(&store.mountpoint)));
+    let out = sh_output(&format!(
+        "fusermount3 -u {}",
+        support::shell::q(&store.mountpoint)
+    ));
     assert!(out.status.success());
     let status = wait_timeout(&mut daemon.0, Duration::from_secs(10)).expect("daemon exits");
     assert!(status.success(), "daemon: {status}");

@@ -2,12 +2,13 @@
 //! SSEFS_SKIP_MOUNT_TESTS=1 to skip): the next create uses the new version, older objects stay
 //! readable, and `--if-older-than-days` rotates only when the current version is old enough.
 
-mod common;
-mod rotation_support;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
-use rotation_support::{KEY_VERSION, SSE, content, get_xattr, key_version, s, set_xattr, ssefs_ok};
 use std::fs;
+use support::cli::{s, ssefs_ok};
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::content;
+use support::xattr::{KEY_VERSION, SSE, get_xattr, key_version, set_xattr};
 
 #[test]
 fn a_live_mount_uses_a_new_master_version_at_the_next_create() {

@@ -3,13 +3,8 @@
 //! change, readers and writers carry on, a `kill -9` of the command or of the daemon partway
 //! is finished by a re-run, and a version still in use is never retired.
 
-mod common;
-mod rotation_support;
+mod support;
 
-use common::{Mount, TestStore, mount_tests_enabled};
-use rotation_support::{
-    SSE, SSE_KEY_ID, content, key_version, s, set_xattr, ssefs, ssefs_cmd, ssefs_ok,
-};
 use ssefs::crypto::{KeyRef, peek_header};
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
@@ -18,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::cli::{s, ssefs, ssefs_cmd, ssefs_ok};
+use support::mount::{Mount, TestStore, mount_tests_enabled};
+use support::rng::content;
+use support::xattr::{SSE, SSE_KEY_ID, key_version, set_xattr};
 
 /// Bytes at the start of a backing file that a header may take; everything after is slots and
 /// data pages, which a rewrap must leave alone.
@@ -416,7 +415,7 @@ fn a_daemon_killed_during_a_rewrap_leaves_every_object_readable() {
     let partway = on_v2();
     eprintln!("daemon killed after {partway} of {n} objects; rewrap exited {status}");
     assert!(partway > 0, "the rewrap never started");
-    let out = common::fusermount_u(&store.mountpoint);
+    let out = support::mount::fusermount_u(&store.mountpoint);
     assert!(out.status.success(), "{out:?}");
     drop(mount);
 

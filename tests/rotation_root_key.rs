@@ -3,20 +3,22 @@
 //! credential, and a root key change after which only the new key opens the store (the mount
 //! tests need root and /dev/fuse; set SSEFS_SKIP_MOUNT_TESTS=1 to skip them).
 
-mod common;
-mod rotation_support;
+mod support;
 
-use common::{Mount, MountArgs, TestStore, mount_tests_enabled, remove_keystore};
-use rotation_support::{SSE, SSEFS_BIN, content, key_version, s, set_xattr, ssefs, ssefs_ok};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use support::cli::text;
+use support::cli::{SSEFS, s, ssefs, ssefs_ok};
+use support::mount::{Mount, MountArgs, TestStore, mount_tests_enabled, remove_keystore};
+use support::rng::content;
+use support::xattr::{SSE, key_version, set_xattr};
 
 /// `ssefs ARGS` with descriptor 3 reading `secret` (and 4 reading `second`, if given).
 fn with_fds(args: &[&str], secret: &Path, second: Option<&Path>) -> Output {
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-    let mut script = format!("exec '{SSEFS_BIN}' {} 3<'{}'", quoted.join(" "), s(secret));
+    let mut script = format!("exec '{SSEFS}' {} 3<'{}'", quoted.join(" "), s(secret));
     if let Some(second) = second {
         script.push_str(&format!(" 4<'{}'", s(second)));
     }
@@ -29,14 +31,6 @@ fn with_fds(args: &[&str], secret: &Path, second: Option<&Path>) -> Output {
         .env("HOME", "/nonexistent")
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn secret_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
@@ -108,7 +102,7 @@ fn a_passphrase_store_opens_with_the_passphrase_only() {
     let creds = dir.path().join("creds");
     fs::create_dir(&creds).unwrap();
     fs::copy(&good, creds.join("passphrase")).unwrap();
-    let out = Command::new(SSEFS_BIN)
+    let out = Command::new(SSEFS)
         .args(["rotate-master", "--store", s(&store)])
         .env("CREDENTIALS_DIRECTORY", &creds)
         .env_remove("SSEFS_ROOT_KEY_FILE")
@@ -233,7 +227,7 @@ fn change_root_key_moves_a_live_store_to_a_new_key_without_touching_objects() {
     let creds = store.base().join("creds");
     fs::create_dir(&creds).unwrap();
     fs::copy(&new_key, creds.join("root-key")).unwrap();
-    let out = Command::new(SSEFS_BIN)
+    let out = Command::new(SSEFS)
         .args(["rotate-master", "--store", s(&store.store)])
         .env("CREDENTIALS_DIRECTORY", &creds)
         .env_remove("SSEFS_ROOT_KEY_FILE")
@@ -261,10 +255,10 @@ struct HandMount {
 
 impl Drop for HandMount {
     fn drop(&mut self) {
-        if common::is_ssefs_mount(&self.mountpoint) {
-            common::fusermount_u(&self.mountpoint);
+        if support::mount::is_ssefs_mount(&self.mountpoint) {
+            support::mount::fusermount_u(&self.mountpoint);
         }
-        if common::wait_timeout(&mut self.child, common::DAEMON_TIMEOUT).is_none() {
+        if support::mount::wait_timeout(&mut self.child, support::mount::DAEMON_TIMEOUT).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -290,7 +284,7 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
     assert!(out.status.success(), "{}", text(&out));
 
     let script = format!(
-        "exec '{SSEFS_BIN}' mount '{}' '{}' 3<'{}'",
+        "exec '{SSEFS}' mount '{}' '{}' 3<'{}'",
         s(&store),
         s(&mnt),
         s(&good)
@@ -311,8 +305,8 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
         child,
         mountpoint: mnt.clone(),
     };
-    let deadline = std::time::Instant::now() + common::DAEMON_TIMEOUT;
-    while !common::is_ssefs_mount(&mnt) {
+    let deadline = std::time::Instant::now() + support::mount::DAEMON_TIMEOUT;
+    while !support::mount::is_ssefs_mount(&mnt) {
         assert!(
             mount.child.try_wait().unwrap().is_none(),
             "the daemon exited without mounting"
@@ -353,8 +347,8 @@ fn a_passphrase_store_mounts_with_the_passphrase_from_a_descriptor() {
     let backup = base.join("keystore.bak");
     let out = ssefs(&["keystore", "backup", "--store", s(&store), s(&backup)]);
     assert!(out.status.success(), "{}", text(&out));
-    common::fusermount_u(&mnt);
-    let status = common::wait_timeout(&mut mount.child, common::DAEMON_TIMEOUT);
+    support::mount::fusermount_u(&mnt);
+    let status = support::mount::wait_timeout(&mut mount.child, support::mount::DAEMON_TIMEOUT);
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 
     // fsck checks every block with the passphrase; without one it says it checked headers only.

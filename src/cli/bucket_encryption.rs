@@ -2,8 +2,8 @@
 //! the same keystore code as the mount's setxattr. Works whether or not the store is
 //! mounted; the mount reads the rule at each create.
 
-use super::exit::Status;
 use super::kms::{KmsCliError, KmsStoreArgs, open_keystore};
+use super::outcome::Status;
 use super::root_key::is_missing_key;
 use crate::crypto::Algorithm;
 use crate::fs::{algorithm_name, is_bucket_name};

@@ -1,7 +1,8 @@
-//! How a command ends: its error (one enum per command module, gathered here), what a
-//! successful run reports, and the one mapping from both to the exit status `ssefs --help`
-//! documents. Knows no command's details.
+//! How a command ends: its error (one enum per command module, gathered here), and the one
+//! mapping from it and from what a successful run reports (`outcome`) to the exit status
+//! `ssefs --help` documents. Knows no command's details.
 
+use super::outcome::Status;
 use std::process::ExitCode;
 
 /// The exit statuses, as `ssefs --help` lists them.
@@ -20,16 +21,6 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_NO_RULE: u8 = 3;
 /// Exit status of `fsck` when problems remain.
 pub const EXIT_PROBLEMS: u8 = 4;
-
-/// What a command that did not fail found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Success,
-    /// `bucket-encryption get`: the bucket has no rule.
-    NoRule,
-    /// `fsck`: problems remain.
-    ProblemsLeft,
-}
 
 /// Any command's error; each command module has its own enum.
 #[derive(Debug, thiserror::Error)]

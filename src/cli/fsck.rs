@@ -2,8 +2,8 @@
 //! the check of `ops::fsck` with a progress bar on a terminal, and prints the report as text or
 //! JSON. Exit status: 0 clean, 4 problems left, 1 when the store cannot be checked.
 
-use super::exit::Status;
 use super::json::Json;
+use super::outcome::Status;
 use super::root_key::{KeyArgs, RootKeyError, StoreArgs, is_missing_key, load_root_key, open_with};
 use super::status::{bucket_mount_line, bucket_mounts_json};
 use crate::crypto::{Key256, KeyRef};

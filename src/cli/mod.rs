@@ -13,6 +13,7 @@ pub mod keystore_cmd;
 pub mod kms;
 pub mod mount;
 pub mod notify;
+pub mod outcome;
 pub mod reencrypt;
 pub mod rewrap;
 pub mod root_key;
@@ -202,8 +203,9 @@ pub fn parse_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
 }
 
 /// Runs a parsed command: what it found, or its error for [`exit::finish`] to print.
-pub fn run(cli: Cli) -> Result<exit::Status, exit::CliError> {
-    use exit::{CliError, Status};
+pub fn run(cli: Cli) -> Result<outcome::Status, exit::CliError> {
+    use exit::CliError;
+    use outcome::Status;
     if cli.command.unwraps_keys() {
         root_key::make_undumpable();
     }

@@ -3,8 +3,9 @@
 //! slot and its encoding in format versions 1 and 2.
 //! Knows nothing of where slots and pages sit in the backing file (that is `layout`).
 
-use super::header::{FORMAT_V1, object_subkey};
+use super::header::object_subkey;
 use super::keys::{HmacSha256, StoreKey, aes_with_key, hmac_with_key};
+use super::layout::FORMAT_V1;
 use super::layout::{SLOT_LEN, SLOT_PAIR_LEN};
 use super::{CryptoError, Key256};
 use aes::Aes256;

@@ -4,15 +4,11 @@
 //! Works on byte slices only; reading and writing the backing file is `object`'s job.
 
 use super::keys::{HmacSha256, StoreKey, WRAPPED_KEY_LEN, derive_subkey, hmac_with_key};
-use super::layout::{Layout, MAX_OBJECT_SIZE};
+use super::layout::{FORMAT_V1, FORMAT_VERSION, Layout, MAX_OBJECT_SIZE};
 use super::{CryptoError, Key256, WrappedKey};
 use hmac::Mac;
 use zeroize::Zeroizing;
 
-/// The object format version this ssefs writes.
-pub const FORMAT_VERSION: u16 = 2;
-/// The first format version: still read (its objects are read-only), never written new.
-pub const FORMAT_V1: u16 = 1;
 /// The most bytes a header record may take; page 0 beyond the record is zero.
 pub const HEADER_MAX_LEN: usize = 512;
 const MAGIC: &[u8; 8] = b"ssefsOBJ";

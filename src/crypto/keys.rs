@@ -73,7 +73,7 @@ impl StoreKey {
         Self {
             id,
             key,
-            min_version: super::header::FORMAT_VERSION,
+            min_version: super::layout::FORMAT_VERSION,
         }
     }
     /// The same key accepting objects from format `version` on (a store not yet upgraded).

@@ -2,9 +2,14 @@
 //! `N` data pages (`P / 112` in format version 1, `(P - 32) / 112` from version 2, whose meta
 //! pages end with a 32-byte group tag), slot pairs and data pages of each block, the clean
 //! length.
-//! Pure arithmetic: no I/O and no keys.
+//! The format versions it depends on are defined here. Pure arithmetic: no I/O and no keys.
 
 use super::CryptoError;
+
+/// The object format version this ssefs writes.
+pub const FORMAT_VERSION: u16 = 2;
+/// The first format version: still read (its objects are read-only), never written new.
+pub const FORMAT_V1: u16 = 1;
 
 /// Bytes of one slot: `gen u32 | len u32 | iv [16] | tag [32]`.
 pub const SLOT_LEN: usize = 56;

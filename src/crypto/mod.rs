@@ -18,9 +18,10 @@ mod object_tests;
 mod parallel;
 
 pub use error::CryptoError;
-pub use header::{Algorithm, FORMAT_V1, FORMAT_VERSION, HeaderInfo, KeyRef};
+pub use header::{Algorithm, HeaderInfo, KeyRef};
 pub use io::{MemoryIo, ObjectIo};
 pub use keys::{Key256, StoreKey, WRAPPED_KEY_LEN, WrappedKey, unwrap_key, wrap_key};
+pub use layout::{FORMAT_V1, FORMAT_VERSION};
 pub use layout::{MAX_BLOCK_SIZE, MAX_OBJECT_SIZE, MIN_BLOCK_SIZE};
 pub use object::{DEFAULT_BLOCK_SIZE, Object, VerifyReport, check_kek, peek_header};
 

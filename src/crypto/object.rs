@@ -8,12 +8,14 @@ use super::block::{BlockCipher, Slot, SlotPair};
 use super::header::object_subkey;
 use super::header::{Algorithm, HeaderInfo, KeyRef};
 use super::header::{
-    FLAG_DIRTY, FLAG_SPARSE, FORMAT_V1, FORMAT_VERSION, HEADER_MAX_LEN, Header, ParsedHeader,
-    check_key_ref, dek_context, header_mac,
+    FLAG_DIRTY, FLAG_SPARSE, HEADER_MAX_LEN, Header, ParsedHeader, check_key_ref, dek_context,
+    header_mac,
 };
 use super::keys::hmac_with_key;
 use super::keys::{HmacSha256, StoreKey, fill_random, wrap_key, wrap_key_with_nonce};
-use super::layout::{GROUP_TAG_LEN, Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN};
+use super::layout::{
+    FORMAT_V1, FORMAT_VERSION, GROUP_TAG_LEN, Layout, MAX_OBJECT_SIZE, SLOT_LEN, SLOT_PAIR_LEN,
+};
 use super::parallel::{disjoint_mut, run_split};
 use super::{CryptoError, Key256, ObjectIo, WrappedKey, unwrap_key};
 use hmac::Mac;

@@ -3,7 +3,7 @@
 //! decrease, and the repair that a close after an interrupted write makes.
 
 use super::block::SlotPair;
-use super::header::FORMAT_VERSION;
+use super::layout::FORMAT_VERSION;
 use super::layout::{Layout, SLOT_PAIR_LEN};
 use super::{Algorithm, CryptoError, Key256, KeyRef, MemoryIo, Object, ObjectIo, StoreKey};
 

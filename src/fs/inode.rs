@@ -4,8 +4,8 @@
 //! serves its inode, other inodes keep an `O_PATH` descriptor in a bounded cache and reopen it
 //! from a parent and a remembered name when it was dropped. Knows nothing of FUSE or crypto.
 
-use super::FsError;
-use super::object::OpenObject;
+use super::open_object::OpenObject;
+use super::{FsError, lock};
 use crate::store::{Backing, Stat, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -13,18 +13,12 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The inode number of the mount root.
 pub const ROOT_INO: u64 = 1;
 /// The generation of the mount root (the kernel makes the root inode with 0 itself).
 const ROOT_GENERATION: u64 = 0;
-
-/// Locks a mutex whose data stays consistent even if a holder panicked (plain maps and
-/// counters updated in one step).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The plaintext size of a closed object, valid while the backing file is unchanged.
 #[derive(Clone, Copy, Debug)]

@@ -7,6 +7,7 @@
 mod error;
 mod inode;
 mod object;
+mod open_object;
 mod policy;
 mod reencrypt;
 mod rewrap;
@@ -24,7 +25,7 @@ mod xattr;
 
 pub use error::FsError;
 pub use inode::ROOT_INO;
-pub(crate) use object::BackingFile;
+pub(crate) use open_object::BackingFile;
 pub(crate) use policy::KeyUse;
 pub use policy::{
     AES256, DefaultSse, KMS, KeySource, UnknownAlgorithm, algorithm_name, is_bucket_name,
@@ -37,14 +38,14 @@ pub use view::{BUCKET_ATTR, BucketRootError, RootView};
 pub use xattr::{FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
 
 use crate::store::{FsUsage, Stat, Store, Timestamp};
-use inode::{Inode, InodeTable, Origin, lock};
+use inode::{Inode, InodeTable, Origin};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Whether the kernel may keep a file's cached pages from one open to the next. It may: the
@@ -54,6 +55,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// change the ciphertext, never the plaintext). Every open is still checked (permissions, KMS
 /// grants) here.
 pub const KEEP_PAGE_CACHE: bool = true;
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (plain maps and
+/// counters updated in one step).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Who asks: the uid, gid and pid of the calling process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //! file in one `RENAME_EXCHANGE`. The inode and its shared open object move to the new file.
 
 use super::inode::Inode;
-use super::object::{BackingFile, OpenObject, key_refusal};
+use super::object::key_refusal;
+use super::open_object::{BackingFile, OpenObject};
 use super::policy::{KeyUse, SseSetting, algorithm_name, already_matches, key_for_setting};
 use super::{BucketFs, Caller, FsError};
 use crate::crypto::{HeaderInfo, Object};

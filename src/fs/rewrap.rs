@@ -3,7 +3,7 @@
 //! pages, slots, DEK and file ID stay as they are. No paths or SQLite here: objects and keys.
 
 use super::inode::Inode;
-use super::object::BackingFile;
+use super::open_object::BackingFile;
 use super::policy::{KeySource, KeyUse, NewObjectKey, SseSetting, key_for_setting};
 use super::{BucketFs, Caller, FsError};
 use crate::crypto::{Algorithm, KeyRef, Object, ObjectIo};

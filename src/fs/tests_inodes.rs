@@ -2,7 +2,7 @@
 //! filesystem gives the number of a removed node to a new one while the kernel still knows
 //! the old node (its `FORGET` not processed yet).
 
-use super::inode::{NodeFd, Origin, lock};
+use super::inode::{NodeFd, Origin};
 use super::tests::{ROOT, fixture};
 use super::*;
 
@@ -62,7 +62,7 @@ fn a_node_made_with_a_known_number_gets_a_new_generation() {
 }
 
 /// The open object and backing file of an open regular file's inode.
-fn open_parts(f: &BucketFs, ino: u64) -> (Arc<std::fs::File>, Arc<object::OpenObject>) {
+fn open_parts(f: &BucketFs, ino: u64) -> (Arc<std::fs::File>, Arc<open_object::OpenObject>) {
     let inode = f.inodes.get(ino).unwrap();
     let object = lock(&inode.object).as_ref().unwrap().object.clone();
     match inode.fd().unwrap() {

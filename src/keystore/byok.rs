@@ -6,8 +6,8 @@
 //! the root key (`"ssefs/import/v1" ‖ key id ‖ token`), with the public key in clear. Import
 //! rebuilds the key pair from the seed and checks it against the recorded public key.
 
-use super::access::Caller;
 use super::cmk::{CmkOrigin, CmkState, cmk_context};
+use super::grant::Caller;
 use super::lifecycle::{Change, CmkRow};
 use super::{Keystore, KeystoreError, StoreId, ids, lp};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};

@@ -2,9 +2,9 @@
 //! version 1, aliases, the default CMK `alias/acs/oss`, and resolving an id or alias to
 //! material. Material is wrapped under the root key; this file never sees object data.
 
-use super::access::{Caller, Grant, Grantee, KeyOp};
 use super::audit::{self, AuditEvent};
 use super::cache::CachedCmk;
+use super::grant::{Caller, Grant, Grantee, KeyOp};
 use super::{Inner, Keystore, KeystoreError, StoreId, copy_key, ids, lp};
 use crate::crypto::{Key256, WrappedKey, unwrap_key, wrap_key};
 use rusqlite::{Connection, OptionalExtension, Transaction};

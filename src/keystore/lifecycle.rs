@@ -2,12 +2,13 @@
 //! aliases and grants. Only a CMK's owner or root may change it; every attempt, refused or
 //! not, is an audit record. Material is never read here, only destroyed.
 
-use super::access::{Caller, Grant, Grantee, KeyOp, may_administer};
+use super::access::may_administer;
 use super::audit::{self, AuditEvent};
 use super::cmk::{
     CmkOrigin, CmkState, RESERVED_ALIAS_PREFIX, alias_target, check_user_alias, insert_alias,
     parse_state, read_grants,
 };
+use super::grant::{Caller, Grant, Grantee, KeyOp};
 use super::{Keystore, KeystoreError};
 use rusqlite::{OptionalExtension, Transaction};
 

@@ -11,6 +11,7 @@ mod byok;
 mod cache;
 mod cmk;
 mod error;
+mod grant;
 mod ids;
 pub mod inspect;
 mod lifecycle;
@@ -22,13 +23,13 @@ mod rules;
 mod schema;
 mod seal;
 
-pub use access::{Caller, Grant, Grantee, KeyOp};
 pub use audit::{AUDIT_RATE_PER_MINUTE, AuditIntegrity, AuditQuery, AuditRecord, AuditSettings};
 pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};
 pub use cmk::{
     CmkInfo, CmkOrigin, CmkState, DEFAULT_CMK_ALIAS, KeyUsage, MaterialVersion, validate_alias,
 };
 pub use error::KeystoreError;
+pub use grant::{Caller, Grant, Grantee, KeyOp};
 pub use ids::StoreId;
 pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS, Reburied, Tombstone};
 pub use passphrase::{

@@ -3,8 +3,9 @@
 //! `fs::policy`'s.)
 //! Stores nothing; `put_bucket_rule` stores what this returns.
 
-use super::access::{Caller, KeyOp, may_use};
+use super::access::may_use;
 use super::cmk::{DEFAULT_CMK_ALIAS, cmk_entry, key_id_for, require_enabled};
+use super::grant::{Caller, KeyOp};
 use super::{BucketRule, Keystore, KeystoreError};
 use crate::crypto::Algorithm;
 

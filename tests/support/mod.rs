@@ -1,7 +1,18 @@
-//! Helpers of the reliability tests: the randomized model (`model`) and the fs core driven
-//! without a kernel (`core`). The mount harness itself is `tests/common`.
+//! Everything the integration tests share: the `ssefs` command line (`cli`), stores and kernel
+//! mounts (`mount`), shell scripts (`shell`), system calls and errno (`sys`), extended
+//! attributes (`xattr`), tree comparison (`tree`), seeded randomness (`rng`), the crypto tests'
+//! fixed keys (`keys`), and for the
+//! reliability tests the fs core without a kernel (`core`) and the randomized model (`model`).
+//! Each test crate compiles this whole tree, so helpers one crate does not use are expected.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod core;
+pub mod keys;
 pub mod model;
+pub mod mount;
 pub mod rng;
+pub mod shell;
+pub mod sys;
+pub mod tree;
+pub mod xattr;

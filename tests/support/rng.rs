@@ -1,6 +1,8 @@
-//! The tests' seeded random generator (splitmix64), shared by the mount harness
-//! (`tests/common`) and the reliability support, so a seed means the same thing everywhere.
-#![allow(dead_code)]
+//! The tests' seeded random generator (splitmix64), one for every test so a seed means the
+//! same thing everywhere, the seed a test runs with, and deterministic test content.
+
+use std::thread;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A small seeded generator (splitmix64): reproducible test data without extra crates.
 #[derive(Clone, Debug)]
@@ -41,4 +43,39 @@ impl TestRng {
         self.fill(&mut v);
         v
     }
+}
+
+/// A seed from `SSEFS_TEST_SEED` or the clock. Keep the guard alive for the test: if the test
+/// panics, the guard prints the seed and how to replay it.
+pub fn test_seed() -> (u64, SeedGuard) {
+    let seed = std::env::var("SSEFS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5EED)
+        });
+    (seed, SeedGuard(seed))
+}
+
+pub struct SeedGuard(u64);
+
+impl Drop for SeedGuard {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!(
+                "test failed with seed {0}; replay with SSEFS_TEST_SEED={0}",
+                self.0
+            );
+        }
+    }
+}
+
+/// Deterministic test content for object `i`.
+pub fn content(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|k| (k as u64 * 31 + i as u64 * 7919 + (k >> 8) as u64) as u8)
+        .collect()
 }
