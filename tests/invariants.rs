@@ -3,7 +3,8 @@
 //! text: crypto imports nothing from the crate and knows no paths, SQLite or FUSE; only the
 //! `fuse` module imports `fuser`; only `keystore/` uses `rusqlite`; `fs/` and `ops/` make no
 //! filesystem calls of their own (the store's bytes are reached through `store::Store`); the
-//! store layout is spelled only in `store/layout.rs`; no layer imports one above it.
+//! store layout is spelled only in `store/layout.rs`; no layer imports one above it;
+//! `unsafe` appears only in the system-call modules `sys.rs` and `store/backing.rs`.
 
 use ssefs::crypto::{DataKey, Key256};
 use std::fs;
@@ -362,6 +363,46 @@ fn no_layer_reaches_up() {
     assert!(
         found.is_empty(),
         "a lower layer uses an upper one:\n{}",
+        found.join("\n")
+    );
+}
+
+/// Whether a code line is an attribute about `unsafe_code` (`#![forbid(unsafe_code)]`), which
+/// forbids unsafe code rather than using it.
+fn is_unsafe_code_attribute(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with('#') && line.contains("(unsafe_code)")
+}
+
+/// Every `unsafe` block lives in one of the two system-call modules, each with its SAFETY
+/// note: `sys.rs` (the calls `rustix` has no safe form of) and `store/backing.rs` (the
+/// store's `*at` calls). Everywhere else a safe call (`rustix`, std) does the work. Tests
+/// inside `src/` count too.
+#[test]
+fn unsafe_lives_only_in_the_system_call_modules() {
+    let allowed = |rel: &str| rel == "sys.rs" || rel == "store/backing.rs";
+    let mut found = Vec::new();
+    let mut seen = false;
+    for file in rust_files(&src()) {
+        let rel = rel_src(&file);
+        for (n, line) in code_lines(&file) {
+            if !line.contains("unsafe") || is_unsafe_code_attribute(&line) {
+                continue;
+            }
+            if allowed(&rel) {
+                seen = true;
+            } else {
+                found.push(format!("src/{rel}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        seen,
+        "sys.rs holds no unsafe block: is the check still looking?"
+    );
+    assert!(
+        found.is_empty(),
+        "unsafe outside sys.rs and store/backing.rs (add a safe wrapper to sys.rs):\n{}",
         found.join("\n")
     );
 }
