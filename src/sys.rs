@@ -287,6 +287,37 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_signal_mask_is_restored_and_a_closed_descriptor_is_not_adopted() {
+        use std::io::{Read, Write};
+        std::thread::spawn(|| {
+            let set = SignalSet::of(&[libc::SIGUSR2]);
+            let previous = block_signals(&set).unwrap();
+            let now = block_signals(&SignalSet::of(&[])).unwrap();
+            // SAFETY: reads initialised sets only.
+            let member = |s: &SignalSet| unsafe { libc::sigismember(&s.0, libc::SIGUSR2) };
+            assert_eq!((member(&previous), member(&now)), (0, 1));
+            set_signal_mask(&previous).unwrap();
+            assert_eq!(member(&block_signals(&SignalSet::of(&[])).unwrap()), 0);
+        })
+        .join()
+        .unwrap();
+
+        assert!(adopt_inherited_fd(-1).is_err());
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(read);
+        std::fs::File::from(write).write_all(b"pass").unwrap();
+        let mut text = String::new();
+        std::fs::File::from(adopt_inherited_fd(raw).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "pass");
+        assert_eq!(
+            adopt_inherited_fd(i32::MAX).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
+    }
+
+    #[test]
     fn unescaping_leaves_what_is_no_escape() {
         assert_eq!(
             unescape("/a\\040b\\011c\\012d"),
