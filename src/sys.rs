@@ -1,6 +1,8 @@
 //! Facts of the running system read in one place: this process's ids, groups and open-file
-//! limit (through `rustix`'s safe calls) and the mount table (`/proc/self/mountinfo`).
-//! Knows nothing of stores, keys or FUSE requests.
+//! limit (through `rustix`'s safe calls) and the mount table (`/proc/self/mountinfo`). Also
+//! the few system calls `rustix` offers no safe form of (fork, signal masks and `sigwait`,
+//! syslog, adopting an inherited descriptor), each behind a safe function holding the one
+//! `unsafe` block with its SAFETY note. Knows nothing of stores, keys or FUSE requests.
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -46,6 +48,119 @@ pub fn raise_open_file_limit() -> io::Result<Option<u64>> {
 pub fn make_undumpable() -> io::Result<()> {
     use rustix::process::{DumpableBehavior, set_dumpable_behavior};
     Ok(set_dumpable_behavior(DumpableBehavior::NotDumpable)?)
+}
+
+/// Restores the default disposition of SIGPIPE (the process ends on a write to a closed
+/// pipe). Meant for the start of `main`, before any thread is started.
+pub fn default_sigpipe() {
+    // SAFETY: restores the default disposition of one signal; no handler runs, nothing is
+    // read or written through a pointer.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// A set of signals (a `sigset_t`), also a thread's signal mask.
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// The set holding exactly `signals`.
+    pub fn of(signals: &[libc::c_int]) -> SignalSet {
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset before sigaddset; both
+        // only write the set they are given.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &signal in signals {
+                libc::sigaddset(&mut set, signal);
+            }
+            SignalSet(set)
+        }
+    }
+}
+
+/// Blocks `set` in this thread (and the threads it starts from now on); returns the mask
+/// before.
+pub fn block_signals(set: &SignalSet) -> io::Result<SignalSet> {
+    // SAFETY: `set` is an initialised set; pthread_sigmask only reads it and writes
+    // `previous`, which it fully initialises on success (it is zeroed before).
+    unsafe {
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut previous) {
+            0 => Ok(SignalSet(previous)),
+            rc => Err(io::Error::from_raw_os_error(rc)),
+        }
+    }
+}
+
+/// Makes `mask` this thread's signal mask (as returned by `block_signals`).
+pub fn set_signal_mask(mask: &SignalSet) -> io::Result<()> {
+    // SAFETY: `mask` is an initialised set, only read; no old mask is asked for.
+    match unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &mask.0, std::ptr::null_mut()) } {
+        0 => Ok(()),
+        rc => Err(io::Error::from_raw_os_error(rc)),
+    }
+}
+
+/// Waits for one of the signals of `set` (which should be blocked in every thread) and
+/// returns its number.
+pub fn wait_for_signal(set: &SignalSet) -> io::Result<libc::c_int> {
+    let mut signal: libc::c_int = 0;
+    // SAFETY: `set` is an initialised set, only read; `signal` is a valid out-pointer.
+    match unsafe { libc::sigwait(&set.0, &mut signal) } {
+        0 => Ok(signal),
+        rc => Err(io::Error::from_raw_os_error(rc)),
+    }
+}
+
+/// Which side of a fork this is.
+pub enum Forked {
+    /// The parent, with the child's pid.
+    Parent(rustix::process::Pid),
+    Child,
+}
+
+/// Forks this process. Call it only while the process has a single thread (before any
+/// thread is spawned): the child then goes on as an ordinary copy of it.
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: callers fork while the process is still single-threaded (see above), so no
+    // lock or allocator state of another thread is copied half-held into the child, and the
+    // child may go on running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        child => rustix::process::Pid::from_raw(child)
+            .map(Forked::Parent)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD)),
+    }
+}
+
+/// Opens the connection to syslog for this process: identifier `ssefs`, with the pid,
+/// facility daemon.
+pub fn open_syslog() {
+    // SAFETY: the identifier is a static C string, as openlog requires (it keeps the pointer).
+    unsafe { libc::openlog(c"ssefs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+}
+
+/// Sends `text` to syslog at `priority` (a `libc::LOG_*` level).
+pub fn syslog(priority: libc::c_int, text: &std::ffi::CStr) {
+    // SAFETY: a constant format string with one NUL-terminated string argument.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+}
+
+/// Takes ownership of descriptor `fd`, handed to this process (e.g. `--passphrase-fd`) to be
+/// read and closed; an error if it is not open.
+pub fn adopt_inherited_fd(fd: i32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: `fd` is only borrowed to ask whether it is open.
+    rustix::io::fcntl_getfd(unsafe { BorrowedFd::borrow_raw(fd) })?;
+    // SAFETY: the descriptor is open, and was handed to this process to be consumed; the
+    // caller adopts it once, so it is closed once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// One line of `/proc/self/mountinfo`, its escapes undone.
@@ -169,6 +284,37 @@ mod tests {
         let limit = raise_open_file_limit().unwrap();
         let now = getrlimit(Resource::Nofile);
         assert_eq!((now.current, now.maximum), (limit, limit));
+    }
+
+    #[test]
+    fn a_blocked_signal_mask_is_restored_and_a_closed_descriptor_is_not_adopted() {
+        use std::io::{Read, Write};
+        std::thread::spawn(|| {
+            let set = SignalSet::of(&[libc::SIGUSR2]);
+            let previous = block_signals(&set).unwrap();
+            let now = block_signals(&SignalSet::of(&[])).unwrap();
+            // SAFETY: reads initialised sets only.
+            let member = |s: &SignalSet| unsafe { libc::sigismember(&s.0, libc::SIGUSR2) };
+            assert_eq!((member(&previous), member(&now)), (0, 1));
+            set_signal_mask(&previous).unwrap();
+            assert_eq!(member(&block_signals(&SignalSet::of(&[])).unwrap()), 0);
+        })
+        .join()
+        .unwrap();
+
+        assert!(adopt_inherited_fd(-1).is_err());
+        let (read, write) = rustix::pipe::pipe().unwrap();
+        let raw = std::os::fd::IntoRawFd::into_raw_fd(read);
+        std::fs::File::from(write).write_all(b"pass").unwrap();
+        let mut text = String::new();
+        std::fs::File::from(adopt_inherited_fd(raw).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "pass");
+        assert_eq!(
+            adopt_inherited_fd(i32::MAX).unwrap_err().raw_os_error(),
+            Some(libc::EBADF)
+        );
     }
 
     #[test]

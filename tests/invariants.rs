@@ -462,3 +462,43 @@ fn no_two_files_of_a_module_import_each_other() {
         "no file imports a sibling through super: is the check looking?"
     );
 }
+
+/// Whether a code line is an attribute about `unsafe_code` (`#![forbid(unsafe_code)]`), which
+/// forbids unsafe code rather than using it.
+fn is_unsafe_code_attribute(line: &str) -> bool {
+    let line = line.trim();
+    line.starts_with('#') && line.contains("(unsafe_code)")
+}
+
+/// Every `unsafe` block lives in one of the two system-call modules, each with its SAFETY
+/// note: `sys.rs` (the calls `rustix` has no safe form of) and `store/backing.rs` (the
+/// store's `*at` calls). Everywhere else a safe call (`rustix`, std) does the work. Tests
+/// inside `src/` count too.
+#[test]
+fn unsafe_lives_only_in_the_system_call_modules() {
+    let allowed = |rel: &str| rel == "sys.rs" || rel == "store/backing.rs";
+    let mut found = Vec::new();
+    let mut seen = false;
+    for file in rust_files(&src()) {
+        let rel = rel_src(&file);
+        for (n, line) in code_lines(&file) {
+            if !line.contains("unsafe") || is_unsafe_code_attribute(&line) {
+                continue;
+            }
+            if allowed(&rel) {
+                seen = true;
+            } else {
+                found.push(format!("src/{rel}:{n}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        seen,
+        "sys.rs holds no unsafe block: is the check still looking?"
+    );
+    assert!(
+        found.is_empty(),
+        "unsafe outside sys.rs and store/backing.rs (add a safe wrapper to sys.rs):\n{}",
+        found.join("\n")
+    );
+}

@@ -78,11 +78,7 @@ pub fn finish(result: Result<Status, CliError>) -> ExitCode {
 /// SIGPIPE, no message), instead of a panic in `println!`. Not for the mount, whose daemon
 /// must outlive whatever reads its standard error.
 pub fn die_quietly_on_closed_pipe() {
-    // SAFETY: restores the default disposition of one signal before any thread is started;
-    // no handler runs, nothing is read or written through a pointer.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    crate::sys::default_sigpipe();
 }
 
 #[cfg(test)]

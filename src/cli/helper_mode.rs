@@ -3,10 +3,11 @@
 //! Maps the options, then backgrounds: the parent exits 0 only once the mount answers.
 
 use super::mount::{MountOptions, run_announcing};
+use crate::sys::{self, Forked};
+use rustix::process::{self, Pid};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -155,18 +156,17 @@ pub fn run(args: &[OsString]) -> i32 {
             return 1;
         }
     };
-    // SAFETY: the process is still single-threaded (nothing has spawned a thread yet), so the
-    // child may go on running Rust code.
-    match unsafe { libc::fork() } {
-        -1 => {
-            eprintln!("ssefs: cannot fork: {}", std::io::Error::last_os_error());
+    // The process is still single-threaded (nothing has spawned a thread yet), as fork needs.
+    match sys::fork() {
+        Err(e) => {
+            eprintln!("ssefs: cannot fork: {e}");
             1
         }
-        0 => {
+        Ok(Forked::Child) => {
             drop(reader);
             serve_in_background(&helper, writer, logger)
         }
-        child => {
+        Ok(Forked::Parent(child)) => {
             drop(writer);
             wait_for_child(child, reader)
         }
@@ -176,10 +176,8 @@ pub fn run(args: &[OsString]) -> i32 {
 /// The daemon side: new session, mount, and once the mount answers: stdio to /dev/null, logs
 /// to syslog, one byte to the parent.
 fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static DaemonLog) -> i32 {
-    // SAFETY: plain system calls; the child is not a process group leader, so setsid works.
-    unsafe {
-        libc::setsid();
-    }
+    // The child is not a process group leader, so setsid works.
+    let _ = rustix::process::setsid();
     if let Err(e) = std::env::set_current_dir("/") {
         eprintln!("ssefs: cannot change to /: {e}");
         return 1;
@@ -194,10 +192,8 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
             }
             Err(e) => {
                 let _ = writer.write_all(format!("E{e}").as_bytes());
-                // SAFETY: signals this process; the signal thread unmounts.
-                unsafe {
-                    libc::kill(libc::getpid(), libc::SIGTERM);
-                }
+                // The signal thread unmounts.
+                let _ = process::kill_process(process::getpid(), process::Signal::TERM);
             }
         }
     });
@@ -222,7 +218,7 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
 
 /// The parent side: `R` means mounted and answering (exit 0); `E...` an error after the mount;
 /// end of file means the child exited before mounting (its exit status is ours).
-fn wait_for_child(child: libc::pid_t, mut reader: File) -> i32 {
+fn wait_for_child(child: Pid, mut reader: File) -> i32 {
     let mut message = Vec::new();
     let read = reader.read_to_end(&mut message);
     match (read, message.split_first()) {
@@ -243,14 +239,10 @@ fn wait_for_child(child: libc::pid_t, mut reader: File) -> i32 {
 }
 
 /// Waits for `child` and returns its exit code (1 if it was killed).
-fn reap(child: libc::pid_t) -> i32 {
-    let mut status = 0;
-    // SAFETY: waits for our own child; `status` is a valid out-pointer.
-    let waited = unsafe { libc::waitpid(child, &mut status, 0) };
-    if waited == child && libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        1
+fn reap(child: Pid) -> i32 {
+    match process::waitpid(Some(child), process::WaitOptions::empty()) {
+        Ok(Some((waited, status))) if waited == child => status.exit_status().unwrap_or(1),
+        _ => 1,
     }
 }
 
@@ -265,13 +257,7 @@ fn absolute_paths(mut helper: HelperArgs) -> Result<HelperArgs, String> {
 }
 
 fn status_pipe() -> std::io::Result<(File, File)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 returned two new descriptors that nothing else owns.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     Ok((File::from(read), File::from(write)))
 }
 
@@ -285,13 +271,10 @@ fn detach_stdio(keep_stderr: bool) {
     else {
         return;
     };
-    use std::os::fd::AsRawFd;
-    let last = if keep_stderr { 1 } else { 2 };
-    for target in 0..=last {
-        // SAFETY: dup2 onto the standard descriptors, which this process owns.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), target);
-        }
+    let _ = rustix::stdio::dup2_stdin(&null);
+    let _ = rustix::stdio::dup2_stdout(&null);
+    if !keep_stderr {
+        let _ = rustix::stdio::dup2_stderr(&null);
     }
 }
 
@@ -343,8 +326,7 @@ impl DaemonLog {
     /// unreachable).
     fn detach(&self) -> bool {
         if syslog_reachable() {
-            // SAFETY: the identifier is a static C string, as openlog requires.
-            unsafe { libc::openlog(c"ssefs".as_ptr(), libc::LOG_PID, libc::LOG_DAEMON) };
+            sys::open_syslog();
             self.detached.store(true, Ordering::SeqCst);
             return false;
         }
@@ -395,8 +377,7 @@ impl log::Log for DaemonLog {
         let Ok(text) = std::ffi::CString::new(message.replace('\0', " ")) else {
             return;
         };
-        // SAFETY: a constant format string with one NUL-terminated string argument.
-        unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
+        sys::syslog(priority, &text);
     }
 
     fn flush(&self) {}

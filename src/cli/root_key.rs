@@ -12,7 +12,6 @@ use clap::Args;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io::{IsTerminal, Read};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -227,16 +226,10 @@ pub fn make_undumpable() {
 /// Reads a passphrase from the open descriptor `fd` (to its end or the first newline).
 pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
     let bad = |problem: String| RootKeyError::PassphraseFd { fd, problem };
-    if fd < 0 {
-        return Err(bad("not an open file descriptor".into()));
-    }
-    // SAFETY: `fd` is only borrowed to ask whether it is open.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    if rustix::io::fcntl_getfd(borrowed).is_err() {
-        return Err(bad("not an open file descriptor".into()));
-    }
-    // SAFETY: the descriptor is open and handed to this process to be read and closed.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let file = File::from(
+        crate::sys::adopt_inherited_fd(fd)
+            .map_err(|_| bad("not an open file descriptor".into()))?,
+    );
     let mut bytes = Zeroizing::new(Vec::new());
     file.take(MAX_PASSPHRASE_LEN as u64 + 1)
         .read_to_end(&mut bytes)

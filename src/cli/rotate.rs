@@ -6,6 +6,7 @@ use super::root_key::{KeyArgs, RootKeyError, StoreArgs, open_keystore};
 use crate::keystore::{Keystore, KeystoreError};
 use crate::ops::retire::{RetireError, retire_master_keys};
 use crate::store::{Store, StoreError};
+use crate::sys;
 use clap::Args;
 use std::path::Path;
 use std::sync::Arc;
@@ -158,8 +159,7 @@ pub fn spawn_rotation_checks(keystore: Arc<Keystore>, master_days: u32) {
             }
         });
     if let Some(previous) = previous {
-        // SAFETY: `previous` is the mask pthread_sigmask returned for this thread.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+        let _ = sys::set_signal_mask(&previous);
     }
     if let Err(e) = spawned {
         log::error!("cannot start the key rotation check: {e}");
@@ -167,17 +167,8 @@ pub fn spawn_rotation_checks(keystore: Arc<Keystore>, master_days: u32) {
 }
 
 /// Blocks SIGINT and SIGTERM in this thread; returns the mask before, `None` on failure.
-fn block_termination_signals() -> Option<libc::sigset_t> {
-    // SAFETY: the sets are initialised by sigemptyset before use; pthread_sigmask only reads
-    // `set` and writes `previous`.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        (libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut previous) == 0).then_some(previous)
-    }
+fn block_termination_signals() -> Option<sys::SignalSet> {
+    sys::block_signals(&sys::SignalSet::of(&[libc::SIGINT, libc::SIGTERM])).ok()
 }
 
 fn check_rotation(keystore: &Keystore, master_days: u32) {

@@ -3,9 +3,8 @@
 //! shares. Talks to the mount only (never to the store or the keystore).
 
 use crate::fs::{AES256, BUCKET_ATTR, FILE_ID_ATTR, KEY_VERSION_ATTR, SSE_ATTR, SSE_KEY_ID_ATTR};
-use std::ffi::CString;
+use rustix::io::Errno;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// Why a path cannot be worked on.
@@ -26,34 +25,18 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MountPathError + '_ {
     }
 }
 
-fn c_path(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
 /// An attribute's value, `None` when it does not exist (`ENODATA`).
 pub(crate) fn get_attr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let (cpath, cname) = (c_path(path)?, c_path(Path::new(name))?);
     let mut buf = vec![0u8; 256];
     loop {
-        // SAFETY: both strings are NUL-terminated; `buf` is valid for its length.
-        let n = unsafe {
-            libc::lgetxattr(
-                cpath.as_ptr(),
-                cname.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            )
-        };
-        if n >= 0 {
-            buf.truncate(n as usize);
-            return Ok(Some(buf));
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
-            _ => return Err(e),
+        match rustix::fs::lgetxattr(path, name, &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(Some(buf));
+            }
+            Err(Errno::NODATA) => return Ok(None),
+            Err(Errno::RANGE) if buf.len() < 1 << 16 => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -64,32 +47,17 @@ fn get_text(path: &Path, name: &str) -> io::Result<Option<String>> {
 
 /// Sets an attribute (no flags).
 pub(crate) fn set_attr(path: &Path, name: &str, value: &str) -> io::Result<()> {
-    let (cpath, cname) = (c_path(path)?, c_path(Path::new(name))?);
-    // SAFETY: both strings are NUL-terminated; `value` is valid for its length.
-    let ret = unsafe {
-        libc::lsetxattr(
-            cpath.as_ptr(),
-            cname.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::lsetxattr(
+        path,
+        name,
+        value.as_bytes(),
+        rustix::fs::XattrFlags::empty(),
+    )?)
 }
 
 /// Removes an attribute.
 pub(crate) fn remove_attr(path: &Path, name: &str) -> io::Result<()> {
-    let (cpath, cname) = (c_path(path)?, c_path(Path::new(name))?);
-    // SAFETY: both strings are NUL-terminated.
-    let ret = unsafe { libc::lremovexattr(cpath.as_ptr(), cname.as_ptr()) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::fs::lremovexattr(path, name)?)
 }
 
 /// How an object is encrypted now, as its attributes say.

@@ -4,7 +4,10 @@
 
 use super::adapter::{FuseAdapter, MAX_WRITE};
 use crate::fs::BucketFs;
+use crate::sys::SignalSet;
 use fuser::{Config, MountOption, Session, SessionACL};
+use rustix::io::Errno;
+use rustix::mount::{MountFlags, UnmountFlags};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -97,25 +100,15 @@ fn mount_device(mountpoint: &Path) -> Option<String> {
 
 /// Blocks SIGINT and SIGTERM in this thread (and the threads it starts), so one thread can
 /// wait for them with `sigwait`.
-fn block_termination_signals() -> io::Result<libc::sigset_t> {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        Ok(set)
-    }
+fn block_termination_signals() -> io::Result<SignalSet> {
+    let set = SignalSet::of(&[libc::SIGINT, libc::SIGTERM]);
+    crate::sys::block_signals(&set)?;
+    Ok(set)
 }
 
 /// Mounts with mount(2) as type `fuse.ssefs` (fuser's own mount says plain `fuse`); `None`
 /// when not permitted (not root), so the caller falls back to fusermount3.
 fn mount_direct(config: &MountConfig, acl: SessionACL) -> io::Result<Option<OwnedFd>> {
-    use std::os::unix::ffi::OsStrExt;
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -123,9 +116,8 @@ fn mount_direct(config: &MountConfig, acl: SessionACL) -> io::Result<Option<Owne
     let mut data = format!(
         "fd={},rootmode=40000,user_id={},group_id={}",
         dev.as_raw_fd(),
-        // SAFETY: getuid/getgid cannot fail.
-        unsafe { libc::getuid() },
-        unsafe { libc::getgid() },
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
     );
     if config.default_permissions {
         data.push_str(",default_permissions");
@@ -133,49 +125,34 @@ fn mount_direct(config: &MountConfig, acl: SessionACL) -> io::Result<Option<Owne
     if acl != SessionACL::Owner {
         data.push_str(",allow_other");
     }
-    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
     for (on, flag) in [
-        (config.read_only, libc::MS_RDONLY),
-        (config.noexec, libc::MS_NOEXEC),
-        (config.noatime, libc::MS_NOATIME),
+        (config.read_only, MountFlags::RDONLY),
+        (config.noexec, MountFlags::NOEXEC),
+        (config.noatime, MountFlags::NOATIME),
     ] {
         if on {
             flags |= flag;
         }
     }
-    let invalid = |_| io::Error::from_raw_os_error(libc::EINVAL);
-    let source = CString::new(config.fsname.as_bytes()).map_err(invalid)?;
-    let target = CString::new(config.mountpoint.as_os_str().as_bytes()).map_err(invalid)?;
-    let data = CString::new(data).map_err(invalid)?;
-    // SAFETY: all strings are NUL-terminated and outlive the call.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            c"fuse.ssefs".as_ptr(),
-            flags,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EPERM) => Ok(None),
-            _ => Err(e),
-        };
+    let data = CString::new(data).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    match rustix::mount::mount(
+        config.fsname.as_str(),
+        &config.mountpoint,
+        "fuse.ssefs",
+        flags,
+        data.as_c_str(),
+    ) {
+        Ok(()) => Ok(Some(OwnedFd::from(dev))),
+        Err(Errno::PERM) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    Ok(Some(OwnedFd::from(dev)))
 }
 
 /// Ends a mount: a plain unmount, or a lazy one if it is busy.
 fn unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: `path` is NUL-terminated.
-    if unsafe { libc::umount2(path.as_ptr(), 0) } != 0 {
-        let e = io::Error::last_os_error();
+    if let Err(e) = rustix::mount::unmount(mountpoint, UnmountFlags::empty()) {
+        let e = io::Error::from(e);
         log::warn!(
             "unmount failed ({e}); detaching {} lazily",
             mountpoint.display()
@@ -216,11 +193,9 @@ pub fn serve(fs: BucketFs, config: &MountConfig, on_mounted: impl FnOnce()) -> i
     std::thread::Builder::new()
         .name("ssefs-signals".to_string())
         .spawn(move || {
-            let mut signal: libc::c_int = 0;
-            // SAFETY: `signals` is an initialised set; `signal` is a valid out-pointer.
-            if unsafe { libc::sigwait(&signals, &mut signal) } != 0 {
+            let Ok(signal) = crate::sys::wait_for_signal(&signals) else {
                 return;
-            }
+            };
             log::info!(
                 "signal {signal} received: unmounting {}",
                 mountpoint.display()
@@ -241,16 +216,11 @@ pub fn serve(fs: BucketFs, config: &MountConfig, on_mounted: impl FnOnce()) -> i
 }
 
 fn lazy_unmount(mountpoint: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = CString::new(mountpoint.as_os_str().as_bytes()) else {
-        return;
-    };
-    // SAFETY: `path` is NUL-terminated.
-    if unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) } != 0 {
+    if let Err(e) = rustix::mount::unmount(mountpoint, UnmountFlags::DETACH) {
         log::error!(
             "cannot detach {}: {}",
             mountpoint.display(),
-            io::Error::last_os_error()
+            io::Error::from(e)
         );
     }
 }

@@ -5,9 +5,10 @@
 
 use super::lock_probe::flock_holders;
 use super::{LOCK_FILE, LocalBacking, META_DIR, Store, StoreError};
+use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -73,7 +74,8 @@ impl BucketLock {
         let mut store = Store::open_with(path, Arc::new(LocalBacking), false)?;
         let meta = store.meta_dir();
         let store_lock = open_lock_file(&meta.join(LOCK_FILE))?;
-        let alone = try_flock(&store_lock, libc::LOCK_EX).map_err(at(&meta))?;
+        let alone =
+            try_flock(&store_lock, FlockOperation::NonBlockingLockExclusive).map_err(at(&meta))?;
         if alone {
             store_lock.set_len(0).map_err(at(&meta.join(LOCK_FILE)))?;
         }
@@ -82,7 +84,7 @@ impl BucketLock {
         // Turns an exclusive lock into a shared one, or waits a moment for another bucket
         // mount to do the same.
         let started = Instant::now();
-        while !try_flock(&store_lock, libc::LOCK_SH).map_err(at(&meta))? {
+        while !try_flock(&store_lock, FlockOperation::NonBlockingLockShared).map_err(at(&meta))? {
             if started.elapsed() > SHARED_LOCK_WAIT {
                 return Err(BucketLockError::MountedWhole(store.root().to_path_buf()));
             }
@@ -96,7 +98,7 @@ impl BucketLock {
         }
         let path = dir.join(bucket);
         let bucket_lock = open_lock_file(&path)?;
-        if !try_flock(&bucket_lock, libc::LOCK_EX).map_err(at(&path))? {
+        if !try_flock(&bucket_lock, FlockOperation::NonBlockingLockExclusive).map_err(at(&path))? {
             return Err(BucketLockError::BucketMounted {
                 store: store.root().to_path_buf(),
                 bucket: bucket.to_string(),
@@ -131,18 +133,12 @@ fn open_lock_file(path: &Path) -> Result<File, BucketLockError> {
         .map_err(at(path))
 }
 
-/// `flock(operation | LOCK_NB)`: `Ok(false)` when someone else's lock is in the way.
-fn try_flock(file: &File, operation: i32) -> io::Result<bool> {
-    // SAFETY: plain system call on a valid descriptor.
-    let ret = unsafe { libc::flock(file.as_raw_fd(), operation | libc::LOCK_NB) };
-    if ret == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(false)
-    } else {
-        Err(e)
+/// A non-blocking `flock(operation)`: `Ok(false)` when someone else's lock is in the way.
+fn try_flock(file: &File, operation: FlockOperation) -> io::Result<bool> {
+    match rustix::fs::flock(file, operation) {
+        Ok(()) => Ok(true),
+        Err(e) if e == Errno::WOULDBLOCK => Ok(false),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -16,7 +16,7 @@ use layout::TEMP_RANDOM_BYTES;
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -242,14 +242,12 @@ impl Store {
             .custom_flags(libc::O_CLOEXEC)
             .open(&path)
             .map_err(at(&path))?;
-        // SAFETY: plain system call on a valid descriptor.
-        let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if ret < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
                 return Err(StoreError::AlreadyMounted(root.to_path_buf()));
             }
-            return Err(at(&path)(e));
+            Err(e) => return Err(at(&path)(e.into())),
         }
         Ok(file)
     }
