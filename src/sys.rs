@@ -121,12 +121,18 @@ pub enum Forked {
     Child,
 }
 
-/// Forks this process. Call it only while the process has a single thread (before any
-/// thread is spawned): the child then goes on as an ordinary copy of it.
+/// Forks this process, which must still have a single thread: with more, the child could
+/// inherit a lock another thread held, so that is refused (`EBUSY`) rather than trusted.
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: callers fork while the process is still single-threaded (see above), so no
-    // lock or allocator state of another thread is copied half-held into the child, and the
-    // child may go on running Rust code.
+    if thread_count()? != 1 {
+        return Err(io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            "cannot fork a process that has more than one thread",
+        ));
+    }
+    // SAFETY: the process has one thread (checked above, and only this thread could start
+    // another), so no lock or allocator state of another thread is copied half-held into the
+    // child, and the child may go on running Rust code.
     match unsafe { libc::fork() } {
         -1 => Err(io::Error::last_os_error()),
         0 => Ok(Forked::Child),
@@ -134,6 +140,16 @@ pub fn fork() -> io::Result<Forked> {
             .map(Forked::Parent)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ECHILD)),
     }
+}
+
+/// The number of threads of this process (`Threads:` of `/proc/self/status`).
+fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no thread count in /proc"))
 }
 
 /// Opens the connection to syslog for this process: identifier `ssefs`, with the pid,
@@ -232,6 +248,19 @@ pub fn unescape(field: &str) -> OsString {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fork_is_refused_while_another_thread_runs() {
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || {
+            let _ = wait.recv();
+        });
+        assert!(thread_count().unwrap() >= 2);
+        let refused = fork().err().expect("a second thread must refuse the fork");
+        assert_eq!(refused.kind(), io::ErrorKind::ResourceBusy);
+        drop(stop);
+        other.join().unwrap();
+    }
 
     #[test]
     fn mountinfo_lines_are_parsed_with_escapes_undone() {
