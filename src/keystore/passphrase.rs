@@ -214,13 +214,7 @@ impl Keystore {
             )?;
             change.master_keys += 1;
         }
-        let materials: Vec<(String, u32, Vec<u8>)> = {
-            let mut stmt = tx.prepare(
-                "SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL",
-            )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let materials = wrapped_materials(&tx)?;
         for (key_id, version, wrapped) in materials {
             let context = cmk_context(&store_id, &key_id, version);
             let new = rewrap(old_root, new_root, &context, wrapped, || {
@@ -282,6 +276,14 @@ where
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Every CMK material still present (not deleted): key id, version and its wrapping.
+fn wrapped_materials(tx: &Transaction<'_>) -> Result<Vec<(String, u32, Vec<u8>)>, KeystoreError> {
+    let mut stmt =
+        tx.prepare("SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Moves every wrapped key of a keystore from before the seal to the contexts that name the
 /// store (v2), under the same root key, inside the transaction that seals it.
 pub(super) fn move_wraps_forward(
@@ -303,13 +305,7 @@ pub(super) fn move_wraps_forward(
             (new, version),
         )?;
     }
-    let materials: Vec<(String, u32, Vec<u8>)> = {
-        let mut stmt = tx.prepare(
-            "SELECT key_id, version, wrapped FROM cmk_materials WHERE wrapped IS NOT NULL",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let materials = wrapped_materials(tx)?;
     for (key_id, version, wrapped) in materials {
         let new = rewrap_context(
             root,
