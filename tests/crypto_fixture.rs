@@ -6,8 +6,8 @@
 mod support;
 
 use ssefs::crypto::{
-    Algorithm, DEFAULT_BLOCK_SIZE, FORMAT_VERSION, Key256, KeyRef, MemoryIo, Object, StoreKey,
-    peek_header,
+    Algorithm, CryptoError, DEFAULT_BLOCK_SIZE, FORMAT_V2, FORMAT_VERSION, Key256, KeyRef,
+    MemoryIo, Object, StoreKey, peek_header,
 };
 use std::path::PathBuf;
 
@@ -133,6 +133,57 @@ fn current_fixtures_still_decrypt() {
     }
 }
 
+#[test]
+fn v2_fixtures_still_decrypt_and_move_to_v3_by_a_header_write() {
+    let dir = version_dir(FORMAT_V2);
+    let plaintext = std::fs::read(dir.join("plaintext.bin")).unwrap();
+    let store = current_store_key().with_min_version(FORMAT_V2);
+    for fixture in fixtures() {
+        let object = open_fixture(&dir, &fixture, &store, FORMAT_V2, plaintext.len());
+        check_fixture(&object, &fixture, &plaintext);
+
+        // `upgrade` rewrites the header alone: every other byte stays as it was.
+        let before = object.io().snapshot().unwrap();
+        let mut object = object;
+        object.upgrade().unwrap();
+        let after = object.close().unwrap().snapshot().unwrap();
+        assert_eq!(before.len(), after.len(), "{}", fixture.name);
+        assert_eq!(
+            before[P..],
+            after[P..],
+            "{}: only page 0 changes",
+            fixture.name
+        );
+        let io = MemoryIo::from_bytes(after);
+        assert_eq!(peek_header(&io).unwrap().version, FORMAT_VERSION);
+        let object = Object::open(io, &current_store_key(), read_kek(&dir, &fixture).as_ref())
+            .unwrap_or_else(|e| panic!("{}: upgraded object: {e}", fixture.name));
+        check_fixture(&object, &fixture, &plaintext);
+
+        // A write session moves a version 2 object forward too, and it keeps working.
+        let bytes = std::fs::read(dir.join(format!("{}.obj", fixture.name))).unwrap();
+        let kek = read_kek(&dir, &fixture);
+        let mut object = Object::open(MemoryIo::from_bytes(bytes), &store, kek.as_ref()).unwrap();
+        object.write_at(5, b"written as v3").unwrap();
+        let io = object.close().unwrap();
+        assert_eq!(peek_header(&io).unwrap().version, FORMAT_VERSION);
+        let object = Object::open(io, &current_store_key(), kek.as_ref()).unwrap();
+        let mut expected = plaintext.clone();
+        expected[5..18].copy_from_slice(b"written as v3");
+        check_fixture(&object, &fixture, &expected);
+    }
+}
+
+#[test]
+fn a_store_on_v3_refuses_v2_objects() {
+    let dir = version_dir(FORMAT_V2);
+    let bytes = std::fs::read(dir.join("none.obj")).unwrap();
+    let err = Object::open(MemoryIo::from_bytes(bytes), &current_store_key(), None)
+        .err()
+        .unwrap();
+    assert!(matches!(err, CryptoError::Authentication(_)), "{err:?}");
+}
+
 fn open_fixture(
     dir: &std::path::Path,
     fixture: &Fixture,
@@ -178,8 +229,5 @@ fn an_upgraded_store_refuses_v1_objects() {
     let err = Object::open(MemoryIo::from_bytes(bytes), &store, None)
         .err()
         .unwrap();
-    assert!(
-        matches!(err, ssefs::crypto::CryptoError::Authentication(_)),
-        "{err:?}"
-    );
+    assert!(matches!(err, CryptoError::Authentication(_)), "{err:?}");
 }

@@ -79,10 +79,13 @@ fn assert_rejected_or_intact(result: Result<Vec<u8>, CryptoError>, original: &[u
     }
 }
 
+/// Offset of the key reference kind in a version 3 header (after the 32-byte root).
+const KEY_KIND: usize = 120;
+
 fn header_record_len(bytes: &[u8]) -> usize {
-    let n = bytes[93] as usize;
-    let w = u16::from_le_bytes([bytes[94 + n], bytes[95 + n]]) as usize;
-    96 + n + w + 32
+    let n = bytes[KEY_KIND + 5] as usize;
+    let w = u16::from_le_bytes([bytes[KEY_KIND + 6 + n], bytes[KEY_KIND + 7 + n]]) as usize;
+    KEY_KIND + 8 + n + w + 32
 }
 
 #[test]
@@ -277,18 +280,18 @@ fn a_relabelled_key_reference_does_not_unwrap() {
     let key = key();
     // Key version 4 -> 5: the DEK context changes, so the unwrap fails before the header tag.
     let mut tampered = bytes.clone();
-    tampered[89] = 5;
+    tampered[KEY_KIND + 1] = 5;
     let err = open_and_read(tampered, Some(&key)).unwrap_err();
     assert!(matches!(err, CryptoError::Authentication(_)), "{err:?}");
     // AES256/master -> KMS/CMK needs a key id, which shifts the record: malformed or rejected.
     let mut tampered = bytes.clone();
     tampered[10] = 2;
-    tampered[88] = 2;
+    tampered[KEY_KIND] = 2;
     assert_rejected(open_and_read(tampered, Some(&key)), "relabelled to KMS");
     // Algorithm none with the same layout is refused outright.
     let mut tampered = bytes;
     tampered[10] = 0;
-    tampered[88] = 0;
+    tampered[KEY_KIND] = 0;
     assert_rejected(open_and_read(tampered, None), "relabelled to none");
 }
 

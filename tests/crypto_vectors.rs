@@ -4,8 +4,8 @@
 //! they were computed independently of this implementation.
 
 use ssefs::crypto::{
-    Algorithm, BlockCipher, CryptoError, DEFAULT_BLOCK_SIZE, FORMAT_V1, FORMAT_VERSION, Key256,
-    KeyRef, MemoryIo, Object, Slot, StoreKey, WrappedKey, dek_context, unwrap_key,
+    Algorithm, BlockCipher, CryptoError, DEFAULT_BLOCK_SIZE, FORMAT_V1, FORMAT_V2, FORMAT_VERSION,
+    Key256, KeyRef, MemoryIo, Object, Slot, StoreKey, WrappedKey, dek_context, unwrap_key,
     wrap_key_with_nonce,
 };
 
@@ -52,10 +52,15 @@ const WRAP_GENERIC: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe9
 
 const CONTEXT_AES256: &str = "73736566732f64656b2f763210707172737475767778797a7b7c7d7e7f01010700000000404142434445464748494a4b4c4d4e4f";
 const WRAPPED_AES256: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd2fd02513170758474b246aa17013f6320fcffebd9c9da4baa2917c23fa5fb60c";
-const HEADER_AES256: &str = "73736566734f424a0200010000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000107000000005000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd2fd02513170758474b246aa17013f6320fcffebd9c9da4baa2917c23fa5fb60c3b77d7711fd374738d7c1ab8ef37d9ffe68c7cacfbcd6f33729e03381a6074e4";
+const V2_HEADER_AES256: &str = "73736566734f424a0200010000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000107000000005000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd2fd02513170758474b246aa17013f6320fcffebd9c9da4baa2917c23fa5fb60c3b77d7711fd374738d7c1ab8ef37d9ffe68c7cacfbcd6f33729e03381a6074e4";
 const WRAPPED_KMS: &str = "505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd155e0ed85e80584b160701a5635dd386ff59cc42946fbb65a229500c6d427810";
-const HEADER_KMS: &str = "73736566734f424a0200020000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000202000000086b65792d303132335000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd155e0ed85e80584b160701a5635dd386ff59cc42946fbb65a229500c6d427810e5eeae2326b1fe20c8be6525c093955d296afdf7b2abd33b99c8b7eeaaa0a05e";
-const HEADER_NONE: &str = "73736566734f424a0200000000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000059897aefc2a01a79b2a355ab60366b89d6034cb5576d5a4fea5dcb881569e5cb";
+const V2_HEADER_KMS: &str = "73736566734f424a0200020000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000202000000086b65792d303132335000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd155e0ed85e80584b160701a5635dd386ff59cc42946fbb65a229500c6d427810e5eeae2326b1fe20c8be6525c093955d296afdf7b2abd33b99c8b7eeaaa0a05e";
+const V2_HEADER_NONE: &str = "73736566734f424a0200000000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f01000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000059897aefc2a01a79b2a355ab60366b89d6034cb5576d5a4fea5dcb881569e5cb";
+const HEADER_AES256: &str = "73736566734f424a0300010000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000481da07d3a347bd2e8cd815aa8ce41b7c869036fe93697c8321dc27122e23ef0107000000005000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd2fd02513170758474b246aa17013f6320fcffebd9c9da4baa2917c23fa5fb60c57ba3c6023284c6b288217b6571bedc6adeaaa71d4756e07b82f2ac6b6c84bc2";
+const HEADER_KMS: &str = "73736566734f424a0300020000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000000481da07d3a347bd2e8cd815aa8ce41b7c869036fe93697c8321dc27122e23ef0202000000086b65792d303132335000505152535455565758595a5b5c5d5e5fc492f709bb853d44dbe986535185a7507cb0f5ffe6de31415debc90ca71eeebd155e0ed85e80584b160701a5635dd386ff59cc42946fbb65a229500c6d42781072e4d86098a28c23c3b4e7d464b65a9fade2d02f4cf151e3a00cfef75e1a362f";
+const HEADER_NONE: &str = "73736566734f424a0300000000100000404142434445464748494a4b4c4d4e4f707172737475767778797a7b7c7d7e7f010000000000000000000000000000000000000000000000000000000000000000000000000000005f7cfe4813a2a13fdd3f44570d109742135e161ffdb198367c60a5761e99385300000000000000004b1615f4cab62ff57b7df088d309297ece8a16a68f9699a9374d751ea0beef30";
+const ROOT_ONE_UNWRITTEN_GROUP: &str =
+    "32fd5f774b1681793b4f139c46f8216ccf48adfe0856106152f210f4ed545a49";
 const SLOT_AES256: &str = "03000000000000002b000000606162636465666768696a6b6449f9b9b2194d6cc14980c252bcf2bc9698ee05be09e0b6ad5af3b43250d9f8";
 const CT_AES256: &str =
     "dd04d18fc2a64f9094b04806e95257fb5ad25de0af7a79d97c6394593b5618077ab3b55a30bbfcb3b608fd";
@@ -178,7 +183,7 @@ fn aes256_header_vector() {
         dek(),
     );
     check_header(&bytes, HEADER_AES256);
-    assert_eq!(hex(&bytes[96..176]), WRAPPED_AES256);
+    assert_eq!(hex(&bytes[128..208]), WRAPPED_AES256);
     let object = Object::open(MemoryIo::from_bytes(bytes), &store_key(), Some(&kek())).unwrap();
     assert_eq!(object.size(), 0);
 }
@@ -191,7 +196,7 @@ fn kms_header_vector() {
     };
     let bytes = created_header(Algorithm::Kms, cmk, Some(&kek()), dek());
     check_header(&bytes, HEADER_KMS);
-    assert_eq!(hex(&bytes[104..184]), WRAPPED_KMS);
+    assert_eq!(hex(&bytes[136..216]), WRAPPED_KMS);
 }
 
 #[test]
@@ -263,6 +268,46 @@ fn group_tag_vector() {
     assert_eq!(hex(&bytes[2 * 4096 - 32..2 * 4096]), GROUP_TAG);
 }
 
+/// The root of the block map of an object extended to 5 blocks without writing any: one
+/// group, whose meta page lies past the end of the file (all zero). Bytes 88..120 of the
+/// header once the object is closed.
+#[test]
+fn block_map_root_vector() {
+    let mut object = Object::create_with_secrets(
+        MemoryIo::default(),
+        &store_key(),
+        Algorithm::Aes256,
+        KeyRef::Master { version: 7 },
+        Some(&kek()),
+        DEFAULT_BLOCK_SIZE,
+        dek(),
+        file_id(),
+        nonce(),
+    )
+    .unwrap();
+    object.set_size(5 * 4096).unwrap();
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    assert_eq!(hex(&bytes[88..120]), ROOT_ONE_UNWRITTEN_GROUP);
+}
+
+/// Version 2 header pages open in a store that still accepts version 2, and stay version 2
+/// until a header write that knows the block map.
+#[test]
+fn v2_headers_still_open() {
+    for (header, kek) in [
+        (V2_HEADER_AES256, Some(kek())),
+        (V2_HEADER_KMS, Some(kek())),
+        (V2_HEADER_NONE, None),
+    ] {
+        let mut page = unhex(header);
+        page.resize(DEFAULT_BLOCK_SIZE as usize, 0);
+        let store = store_key();
+        let object = Object::open(MemoryIo::from_bytes(page), &store, kek.as_ref()).unwrap();
+        assert_eq!(object.info().version, FORMAT_V2);
+        assert_eq!(object.size(), 0);
+    }
+}
+
 #[test]
 fn v1_block_vectors_still_open() {
     let cipher = BlockCipher::new(FORMAT_V1, &dek(), &store_key(), &file_id(), true);
@@ -318,6 +363,10 @@ fn the_format_document_lists_these_vectors() {
         ("AES256 header", HEADER_AES256),
         ("KMS header", HEADER_KMS),
         ("none header", HEADER_NONE),
+        ("block map root", ROOT_ONE_UNWRITTEN_GROUP),
+        ("v2 AES256 header", V2_HEADER_AES256),
+        ("v2 KMS header", V2_HEADER_KMS),
+        ("v2 none header", V2_HEADER_NONE),
         ("AES256 slot", SLOT_AES256),
         ("AES256 ciphertext", CT_AES256),
         ("none slot", SLOT_NONE),

@@ -2,7 +2,8 @@
 //! a cut-off tail reads as EIO, never as altered plaintext, and other objects stay readable.
 //! So do the attacks of someone who can write the store but holds no root key: a forged
 //! object (`none` included), an object copied from another store, a block put back to an older
-//! version, an old block replayed after a truncate, a written block turned into a hole.
+//! version (alone, with its slot pair, or its whole group), an old block replayed after a
+//! truncate, a written block turned into a hole, a group of a sparse object erased.
 
 mod support;
 
@@ -348,8 +349,14 @@ fn old_format_objects_are_read_only_listed_and_upgraded() {
         "a lowered floor is tampering"
     );
     let db = rusqlite::Connection::open(keystore_dir(&store.store).join("keystore.db")).unwrap();
-    db.execute("UPDATE meta SET min_object_version = 2", [])
-        .unwrap();
+    db.execute(
+        &format!(
+            "UPDATE meta SET min_object_version = {}",
+            ssefs::crypto::FORMAT_VERSION
+        ),
+        [],
+    )
+    .unwrap();
     drop(db);
     // What the schema step leaves in a keystore from before the floor (sealed, as ssefs
     // writes it).
@@ -438,4 +445,183 @@ fn a_written_block_turned_into_a_hole_reads_as_eio() {
     drop(f);
     let mount = Mount::new(&store, &[]);
     assert_eio(&mount.join("enc/sparse"), "block 5 zeroed into a hole");
+}
+
+/// Attack: an overwritten block is put back together with its slot pair (a complete older
+/// version of the block): the block map in the header catches it. fsck names it, and `fsck
+/// --repair` accepts the object as found only when asked (after a power loss, say).
+#[test]
+fn a_block_put_back_with_its_slot_pair_reads_as_eio_and_fsck_names_it() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    fs::write(bucket.join("f"), vec![0xAA; 3 * P as usize]).unwrap();
+    fs::write(bucket.join("other"), b"untouched").unwrap();
+    assert!(mount.unmount().success());
+    let backing = store.store.join("enc/f");
+    let before = fs::read(&backing).unwrap();
+
+    let mount = Mount::new(&store, &[]);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(mount.join("enc/f"))
+        .unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], P).unwrap();
+    drop(f);
+    assert!(mount.unmount().success());
+
+    put_back(&before, &backing, slot_pair_offset(1), 112);
+    put_back(&before, &backing, data_offset(1), P);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/f"), "block 1 put back with its slot pair");
+    assert_eq!(fs::read(mount.join("enc/other")).unwrap(), b"untouched");
+    // The whole meta page (every slot pair and the group tag) put back: the same.
+    assert!(mount.unmount().success());
+    put_back(&before, &backing, P, P);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/f"), "block 1 put back with its meta page");
+    assert!(mount.unmount().success());
+
+    let (ok, report) = fsck(&store);
+    assert!(!ok, "{report}");
+    assert!(report.contains("block-map-mismatch"), "{report}");
+    assert!(report.contains("enc/f"), "{report}");
+    let out = Command::new(SSEFS)
+        .args(["fsck", "--repair", "--store"])
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fsck --repair: {out:?}");
+    let mount = Mount::new(&store, &[]);
+    let data = fs::read(mount.join("enc/f")).unwrap();
+    assert_eq!(
+        data,
+        vec![0xAA; 3 * P as usize],
+        "the older version, accepted"
+    );
+}
+
+/// Attack: a whole group of a sparse object (its meta page and every data page) is zeroed, so
+/// that it would look never written and read as zeros.
+#[test]
+fn an_erased_group_of_a_sparse_object_reads_as_eio() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    let f = fs::File::create(bucket.join("sparse")).unwrap();
+    f.write_all_at(&vec![0xAA; P as usize], 0).unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], 40 * P).unwrap();
+    f.write_all_at(&vec![0xCC; P as usize], 80 * P).unwrap();
+    drop(f);
+    assert!(mount.unmount().success());
+
+    // Group 1 holds blocks 36..72: its meta page follows group 0's 37 pages.
+    let (start, end) = (P + 37 * P, P + 2 * 37 * P);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(store.store.join("enc/sparse"))
+        .unwrap();
+    f.write_all_at(&vec![0u8; (end - start) as usize], start)
+        .unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let mount = Mount::new(&store, &[]);
+    assert_eio(&mount.join("enc/sparse"), "group 1 erased");
+}
+
+/// A store that still holds objects of format version 2 (written by an earlier ssefs): they
+/// read and write, a write session moves an object to version 3, and `ssefs upgrade` moves
+/// the rest by rewriting their headers alone.
+#[test]
+fn version_2_objects_move_to_version_3_by_header_writes() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("plain");
+    fs::write(bucket.join("written"), vec![1u8; 5 * P as usize]).unwrap();
+    fs::write(bucket.join("kept"), vec![2u8; 5 * P as usize]).unwrap();
+    assert!(mount.unmount().success());
+    let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
+    let keystore = Keystore::open(&keystore_dir(&store.store), &root).unwrap();
+    keystore.set_object_format_floor_for_tests(2).unwrap();
+    let store_key = keystore.store_key().unwrap();
+    for name in ["written", "kept"] {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(store.store.join("plain").join(name))
+            .unwrap();
+        let kek = match ssefs::crypto::peek_header(&file).unwrap().key_ref {
+            KeyRef::Master { version } => Some(keystore.master_key_version(version).unwrap()),
+            _ => None,
+        };
+        let mut object = Object::open(file, &store_key, kek.as_ref()).unwrap();
+        object.write_as_version_2_for_tests().unwrap();
+    }
+    drop(keystore);
+    let version = |name: &str| {
+        let file = fs::File::open(store.store.join("plain").join(name)).unwrap();
+        ssefs::crypto::peek_header(&file).unwrap().version
+    };
+    assert_eq!(version("kept"), 2);
+
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(
+        fs::read(mount.join("plain/kept")).unwrap(),
+        vec![2u8; 5 * P as usize]
+    );
+    OpenOptions::new()
+        .write(true)
+        .open(mount.join("plain/written"))
+        .unwrap()
+        .write_all_at(b"v3", 0)
+        .unwrap();
+    assert!(mount.unmount().success());
+    assert_eq!(version("written"), 3);
+    assert_eq!(version("kept"), 2);
+    let (_, report) = fsck(&store);
+    assert!(
+        report.contains("older object format") && report.contains("plain/kept"),
+        "{report}"
+    );
+
+    let kept_before = fs::read(store.store.join("plain/kept")).unwrap();
+    let out = Command::new(SSEFS)
+        .arg("upgrade")
+        .arg("--store")
+        .arg(&store.store)
+        .arg("--root-key")
+        .arg(&store.root_key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "upgrade: {out:?}");
+    let kept_after = fs::read(store.store.join("plain/kept")).unwrap();
+    assert_eq!(version("kept"), 3);
+    assert_eq!(
+        kept_before[P as usize..],
+        kept_after[P as usize..],
+        "only the header page changes"
+    );
+    let (ok, report) = fsck(&store);
+    assert!(ok && !report.contains("older object format"), "{report}");
+    let mount = Mount::new(&store, &[]);
+    assert_eq!(
+        fs::read(mount.join("plain/kept")).unwrap(),
+        vec![2u8; 5 * P as usize]
+    );
+    let mut expected = vec![1u8; 5 * P as usize];
+    expected[..2].copy_from_slice(b"v3");
+    assert_eq!(fs::read(mount.join("plain/written")).unwrap(), expected);
 }

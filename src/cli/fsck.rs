@@ -24,7 +24,9 @@ pub struct FsckArgs {
     /// The root key, to check blocks [without one: headers only].
     #[command(flatten)]
     pub key: KeyArgs,
-    /// Remove leftover temporary files (only while the store is not mounted).
+    /// Remove leftover temporary files, and accept the block map of objects whose blocks all
+    /// authenticate but whose map does not match (after a power loss); only while the store
+    /// is not mounted.
     #[arg(long)]
     pub repair: bool,
     /// Print the report as JSON.
@@ -172,7 +174,11 @@ fn print_text(report: &FsckReport) {
     for p in &report.problems {
         let path = p.path.display();
         if p.repaired {
-            println!("repaired {}: {path}: removed", p.kind.as_str());
+            let what = match p.kind {
+                ProblemKind::BlockMapMismatch => "block map accepted as found",
+                _ => "removed",
+            };
+            println!("repaired {}: {path}: {what}", p.kind.as_str());
         } else {
             println!("{}: {path}: {}", p.kind.as_str(), p.detail);
         }

@@ -5,7 +5,7 @@
 
 use super::header::object_subkey;
 use super::keys::{HmacSha256, StoreKey, aes_with_key, hmac_with_key};
-use super::layout::FORMAT_V1;
+use super::layout::{FORMAT_V1, key_schedule};
 use super::layout::{SLOT_LEN, SLOT_PAIR_LEN};
 use super::{CryptoError, Key256};
 use aes::Aes256;
@@ -133,6 +133,7 @@ impl BlockCipher {
         file_id: &[u8; 16],
         encrypt: bool,
     ) -> Self {
+        let version = key_schedule(version);
         let aes = encrypt
             .then(|| aes_with_key(&object_subkey(version, dek, store, file_id, "block-enc")));
         let mut mac_prefix =

@@ -4,7 +4,7 @@
 //! Works on byte slices only; reading and writing the backing file is `object`'s job.
 
 use super::keys::{HmacSha256, StoreKey, WRAPPED_KEY_LEN, derive_subkey, hmac_with_key};
-use super::layout::{FORMAT_V1, FORMAT_VERSION, Layout, MAX_OBJECT_SIZE};
+use super::layout::{FORMAT_V1, FORMAT_V2, FORMAT_VERSION, Layout, MAX_OBJECT_SIZE, key_schedule};
 use super::{CryptoError, Key256, WrappedKey};
 use hmac::Mac;
 use zeroize::Zeroizing;
@@ -14,6 +14,7 @@ pub const HEADER_MAX_LEN: usize = 512;
 const MAGIC: &[u8; 8] = b"ssefsOBJ";
 const HEADER_DOMAIN_V1: &[u8] = b"ssefs/header/v1";
 const HEADER_DOMAIN_V2: &[u8] = b"ssefs/header/v2";
+const HEADER_DOMAIN_V3: &[u8] = b"ssefs/header/v3";
 const DEK_DOMAIN_V1: &[u8] = b"ssefs/dek/v1";
 const DEK_DOMAIN_V2: &[u8] = b"ssefs/dek/v2";
 const TAG_LEN: usize = 32;
@@ -67,6 +68,9 @@ pub struct Header {
     /// used so far was at most `cut_gen`: a slot there with `gen <= cut_gen` is stale.
     pub cut_block: u64,
     pub cut_gen: u64,
+    /// Version 3: the root of the object's block map (every meta page) when it was last
+    /// written; checked when the object is opened clean. Zero in older versions.
+    pub root: [u8; 32],
 }
 
 /// A parsed but unauthenticated header and the length of its record without the tag.
@@ -111,15 +115,18 @@ impl Header {
         w.put(&info.file_id);
         match info.version {
             FORMAT_V1 => {}
-            FORMAT_VERSION => w.put(&self.store_id),
+            FORMAT_V2 | FORMAT_VERSION => w.put(&self.store_id),
             other => return Err(CryptoError::UnsupportedVersion(other)),
         }
         w.put(&self.seq.to_le_bytes());
         w.put(&info.size.to_le_bytes());
-        if info.version == FORMAT_VERSION {
+        if info.version != FORMAT_V1 {
             w.put(&self.gen_limit.to_le_bytes());
             w.put(&self.cut_block.to_le_bytes());
             w.put(&self.cut_gen.to_le_bytes());
+        }
+        if info.version == FORMAT_VERSION {
+            w.put(&self.root);
         }
         w.put(&[kind_byte(&info.key_ref)]);
         w.put(&key_version.to_le_bytes());
@@ -132,7 +139,7 @@ impl Header {
 }
 
 /// Writes fields one after another into the 512-byte record (every record fits: at most
-/// 128 + 255 + 80 + 32 bytes).
+/// 160 + 255 + 80 + 32 bytes).
 struct Writer<'a> {
     out: &'a mut [u8; HEADER_MAX_LEN],
     at: usize,
@@ -155,7 +162,7 @@ impl ParsedHeader {
         }
         let mut reader = Reader { bytes, at: 8 };
         let version = reader.u16()?;
-        if version != FORMAT_VERSION && version != FORMAT_V1 {
+        if !matches!(version, FORMAT_V1 | FORMAT_V2 | FORMAT_VERSION) {
             return Err(CryptoError::UnsupportedVersion(version));
         }
         let algorithm = parse_algorithm(reader.u8()?)?;
@@ -178,6 +185,10 @@ impl ParsedHeader {
         let (gen_limit, cut_block, cut_gen) = match version {
             FORMAT_V1 => (0, 0, 0),
             _ => (reader.u64()?, reader.u64()?, reader.u64()?),
+        };
+        let root: [u8; 32] = match version {
+            FORMAT_VERSION => reader.array()?,
+            _ => [0; 32],
         };
         let kind = reader.u8()?;
         let key_version = reader.u32()?;
@@ -206,6 +217,7 @@ impl ParsedHeader {
             gen_limit,
             cut_block,
             cut_gen,
+            root,
         };
         Ok(Self { header, body_len })
     }
@@ -245,9 +257,12 @@ pub fn dek_context(
     let (key_id, key_version) = key_fields(key_ref);
     let n = key_id_len(key_ref)?;
     let mut context = Vec::with_capacity(DEK_DOMAIN_V2.len() + 24 + key_id.len() + 16);
-    match version {
+    if version > FORMAT_VERSION {
+        return Err(CryptoError::UnsupportedVersion(version));
+    }
+    match key_schedule(version) {
         FORMAT_V1 => context.extend_from_slice(DEK_DOMAIN_V1),
-        FORMAT_VERSION => {
+        FORMAT_V2 => {
             context.extend_from_slice(DEK_DOMAIN_V2);
             context.push(store_id.len() as u8);
             context.extend_from_slice(store_id);
@@ -270,8 +285,8 @@ pub fn header_mac(version: u16, dek: &Key256, store: &StoreKey, file_id: &[u8; 1
     hmac_with_key(&object_subkey(version, dek, store, file_id, "header-mac"))
 }
 
-/// `HKDF(file ID, ikm, "ssefs/vN/" ‖ name)` with `ikm = DEK ‖ K_store` for version 2 and
-/// `DEK` for version 1.
+/// `HKDF(file ID, ikm, "ssefs/vN/" ‖ name)` with `ikm = DEK ‖ K_store` for versions 2 and 3
+/// (both `N = 2`: version 3 keeps version 2's keys) and `DEK` for version 1.
 pub fn object_subkey(
     version: u16,
     dek: &Key256,
@@ -281,6 +296,7 @@ pub fn object_subkey(
 ) -> Zeroizing<[u8; 32]> {
     let mut ikm = Zeroizing::new([0u8; 64]);
     ikm[..32].copy_from_slice(dek.expose_secret());
+    let version = key_schedule(version);
     let ikm: &[u8] = if version == FORMAT_V1 {
         &ikm[..32]
     } else {
@@ -312,7 +328,8 @@ pub fn check_key_ref(algorithm: Algorithm, key_ref: &KeyRef) -> Result<(), Crypt
 fn header_domain(version: u16) -> &'static [u8] {
     match version {
         FORMAT_V1 => HEADER_DOMAIN_V1,
-        _ => HEADER_DOMAIN_V2,
+        FORMAT_V2 => HEADER_DOMAIN_V2,
+        _ => HEADER_DOMAIN_V3,
     }
 }
 

@@ -3,13 +3,26 @@
 //! pages end with a 32-byte group tag), slot pairs and data pages of each block, the clean
 //! length.
 //! The format versions it depends on are defined here. Pure arithmetic: no I/O and no keys.
+//!
+//! Version 3 has the page layout, slots and keys of version 2; its header adds the root of
+//! the object's block map (see `object`).
 
 use super::CryptoError;
 
 /// The object format version this ssefs writes.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
+/// The second format version: read and written; its header is rewritten as version 3 by the
+/// first header write that knows the object's block map (a write session, `ssefs upgrade`).
+pub const FORMAT_V2: u16 = 2;
 /// The first format version: still read (its objects are read-only), never written new.
 pub const FORMAT_V1: u16 = 1;
+
+/// The key schedule of a format `version` object: version 3 derives its keys, block tags and
+/// DEK wrap context exactly as version 2 does, so moving an object from 2 to 3 rewrites only
+/// its header.
+pub fn key_schedule(version: u16) -> u16 {
+    version.min(FORMAT_V2)
+}
 
 /// Bytes of one slot: `gen u32 | len u32 | iv [16] | tag [32]`.
 pub const SLOT_LEN: usize = 56;

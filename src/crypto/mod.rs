@@ -7,6 +7,8 @@
 
 mod active;
 mod block;
+#[cfg(test)]
+mod block_map_tests;
 mod error;
 mod header;
 mod io;
@@ -21,7 +23,7 @@ pub use error::CryptoError;
 pub use header::{Algorithm, HeaderInfo, KeyRef};
 pub use io::{MemoryIo, ObjectIo};
 pub use keys::{Key256, StoreKey, WRAPPED_KEY_LEN, WrappedKey, unwrap_key, wrap_key};
-pub use layout::{FORMAT_V1, FORMAT_VERSION};
+pub use layout::{FORMAT_V1, FORMAT_V2, FORMAT_VERSION};
 pub use layout::{MAX_BLOCK_SIZE, MAX_OBJECT_SIZE, MIN_BLOCK_SIZE};
 pub use object::{DEFAULT_BLOCK_SIZE, Object, VerifyReport, check_kek, peek_header};
 

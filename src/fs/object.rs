@@ -64,7 +64,17 @@ impl BucketFs {
         let file = self.backing_file(self.open_backing(inode)?);
         let header = peek_header(&file)?;
         let kek = object_kek(self.keys.as_ref(), &header.key_ref, user)?;
-        Ok(Object::open(file, &self.store_key, kek.as_ref())?)
+        let object = Object::open(file, &self.store_key, kek.as_ref())?;
+        if object.is_dirty() {
+            // Only a writer that stopped mid-session (or someone who put back such a header)
+            // leaves DIRTY behind: its block map cannot be checked until it is closed.
+            log::warn!(
+                "object {} was being written when its writer stopped: its blocks are checked \
+                 one by one, its block map only once it is closed again",
+                self.display_path(inode)
+            );
+        }
+        Ok(object)
     }
 
     /// Logs an integrity failure of an object with its path (never its contents).

@@ -92,7 +92,8 @@ impl BucketFs {
             let key = key_for_setting(self.keys.as_ref(), &setting, &user)
                 .map_err(|e| key_refusal(&user, e))?;
             // An object of an older format is rewritten even under the same setting.
-            let current_format = old.info().version == crate::crypto::FORMAT_VERSION;
+            // Version 2 moves forward with its next header write; version 1 is rewritten.
+            let current_format = old.info().version != crate::crypto::FORMAT_V1;
             if current_format && already_matches(&old.info().key_ref, &key.key_ref) {
                 return Ok((Reencryption::AlreadyMatching, None));
             }

@@ -32,6 +32,10 @@ pub enum ProblemKind {
     DestroyedKey,
     /// The object's length or blocks fail authentication (truncated, flipped, swapped).
     DamagedData,
+    /// Every block authenticates on its own, but the object's block map does not match its
+    /// header: blocks or groups were put back from an older version (or erased), or a power
+    /// loss kept older pages behind a clean header. `--repair` accepts the object as found.
+    BlockMapMismatch,
     /// A temporary file left in `.ssefs/tmp/` by a crash.
     LeftoverTemporary,
     /// A file or directory that could not be read.
@@ -49,6 +53,7 @@ impl ProblemKind {
             ProblemKind::MissingKey => "missing-key",
             ProblemKind::DestroyedKey => "destroyed-key",
             ProblemKind::DamagedData => "damaged-data",
+            ProblemKind::BlockMapMismatch => "block-map-mismatch",
             ProblemKind::LeftoverTemporary => "leftover-temporary",
             ProblemKind::Unreadable => "unreadable",
         }
@@ -68,7 +73,8 @@ pub struct Problem {
 /// How to check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsckOptions {
-    /// Remove leftover temporaries (needs the store lock, so the store must not be mounted).
+    /// Remove leftover temporaries, and commit the headers of objects whose block map alone
+    /// is wrong to the map as found (needs the store lock, so the store must not be mounted).
     pub repair: bool,
 }
 
@@ -170,6 +176,7 @@ pub fn check_store(
     }
     if options.repair {
         repair_temporaries(&inv, &mut report);
+        repair_block_maps(&inv, keys, &mut report);
     }
     Ok(report)
 }
@@ -254,9 +261,30 @@ fn check_object(
         }
     };
     match object.verify() {
+        Ok(verified) if verified.problems.is_empty() && verified.block_map.is_some() => {
+            report.problem(
+                rel,
+                ProblemKind::BlockMapMismatch,
+                format!(
+                    "every block authenticates on its own, but {}; this is what putting back \
+                     an older version of some blocks looks like, or a power loss after a close \
+                     that was not synced. If no one else can write the store, `ssefs fsck \
+                     --repair` accepts the object as it is",
+                    verified.block_map.unwrap_or_default()
+                ),
+            );
+            false
+        }
         Ok(verified) if verified.problems.is_empty() => {
             report.blocks += verified.blocks;
             report.verified += 1;
+            if object.is_dirty() {
+                report.notes.push(format!(
+                    "{} was being written when its writer stopped (DIRTY): its blocks \
+                     authenticate, its block map is checked once a mount closes it",
+                    rel.display()
+                ));
+            }
             true
         }
         Ok(verified) => {
@@ -391,6 +419,52 @@ fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
         match store.remove_temporary(name) {
             Ok(()) => problem.repaired = true,
             Err(e) => problem.detail = format!("{}; removing it failed: {e}", problem.detail),
+        }
+    }
+}
+
+/// Commits the header of every object whose block map alone was wrong to the map as found,
+/// holding the store lock (see `Object::recommit_block_map`).
+fn repair_block_maps(inv: &StoreInventory, keys: KeyLookup<'_>, report: &mut FsckReport) {
+    let wanted = report
+        .problems
+        .iter()
+        .any(|p| p.kind == ProblemKind::BlockMapMismatch);
+    let Some((store_key, lookup)) = keys.filter(|_| wanted) else {
+        return;
+    };
+    let store = match Store::open_locked(&inv.root) {
+        Ok(store) => store,
+        Err(e) => {
+            report
+                .notes
+                .push(format!("block maps were not recommitted: {e}"));
+            return;
+        }
+    };
+    for problem in report
+        .problems
+        .iter_mut()
+        .filter(|p| p.kind == ProblemKind::BlockMapMismatch)
+    {
+        let recommit = || -> Result<(), String> {
+            let file = open_backing_file(&store, &problem.path, true).map_err(|e| e.to_string())?;
+            let info = peek_header(&file).map_err(|e| e.to_string())?;
+            let kek = lookup(&info.key_ref).map_err(|e| e.to_string())?;
+            let mut object =
+                Object::open(file, store_key, kek.as_ref()).map_err(|e| e.to_string())?;
+            object.recommit_block_map().map_err(|e| e.to_string())?;
+            object.close().map(drop).map_err(|e| e.to_string())
+        };
+        match recommit() {
+            Ok(()) => {
+                log::warn!(
+                    "fsck --repair accepted the block map of {} as found",
+                    problem.path.display()
+                );
+                problem.repaired = true;
+            }
+            Err(e) => problem.detail = format!("{}; recommitting it failed: {e}", problem.detail),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Moving objects of an older object format forward (`ssefs upgrade`): each is re-encrypted
-//! under its own setting (its algorithm, and its CMK for KMS) into the current format, through
-//! the staging and atomic swap of every re-encryption; once none is left, the store's format
-//! floor is raised so that objects of the older format are refused. Runs on a locked store.
+//! Moving objects of an older object format forward (`ssefs upgrade`): a version 2 object by
+//! rewriting its header (with the root of its block map), a version 1 object by re-encrypting
+//! it under its own setting (its algorithm, and its CMK for KMS) through the staging and
+//! atomic swap of every re-encryption; once none is left, the store's format floor is raised
+//! so that objects of an older format are refused. Runs on a locked store.
 
 use super::scan::{inventory, peek_object};
 use crate::crypto::FORMAT_VERSION;
@@ -51,8 +52,8 @@ pub fn old_format_notes(store: &Path) -> Vec<String> {
         return Vec::new();
     }
     let mut notes = vec![format!(
-        "{} object(s) still on an older object format (read-only, weaker integrity); \
-         run `ssefs upgrade` to rewrite them:",
+        "{} object(s) still on an older object format (weaker integrity; version 1 is \
+         read-only); run `ssefs upgrade` to move them forward:",
         old.len()
     )];
     notes.extend(old.iter().map(|rel| format!("  {}", rel.display())));
