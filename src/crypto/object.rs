@@ -1345,24 +1345,20 @@ impl<I: ObjectIo> Object<I> {
         self.write_header()
     }
 
-    /// Takes the block map as the backing file holds it now and commits the header to it, when
-    /// every block authenticates on its own: for `fsck --repair` after a power loss left a
-    /// clean header ahead of the pages it commits to. Whatever older block versions the file
-    /// holds are accepted with it, so only an operator who knows why the map broke runs this.
+    /// Takes the object as found, as after a crash: its block map is rebuilt from the backing
+    /// file, and the next [`Object::close`] repairs blocks whose newest slot does not
+    /// authenticate (their older version stays) and commits the header to the map. For `fsck
+    /// --repair` after a power loss left a clean header ahead of pages it commits to. Any
+    /// older block versions the file holds are accepted with it, so only an operator who
+    /// knows why the map broke runs this. Blocks that fail on their own still fail.
     pub fn recommit_block_map(&mut self) -> Result<(), CryptoError> {
-        if !self.has_block_map() {
-            return Ok(());
-        }
+        self.check_writable()?;
         self.check_root = false;
         self.groups = OnceLock::new();
-        let report = self.verify()?;
-        if let Some(first) = report.problems.first() {
-            return Err(CryptoError::Authentication(format!(
-                "{} block(s) fail authentication on their own (first: {first})",
-                report.problems.len()
-            )));
-        }
-        self.write_header()
+        self.newest_active.clear();
+        self.strict = false;
+        self.recovering = true;
+        self.begin_mutation(false)
     }
 
     /// Rewrites the header as version 2 (no root), as an earlier ssefs wrote it: only for

@@ -32,9 +32,9 @@ pub enum ProblemKind {
     DestroyedKey,
     /// The object's length or blocks fail authentication (truncated, flipped, swapped).
     DamagedData,
-    /// Every block authenticates on its own, but the object's block map does not match its
-    /// header: blocks or groups were put back from an older version (or erased), or a power
-    /// loss kept older pages behind a clean header. `--repair` accepts the object as found.
+    /// The object's block map does not match its header: blocks or groups were put back from
+    /// an older version (or erased), or a power loss kept older pages behind a clean header.
+    /// `--repair` takes the object as found, as after a crash.
     BlockMapMismatch,
     /// A temporary file left in `.ssefs/tmp/` by a crash.
     LeftoverTemporary,
@@ -73,8 +73,8 @@ pub struct Problem {
 /// How to check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FsckOptions {
-    /// Remove leftover temporaries, and commit the headers of objects whose block map alone
-    /// is wrong to the map as found (needs the store lock, so the store must not be mounted).
+    /// Remove leftover temporaries, and take objects whose block map is wrong as found (needs
+    /// the store lock, so the store must not be mounted).
     pub repair: bool,
 }
 
@@ -261,15 +261,18 @@ fn check_object(
         }
     };
     match object.verify() {
-        Ok(verified) if verified.problems.is_empty() && verified.block_map.is_some() => {
+        Ok(verified) if verified.block_map.is_some() => {
+            let alone = match verified.problems.len() {
+                0 => "every block authenticates on its own".to_string(),
+                n => format!("{n} of {} block(s) also fail on their own", verified.blocks),
+            };
             report.problem(
                 rel,
                 ProblemKind::BlockMapMismatch,
                 format!(
-                    "every block authenticates on its own, but {}; this is what putting back \
-                     an older version of some blocks looks like, or a power loss after a close \
-                     that was not synced. If no one else can write the store, `ssefs fsck \
-                     --repair` accepts the object as it is",
+                    "{}; {alone}. This is what putting back an older version of some blocks \
+                     looks like, or a power loss after a close that was not synced. If no one \
+                     else can write the store, `ssefs fsck --repair` takes the object as found",
                     verified.block_map.unwrap_or_default()
                 ),
             );
@@ -423,8 +426,8 @@ fn repair_temporaries(inv: &StoreInventory, report: &mut FsckReport) {
     }
 }
 
-/// Commits the header of every object whose block map alone was wrong to the map as found,
-/// holding the store lock (see `Object::recommit_block_map`).
+/// Takes every object whose block map was wrong as found, as after a crash, holding the
+/// store lock (see `Object::recommit_block_map`).
 fn repair_block_maps(inv: &StoreInventory, keys: KeyLookup<'_>, report: &mut FsckReport) {
     let wanted = report
         .problems
