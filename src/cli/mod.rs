@@ -135,8 +135,9 @@ pub enum Command {
     /// Show whether and where a store is mounted, its buckets, objects per algorithm and key,
     /// and its master key versions. Needs no root key.
     Status(status::StatusArgs),
-    /// Rewrite every object of an older object format in the current one (same setting, new
-    /// data key), then make the store refuse the older format. Only while not mounted.
+    /// Move every object of an older object format to the current one (format 2: its header
+    /// alone; format 1: re-encrypted under the same setting with a new data key), then make
+    /// the store refuse older formats. Only while not mounted.
     Upgrade(upgrade::UpgradeArgs),
     /// Write the man pages (ssefs.1, ssefs-kms.1, ...) generated from these definitions.
     Man(docs::ManArgs),
