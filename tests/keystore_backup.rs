@@ -403,3 +403,42 @@ fn a_restore_keeps_the_format_floor_the_store_has() {
     });
     assert_eq!(floor, 2, "format 1 objects stay refused");
 }
+
+/// Overwrites part of page `page` of the store's keystore, as a failing disk would.
+fn damage_keystore(s: &Scratch, page: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(meta(s).join("keystore.db"))
+        .expect("open keystore");
+    let mut header = [0u8; 100];
+    file.read_exact_at(&mut header, 0).expect("read header");
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    file.write_all_at(&[0xa5; 256], (page - 1) * page_size + 8)
+        .expect("damage");
+    file.sync_all().expect("sync");
+}
+
+#[test]
+fn a_damaged_keystore_is_restored_over_and_kept() {
+    // Page 2 holds the meta row, page 3 the master keys.
+    for page in [2, 3] {
+        let s = Scratch::new();
+        put(&s, "plain", aes256(), &["kept-safe"]);
+        let good = backup_to(&s, "good.db");
+        damage_keystore(&s, page);
+        let out = restore(&s, &good, &[]);
+        assert!(out.status.success(), "page {page}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("could not be read"),
+            "page {page}: {}",
+            text(&out)
+        );
+        assert_eq!(replaced_names(&s).len(), 1, "page {page}: kept as evidence");
+        assert!(reads(&s, "plain", "kept-safe"), "page {page}");
+    }
+}

@@ -572,20 +572,24 @@ pub struct CurrentView {
 
 /// The keystore at `path` (the one a restore replaces): how far it can be trusted, its
 /// tombstones and its keys. A wrong root key is an error: the restore would not know what it
-/// drops.
+/// drops. One that cannot be read (damaged pages, most often: the reason to restore) is
+/// `Unreadable`, with the reason.
 fn read_current(path: &Path, root_key: &Key256) -> Result<CurrentView, BackupError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(CurrentView::default());
     }
-    let conn = match connect_existing(path) {
-        Ok(conn) => conn,
-        Err(e) => {
-            return Ok(CurrentView {
-                state: CurrentKeystore::Unreadable(e.to_string()),
-                ..CurrentView::default()
-            });
-        }
-    };
+    match read_current_keystore(path, root_key) {
+        Ok(view) => Ok(view),
+        Err(KeystoreError::WrongRootKey) => Err(KeystoreError::WrongRootKey.into()),
+        Err(e) => Ok(CurrentView {
+            state: CurrentKeystore::Unreadable(e.to_string()),
+            ..CurrentView::default()
+        }),
+    }
+}
+
+fn read_current_keystore(path: &Path, root_key: &Key256) -> Result<CurrentView, KeystoreError> {
+    let conn = connect_existing(path)?;
     let store_id = read_store_id(&conn)?;
     let recorded: Vec<u8> =
         conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
@@ -597,24 +601,21 @@ fn read_current(path: &Path, root_key: &Key256) -> Result<CurrentView, BackupErr
             if problems.is_empty() {
                 CurrentKeystore::Sealed
             } else {
-                CurrentKeystore::Tampered(problems)
+                // Damaged pages read as changed rows: told apart as the mount does.
+                match super::damage_first(&conn, KeystoreError::Tampered(problems)) {
+                    KeystoreError::Tampered(problems) => CurrentKeystore::Tampered(problems),
+                    damage => return Err(damage),
+                }
             }
         }
     };
-    // Wrapped keys are authenticated on their own, so even a changed keystore says which
-    // keys it holds; one whose store key does not unwrap says nothing.
-    match read_keys_held(&conn, root_key, &store_id) {
-        Ok(keys) => Ok(CurrentView {
-            state,
-            keys: Some(keys),
-            tombstones: read_tombstones(&conn)?,
-        }),
-        Err(e) => Ok(CurrentView {
-            state: CurrentKeystore::Unreadable(e.to_string()),
-            keys: None,
-            tombstones: read_tombstones(&conn)?,
-        }),
-    }
+    // Wrapped keys are authenticated on their own, so even a keystore changed outside ssefs
+    // says which keys it holds.
+    Ok(CurrentView {
+        state,
+        keys: Some(read_keys_held(&conn, root_key, &store_id)?),
+        tombstones: read_tombstones(&conn)?,
+    })
 }
 
 /// A keystore a restore kept.
