@@ -360,11 +360,9 @@ impl StagedKeystore {
         let current = self.dir.join(KEYSTORE_FILE);
         let aside = keep_current(&current)?;
         if let Err(e) = std::fs::rename(&staged, &current) {
+            // The keystore is still in place; the copy set aside (which may hold its WAL, if
+            // it did not open) stays, and the error names the file.
             self.staged = Some(staged);
-            if let Some(aside) = &aside {
-                // The keystore is still in place under its own name: only the link goes.
-                let _ = std::fs::remove_file(aside);
-            }
             return Err(file_error("replace", &current)(e));
         }
         super::rootkey::sync_dir(&self.dir)?;
