@@ -375,6 +375,17 @@ fn the_replaced_keystore_is_removed_unless_kept_and_says_what_it_had() {
         Some(kept.as_str()),
         "{v}"
     );
+    let status = s
+        .bare()
+        .args(["status", "--store"])
+        .arg(s.store())
+        .output()
+        .expect("run status");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("key escrow: 1 replaced keystore(s)"),
+        "{}",
+        text(&status)
+    );
     let v = list(&["--remove"]);
     assert_eq!(v["removed"][0].as_str(), Some(kept.as_str()), "{v}");
     assert_eq!(v["replaced"].as_array().map(Vec::len), Some(0), "{v}");
