@@ -379,7 +379,6 @@ fn a_racing_read_is_only_ever_made_of_records_written_to_its_place() {
         pieces_of(&mixed, 1, 7, &written),
         Ok(vec![(0, 3, 680), (208, 5, 778)])
     );
-    check_racing_read(&mixed, 1, 7, &written, "mixed");
     let mut flipped = b.clone();
     flipped[3000] ^= 1;
     assert_eq!(pieces_of(&flipped, 1, 7, &written), Err(3000));
