@@ -51,7 +51,7 @@ const ADMIN: &[&str] = &[
 ];
 
 /// Admin commands that have subcommands of their own, each of which takes `--json`.
-const ADMIN_GROUPS: &[(&str, &[&str])] = &[("keystore", &["backup", "restore"])];
+const ADMIN_GROUPS: &[(&str, &[&str])] = &[("keystore", &["backup", "restore", "replaced"])];
 
 #[test]
 fn every_admin_command_takes_json() {

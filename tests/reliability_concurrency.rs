@@ -1,15 +1,19 @@
 //! Concurrency through the mount: threads and processes read and write the same and different
-//! files, rename, delete and recreate, all at once. No torn or corrupted record, no write that
-//! completed is lost, no EIO, and nothing hangs (every join has a deadline).
+//! files, rename, delete and recreate, all at once. No corrupted record, no write that
+//! completed is lost, no EIO, and nothing hangs (every join has a deadline). A read racing a
+//! write of the same page may see part of each (Linux gives buffered reads and writes no
+//! atomicity against each other, docs/SEMANTICS.md), but every byte it sees was written there
+//! by some write, and once the writes are done every record is whole.
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::model::{Rng, data_for};
@@ -51,12 +55,86 @@ fn check_record(bytes: &[u8], file: u64, slot: u64, what: &str) {
     );
 }
 
+/// Every record written to each place of the shared files, as (writer, seq): noted before the
+/// write starts, so a reader that sees any of it finds it here.
+type Written = Arc<Mutex<HashMap<(u64, u64), Vec<(u64, u64)>>>>;
+
+/// Reads that raced a write of their page and saw parts of more than one record.
+static MIXED_READS: AtomicU64 = AtomicU64::new(0);
+
+/// Explains a read of the place (`file`, `slot`) as pieces, each the bytes at the same offsets
+/// of some record written there (the initial one included): `(start, writer, seq)` each.
+/// `Err(offset)` when the byte at `offset` is in no record ever written to this place.
+fn pieces_of(
+    bytes: &[u8],
+    file: u64,
+    slot: u64,
+    written: &Written,
+) -> Result<Vec<(usize, u64, u64)>, usize> {
+    let mut ids = vec![(0, 0)];
+    ids.extend(
+        written
+            .lock()
+            .unwrap()
+            .get(&(file, slot))
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let records: Vec<_> = ids
+        .into_iter()
+        .map(|(w, s)| ((w, s), record(file, slot, w, s)))
+        .collect();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let longest = records
+            .iter()
+            .map(|(id, r)| {
+                let n = bytes[at..]
+                    .iter()
+                    .zip(&r[at..])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (n, *id)
+            })
+            .max();
+        match longest {
+            Some((n, (w, s))) if n > 0 => {
+                pieces.push((at, w, s));
+                at += n;
+            }
+            _ => return Err(at),
+        }
+    }
+    Ok(pieces)
+}
+
+/// A read that may have raced writes of its page: each byte must come from a record written
+/// to this place. Linux lets a buffered read copy a cached page while a buffered write copies
+/// into it (neither takes a lock the other waits on), so a whole record is not guaranteed.
+fn check_racing_read(bytes: &[u8], file: u64, slot: u64, written: &Written, what: &str) {
+    let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+    if bytes == record(file, slot, word(2), word(3)).as_slice() {
+        return;
+    }
+    match pieces_of(bytes, file, slot, written) {
+        Ok(pieces) => {
+            MIXED_READS.fetch_add(1, Ordering::Relaxed);
+            eprintln!("{what}: a read racing a write saw parts of records {pieces:?}");
+        }
+        Err(at) => panic!(
+            "{what}: corrupted record: byte {at} was written by no record of file {file} slot \
+             {slot}"
+        ),
+    }
+}
+
 fn shared_path(bucket: &Path, i: usize) -> PathBuf {
     bucket.join(format!("shared-{i}"))
 }
 
 /// One thread's work: shared records, plus private files it models exactly.
-fn worker(bucket: PathBuf, id: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
+fn worker(bucket: PathBuf, id: u64, seed: u64, written: Written) -> BTreeMap<String, Vec<u8>> {
     let mut rng = Rng::new(seed);
     let dirs = [
         bucket.join(format!("t{id}-a")),
@@ -76,6 +154,12 @@ fn worker(bucket: PathBuf, id: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
         let name = format!("f{}", rng.below(4));
         match rng.below(10) {
             0..=2 => {
+                written
+                    .lock()
+                    .unwrap()
+                    .entry((shared as u64, slot))
+                    .or_default()
+                    .push((id, seq));
                 let f = OpenOptions::new()
                     .write(true)
                     .open(shared_path(&bucket, shared))
@@ -88,11 +172,12 @@ fn worker(bucket: PathBuf, id: u64, seed: u64) -> BTreeMap<String, Vec<u8>> {
                 let mut buf = vec![0u8; RECORD];
                 f.read_exact_at(&mut buf, slot * RECORD as u64)
                     .unwrap_or_else(|e| panic!("thread {id}: shared read: {e}"));
-                check_record(
+                check_racing_read(
                     &buf,
                     shared as u64,
                     slot,
-                    &format!("thread {id} shared-{shared}"),
+                    &written,
+                    &format!("thread {id} shared-{shared} slot {slot}"),
                 );
             }
             5..=6 => {
@@ -199,13 +284,15 @@ fn threads_and_processes_share_files_without_corruption_or_loss() {
             .unwrap(),
     );
 
+    let written = Written::default();
     let workers: Vec<_> = (0..THREADS)
         .map(|id| {
             let (tx, rx) = mpsc::channel();
             let bucket = bucket.clone();
             let s = seed.wrapping_add(id);
+            let written = Arc::clone(&written);
             thread::spawn(move || {
-                let result = std::panic::catch_unwind(|| worker(bucket, id + 1, s));
+                let result = std::panic::catch_unwind(|| worker(bucket, id + 1, s, written));
                 let _ = tx.send(result);
             });
             rx
@@ -264,9 +351,41 @@ fn threads_and_processes_share_files_without_corruption_or_loss() {
             assert!(got == *data, "{when}: {rel} lost a completed write");
         }
     };
+    eprintln!(
+        "{} read(s) raced a write of their page",
+        MIXED_READS.load(Ordering::Relaxed)
+    );
+    // Quiescent now: every record is whole.
     check(&bucket, "after the run");
     assert!(mount.unmount().success());
     let mount = Mount::new(&store, &[]);
     check(&mount.join("conc"), "after a remount");
     assert!(!mount.log_text().contains("WARN"), "{}", mount.log_text());
+}
+
+/// The check of racing reads accepts a read made of records written to its place, cut
+/// anywhere, and nothing else: not a flipped byte, not a record of another place.
+#[test]
+fn a_racing_read_is_only_ever_made_of_records_written_to_its_place() {
+    let written = Written::default();
+    written
+        .lock()
+        .unwrap()
+        .insert((1, 7), vec![(3, 680), (5, 778)]);
+    let (a, b) = (record(1, 7, 3, 680), record(1, 7, 5, 778));
+    let mut mixed = a[..208].to_vec();
+    mixed.extend_from_slice(&b[208..]);
+    assert_eq!(
+        pieces_of(&mixed, 1, 7, &written),
+        Ok(vec![(0, 3, 680), (208, 5, 778)])
+    );
+    let mut flipped = b.clone();
+    flipped[3000] ^= 1;
+    assert_eq!(pieces_of(&flipped, 1, 7, &written), Err(3000));
+    let elsewhere = record(1, 8, 3, 680);
+    assert!(pieces_of(&elsewhere, 1, 7, &written).is_err());
+    let unwritten = record(1, 7, 4, 1);
+    assert!(pieces_of(&unwritten, 1, 7, &written).is_err());
+    let zeros = vec![0u8; RECORD];
+    assert_eq!(pieces_of(&zeros, 1, 7, &written), Err(0));
 }

@@ -9,6 +9,7 @@ use super::time::format_utc;
 use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::keystore::KeystoreError;
+use crate::keystore::backup::replaced_keystores;
 use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
 use crate::keystore::keystore_dir;
 use crate::ops::scan::{inventory, peek_object};
@@ -139,13 +140,22 @@ pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
         uses: &uses,
         bucket_mounts: &bucket_mounts,
     };
+    // Keystores a restore kept: key escrow lying in the store, worth a line.
+    let replaced = replaced_keystores(&keystore_dir(&inv.root)).map_or(0, |kept| kept.len());
     if json {
-        println!(
-            "{}",
-            to_json(&inv.root, &summary, &mounts, &holders, &figures)
-        );
+        let mut out = to_json(&inv.root, &summary, &mounts, &holders, &figures);
+        if let Json::Object(pairs) = &mut out {
+            pairs.push(("replaced_keystores".into(), Json::uint(replaced)));
+        }
+        println!("{out}");
     } else {
         print_text(&inv.root, &summary, &mounts, &holders, &figures);
+        if replaced > 0 {
+            println!(
+                "key escrow: {replaced} replaced keystore(s) kept in .ssefs/ (`ssefs keystore \
+                 replaced` lists them, `--remove` removes them)"
+            );
+        }
     }
     Ok(())
 }

@@ -1,17 +1,19 @@
 //! Online keystore backup (SQLite's backup API: a consistent copy while the store is mounted)
-//! and restore (checked, staged next to the keystore, then put in place with one rename).
+//! and restore (checked, staged next to the keystore, compared with the keystore it replaces,
+//! then put in place with one rename), and the replaced keystores a restore was asked to keep.
 //! A backup stays wrapped under the root key. Knows nothing of object files or the store lock.
 
-use super::inspect::{integrity_problems, open_read_only, summarize_connection};
+use super::inspect::{open_read_only, page_problems, summarize_connection};
 use super::lifecycle::{Reburied, Tombstone, read_tombstones};
 use super::{
     KEYSTORE_FILE, Keystore, KeystoreError, StoreId, companion_files, connect_existing, ids,
     legacy_master_context, master_context, read_store_id,
 };
-use crate::crypto::{Key256, WrappedKey, unwrap_key};
+use crate::crypto::{Key256, StoreKey, WrappedKey, unwrap_key};
+use crate::store::layout::{is_replaced_keystore, replaced_keystore_path};
 use rusqlite::backup::Backup;
 use rusqlite::{Connection, OpenFlags};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
@@ -106,7 +108,7 @@ fn write_backup(
             problems: format!("SQLite kept journal mode {mode}"),
         });
     }
-    let problems = integrity_problems(&target)?;
+    let problems = page_problems(&target)?;
     if !problems.is_empty() {
         return Err(BackupError::Damaged {
             path: dest.to_path_buf(),
@@ -175,6 +177,7 @@ pub struct StagedKeystore {
     staged: Option<PathBuf>,
     store_id: StoreId,
     masters: BTreeMap<u32, Key256>,
+    keys: KeysHeld,
 }
 
 impl std::fmt::Debug for StagedKeystore {
@@ -198,6 +201,7 @@ impl StagedKeystore {
             staged: Some(staged.clone()),
             store_id: StoreId::from_bytes([0; 16]),
             masters: BTreeMap::new(),
+            keys: KeysHeld::default(),
         };
         this.check(backup, &staged, root_key)?;
         Ok(this)
@@ -213,7 +217,7 @@ impl StagedKeystore {
             KeystoreError::NotAKeystore(_) => KeystoreError::NotAKeystore(backup.to_path_buf()),
             other => other,
         })?;
-        let problems = integrity_problems(&conn)?;
+        let problems = page_problems(&conn)?;
         if !problems.is_empty() {
             return Err(BackupError::Damaged {
                 path: backup.to_path_buf(),
@@ -249,48 +253,95 @@ impl StagedKeystore {
             self.masters.insert(version, key);
         }
         drop(stmt);
+        self.keys = read_keys_held(&conn, root_key, &store_id)?;
         conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get::<_, String>(0))?;
         drop(conn);
         self.store_id = store_id;
         Ok(())
     }
 
-    /// Destroys again in the staged keystore every CMK and material version the current
-    /// keystore of `dir` has a tombstone for (a backup made before a crypto-shred still holds
-    /// the key), so a restore never brings a destroyed key back. Says what it found of the
-    /// current keystore and what it destroyed again.
-    pub fn bury_destroyed_keys(&mut self, root_key: &Key256) -> Result<Burial, BackupError> {
+    /// What the keystore this restore would replace holds, read with `root_key` (which
+    /// must be its root key too: a restore must know what it drops).
+    pub fn current(&self, root_key: &Key256) -> Result<CurrentView, BackupError> {
+        read_current(&self.dir.join(KEYSTORE_FILE), root_key)
+    }
+
+    /// The keys the backup holds that objects depend on, once the tombstones of `current`
+    /// are honoured (what a restore destroys again is not held).
+    pub fn keys(&self, current: &CurrentView) -> KeysHeld {
+        self.keys.without(&current.tombstones)
+    }
+
+    /// The object format floor the restored keystore will have: the backup's, raised to the
+    /// current keystore's when that one's seal holds (see [`StagedKeystore::carry_forward`]).
+    pub fn floor_after(&self, current: &CurrentView) -> u16 {
+        match (&current.state, &current.keys) {
+            (CurrentKeystore::Sealed, Some(keys)) => self.keys.floor.max(keys.floor),
+            _ => self.keys.floor,
+        }
+    }
+
+    /// Carries into the staged keystore what the current keystore of `dir` decided since the
+    /// backup was made and a restore must not undo: every CMK and material version it has a
+    /// tombstone for is destroyed again (a backup made before a crypto-shred still holds the
+    /// key), and its object format floor, when higher and its seal holds, replaces the
+    /// backup's (so objects of a format it refused are not let back in). Says what it did.
+    pub fn carry_forward(
+        &mut self,
+        root_key: &Key256,
+        current: &CurrentView,
+    ) -> Result<Burial, BackupError> {
         let Some(staged) = self.staged.clone() else {
             return Ok(Burial::default());
         };
-        let (current, tombstones) = current_tombstones(&self.dir.join(KEYSTORE_FILE), root_key)?;
-        let again = if tombstones.is_empty() {
+        let floor = self.floor_after(current);
+        let raise = (floor > self.keys.floor).then_some(floor);
+        if current.tombstones.is_empty() && raise.is_none() {
+            return Ok(Burial {
+                current: current.state.clone(),
+                ..Burial::default()
+            });
+        }
+        let staged_keystore = Keystore::open_path(&staged, root_key)?;
+        let again = if current.tombstones.is_empty() {
             Reburied::default()
         } else {
-            let staged_keystore = Keystore::open_path(&staged, root_key)?;
-            let again = staged_keystore.bury(&tombstones)?;
-            drop(staged_keystore);
-            // Back to one self-contained file (the WAL folded in) before it is renamed.
-            let conn = Connection::open_with_flags(
-                &staged,
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            let mode: String =
-                conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("delete") {
-                return Err(BackupError::Damaged {
-                    path: staged.clone(),
-                    problems: format!("SQLite kept journal mode {mode}"),
-                });
-            }
-            again
+            staged_keystore.bury(&current.tombstones)?
         };
-        Ok(Burial { current, again })
+        if let Some(floor) = raise {
+            staged_keystore.raise_object_format_floor(floor)?;
+            self.keys.floor = floor;
+        }
+        drop(staged_keystore);
+        // Back to one self-contained file (the WAL folded in) before it is renamed.
+        let conn = Connection::open_with_flags(
+            &staged,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("delete") {
+            return Err(BackupError::Damaged {
+                path: staged.clone(),
+                problems: format!("SQLite kept journal mode {mode}"),
+            });
+        }
+        Ok(Burial {
+            current: current.state.clone(),
+            again,
+            floor_raised: raise,
+        })
     }
 
     /// The store the backup belongs to.
     pub fn store_id(&self) -> &StoreId {
         &self.store_id
+    }
+
+    /// The backup's object-authentication key, to check objects of the store against
+    /// (`None` for a backup made before the store had one).
+    pub fn store_key(&self) -> Option<&StoreKey> {
+        self.keys.store_key()
     }
 
     /// Master key version `version` of the backup, to check objects of the store against.
@@ -299,21 +350,177 @@ impl StagedKeystore {
     }
 
     /// Puts the staged keystore in place with one rename. The keystore it replaces (if any)
-    /// is kept as `keystore.db.replaced-SECONDS` (its WAL folded in first when it opens), so
-    /// nothing is lost. Returns where the old one was kept.
-    pub fn install(mut self) -> Result<Option<PathBuf>, BackupError> {
+    /// is kept as `keystore.db.replaced-SECONDS` (its WAL folded in first when it opens) when
+    /// `keep` is set; otherwise it is overwritten with zeros and removed once the restored one
+    /// is in place, so no second copy of its keys stays in the store.
+    pub fn install(mut self, keep: bool) -> Result<Replaced, BackupError> {
         let Some(staged) = self.staged.take() else {
-            return Ok(None);
+            return Ok(Replaced::Nothing);
         };
         let current = self.dir.join(KEYSTORE_FILE);
-        let kept = keep_current(&current)?;
+        let aside = keep_current(&current)?;
         if let Err(e) = std::fs::rename(&staged, &current) {
+            // The keystore is still in place; the copy set aside (which may hold its WAL, if
+            // it did not open) stays, and the error names the file.
             self.staged = Some(staged);
             return Err(file_error("replace", &current)(e));
         }
         super::rootkey::sync_dir(&self.dir)?;
-        Ok(kept)
+        Ok(match aside {
+            None => Replaced::Nothing,
+            Some(aside) if keep => Replaced::Kept(aside),
+            Some(aside) => match scrub_keystore_file(&aside) {
+                Ok(()) => Replaced::Removed,
+                Err(e) => Replaced::NotRemoved(aside, e.to_string()),
+            },
+        })
     }
+}
+
+/// What became of the keystore a restore replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// There was none.
+    Nothing,
+    /// Kept under this name, as asked.
+    Kept(PathBuf),
+    /// Overwritten and removed.
+    Removed,
+    /// Not removed, for this reason: it is still there, under this name.
+    NotRemoved(PathBuf, String),
+}
+
+/// The keys a keystore holds that objects depend on (never their bytes, but the store key,
+/// which a comparison needs), read with the root key and without migrating or changing it.
+#[derive(Default)]
+pub struct KeysHeld {
+    store_key: Option<StoreKey>,
+    /// The oldest object format it accepts.
+    pub floor: u16,
+    /// Master key versions.
+    pub masters: BTreeSet<u32>,
+    /// CMKs that are not destroyed.
+    pub cmks: BTreeSet<String>,
+    /// CMK material versions whose material is present, as (CMK id, version).
+    pub materials: BTreeSet<(String, u32)>,
+}
+
+impl std::fmt::Debug for KeysHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeysHeld")
+            .field("store_key", &self.store_key.is_some())
+            .field("floor", &self.floor)
+            .field("masters", &self.masters)
+            .field("cmks", &self.cmks)
+            .field("materials", &self.materials)
+            .finish()
+    }
+}
+
+impl Clone for KeysHeld {
+    fn clone(&self) -> Self {
+        KeysHeld {
+            store_key: self.store_key.as_ref().map(StoreKey::duplicate),
+            floor: self.floor,
+            masters: self.masters.clone(),
+            cmks: self.cmks.clone(),
+            materials: self.materials.clone(),
+        }
+    }
+}
+
+impl KeysHeld {
+    /// The store's object-authentication key, with the floor; `None` for a keystore made
+    /// before the store had one (its first open makes a new one).
+    pub fn store_key(&self) -> Option<&StoreKey> {
+        self.store_key.as_ref()
+    }
+
+    /// Whether both hold a store key and it is the same key.
+    pub fn same_store_key(&self, other: &KeysHeld) -> bool {
+        match (&self.store_key, &other.store_key) {
+            (Some(a), Some(b)) => {
+                a.id() == b.id() && a.auth_key().expose_secret() == b.auth_key().expose_secret()
+            }
+            _ => false,
+        }
+    }
+
+    /// As held once `tombstones` are honoured.
+    fn without(&self, tombstones: &[Tombstone]) -> KeysHeld {
+        let mut keys = self.clone();
+        for stone in tombstones {
+            if stone.version == 0 {
+                keys.cmks.remove(&stone.key_id);
+                keys.materials.retain(|(id, _)| *id != stone.key_id);
+            } else {
+                keys.materials
+                    .remove(&(stone.key_id.clone(), stone.version));
+            }
+        }
+        keys
+    }
+
+    /// What this holds that `other` lacks.
+    pub fn missing_from(&self, other: &KeysHeld) -> KeysMissing {
+        KeysMissing {
+            store_key: self.store_key.is_some() && !self.same_store_key(other),
+            masters: self.masters.difference(&other.masters).copied().collect(),
+            cmks: self.cmks.difference(&other.cmks).cloned().collect(),
+            materials: self
+                .materials
+                .iter()
+                .filter(|m| other.cmks.contains(&m.0) && !other.materials.contains(*m))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Keys one keystore holds and another lacks ([`KeysHeld::missing_from`]). Material versions
+/// of a CMK the other lacks altogether are not listed again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeysMissing {
+    /// Its store key (the other has none, or another one).
+    pub store_key: bool,
+    pub masters: Vec<u32>,
+    pub cmks: Vec<String>,
+    pub materials: Vec<(String, u32)>,
+}
+
+impl KeysMissing {
+    pub fn is_empty(&self) -> bool {
+        !self.store_key
+            && self.masters.is_empty()
+            && self.cmks.is_empty()
+            && self.materials.is_empty()
+    }
+}
+
+fn read_keys_held(
+    conn: &Connection,
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<KeysHeld, KeystoreError> {
+    let masters = conn
+        .prepare("SELECT version FROM master_keys")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let cmks = conn
+        .prepare("SELECT key_id FROM cmks WHERE state <> 'Destroyed'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let materials = conn
+        .prepare("SELECT key_id, version FROM cmk_materials WHERE wrapped IS NOT NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(KeysHeld {
+        store_key: super::object_auth::load_if_present(conn, root_key, store_id)?,
+        floor: super::object_auth::floor(conn)?,
+        masters,
+        cmks,
+        materials,
+    })
 }
 
 impl Drop for StagedKeystore {
@@ -335,31 +542,52 @@ pub enum CurrentKeystore {
     Missing,
     /// Its seal holds: its tombstones are complete.
     Sealed,
-    /// From before the seal, or unreadable: its tombstones (if any) were used.
+    /// From before the seal: its tombstones (if any) were used.
     Unsealed,
+    /// It could not be read (the reason): nothing says which keys it had or destroyed.
+    Unreadable(String),
     /// Changed outside ssefs (each change named): its tombstones may be incomplete.
     Tampered(Vec<String>),
 }
 
-/// What [`StagedKeystore::bury_destroyed_keys`] did.
+/// What [`StagedKeystore::carry_forward`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Burial {
     pub current: CurrentKeystore,
     pub again: Reburied,
+    /// The object format floor the restored keystore was raised to, if it was.
+    pub floor_raised: Option<u16>,
 }
 
-/// The tombstones of the keystore at `path` (the one a restore replaces) and how far they
-/// can be trusted. A wrong root key is an error: the restore would not know what it drops.
-fn current_tombstones(
-    path: &Path,
-    root_key: &Key256,
-) -> Result<(CurrentKeystore, Vec<Tombstone>), BackupError> {
+/// The keystore a restore replaces, as far as it could be read.
+#[derive(Debug, Default)]
+pub struct CurrentView {
+    pub state: CurrentKeystore,
+    /// The keys it holds; `None` when it is missing or could not be read.
+    pub keys: Option<KeysHeld>,
+    tombstones: Vec<Tombstone>,
+}
+
+/// The keystore at `path` (the one a restore replaces): how far it can be trusted, its
+/// tombstones and its keys. A wrong root key is an error: the restore would not know what it
+/// drops. One that cannot be read (damaged pages, most often: the reason to restore) is
+/// `Unreadable`, with the reason.
+fn read_current(path: &Path, root_key: &Key256) -> Result<CurrentView, BackupError> {
     if std::fs::symlink_metadata(path).is_err() {
-        return Ok((CurrentKeystore::Missing, Vec::new()));
+        return Ok(CurrentView::default());
     }
-    let Ok(conn) = connect_existing(path) else {
-        return Ok((CurrentKeystore::Unsealed, Vec::new()));
-    };
+    match read_current_keystore(path, root_key) {
+        Ok(view) => Ok(view),
+        Err(KeystoreError::WrongRootKey) => Err(KeystoreError::WrongRootKey.into()),
+        Err(e) => Ok(CurrentView {
+            state: CurrentKeystore::Unreadable(e.to_string()),
+            ..CurrentView::default()
+        }),
+    }
+}
+
+fn read_current_keystore(path: &Path, root_key: &Key256) -> Result<CurrentView, KeystoreError> {
+    let conn = connect_existing(path)?;
     let store_id = read_store_id(&conn)?;
     let recorded: Vec<u8> =
         conn.query_row("SELECT root_check FROM meta WHERE id = 1", [], |r| r.get(0))?;
@@ -371,11 +599,98 @@ fn current_tombstones(
             if problems.is_empty() {
                 CurrentKeystore::Sealed
             } else {
-                CurrentKeystore::Tampered(problems)
+                // Damaged pages read as changed rows: told apart as the mount does.
+                match super::damage_first(&conn, KeystoreError::Tampered(problems)) {
+                    KeystoreError::Tampered(problems) => CurrentKeystore::Tampered(problems),
+                    damage => return Err(damage),
+                }
             }
         }
     };
-    Ok((state, read_tombstones(&conn)?))
+    // Wrapped keys are authenticated on their own, so even a keystore changed outside ssefs
+    // says which keys it holds.
+    Ok(CurrentView {
+        state,
+        keys: Some(read_keys_held(&conn, root_key, &store_id)?),
+        tombstones: read_tombstones(&conn)?,
+    })
+}
+
+/// A keystore a restore kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplacedKeystore {
+    pub path: PathBuf,
+    /// When it was replaced (its modification time).
+    pub modified: std::time::SystemTime,
+    pub bytes: u64,
+}
+
+/// The keystores restores kept in `dir` (`keystore.db.replaced-*`), oldest first.
+pub fn replaced_keystores(dir: &Path) -> Result<Vec<ReplacedKeystore>, BackupError> {
+    let mut kept = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(file_error("read", dir))? {
+        let entry = entry.map_err(file_error("read", dir))?;
+        if !is_replaced_keystore(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(file_error("examine", &path))?;
+        if !meta.is_file() {
+            continue;
+        }
+        kept.push(ReplacedKeystore {
+            modified: meta.modified().map_err(file_error("examine", &path))?,
+            bytes: meta.len(),
+            path,
+        });
+    }
+    kept.sort_by(|a, b| (a.modified, &a.path).cmp(&(b.modified, &b.path)));
+    Ok(kept)
+}
+
+/// Overwrites and removes all but the `keep` newest keystores restores kept in `dir`.
+/// Returns what it removed, oldest first.
+pub fn remove_replaced_keystores(dir: &Path, keep: usize) -> Result<Vec<PathBuf>, BackupError> {
+    let kept = replaced_keystores(dir)?;
+    let excess = kept.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for old in kept.into_iter().take(excess) {
+        scrub_keystore_file(&old.path)?;
+        removed.push(old.path);
+    }
+    if !removed.is_empty() {
+        super::rootkey::sync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Overwrites the keystore file `path` and its `-wal`/`-shm` with zeros, syncs them and
+/// removes them: the wrapped keys leave the file system's live blocks, as far as a file
+/// system that rewrites in place allows (a copy-on-write one or an SSD may keep old blocks).
+fn scrub_keystore_file(path: &Path) -> Result<(), BackupError> {
+    for file in std::iter::once(path.to_path_buf()).chain(companion_files(path)) {
+        let handle = match OpenOptions::new().write(true).open(&file) {
+            Ok(handle) => handle,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(file_error("open", &file)(e)),
+        };
+        let len = handle
+            .metadata()
+            .map_err(file_error("examine", &file))?
+            .len();
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = 0u64;
+        while at < len {
+            let n = usize::try_from(len - at).map_or(zeros.len(), |left| left.min(zeros.len()));
+            std::os::unix::fs::FileExt::write_all_at(&handle, &zeros[..n], at)
+                .map_err(file_error("overwrite", &file))?;
+            at += n as u64;
+        }
+        handle.sync_all().map_err(file_error("sync", &file))?;
+        drop(handle);
+        std::fs::remove_file(&file).map_err(file_error("remove", &file))?;
+    }
+    Ok(())
 }
 
 /// Copies `from` to the new private file `to` and syncs it.
@@ -395,8 +710,8 @@ fn copy_private(from: &Path, to: &Path) -> Result<(), BackupError> {
     target.sync_all().map_err(file_error("sync", to))
 }
 
-/// Keeps the current keystore under a `.replaced-SECONDS` name: its WAL is checkpointed into
-/// it when it still opens, the database is hard-linked (so the later rename replaces it
+/// Sets the current keystore aside under a `.replaced-SECONDS` name: its WAL is checkpointed
+/// into it when it still opens, the database is hard-linked (so the later rename replaces it
 /// atomically) and leftover `-wal`/`-shm` files are moved along with it.
 fn keep_current(current: &Path) -> Result<Option<PathBuf>, BackupError> {
     if std::fs::symlink_metadata(current).is_err() {
@@ -411,11 +726,12 @@ fn keep_current(current: &Path) -> Result<Option<PathBuf>, BackupError> {
     let seconds = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut kept = PathBuf::from(format!("{}.replaced-{seconds}", current.display()));
+    let dir = parent_dir(current);
     let mut n = 0;
+    let mut kept = replaced_keystore_path(&dir, seconds, n);
     while std::fs::symlink_metadata(&kept).is_ok() {
         n += 1;
-        kept = PathBuf::from(format!("{}.replaced-{seconds}-{n}", current.display()));
+        kept = replaced_keystore_path(&dir, seconds, n);
     }
     std::fs::hard_link(current, &kept).map_err(file_error("keep", current))?;
     for (from, to) in companion_files(current).iter().zip(companion_files(&kept)) {
@@ -503,7 +819,9 @@ mod tests {
         let staged = StagedKeystore::stage(dir.path(), &dest, &key).unwrap();
         assert_eq!(staged.store_id(), &id);
         assert!(staged.master_key(2).is_some() && staged.master_key(3).is_none());
-        let kept = staged.install().unwrap().unwrap();
+        let Replaced::Kept(kept) = staged.install(true).unwrap() else {
+            panic!("the replaced keystore was not kept");
+        };
         let ks = Keystore::open(dir.path(), &key).unwrap();
         assert_eq!(ks.current_master_key().unwrap().0, 2);
         let old = crate::keystore::inspect::summarize_connection(

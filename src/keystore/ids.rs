@@ -107,7 +107,6 @@ pub(super) fn verify_root_check(
 }
 
 /// The root check a keystore written before the seal recorded (to build old keystores).
-#[cfg(test)]
 pub(super) fn legacy_root_check(
     root_key: &Key256,
     store_id: &StoreId,

@@ -176,16 +176,24 @@ fn list_bucket_rules(conn: &Connection) -> Result<Vec<(String, BucketRule)>, Key
         .collect()
 }
 
-/// `PRAGMA integrity_check` and the schema version check: the problems found (empty when the
-/// keystore is sound).
-pub(super) fn integrity_problems(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
+/// `PRAGMA integrity_check`: the damage SQLite finds in the file's pages (empty when sound).
+/// Backups and restores check only this: a keystore of an older schema is sound, and its
+/// first open by this ssefs migrates it.
+pub(super) fn page_problems(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-    let mut problems: Vec<String> = stmt
+    let problems: Vec<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .filter(|line| line != "ok")
         .collect();
+    Ok(problems)
+}
+
+/// `PRAGMA integrity_check` and the schema version check: the problems found (empty when the
+/// keystore is sound).
+pub(super) fn integrity_problems(conn: &Connection) -> Result<Vec<String>, KeystoreError> {
+    let mut problems = page_problems(conn)?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if version != SCHEMA_VERSION {
         problems.push(format!(

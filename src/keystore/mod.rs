@@ -349,6 +349,44 @@ impl Keystore {
         seal::commit(tx, &self.seal_key)
     }
 
+    /// Writes `dir/keystore.db` as ssefs wrote it at schema version 3: before the seal and
+    /// before the store's object-authentication key, with master key version 1. Only for
+    /// tests that need such a keystore (restoring an old backup, upgrading); ssefs itself
+    /// never writes an old keystore.
+    #[doc(hidden)]
+    pub fn write_schema3_keystore_for_tests(
+        dir: &Path,
+        root_key: &Key256,
+        store_id: &StoreId,
+    ) -> Result<(), KeystoreError> {
+        let path = dir.join(KEYSTORE_FILE);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(KeystoreError::file("create keystore", &path))?;
+        let mut conn = connect(&path)?;
+        schema::migrate_with(&mut conn, 3, |_| Ok(()), |_, _| Ok(()))?;
+        let key = Key256::generate()?;
+        let wrapped = wrap_key(root_key, &legacy_master_context(store_id, 1), &key)?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO meta (id, store_id, created_at, root_check) VALUES (1, ?1, ?2, ?3)",
+            (
+                store_id.to_string(),
+                now(),
+                ids::legacy_root_check(root_key, store_id)?,
+            ),
+        )?;
+        tx.execute(
+            "INSERT INTO master_keys (version, wrapped, created_at) VALUES (1, ?1, ?2)",
+            (wrapped.0, now()),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The random id of this store.
     pub fn store_id(&self) -> &StoreId {
         &self.store_id

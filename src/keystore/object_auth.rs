@@ -103,6 +103,50 @@ pub(super) fn load(
     Ok(StoreKey::new(*store_id.as_bytes(), key).with_min_version(floor))
 }
 
+/// The key and floor of a keystore that may predate them (a backup, or the keystore a restore
+/// replaces), read without migrating it: `None` when it has no key yet (its schema step, or
+/// the first open after it, has not run). A key that does not unwrap is `Corrupt`.
+pub(super) fn load_if_present(
+    conn: &Connection,
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<Option<StoreKey>, KeystoreError> {
+    let has_table: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema
+                        WHERE type = 'table' AND name = 'object_auth_key')",
+        [],
+        |r| r.get(0),
+    )?;
+    let has_row = has_table
+        && conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM object_auth_key WHERE id = 1)",
+            [],
+            |r| r.get(0),
+        )?;
+    if !has_row {
+        return Ok(None);
+    }
+    load(conn, root_key, store_id).map(Some)
+}
+
+/// The object format floor of a keystore that may predate it (1 then: every format).
+pub(super) fn floor(conn: &Connection) -> Result<u16, KeystoreError> {
+    let has_column: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('meta')
+                        WHERE name = 'min_object_version')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_column {
+        return Ok(1);
+    }
+    Ok(conn.query_row(
+        "SELECT min_object_version FROM meta WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
 /// Re-wraps the key under `new_root` inside `change-root-key`'s transaction.
 pub(super) fn rewrap(
     tx: &Transaction<'_>,

@@ -4,7 +4,9 @@
 //! removing ssefs temporaries under the lock.
 
 use super::scan::{StoreInventory, inventory, open_backing_file};
-use crate::crypto::{CryptoError, Key256, KeyRef, Object, StoreKey, check_kek, peek_header};
+use crate::crypto::{
+    CryptoError, FORMAT_V1, Key256, KeyRef, Object, StoreKey, check_kek, peek_header,
+};
 use crate::fs::BackingFile;
 use crate::keystore::inspect::{KeystoreSummary, check_keystore as inspect_keystore};
 use crate::keystore::{CmkState, KeystoreError};
@@ -472,12 +474,17 @@ fn repair_block_maps(inv: &StoreInventory, keys: KeyLookup<'_>, report: &mut Fsc
     }
 }
 
-/// How many objects of a store open (header authenticated) with the keys `keys` gives, out of
-/// those it has a key for, trying at most `limit`: tells whether a keystore backup belongs to
-/// this store when the store's own keystore is gone.
+/// How many objects of a store open with the keys `keys` gives, out of those it has a key
+/// for, trying at most `limit`: tells whether a keystore backup belongs to this store when
+/// the store's own keystore is gone. With the backup's store key (`store_key`), an object of
+/// format 2 (a `none` one too) must authenticate its header under it; without one, only the
+/// object's key is checked (it unwraps the DEK). `only_format_2` skips objects of format 1 (so it means format 2 or later),
+/// which no store key covers (to ask whether `store_key` is the objects' store key).
 pub fn objects_opening_with(
     store: &Path,
     store_id: &[u8; 16],
+    store_key: Option<&StoreKey>,
+    only_format_2: bool,
     keys: &dyn Fn(&KeyRef) -> Option<Key256>,
     limit: usize,
 ) -> Result<(usize, usize), FsckError> {
@@ -494,14 +501,23 @@ pub fn objects_opening_with(
         let Ok(info) = peek_header(&file) else {
             continue;
         };
-        if info.key_ref == KeyRef::None {
+        if only_format_2 && info.version == FORMAT_V1 {
             continue;
         }
-        let Some(kek) = keys(&info.key_ref) else {
-            continue;
+        let kek = keys(&info.key_ref);
+        let opens = match (store_key, info.version > FORMAT_V1, &info.key_ref, &kek) {
+            // The floor is the restore's business, not this check's.
+            (Some(sk), true, KeyRef::None, _) => {
+                Object::open(file, &sk.duplicate().with_min_version(1), None).is_ok()
+            }
+            (Some(sk), true, _, Some(kek)) => {
+                Object::open(file, &sk.duplicate().with_min_version(1), Some(kek)).is_ok()
+            }
+            (_, _, KeyRef::None, _) | (_, _, _, None) => continue,
+            (_, _, _, Some(kek)) => check_kek(&file, store_id, kek).is_ok(),
         };
         tried += 1;
-        if check_kek(&file, store_id, &kek).is_ok() {
+        if opens {
             opened += 1;
         }
     }

@@ -4,6 +4,7 @@
 //! summaries; nothing here knows FUSE or SQLite, or prints.
 
 pub mod fsck;
+pub mod restore;
 pub mod retire;
 pub mod rewrap;
 pub mod scan;

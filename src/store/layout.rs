@@ -44,6 +44,30 @@ pub fn companion_files(db: &Path) -> [PathBuf; 2] {
     })
 }
 
+/// What follows [`KEYSTORE_FILE`] in the name of a keystore a restore replaced and kept
+/// (`keystore.db.replaced-SECONDS`, `-N` added when that name is taken).
+const REPLACED_KEYSTORE_INFIX: &str = ".replaced-";
+
+/// `DIR/keystore.db.replaced-SECONDS` (with `-N` for `n > 0`): where a restore keeps the
+/// keystore it replaced, when asked to.
+pub fn replaced_keystore_path(dir: &Path, seconds: u64, n: u32) -> PathBuf {
+    let mut name = format!("{KEYSTORE_FILE}{REPLACED_KEYSTORE_INFIX}{seconds}");
+    if n > 0 {
+        name.push_str(&format!("-{n}"));
+    }
+    dir.join(name)
+}
+
+/// Whether `name` is a keystore a restore kept (not its `-wal` or `-shm`).
+pub fn is_replaced_keystore(name: &OsStr) -> bool {
+    let prefix = format!("{KEYSTORE_FILE}{REPLACED_KEYSTORE_INFIX}");
+    name.as_bytes()
+        .strip_prefix(prefix.as_bytes())
+        .is_some_and(|rest| {
+            !rest.is_empty() && rest.iter().all(|b| b.is_ascii_digit() || *b == b'-')
+        })
+}
+
 /// `STORE/.ssefs/lock`.
 pub fn lock_path(store: &Path) -> PathBuf {
     meta_dir(store).join(LOCK_FILE)
@@ -117,6 +141,28 @@ impl TempKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replaced_keystores_are_told_from_their_companions() {
+        let dir = Path::new("/s/.ssefs");
+        for path in [
+            replaced_keystore_path(dir, 17, 0),
+            replaced_keystore_path(dir, 17, 2),
+        ] {
+            let name = path.file_name().unwrap();
+            assert!(is_replaced_keystore(name), "{path:?}");
+            for companion in companion_files(&path) {
+                assert!(!is_replaced_keystore(companion.file_name().unwrap()));
+            }
+        }
+        for other in [
+            "keystore.db",
+            "keystore.db.replaced-",
+            "keystore.db.restore-1",
+        ] {
+            assert!(!is_replaced_keystore(OsStr::new(other)), "{other}");
+        }
+    }
 
     #[test]
     fn names_made_parse_back_to_their_kind() {
