@@ -142,9 +142,10 @@ fn keystore_errno(e: &KeystoreError) -> i32 {
         | KeystoreError::UnknownAlias(_)
         | KeystoreError::UnknownGrant { .. } => libc::ENOKEY,
         KeystoreError::AccessDenied { .. } => libc::EACCES,
-        KeystoreError::KeyRevoked { .. } | KeystoreError::KeyMaterialDeleted { .. } => {
-            libc::EKEYREVOKED
-        }
+        // The token holding the root of trust is gone or refuses: no new key can be had.
+        KeystoreError::KeyRevoked { .. }
+        | KeystoreError::KeyMaterialDeleted { .. }
+        | KeystoreError::Token(_) => libc::EKEYREVOKED,
         KeystoreError::InvalidAlias(_)
         | KeystoreError::ReservedAlias(_)
         | KeystoreError::InvalidBucketRule(_)
