@@ -2,13 +2,18 @@
 //! under the root key), and a restore that takes the store lock, checks the backup belongs to
 //! this store and opens with the root key, then replaces the keystore atomically.
 
-use super::root_key::{KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key};
+use super::root_key::{
+    KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key, token_root_key,
+};
 use crate::crypto::KeyRef;
 use crate::keystore::backup::{
     BackupError, Burial, CurrentKeystore, StagedKeystore, backup_keystore, prune_backups,
 };
 use crate::keystore::inspect::summarize_file;
-use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf};
+use crate::keystore::{
+    Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf,
+    read_backup_token_root,
+};
 use crate::ops::fsck::objects_opening_with;
 use crate::store::{Store, StoreError};
 use clap::Subcommand;
@@ -64,13 +69,7 @@ pub fn run(action: KeystoreAction) -> Result<(), String> {
             file,
             key,
             json,
-        } => restore(
-            store.path().map_err(|e| e.to_string())?,
-            &file,
-            key.root_key.as_deref(),
-            key.passphrase_fd,
-            json,
-        ),
+        } => restore(store.path().map_err(|e| e.to_string())?, &file, &key, json),
     }
 }
 
@@ -112,13 +111,8 @@ fn backup(store: &Path, file: &Path, keep: Option<u32>, json: bool) -> Result<()
     Ok(())
 }
 
-fn restore(
-    store: &Path,
-    file: &Path,
-    root_key: Option<&Path>,
-    passphrase_fd: Option<i32>,
-    json: bool,
-) -> Result<(), String> {
+fn restore(store: &Path, file: &Path, key_args: &KeyArgs, json: bool) -> Result<(), String> {
+    let (root_key, passphrase_fd) = (key_args.root_key.as_deref(), key_args.passphrase_fd);
     let locked = Store::open_locked(store).map_err(|e| match e {
         StoreError::AlreadyMounted(path) => format!(
             "store {} is mounted; unmount it before restoring its keystore",
@@ -139,21 +133,28 @@ fn restore(
             ));
         }
     }
-    // The backup itself says whether its root key comes from a passphrase (the keystore it
-    // replaces may be lost).
-    let kdf = match root_key {
-        Some(_) => None,
-        None => read_backup_passphrase_kdf(file)
-            .map_err(|e| format!("backup {}: {e}", file.display()))?,
+    // The backup itself says whether its root key comes from a passphrase or a token (the
+    // keystore it replaces may be lost).
+    let backup_error = |e: KeystoreError| format!("backup {}: {e}", file.display());
+    let (kdf, token) = match root_key {
+        Some(_) => (None, None),
+        None => (
+            read_backup_passphrase_kdf(file).map_err(backup_error)?,
+            read_backup_token_root(file).map_err(backup_error)?,
+        ),
     };
-    let key = match kdf {
-        Some(kdf) => {
+    let key = match (kdf, token) {
+        (_, Some(token)) => {
+            let store_id = summarize_backup(file).map_err(backup_error)?;
+            token_root_key(store, key_args, token, &store_id).map_err(|e| e.to_string())?
+        }
+        (Some(kdf), None) => {
             let passphrase =
                 existing_passphrase(store, passphrase_fd).map_err(|e| e.to_string())?;
             kdf.derive(passphrase.expose_secret())
                 .map_err(|e| e.to_string())?
         }
-        None => {
+        (None, None) => {
             let location =
                 locate_root_key(
                     root_key,
