@@ -389,6 +389,12 @@ fn wrong_pins_missing_tokens_and_keys_and_unfit_keys_are_refused() {
         list(USER_PIN, &["--key-label", "loose"]),
         "it is extractable",
     );
+    // Another key put under the store's label: it does not decrypt the store's secret.
+    f.hsm.make_aes_key("impostor", 32, false);
+    f.refused(
+        list(USER_PIN, &["--key-label", "impostor"]),
+        "does not decrypt this store's root secret",
+    );
     // No PIN source at all: a clear list of the ways to give one.
     f.refused(
         f.plain(&["kms", "--store", arg(&store), "list"]),

@@ -633,3 +633,80 @@ pub(super) fn write_token_root(
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Keystore;
+    use super::*;
+
+    fn record(wrapped: u8) -> TokenRoot {
+        TokenRoot {
+            name: TokenKeyName {
+                module: PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"),
+                token: "ssefs".into(),
+                key: "root".into(),
+            },
+            mechanism: TokenMechanism::AesGcm,
+            wrapped: vec![wrapped; 60],
+        }
+    }
+
+    #[test]
+    fn the_token_record_is_sealed_read_without_a_key_and_cleared_by_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Key256::generate().unwrap();
+        let ks = Keystore::create(dir.path(), &root).unwrap();
+        assert_eq!(read_token_root(dir.path()).unwrap(), None);
+        ks.record_token_root(&record(7)).unwrap();
+        drop(ks);
+        assert_eq!(read_token_root(dir.path()).unwrap(), Some(record(7)));
+
+        // A record changed outside ssefs breaks the seal of `meta`.
+        let raw = Connection::open(dir.path().join(super::super::KEYSTORE_FILE)).unwrap();
+        raw.execute("UPDATE meta SET root_pkcs11_token = 'other'", [])
+            .unwrap();
+        assert!(matches!(
+            Keystore::open(dir.path(), &root),
+            Err(KeystoreError::Tampered(_))
+        ));
+        raw.execute("UPDATE meta SET root_pkcs11_token = 'ssefs'", [])
+            .unwrap();
+        raw.execute("UPDATE meta SET root_pkcs11_mechanism = NULL", [])
+            .unwrap();
+        assert!(matches!(
+            read_token_root(dir.path()),
+            Err(KeystoreError::Corrupt(m)) if m.contains("incomplete")
+        ));
+        raw.execute("UPDATE meta SET root_pkcs11_mechanism = 'aes-gcm'", [])
+            .unwrap();
+        drop(raw);
+
+        // Moving to a key file clears the record in the same transaction.
+        let ks = Keystore::open(dir.path(), &root).unwrap();
+        let file_key = Key256::generate().unwrap();
+        ks.change_root_key(&file_key, None).unwrap();
+        assert_eq!(read_token_root(dir.path()).unwrap(), None);
+        let ks = Keystore::open(dir.path(), &file_key).unwrap();
+        let token_secret = Key256::generate().unwrap();
+        ks.change_root_key_to(&token_secret, super::super::RootRecord::Token(&record(9)))
+            .unwrap();
+        assert_eq!(read_token_root(dir.path()).unwrap(), Some(record(9)));
+        assert_eq!(read_passphrase_kdf_of(dir.path()), None);
+        Keystore::open(dir.path(), &token_secret).unwrap();
+    }
+
+    fn read_passphrase_kdf_of(dir: &Path) -> Option<super::super::PassphraseKdf> {
+        super::super::read_passphrase_kdf(dir).unwrap()
+    }
+
+    #[test]
+    fn a_pin_is_utf8_not_empty_and_never_printed() {
+        assert!(matches!(TokenPin::new(b""), Err(TokenError::PinEmpty)));
+        assert!(matches!(
+            TokenPin::new(&[0xff, 0xfe]),
+            Err(TokenError::PinNotUtf8)
+        ));
+        let pin = TokenPin::new(b"123456").unwrap();
+        assert_eq!(format!("{pin:?}"), "TokenPin(..)");
+    }
+}
