@@ -619,8 +619,8 @@ fn change_root_key_moves_a_store_between_file_token_and_passphrase() {
     }
 }
 
-/// `ssefs STORE MNT -o pkcs11_module=…,pkcs11_token=…,pkcs11_key=…` (what mount(8) runs for
-/// an fstab line), the PIN by descriptor; then the token is taken away under the live mount:
+/// `mount.fuse3 STORE MNT -t fuse.ssefs -o pkcs11_module=…,pkcs11_token=…,pkcs11_key=…,pin_fd=3`
+/// (what mount(8) runs for such an fstab line), the PIN by an inherited descriptor; then the token is taken away under the live mount:
 /// reads and writes with the keys already unwrapped go on, a new command is refused.
 #[test]
 fn helper_mode_mounts_with_pkcs11_options_and_outlives_the_token() {
@@ -635,16 +635,27 @@ fn helper_mode_mounts_with_pkcs11_options_and_outlives_the_token() {
         f.hsm.token
     );
     let pin_file = f.pin_file(USER_PIN);
+    // mount.fuse3 runs `ssefs STORE MNT -o OPTIONS` from PATH, as mount(8) does for an fstab
+    // line of type fuse.ssefs; the PIN descriptor is inherited through both.
+    let bin_dir = std::path::Path::new(SSEFS).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new("bash")
         .args([
             "-c",
-            "exec \"$0\" \"$@\" 3<\"$PIN_FILE\"",
-            SSEFS,
+            "exec mount.fuse3 \"$@\" 3<\"$PIN_FILE\"",
+            "mount.fuse3",
             arg(&f.store()),
             arg(&f.mnt()),
+            "-t",
+            "fuse.ssefs",
             "-o",
             &options,
         ])
+        .env("PATH", path)
         .env("SOFTHSM2_CONF", f.hsm.conf())
         .env("PIN_FILE", &pin_file)
         .env("HOME", "/nonexistent")
