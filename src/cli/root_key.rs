@@ -214,8 +214,12 @@ pub enum RootKeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("passphrase descriptor {fd}: {problem}")]
-    PassphraseFd { fd: i32, problem: String },
+    #[error("{what} descriptor {fd}: {problem}")]
+    PassphraseFd {
+        what: &'static str,
+        fd: i32,
+        problem: String,
+    },
     #[error("${PASSPHRASE_FD_ENV}={0:?} is not a descriptor number")]
     PassphraseFdEnv(String),
     #[error("{0}")]
@@ -314,7 +318,13 @@ pub fn make_undumpable() {
 
 /// Reads a passphrase from the open descriptor `fd` (to its end or the first newline).
 pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
-    let bad = |problem: String| RootKeyError::PassphraseFd { fd, problem };
+    read_secret_fd(fd, "passphrase")
+}
+
+/// Reads a passphrase or PIN (`what`, for messages) from the open descriptor `fd`, to its
+/// end or the first newline.
+fn read_secret_fd(fd: i32, what: &'static str) -> Result<Passphrase, RootKeyError> {
+    let bad = |problem: String| RootKeyError::PassphraseFd { what, fd, problem };
     let file = File::from(
         crate::sys::adopt_inherited_fd(fd)
             .map_err(|_| bad("not an open file descriptor".into()))?,
@@ -398,7 +408,7 @@ pub fn token_pin(
         None => fd_from(env, PIN_FD_ENV, RootKeyError::PinFdEnv)?,
     };
     let pin = if let Some(fd) = fd {
-        read_passphrase_fd(fd)?
+        read_secret_fd(fd, "PIN")?
     } else {
         let credential = env_var(env, "CREDENTIALS_DIRECTORY")
             .map(|dir| PathBuf::from(dir).join(PIN_CREDENTIAL))
