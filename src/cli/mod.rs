@@ -109,8 +109,9 @@ pub enum Command {
     /// Re-wrap objects' DEKs under the newest version of their master key or CMK, rewriting
     /// only headers (data untouched). Through the mount when mounted; resumable.
     Rewrap(rewrap::RewrapArgs),
-    /// Re-wrap every master key and CMK material under a new root key (a key file or a
-    /// passphrase) in one transaction; objects are not touched. Only while unmounted.
+    /// Re-wrap every master key and CMK material under a new root key (a key file, a
+    /// passphrase, or a secret encrypted by a PKCS#11 token key) in one transaction; objects
+    /// are not touched. Only while unmounted.
     ChangeRootKey(change_root_key::ChangeRootKeyArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
