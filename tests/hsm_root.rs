@@ -309,6 +309,16 @@ fn wrong_pins_missing_tokens_and_keys_and_unfit_keys_are_refused() {
             ],
         )
     };
+    // A token named only in part is a usage error (status 2).
+    let partial = f.plain(&[
+        "init",
+        arg(&store),
+        "--pkcs11-module",
+        f.hsm.module_str(),
+        "--token-label",
+        &f.hsm.token,
+    ]);
+    assert_eq!(partial.status.code(), Some(2), "{}", text(&partial));
     f.refused(init(KEY, "not-the-pin"), "wrong PIN for token \"refusals\"");
     assert!(!store.exists(), "a refused init leaves no store");
     f.hsm.make_aes_key("loose", 32, true);
@@ -395,6 +405,19 @@ fn wrong_pins_missing_tokens_and_keys_and_unfit_keys_are_refused() {
         list(USER_PIN, &["--key-label", "impostor"]),
         "does not decrypt this store's root secret",
     );
+    // A PIN credential that others may read is refused like a key file.
+    let loose = f.hsm.pin_credentials("loose-creds", USER_PIN);
+    std::fs::set_permissions(
+        loose.join("pkcs11-pin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = ssefs_with(&f.hsm, &["kms", "--store", arg(&store), "list"])
+        .env("CREDENTIALS_DIRECTORY", &loose)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    f.refused(out, "chmod 600");
     // No PIN source at all: a clear list of the ways to give one.
     f.refused(
         f.plain(&["kms", "--store", arg(&store), "list"]),

@@ -210,6 +210,11 @@ mod tests {
             state: crate::keystore::CmkState::Disabled,
         };
         assert_eq!(FsError::Keystore(revoked).errno(), libc::EKEYREVOKED);
+        let token_gone = KeystoreError::Token(crate::keystore::TokenError::Unreachable {
+            token: "ssefs".into(),
+            reason: "CKR_DEVICE_REMOVED".into(),
+        });
+        assert_eq!(FsError::Keystore(token_gone).errno(), libc::EKEYREVOKED);
         let unknown = KeystoreError::UnknownKey("alias/x".into());
         assert_eq!(FsError::Keystore(unknown).errno(), libc::ENOKEY);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
