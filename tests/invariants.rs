@@ -243,6 +243,24 @@ fn only_the_keystore_uses_rusqlite() {
     );
 }
 
+/// One file owns the PKCS#11 token: `cryptoki` appears nowhere else in `src/`.
+#[test]
+fn only_the_token_module_uses_cryptoki() {
+    let found = uses_of(&["cryptoki"], |rel| rel == "keystore/pkcs11.rs");
+    assert!(
+        found.is_empty(),
+        "cryptoki used outside keystore/pkcs11.rs (ask the keystore for what the token does):\n{}",
+        found.join("\n")
+    );
+    let seen = production_lines(&src().join("keystore/pkcs11.rs"))
+        .iter()
+        .any(|(_, l)| l.contains("cryptoki"));
+    assert!(
+        seen,
+        "keystore/pkcs11.rs no longer uses cryptoki: is the check looking?"
+    );
+}
+
 /// In `fs/` and `ops/` (the mount's core and the offline operations), outside tests, the
 /// only item of `std::fs` allowed is the `File` type of descriptors `store::Backing` hands
 /// out, and the only path read is the caller's `/proc` status: every byte of a store is

@@ -246,7 +246,10 @@ fn a_backup_from_before_the_store_key_is_refused_while_the_key_is_live() {
     let out = restore(&s, &old, &[]);
     assert_failed_with(&out, "refusing to restore");
     let message = text(&out);
-    assert!(message.contains("2 object(s) of format 2 or later"), "{message}");
+    assert!(
+        message.contains("2 object(s) of format 2 or later"),
+        "{message}"
+    );
     assert!(message.contains("before the store had one"), "{message}");
     assert!(message.contains("--allow-unreadable"), "{message}");
     assert_eq!(

@@ -1,13 +1,15 @@
 //! `ssefs change-root-key`: every master key and CMK material re-wrapped under a new root key
-//! (a key file or a passphrase) in one keystore transaction, only while unmounted. The old
-//! key comes the way every command gets it (`root_key`); objects are not touched.
+//! (a key file, a passphrase, or a random secret encrypted by a PKCS#11 token key) in one
+//! keystore transaction, only while unmounted. The old key comes the way every command gets
+//! it (`root_key`); objects are not touched.
 
 use super::root_key::{
-    KeyArgs, RootKeyError, StoreArgs, load_key_file, load_root_key, new_passphrase, open_with,
+    KeyArgs, RootKeyError, StoreArgs, load_key_file, load_root_key, new_passphrase,
+    new_token_secret, open_with, token_key_name,
 };
 use super::root_key::{RootKeyLocation, RootKeyOrigin};
 use crate::crypto::Key256;
-use crate::keystore::{KeystoreError, PassphraseKdf, create_root_key_file};
+use crate::keystore::{KeystoreError, PassphraseKdf, RootRecord, TokenRoot, create_root_key_file};
 use crate::store::{Store, StoreError};
 use clap::Args;
 use std::path::PathBuf;
@@ -19,11 +21,34 @@ pub struct ChangeRootKeyArgs {
     #[command(flatten)]
     pub key: KeyArgs,
     /// The new root key file: used if it exists, else created (32 random bytes, mode 0600).
-    #[arg(long, value_name = "FILE", required_unless_present = "new_passphrase")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["new_passphrase", "new_pkcs11_module"]
+    )]
     pub new_root_key: Option<PathBuf>,
     /// Derive the new root key from a new passphrase (typed twice, or --new-passphrase-fd).
-    #[arg(long, conflicts_with = "new_root_key")]
+    #[arg(long, conflicts_with_all = ["new_root_key", "new_pkcs11_module"])]
     pub new_passphrase: bool,
+    /// Move the root of trust into a PKCS#11 token: this module holds it; the key
+    /// --new-key-label in token --new-token-label (created non-extractable if absent)
+    /// encrypts a new random root secret.
+    #[arg(
+        long,
+        value_name = "LIB",
+        conflicts_with = "new_root_key",
+        requires_all = ["new_token_label", "new_key_label"]
+    )]
+    pub new_pkcs11_module: Option<PathBuf>,
+    /// The label of the new token.
+    #[arg(long, value_name = "T", requires = "new_pkcs11_module")]
+    pub new_token_label: Option<String>,
+    /// The label of the AES-256 key in the new token.
+    #[arg(long, value_name = "K", requires = "new_pkcs11_module")]
+    pub new_key_label: Option<String>,
+    /// Read the new token's user PIN from this file descriptor [default: as for --pin-fd].
+    #[arg(long, value_name = "N", requires = "new_pkcs11_module")]
+    pub new_pin_fd: Option<i32>,
     /// Read the new passphrase from this file descriptor.
     #[arg(long, value_name = "N", requires = "new_passphrase")]
     pub new_passphrase_fd: Option<i32>,
@@ -55,6 +80,8 @@ enum NewKey {
     /// A key file made by this run.
     Created(PathBuf),
     Passphrase,
+    /// A secret encrypted by a token key.
+    Token(Box<TokenRoot>),
 }
 
 /// Runs `ssefs change-root-key`: refused while the store is mounted (the daemon holds the old
@@ -68,6 +95,16 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
     let old_key = load_root_key(&root, &args.key)?;
     let keystore = open_with(&root, &args.key, &old_key)?;
     let (new_key, kdf, what) = match &args.new_root_key {
+        None if args.new_pkcs11_module.is_some() => {
+            let name = token_key_name(
+                args.new_pkcs11_module.as_deref(),
+                args.new_token_label.as_deref(),
+                args.new_key_label.as_deref(),
+            )?;
+            let (secret, token) =
+                new_token_secret(&root, &name, args.new_pin_fd, keystore.store_id(), true)?;
+            (secret, None, NewKey::Token(Box::new(token)))
+        }
         Some(path) => {
             if let Some(parent) = path.parent() {
                 let inside = parent.canonicalize().is_ok_and(|p| p.starts_with(&root));
@@ -99,7 +136,7 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
     };
     let new_file = match &what {
         NewKey::Existing(path) | NewKey::Created(path) => Some(path.display().to_string()),
-        NewKey::Passphrase => None,
+        NewKey::Passphrase | NewKey::Token(_) => None,
     };
     if same_key(&old_key, &new_key) {
         if args.json {
@@ -114,13 +151,18 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
             "the new root key{} is already the current root key of store {}; nothing changed",
             match &what {
                 NewKey::Existing(path) | NewKey::Created(path) => format!(" {}", path.display()),
-                NewKey::Passphrase => String::new(),
+                NewKey::Passphrase | NewKey::Token(_) => String::new(),
             },
             root.display()
         );
         return Ok(());
     }
-    let change = match keystore.change_root_key(&new_key, kdf.as_ref()) {
+    let record = match (&what, &kdf) {
+        (NewKey::Token(token), _) => RootRecord::Token(token),
+        (_, Some(kdf)) => RootRecord::Passphrase(kdf),
+        (_, None) => RootRecord::KeyFile,
+    };
+    let change = match keystore.change_root_key_to(&new_key, record) {
         Ok(change) => change,
         Err(e) => {
             if let NewKey::Created(path) = &what {
@@ -131,8 +173,18 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
     };
     drop(store);
     if args.json {
+        let token = match &what {
+            NewKey::Token(token) => serde_json::json!({
+                "module": token.name.module.display().to_string(),
+                "token": token.name.token,
+                "key": token.name.key,
+                "mechanism": token.mechanism.name(),
+            }),
+            _ => serde_json::Value::Null,
+        };
         let out = serde_json::json!({
             "changed": true,
+            "token": token,
             "master_keys": change.master_keys,
             "cmk_materials": change.cmk_materials,
             "import_params": change.import_params,
@@ -153,6 +205,10 @@ pub fn run(args: &ChangeRootKeyArgs) -> Result<(), ChangeRootKeyError> {
             NewKey::Created(path) => format!(" (new key file {}: back it up)", path.display()),
             NewKey::Existing(path) => format!(" {}", path.display()),
             NewKey::Passphrase => " (derived from the new passphrase)".to_string(),
+            NewKey::Token(token) => format!(
+                " (a new secret encrypted by the key {:?} in token {:?})",
+                token.name.key, token.name.token
+            ),
         }
     );
     Ok(())

@@ -19,12 +19,23 @@ const MOUNT_ONLY_OPTIONS: &[&str] = &[
     "noauto", "defaults", "async", "silent", "loud",
 ];
 
+/// The token options of a mount helper line (each `None` when not given).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenOptions {
+    pub module: Option<PathBuf>,
+    pub token: Option<String>,
+    pub key: Option<String>,
+    pub pin_fd: Option<i32>,
+}
+
 /// What the helper was asked to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelperArgs {
     pub store: PathBuf,
     pub mountpoint: PathBuf,
     pub root_key: Option<PathBuf>,
+    /// `pkcs11_module=`, `pkcs11_token=`, `pkcs11_key=`, `pin_fd=`: a token root of trust.
+    pub token: TokenOptions,
     /// The options `ssefs mount -o` understands, mount(8)-only ones removed.
     pub options: Vec<String>,
     /// `-f`: check everything, mount nothing.
@@ -75,11 +86,15 @@ pub fn parse_helper_args(args: &[OsString]) -> Result<HelperArgs, String> {
     if mountpoint.starts_with("/dev/fd") {
         return Err("a pre-opened /dev/fuse (drop_privileges) is not supported".to_string());
     }
-    let (root_key, options) = map_options(&raw_options, sloppy)?;
+    let (root_key, token, options) = map_options(&raw_options, sloppy)?;
+    if root_key.is_some() && token != TokenOptions::default() {
+        return Err("root_key= and the pkcs11_* options exclude each other".to_string());
+    }
     Ok(HelperArgs {
         store,
         mountpoint,
         root_key,
+        token,
         options,
         fake,
     })
@@ -108,17 +123,41 @@ fn check_type(fstype: &str) -> Result<(), String> {
     }
 }
 
-/// Splits the comma-separated options into the root key, the options `ssefs mount` takes,
-/// and the mount(8)-only options (dropped). Unknown options are errors unless `sloppy`.
-fn map_options(raw: &[String], sloppy: bool) -> Result<(Option<PathBuf>, Vec<String>), String> {
+/// The value of `name=value`, refused when empty.
+fn value_of<'a>(option: &'a str, name: &str, what: &str) -> Result<Option<&'a str>, String> {
+    match option
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('='))
+    {
+        Some("") => Err(format!("{name}= needs {what}")),
+        other => Ok(other),
+    }
+}
+
+/// The options `map_options` found: root key, token options, and the rest for `ssefs mount`.
+type MappedOptions = (Option<PathBuf>, TokenOptions, Vec<String>);
+
+/// Splits the comma-separated options into the root key or token options, the options `ssefs
+/// mount` takes, and the mount(8)-only options (dropped). Unknown options are errors unless
+/// `sloppy`.
+fn map_options(raw: &[String], sloppy: bool) -> Result<MappedOptions, String> {
     let mut root_key = None;
+    let mut token = TokenOptions::default();
     let mut kept = Vec::new();
     for option in raw.iter().flat_map(|o| o.split(',')) {
-        if let Some(path) = option.strip_prefix("root_key=") {
-            if path.is_empty() {
-                return Err("root_key= needs a file".to_string());
-            }
+        if let Some(path) = value_of(option, "root_key", "a file")? {
             root_key = Some(PathBuf::from(path));
+        } else if let Some(module) = value_of(option, "pkcs11_module", "a library")? {
+            token.module = Some(PathBuf::from(module));
+        } else if let Some(label) = value_of(option, "pkcs11_token", "a token label")? {
+            token.token = Some(label.to_string());
+        } else if let Some(label) = value_of(option, "pkcs11_key", "a key label")? {
+            token.key = Some(label.to_string());
+        } else if let Some(fd) = value_of(option, "pin_fd", "a descriptor number")? {
+            let fd = fd
+                .parse()
+                .map_err(|_| format!("pin_fd={fd:?} is not a descriptor number"))?;
+            token.pin_fd = Some(fd);
         } else if option.is_empty()
             || MOUNT_ONLY_OPTIONS.contains(&option)
             || option.starts_with("x-")
@@ -133,7 +172,7 @@ fn map_options(raw: &[String], sloppy: bool) -> Result<(Option<PathBuf>, Vec<Str
         }
     }
     MountOptions::parse(&kept)?;
-    Ok((root_key, kept))
+    Ok((root_key, token, kept))
 }
 
 /// Runs helper mode and returns the exit status for the caller to exit with.
@@ -200,6 +239,10 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
     let key = super::root_key::KeyArgs {
         root_key: helper.root_key.clone(),
         passphrase_fd: None,
+        pkcs11_module: helper.token.module.clone(),
+        token_label: helper.token.token.clone(),
+        key_label: helper.token.key.clone(),
+        pin_fd: helper.token.pin_fd,
     };
     match run_announcing(
         &helper.store,
@@ -253,6 +296,7 @@ fn absolute_paths(mut helper: HelperArgs) -> Result<HelperArgs, String> {
     helper.store = absolute(&helper.store)?;
     helper.mountpoint = absolute(&helper.mountpoint)?;
     helper.root_key = helper.root_key.as_deref().map(absolute).transpose()?;
+    helper.token.module = helper.token.module.as_deref().map(absolute).transpose()?;
     Ok(helper)
 }
 
@@ -463,6 +507,41 @@ mod tests {
             &["/s", "/m", "-q"],
         ] {
             assert!(parse_helper_args(&os(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_options_name_the_root_of_trust() {
+        let got = parse_helper_args(&os(&[
+            "/s",
+            "/m",
+            "-o",
+            "pkcs11_module=/usr/lib/softhsm/libsofthsm2.so,pkcs11_token=ssefs,pkcs11_key=root,\
+             pin_fd=7,allow_other",
+        ]))
+        .unwrap();
+        assert_eq!(
+            got.token,
+            TokenOptions {
+                module: Some(PathBuf::from("/usr/lib/softhsm/libsofthsm2.so")),
+                token: Some("ssefs".into()),
+                key: Some("root".into()),
+                pin_fd: Some(7),
+            }
+        );
+        assert_eq!(got.options, ["allow_other"]);
+        assert!(got.root_key.is_none());
+        for bad in [
+            "pkcs11_module=",
+            "pkcs11_token=",
+            "pkcs11_key=",
+            "pin_fd=x",
+            "root_key=/k,pkcs11_token=t",
+        ] {
+            assert!(
+                parse_helper_args(&os(&["/s", "/m", "-o", bad])).is_err(),
+                "{bad}"
+            );
         }
     }
 

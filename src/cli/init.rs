@@ -4,10 +4,11 @@
 
 use super::root_key::{
     RootKeyError, RootKeyLocation, check_secret_file, locate_root_key, new_passphrase,
+    new_token_secret,
 };
 use crate::keystore::{
-    Keystore, KeystoreError, PassphraseKdf, StoreId, create_root_key_file, load_root_key_file,
-    missing_parent_dirs,
+    Keystore, KeystoreError, PassphraseKdf, StoreId, TokenKeyName, create_root_key_file,
+    load_root_key_file, missing_parent_dirs,
 };
 use crate::store::{Store, StoreError, is_store};
 use std::path::{Path, PathBuf};
@@ -72,6 +73,31 @@ pub fn run_with_passphrase(store: &Path, passphrase_fd: Option<i32>) -> Result<(
         "created store {} (id {store_id}) whose root key is derived from your passphrase; \
          without the passphrase nothing in the store can be read",
         store.display()
+    );
+    Ok(())
+}
+
+/// Runs `ssefs init --pkcs11-module LIB --token-label T --key-label K`: a store whose root
+/// secret is encrypted by a non-extractable AES-256 key in a PKCS#11 token (made there if the
+/// token has no key of that label).
+pub fn run_with_token(
+    store: &Path,
+    name: &TokenKeyName,
+    pin_fd: Option<i32>,
+) -> Result<(), InitError> {
+    Store::check_new(store)?;
+    let store_id = StoreId::generate()?;
+    let (secret, root) = new_token_secret(store, name, pin_fd, &store_id, true)?;
+    make_store(store, store_id, &secret, |keystore| {
+        Ok(keystore.record_token_root(&root)?)
+    })?;
+    println!(
+        "created store {} (id {store_id}) whose root secret is encrypted by the key {:?} in \
+         token {:?} ({}); without that key nothing in the store can be read",
+        store.display(),
+        name.key,
+        name.token,
+        root.mechanism.name()
     );
     Ok(())
 }

@@ -3,14 +3,19 @@
 //! to this store, opens with the root key and leaves no object that reads now unreadable, then
 //! replaces the keystore atomically; and the replaced keystores a restore was asked to keep.
 
-use super::root_key::{KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key};
+use super::root_key::{
+    KeyArgs, StoreArgs, existing_passphrase, load_key_file, locate_root_key, token_root_key,
+};
 use crate::crypto::KeyRef;
 use crate::keystore::backup::{
     BackupError, Burial, CurrentKeystore, CurrentView, KeysMissing, Replaced, StagedKeystore,
     backup_keystore, prune_backups, remove_replaced_keystores, replaced_keystores,
 };
 use crate::keystore::inspect::summarize_file;
-use crate::keystore::{Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf};
+use crate::keystore::{
+    Keystore, KeystoreError, StoreId, keystore_dir, read_backup_passphrase_kdf,
+    read_backup_token_root,
+};
 use crate::ops::fsck::objects_opening_with;
 use crate::ops::restore::{ObjectKeys, RestoreImpact, object_keys, restore_impact};
 use crate::store::{Store, StoreError};
@@ -104,8 +109,7 @@ pub fn run(action: KeystoreAction) -> Result<(), String> {
         } => restore(
             store.path().map_err(|e| e.to_string())?,
             &file,
-            key.root_key.as_deref(),
-            key.passphrase_fd,
+            &key,
             &RestoreOptions {
                 keep_replaced,
                 allow_unreadable,
@@ -162,8 +166,7 @@ fn backup(store: &Path, file: &Path, keep: Option<u32>, json: bool) -> Result<()
 fn restore(
     store: &Path,
     file: &Path,
-    root_key: Option<&Path>,
-    passphrase_fd: Option<i32>,
+    key_args: &KeyArgs,
     options: &RestoreOptions,
 ) -> Result<(), String> {
     let locked = Store::open_locked(store).map_err(|e| match e {
@@ -186,7 +189,7 @@ fn restore(
             ));
         }
     }
-    let key = restore_key(store, file, root_key, passphrase_fd, &current_id)?;
+    let key = restore_key(store, file, key_args, &current_id)?;
     let mut staged = StagedKeystore::stage(&dir, file, &key).map_err(|e| e.to_string())?;
     match &current_id {
         Ok(id) if id != staged.store_id() => {
@@ -261,25 +264,32 @@ fn restore(
 fn restore_key(
     store: &Path,
     file: &Path,
-    root_key: Option<&Path>,
-    passphrase_fd: Option<i32>,
+    key_args: &KeyArgs,
     current_id: &Result<StoreId, KeystoreError>,
 ) -> Result<crate::crypto::Key256, String> {
-    // The backup itself says whether its root key comes from a passphrase (the keystore it
-    // replaces may be lost).
-    let kdf = match root_key {
-        Some(_) => None,
-        None => read_backup_passphrase_kdf(file)
-            .map_err(|e| format!("backup {}: {e}", file.display()))?,
+    let (root_key, passphrase_fd) = (key_args.root_key.as_deref(), key_args.passphrase_fd);
+    // The backup itself says whether its root key comes from a passphrase or a token (the
+    // keystore it replaces may be lost).
+    let backup_error = |e: KeystoreError| format!("backup {}: {e}", file.display());
+    let (kdf, token) = match root_key {
+        Some(_) => (None, None),
+        None => (
+            read_backup_passphrase_kdf(file).map_err(backup_error)?,
+            read_backup_token_root(file).map_err(backup_error)?,
+        ),
     };
-    match kdf {
-        Some(kdf) => {
+    match (kdf, token) {
+        (_, Some(token)) => {
+            let store_id = summarize_backup(file).map_err(backup_error)?;
+            token_root_key(store, key_args, token, &store_id).map_err(|e| e.to_string())
+        }
+        (Some(kdf), None) => {
             let passphrase =
                 existing_passphrase(store, passphrase_fd).map_err(|e| e.to_string())?;
             kdf.derive(passphrase.expose_secret())
                 .map_err(|e| e.to_string())
         }
-        None => {
+        (None, None) => {
             let location =
                 locate_root_key(
                     root_key,

@@ -54,6 +54,26 @@ pub enum Command {
         /// Read the passphrase from this file descriptor.
         #[arg(long, value_name = "N", requires = "passphrase")]
         passphrase_fd: Option<i32>,
+        /// Keep the root of trust in a PKCS#11 token: this module (e.g.
+        /// /usr/lib/softhsm/libsofthsm2.so) holds the token; its AES-256 key (--key-label,
+        /// created non-extractable if absent) encrypts the store's random root secret.
+        #[arg(
+            long,
+            value_name = "LIB",
+            conflicts_with_all = ["root_key", "passphrase"],
+            requires_all = ["token_label", "key_label"]
+        )]
+        pkcs11_module: Option<PathBuf>,
+        /// The label of the token.
+        #[arg(long, value_name = "T", requires = "pkcs11_module")]
+        token_label: Option<String>,
+        /// The label of the AES-256 key in the token: used if it exists, else created.
+        #[arg(long, value_name = "K", requires = "pkcs11_module")]
+        key_label: Option<String>,
+        /// Read the token's user PIN from this file descriptor [default: $SSEFS_PKCS11_PIN_FD,
+        /// else $CREDENTIALS_DIRECTORY/pkcs11-pin, else asked on the terminal].
+        #[arg(long, value_name = "N", requires = "pkcs11_module")]
+        pin_fd: Option<i32>,
     },
     /// Mount a store: each top-level directory is a bucket; or, with --bucket, one bucket as
     /// the whole mount. Stays in the foreground until unmounted (umount, fusermount3 -u,
@@ -89,8 +109,9 @@ pub enum Command {
     /// Re-wrap objects' DEKs under the newest version of their master key or CMK, rewriting
     /// only headers (data untouched). Through the mount when mounted; resumable.
     Rewrap(rewrap::RewrapArgs),
-    /// Re-wrap every master key and CMK material under a new root key (a key file or a
-    /// passphrase) in one transaction; objects are not touched. Only while unmounted.
+    /// Re-wrap every master key and CMK material under a new root key (a key file, a
+    /// passphrase, or a secret encrypted by a PKCS#11 token key) in one transaction; objects
+    /// are not touched. Only while unmounted.
     ChangeRootKey(change_root_key::ChangeRootKeyArgs),
     /// Manage customer master keys (CMKs): life cycle, aliases, BYOK, grants, audit.
     Kms(kms::KmsArgs),
@@ -220,8 +241,20 @@ pub fn run(cli: Cli) -> Result<outcome::Status, exit::CliError> {
             root_key,
             passphrase,
             passphrase_fd,
+            pkcs11_module,
+            token_label,
+            key_label,
+            pin_fd,
         } => {
-            if passphrase {
+            if pkcs11_module.is_some() {
+                let name = root_key::token_key_name(
+                    pkcs11_module.as_deref(),
+                    token_label.as_deref(),
+                    key_label.as_deref(),
+                )
+                .map_err(init::InitError::from)?;
+                init::run_with_token(&store, &name, pin_fd)?;
+            } else if passphrase {
                 init::run_with_passphrase(&store, passphrase_fd)?;
             } else {
                 init::run(&store, root_key.as_deref())?;

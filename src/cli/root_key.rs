@@ -1,12 +1,15 @@
 //! The one way every command gets a store's root key: `--root-key FILE`, `--passphrase-fd N`,
-//! `$SSEFS_ROOT_KEY_FILE`, `$SSEFS_PASSPHRASE_FD`, the systemd credentials `root-key` and
-//! `passphrase`, the per-store key file in the user's config directory, or the terminal; and
-//! the `--store` and key arguments every command shares. Checks the owner and mode of every
-//! secret file it reads; loading and parsing a key file is the keystore's. Prints no secret.
+//! a PKCS#11 token (`--pkcs11-module`, `--token-label`, `--key-label`, `--pin-fd N`),
+//! `$SSEFS_ROOT_KEY_FILE`, `$SSEFS_PASSPHRASE_FD`, `$SSEFS_PKCS11_PIN_FD`, the systemd
+//! credentials `root-key`, `passphrase` and `pkcs11-pin`, the per-store key file in the user's
+//! config directory, or the terminal; and the `--store` and key arguments every command
+//! shares. Checks the owner and mode of every secret file it reads; loading and parsing a key
+//! file and talking to a token are the keystore's. Prints no secret.
 
 use crate::crypto::Key256;
 use crate::keystore::{
-    Keystore, KeystoreError, StoreId, keystore_dir, load_root_key_file, read_passphrase_kdf,
+    Keystore, KeystoreError, StoreId, TokenKeyName, TokenPin, TokenRoot, keystore_dir,
+    load_root_key_file, new_token_root, read_passphrase_kdf, read_token_root, unwrap_token_root,
 };
 use clap::Args;
 use std::ffi::OsString;
@@ -24,6 +27,10 @@ pub const PASSPHRASE_FD_ENV: &str = "SSEFS_PASSPHRASE_FD";
 pub const ROOT_KEY_CREDENTIAL: &str = "root-key";
 /// The credential name for a passphrase given by systemd (`LoadCredential=passphrase:...`).
 pub const PASSPHRASE_CREDENTIAL: &str = "passphrase";
+/// The environment variable naming a descriptor to read a token's PIN from.
+pub const PIN_FD_ENV: &str = "SSEFS_PKCS11_PIN_FD";
+/// The credential name for a token's PIN given by systemd (`LoadCredential=pkcs11-pin:...`).
+pub const PIN_CREDENTIAL: &str = "pkcs11-pin";
 /// The longest passphrase read.
 const MAX_PASSPHRASE_LEN: usize = 4096;
 
@@ -59,6 +66,63 @@ pub struct KeyArgs {
     /// asked on the terminal].
     #[arg(long, global = true, value_name = "N")]
     pub passphrase_fd: Option<i32>,
+    /// For a store whose root of trust is a PKCS#11 token: the module to load [default: the
+    /// one the keystore records].
+    #[arg(long, global = true, value_name = "LIB", conflicts_with_all = ["root_key", "passphrase_fd"])]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The label of the token holding the store's key [default: the one the keystore records].
+    #[arg(long, global = true, value_name = "T", conflicts_with_all = ["root_key", "passphrase_fd"])]
+    pub token_label: Option<String>,
+    /// The label of the store's AES key in the token [default: the one the keystore records].
+    #[arg(long, global = true, value_name = "K", conflicts_with_all = ["root_key", "passphrase_fd"])]
+    pub key_label: Option<String>,
+    /// Read the token's user PIN from this file descriptor [default: $SSEFS_PKCS11_PIN_FD, else
+    /// $CREDENTIALS_DIRECTORY/pkcs11-pin, else asked on the terminal].
+    #[arg(long, global = true, value_name = "N", conflicts_with_all = ["root_key", "passphrase_fd"])]
+    pub pin_fd: Option<i32>,
+}
+
+impl KeyArgs {
+    /// Whether any token option was given.
+    fn names_a_token(&self) -> bool {
+        self.pkcs11_module.is_some()
+            || self.token_label.is_some()
+            || self.key_label.is_some()
+            || self.pin_fd.is_some()
+    }
+
+    /// The recorded token root with the module and labels given on the command line put in
+    /// place of the recorded ones (a module installed elsewhere, a token relabelled).
+    fn token_root(&self, mut root: TokenRoot) -> TokenRoot {
+        if let Some(module) = &self.pkcs11_module {
+            root.name.module = module.clone();
+        }
+        if let Some(token) = &self.token_label {
+            root.name.token = token.clone();
+        }
+        if let Some(key) = &self.key_label {
+            root.name.key = key.clone();
+        }
+        root
+    }
+}
+
+/// The token key of a new root of trust (`ssefs init`, `change-root-key`): all three names.
+pub fn token_key_name(
+    module: Option<&Path>,
+    token: Option<&str>,
+    key: Option<&str>,
+) -> Result<TokenKeyName, RootKeyError> {
+    match (module, token, key) {
+        (Some(module), Some(token), Some(key)) if !token.is_empty() && !key.is_empty() => {
+            Ok(TokenKeyName {
+                module: module.to_path_buf(),
+                token: token.to_string(),
+                key: key.to_string(),
+            })
+        }
+        _ => Err(RootKeyError::IncompleteToken),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +167,31 @@ pub enum RootKeyError {
         store.display()
     )]
     NotAPassphraseStore { store: PathBuf },
+    /// A token store and no way to read the PIN.
+    #[error(
+        "the root of trust of store {} is the key {key:?} in token {token:?}, and no PIN was \
+         given: give --pin-fd N, ${PIN_FD_ENV}=N, the systemd credential {PIN_CREDENTIAL} \
+         (LoadCredential={PIN_CREDENTIAL}:FILE), or run on a terminal",
+        store.display()
+    )]
+    MissingPin {
+        store: PathBuf,
+        token: String,
+        key: String,
+    },
+    #[error(
+        "token options (--pkcs11-module, --token-label, --key-label, --pin-fd) were given, but \
+         the root key of store {} is not in a token",
+        store.display()
+    )]
+    NotATokenStore { store: PathBuf },
+    #[error(
+        "a token root of trust needs all of --pkcs11-module LIB, --token-label T and \
+         --key-label K"
+    )]
+    IncompleteToken,
+    #[error("${PIN_FD_ENV}={0:?} is not a descriptor number")]
+    PinFdEnv(String),
     #[error("store {}: wrong root key{}", store.display(), if *passphrase { " (wrong passphrase?)" } else { "" })]
     WrongRootKey { store: PathBuf, passphrase: bool },
     #[error(
@@ -125,8 +214,12 @@ pub enum RootKeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("passphrase descriptor {fd}: {problem}")]
-    PassphraseFd { fd: i32, problem: String },
+    #[error("{what} descriptor {fd}: {problem}")]
+    PassphraseFd {
+        what: &'static str,
+        fd: i32,
+        problem: String,
+    },
     #[error("${PASSPHRASE_FD_ENV}={0:?} is not a descriptor number")]
     PassphraseFdEnv(String),
     #[error("{0}")]
@@ -225,7 +318,13 @@ pub fn make_undumpable() {
 
 /// Reads a passphrase from the open descriptor `fd` (to its end or the first newline).
 pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
-    let bad = |problem: String| RootKeyError::PassphraseFd { fd, problem };
+    read_secret_fd(fd, "passphrase")
+}
+
+/// Reads a passphrase or PIN (`what`, for messages) from the open descriptor `fd`, to its
+/// end or the first newline.
+fn read_secret_fd(fd: i32, what: &'static str) -> Result<Passphrase, RootKeyError> {
+    let bad = |problem: String| RootKeyError::PassphraseFd { what, fd, problem };
     let file = File::from(
         crate::sys::adopt_inherited_fd(fd)
             .map_err(|_| bad("not an open file descriptor".into()))?,
@@ -245,11 +344,16 @@ pub fn read_passphrase_fd(fd: i32) -> Result<Passphrase, RootKeyError> {
 }
 
 fn read_passphrase_file(path: &Path) -> Result<Passphrase, RootKeyError> {
-    let mut file = open_secret_file(path, "the passphrase credential")?;
+    read_secret_file(path, "the passphrase credential")
+}
+
+/// A passphrase or PIN credential file: private, to its end, one trailing newline dropped.
+fn read_secret_file(path: &Path, what: &'static str) -> Result<Passphrase, RootKeyError> {
+    let mut file = open_secret_file(path, what)?;
     let mut bytes = Zeroizing::new(Vec::new());
     file.read_to_end(&mut bytes)
         .map_err(|source| RootKeyError::Read {
-            what: "the passphrase credential",
+            what,
             path: path.to_path_buf(),
             source,
         })?;
@@ -273,15 +377,83 @@ fn env_var(env: Env<'_>, name: &str) -> Option<OsString> {
 }
 
 fn fd_from_env(env: Env<'_>) -> Result<Option<i32>, RootKeyError> {
-    match env_var(env, PASSPHRASE_FD_ENV) {
+    fd_from(env, PASSPHRASE_FD_ENV, RootKeyError::PassphraseFdEnv)
+}
+
+fn fd_from(
+    env: Env<'_>,
+    name: &str,
+    bad: fn(String) -> RootKeyError,
+) -> Result<Option<i32>, RootKeyError> {
+    match env_var(env, name) {
         Some(v) => {
             let text = v.to_string_lossy().into_owned();
-            text.parse()
-                .map(Some)
-                .map_err(|_| RootKeyError::PassphraseFdEnv(text))
+            text.parse().map(Some).map_err(|_| bad(text))
         }
         None => Ok(None),
     }
+}
+
+/// The user PIN of the token holding `name`: from `fd` (or `$SSEFS_PKCS11_PIN_FD`), else the
+/// credential `$CREDENTIALS_DIRECTORY/pkcs11-pin`, else asked on the terminal. Never from the
+/// command line or a plain environment variable.
+pub fn token_pin(
+    store: &Path,
+    fd: Option<i32>,
+    name: &TokenKeyName,
+) -> Result<TokenPin, RootKeyError> {
+    let env: Env<'_> = &process_env;
+    let fd = match fd {
+        Some(fd) => Some(fd),
+        None => fd_from(env, PIN_FD_ENV, RootKeyError::PinFdEnv)?,
+    };
+    let pin = if let Some(fd) = fd {
+        read_secret_fd(fd, "PIN")?
+    } else {
+        let credential = env_var(env, "CREDENTIALS_DIRECTORY")
+            .map(|dir| PathBuf::from(dir).join(PIN_CREDENTIAL))
+            .filter(|path| path.exists());
+        match credential {
+            Some(path) => read_secret_file(&path, "the PIN credential")?,
+            None if std::io::stdin().is_terminal() => {
+                prompt(&format!("User PIN of token {:?}: ", name.token))?
+            }
+            None => {
+                return Err(RootKeyError::MissingPin {
+                    store: store.to_path_buf(),
+                    token: name.token.clone(),
+                    key: name.key.clone(),
+                });
+            }
+        }
+    };
+    TokenPin::new(pin.expose_secret()).map_err(|e| RootKeyError::Keystore(e.into()))
+}
+
+/// A new root secret for `store_id`, encrypted by the token key `name` (created when `create`
+/// and absent), with the PIN from [`token_pin`].
+pub fn new_token_secret(
+    store: &Path,
+    name: &TokenKeyName,
+    pin_fd: Option<i32>,
+    store_id: &StoreId,
+    create: bool,
+) -> Result<(Key256, TokenRoot), RootKeyError> {
+    let pin = token_pin(store, pin_fd, name)?;
+    new_token_root(name, &pin, store_id, create).map_err(RootKeyError::store(store))
+}
+
+/// The root secret that `root` (recorded in the keystore or a backup, the command line's
+/// names in place) gives in its token.
+pub fn token_root_key(
+    store: &Path,
+    key: &KeyArgs,
+    root: TokenRoot,
+    store_id: &StoreId,
+) -> Result<Key256, RootKeyError> {
+    let root = key.token_root(root);
+    let pin = token_pin(store, key.pin_fd, &root.name)?;
+    unwrap_token_root(&root, &pin, store_id).map_err(RootKeyError::store(store))
 }
 
 /// The passphrase of an existing store: from `fd` (or `$SSEFS_PASSPHRASE_FD`), else the
@@ -441,11 +613,22 @@ fn passphrase_kdf(store: &Path) -> Result<Option<crate::keystore::PassphraseKdf>
 }
 
 /// The root key of the store at `store` from whatever `key` and the environment give: the
-/// key file `--root-key`; else, when the keystore records passphrase parameters, the key
+/// key file `--root-key`; else, when the keystore records a token root of trust, the secret
+/// the token decrypts (see [`token_pin`]); else, when the keystore records passphrase parameters, the key
 /// derived from the passphrase (see [`existing_passphrase`]); else the key file found by
 /// [`locate_root_key`].
 pub fn load_root_key(store: &Path, key: &KeyArgs) -> Result<Key256, RootKeyError> {
     if key.root_key.is_none() {
+        let dir = keystore_dir(store);
+        if let Some(root) = read_token_root(&dir).map_err(RootKeyError::store(store))? {
+            let store_id = Keystore::read_store_id(&dir).map_err(RootKeyError::store(store))?;
+            return token_root_key(store, key, root, &store_id);
+        }
+        if key.names_a_token() {
+            return Err(RootKeyError::NotATokenStore {
+                store: store.to_path_buf(),
+            });
+        }
         if let Some(kdf) = passphrase_kdf(store)? {
             let passphrase = existing_passphrase(store, key.passphrase_fd)?;
             return kdf
@@ -487,6 +670,7 @@ pub fn is_missing_key(e: &RootKeyError) -> bool {
         RootKeyError::MissingKeyFile { .. }
             | RootKeyError::NoKeyLocation { .. }
             | RootKeyError::MissingPassphrase { .. }
+            | RootKeyError::MissingPin { .. }
     )
 }
 

@@ -10,7 +10,7 @@ use crate::crypto::{Algorithm, KeyRef};
 use crate::fs::algorithm_name;
 use crate::keystore::KeystoreError;
 use crate::keystore::backup::replaced_keystores;
-use crate::keystore::inspect::{CmkSummary, KeystoreSummary, summarize};
+use crate::keystore::inspect::{CmkSummary, KeystoreSummary, RootOfTrust, summarize};
 use crate::keystore::keystore_dir;
 use crate::ops::scan::{inventory, peek_object};
 use crate::store::bucket_lock::{BucketMount, bucket_mounts};
@@ -293,6 +293,7 @@ fn print_text(
         bucket_mounts,
     } = *figures;
     println!("store {} (id {})", root.display(), summary.store_id);
+    println!("root of trust: {}", summary.root_of_trust);
     match (mounts, holders, bucket_mounts) {
         ([], [], _) => println!("not mounted"),
         ([], pids, []) => println!(
@@ -393,6 +394,20 @@ pub(crate) fn pid_list(pids: &[u32]) -> String {
         .join(", ")
 }
 
+/// `{"kind": "key-file" | "passphrase" | "pkcs11", ...}`, the token's names for a token.
+fn root_of_trust_json(root: &RootOfTrust) -> Json {
+    match root {
+        RootOfTrust::KeyFile => Json::object([("kind", Json::str("key-file"))]),
+        RootOfTrust::Passphrase => Json::object([("kind", Json::str("passphrase"))]),
+        RootOfTrust::Token(name) => Json::object([
+            ("kind", Json::str("pkcs11")),
+            ("module", Json::str(name.module.to_string_lossy())),
+            ("token", Json::str(name.token.as_str())),
+            ("key", Json::str(name.key.as_str())),
+        ]),
+    }
+}
+
 /// What `status` cannot tell without the root key, said with every report.
 const UNVERIFIED: &str = "read without the root key: the keystore and the object headers were \
                           not authenticated; `ssefs fsck` with the root key verifies them";
@@ -462,6 +477,7 @@ fn to_json(
     Json::object([
         ("store", Json::str(root.to_string_lossy())),
         ("store_id", Json::str(summary.store_id.to_string())),
+        ("root_of_trust", root_of_trust_json(&summary.root_of_trust)),
         ("verified", Json::Bool(false)),
         ("note", Json::str(UNVERIFIED)),
         (

@@ -142,9 +142,10 @@ fn keystore_errno(e: &KeystoreError) -> i32 {
         | KeystoreError::UnknownAlias(_)
         | KeystoreError::UnknownGrant { .. } => libc::ENOKEY,
         KeystoreError::AccessDenied { .. } => libc::EACCES,
-        KeystoreError::KeyRevoked { .. } | KeystoreError::KeyMaterialDeleted { .. } => {
-            libc::EKEYREVOKED
-        }
+        // The token holding the root of trust is gone or refuses: no new key can be had.
+        KeystoreError::KeyRevoked { .. }
+        | KeystoreError::KeyMaterialDeleted { .. }
+        | KeystoreError::Token(_) => libc::EKEYREVOKED,
         KeystoreError::InvalidAlias(_)
         | KeystoreError::ReservedAlias(_)
         | KeystoreError::InvalidBucketRule(_)
@@ -209,6 +210,11 @@ mod tests {
             state: crate::keystore::CmkState::Disabled,
         };
         assert_eq!(FsError::Keystore(revoked).errno(), libc::EKEYREVOKED);
+        let token_gone = KeystoreError::Token(crate::keystore::TokenError::Unreachable {
+            token: "ssefs".into(),
+            reason: "CKR_DEVICE_REMOVED".into(),
+        });
+        assert_eq!(FsError::Keystore(token_gone).errno(), libc::EKEYREVOKED);
         let unknown = KeystoreError::UnknownKey("alias/x".into());
         assert_eq!(FsError::Keystore(unknown).errno(), libc::ENOKEY);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);

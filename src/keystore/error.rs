@@ -22,6 +22,9 @@ pub enum KeystoreError {
     },
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    /// The PKCS#11 token that holds the root of trust refused or failed.
+    #[error(transparent)]
+    Token(#[from] super::pkcs11::TokenError),
 
     #[error("no ssefs keystore at {}", .0.display())]
     Missing(PathBuf),
@@ -201,6 +204,7 @@ impl KeystoreError {
             | Self::Io(_)
             | Self::File { .. }
             | Self::Crypto(_)
+            | Self::Token(_)
             | Self::Missing(_)
             | Self::AlreadyExists(_)
             | Self::NotAKeystore(_)

@@ -35,6 +35,53 @@ pub struct KeystoreSummary {
     pub master_keys: Vec<MasterKeyVersion>,
     pub cmks: Vec<CmkSummary>,
     pub bucket_rules: Vec<(String, BucketRule)>,
+    /// Where the root key comes from, as the keystore records it.
+    pub root_of_trust: RootOfTrust,
+}
+
+/// Where a store's root key comes from (no secret: the kind and the token's names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RootOfTrust {
+    KeyFile,
+    Passphrase,
+    Token(super::TokenKeyName),
+}
+
+impl std::fmt::Display for RootOfTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootOfTrust::KeyFile => f.write_str("a key file"),
+            RootOfTrust::Passphrase => f.write_str("a passphrase"),
+            RootOfTrust::Token(name) => write!(
+                f,
+                "the key {:?} in PKCS#11 token {:?} ({})",
+                name.key,
+                name.token,
+                name.module.display()
+            ),
+        }
+    }
+}
+
+/// What the keystore on `conn` records of its root of trust.
+fn root_of_trust(conn: &Connection) -> Result<RootOfTrust, KeystoreError> {
+    if let Some(token) = super::pkcs11::read_from(conn)? {
+        return Ok(RootOfTrust::Token(token.name));
+    }
+    let has_kdf: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('meta') WHERE name = 'root_kdf'",
+        [],
+        |r| r.get(0),
+    )?;
+    let kdf: Option<String> = if has_kdf {
+        conn.query_row("SELECT root_kdf FROM meta WHERE id = 1", [], |r| r.get(0))?
+    } else {
+        None
+    };
+    Ok(match kdf {
+        Some(_) => RootOfTrust::Passphrase,
+        None => RootOfTrust::KeyFile,
+    })
 }
 
 impl KeystoreSummary {
@@ -127,6 +174,7 @@ pub(super) fn summarize_connection(conn: &Connection) -> Result<KeystoreSummary,
         master_keys,
         cmks: list_cmks(conn)?,
         bucket_rules: list_bucket_rules(conn)?,
+        root_of_trust: root_of_trust(conn)?,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod inspect;
 mod lifecycle;
 mod object_auth;
 mod passphrase;
+mod pkcs11;
 mod rootkey;
 mod rotation;
 mod rules;
@@ -33,8 +34,12 @@ pub use grant::{Caller, Grant, Grantee, KeyOp};
 pub use ids::StoreId;
 pub use lifecycle::{DestroyedCmk, MAX_PENDING_DAYS, MIN_PENDING_DAYS, Reburied, Tombstone};
 pub use passphrase::{
-    MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, read_backup_passphrase_kdf,
+    MIN_PASSPHRASE_LEN, PassphraseKdf, RootKeyChange, RootRecord, read_backup_passphrase_kdf,
     read_passphrase_kdf,
+};
+pub use pkcs11::{
+    TokenError, TokenKeyName, TokenMechanism, TokenPin, TokenRoot, new_token_root,
+    read_backup_token_root, read_token_root, unwrap_token_root,
 };
 pub use rootkey::{
     ROOT_KEY_LEN, RootKeySource, create_root_key_file, load_root_key_file, missing_parent_dirs,

@@ -168,6 +168,28 @@ fn write_kdf(tx: &Transaction<'_>, kdf: Option<&PassphraseKdf>) -> Result<(), Ke
     Ok(())
 }
 
+/// Where a root key comes from, as the keystore records it.
+#[derive(Clone, Copy, Debug)]
+pub enum RootRecord<'a> {
+    /// A key file (or credential): nothing is recorded.
+    KeyFile,
+    /// Derived from a passphrase with these parameters.
+    Passphrase(&'a PassphraseKdf),
+    /// A random secret that a token key encrypted (see `pkcs11.rs`).
+    Token(&'a super::TokenRoot),
+}
+
+/// Writes how the root key is had, clearing the other ways, inside `tx`.
+fn write_record(tx: &Transaction<'_>, record: RootRecord<'_>) -> Result<(), KeystoreError> {
+    let (kdf, token) = match record {
+        RootRecord::KeyFile => (None, None),
+        RootRecord::Passphrase(kdf) => (Some(kdf), None),
+        RootRecord::Token(token) => (None, Some(token)),
+    };
+    write_kdf(tx, kdf)?;
+    super::pkcs11::write_token_root(tx, token)
+}
+
 /// What `change_root_key` re-wrapped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RootKeyChange {
@@ -187,15 +209,38 @@ impl Keystore {
         Ok(())
     }
 
-    /// Re-wraps every master key version, every CMK material and every pending import seed
-    /// under `new_root`, records its check value and how it is derived (`kdf`: from a
-    /// passphrase; `None`: a key file), all in one transaction: either everything moves to
-    /// the new root key or nothing does. Objects are not touched (they depend on the master
-    /// keys and CMKs, which do not change). Consumes the keystore: it held the old key.
+    /// Records that this keystore's root key is a secret encrypted by a token key (for a
+    /// store just created with that secret).
+    pub fn record_token_root(&self, root: &super::TokenRoot) -> Result<(), KeystoreError> {
+        let mut inner = self.lock();
+        let tx = self.begin_sealed(&mut inner.conn)?;
+        write_record(&tx, RootRecord::Token(root))?;
+        super::seal::commit(tx, &self.seal_key)?;
+        Ok(())
+    }
+
+    /// As [`Keystore::change_root_key_to`], to a key file (`kdf` `None`) or a passphrase.
     pub fn change_root_key(
         self,
         new_root: &Key256,
         kdf: Option<&PassphraseKdf>,
+    ) -> Result<RootKeyChange, KeystoreError> {
+        let record = match kdf {
+            Some(kdf) => RootRecord::Passphrase(kdf),
+            None => RootRecord::KeyFile,
+        };
+        self.change_root_key_to(new_root, record)
+    }
+
+    /// Re-wraps every master key version, every CMK material and every pending import seed
+    /// under `new_root`, records its check value and how it is had (`record`: a key file, a
+    /// passphrase or a token), all in one transaction: either everything moves to
+    /// the new root key or nothing does. Objects are not touched (they depend on the master
+    /// keys and CMKs, which do not change). Consumes the keystore: it held the old key.
+    pub fn change_root_key_to(
+        self,
+        new_root: &Key256,
+        record: RootRecord<'_>,
     ) -> Result<RootKeyChange, KeystoreError> {
         let store_id = self.store_id;
         let mut inner = self.lock();
@@ -247,7 +292,7 @@ impl Keystore {
             "UPDATE meta SET root_check = ?1 WHERE id = 1",
             [ids::root_check(new_root, &store_id)?],
         )?;
-        write_kdf(&tx, kdf)?;
+        write_record(&tx, record)?;
         // The audit chain's head, checked under the old key, is MACed under the new one.
         super::audit::read_head(&tx, &self.seal_key)?;
         let new_seal_key = super::seal::seal_key(new_root, &store_id)?;

@@ -191,6 +191,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (key_id, version)
     ) STRICT;
     "#,
+    // 6: a root of trust in a PKCS#11 token (see pkcs11.rs): the module, token and key labels,
+    // the mechanism and the root secret as the token encrypted it (all NULL otherwise).
+    r#"
+    ALTER TABLE meta ADD COLUMN root_pkcs11_module TEXT;
+    ALTER TABLE meta ADD COLUMN root_pkcs11_token TEXT;
+    ALTER TABLE meta ADD COLUMN root_pkcs11_key TEXT;
+    ALTER TABLE meta ADD COLUMN root_pkcs11_mechanism TEXT CHECK (root_pkcs11_mechanism IS NULL
+        OR root_pkcs11_mechanism IN ('aes-gcm', 'aes-key-wrap-pad'));
+    ALTER TABLE meta ADD COLUMN root_pkcs11_wrapped BLOB;
+    "#,
 ];
 
 /// The step that adds the seal tables, found by its content so that renumbering the steps

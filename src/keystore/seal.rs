@@ -46,6 +46,11 @@ pub(super) const SEALED_TABLES: &[SealedTable] = &[
             "root_kdf_parallelism",
             "object_auth_pending",
             "min_object_version",
+            "root_pkcs11_module",
+            "root_pkcs11_token",
+            "root_pkcs11_key",
+            "root_pkcs11_mechanism",
+            "root_pkcs11_wrapped",
         ],
     },
     SealedTable {
