@@ -1,5 +1,6 @@
 //! A store's objects in an S3-compatible object store: the store URL (`url.rs`), the
-//! credentials (`credentials.rs`) and `RemoteStore`, a blocking client over the
+//! credentials (`credentials.rs`), the keystore's local working copy (`working_copy.rs`) and
+//! `RemoteStore`, a blocking client over the
 //! `object_store` crate's `AmazonS3` with its own tokio runtime. The only user of
 //! `object_store` in the crate; knows nothing of keys, objects' format or FUSE. Every call is
 //! bounded in time: retries with backoff end after `RemoteConfig::retry_timeout`, and each
@@ -7,12 +8,14 @@
 
 mod credentials;
 mod url;
+mod working_copy;
 
 pub use credentials::{
     ACCESS_KEY_CREDENTIAL, Credentials, CredentialsError, SECRET_KEY_CREDENTIAL,
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
 pub use url::{Endpoint, S3_SCHEME, StoreUrl, UrlError, is_remote};
+pub use working_copy::{WorkingCopy, WorkingCopyError, keystore_key};
 
 use futures::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
