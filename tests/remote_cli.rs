@@ -36,6 +36,26 @@ impl Remote {
 
     /// `ssefs ARGS` with the server's credentials and a private HOME.
     fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run ssefs")
+    }
+
+    /// `ssefs ARGS` with `input` on its standard input.
+    fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ssefs");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input).expect("write the input");
+        }
+        child.wait_with_output().expect("wait for ssefs")
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let mut cmd = std::process::Command::new(SSEFS);
         cmd.args(args)
             .env("HOME", self.dir.path().join("home"))
@@ -47,7 +67,7 @@ impl Remote {
         for (name, value) in S3Server::env() {
             cmd.env(name, value);
         }
-        cmd.output().expect("run ssefs")
+        cmd
     }
 
     /// `ssefs COMMAND… --store URL --endpoint E --root-key K`.
@@ -124,6 +144,54 @@ fn init_makes_a_remote_store_and_never_overwrites_one() {
     );
     assert!(!std::path::Path::new(&other_key).exists());
     assert_eq!(remote.keystore_etag(), etag);
+}
+
+#[test]
+fn a_passphrase_store_can_be_made_and_used_remotely() {
+    let remote = Remote::new("passphrase");
+    let pass = b"a remote passphrase\n";
+    let init = [
+        "init",
+        &remote.url,
+        "--endpoint",
+        &remote.endpoint,
+        "--passphrase",
+        "--passphrase-fd",
+        "0",
+    ];
+    let said = ok(remote.run_with_input(&init, pass));
+    assert!(
+        said.contains(&remote.url) && said.contains("passphrase"),
+        "{said}"
+    );
+    let on_store = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--store", &remote.url, "--endpoint", &remote.endpoint]);
+        all.extend(["--passphrase-fd", "0"]);
+        remote.run_with_input(&all, pass)
+    };
+    let before = remote.keystore_etag();
+    ok(on_store(&["kms", "create"]));
+    assert_ne!(remote.keystore_etag(), before);
+    let wrong = remote.run_with_input(
+        &[
+            "kms",
+            "list",
+            "--store",
+            &remote.url,
+            "--endpoint",
+            &remote.endpoint,
+            "--passphrase-fd",
+            "0",
+        ],
+        b"not the passphrase\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", text(&wrong));
+    assert!(
+        text(&wrong).contains("wrong passphrase"),
+        "{}",
+        text(&wrong)
+    );
 }
 
 #[test]
