@@ -243,7 +243,11 @@ fn keystore_commands_run_on_the_remote_keystore_and_put_it_back() {
         "{created}\n{listed}"
     );
 
-    ok(remote.on_store(&["rotate-master"]));
+    let rotated = ok(remote.on_store(&["rotate-master"]));
+    assert!(
+        rotated.contains(&format!("--store {}", remote.url)),
+        "{rotated}"
+    );
     let after_rotate = remote.keystore_etag();
     assert_ne!(after_rotate, after_create);
     let described = ok(remote.on_store(&["rotate-master", "--if-older-than-days", "1", "--json"]));
@@ -370,6 +374,47 @@ fn bad_urls_endpoints_and_missing_credentials_get_clear_messages() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no credentials"), "{}", text(&out));
     assert!(!std::path::Path::new(&key).exists());
+}
+
+#[test]
+fn errors_of_a_command_name_the_remote_store_not_its_working_copy() {
+    let first = Remote::new("named");
+    let second = Remote::new("other");
+    ok(first.init());
+    ok(second.init());
+    // The root key of the second store does not open the first.
+    let out = first.run(&[
+        "kms",
+        "list",
+        "--store",
+        &first.url,
+        "--endpoint",
+        &first.endpoint,
+        "--root-key",
+        &second.key(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("wrong root key"), "{said}");
+    assert!(said.contains(&first.url), "{said}");
+    assert!(!said.contains("ssefs-keystore-"), "{said}");
+}
+
+#[test]
+fn endpoint_options_are_refused_for_a_local_store() {
+    let remote = Remote::new("local");
+    let store = s(&remote.dir.path().join("st")).to_string();
+    let out = remote.run(&[
+        "init",
+        &store,
+        "--endpoint",
+        &remote.endpoint,
+        "--root-key",
+        &remote.key(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("local directory"), "{}", text(&out));
+    assert!(!std::path::Path::new(&store).exists());
 }
 
 #[test]

@@ -62,6 +62,9 @@ pub enum CliError {
     Docs(#[from] super::docs::DocsError),
     #[error(transparent)]
     Remote(#[from] super::remote::RemoteCliError),
+    /// A command's error on a remote store, its working copy named by the store's URL.
+    #[error("{0}")]
+    OnRemoteStore(String),
 }
 
 /// The exit status of a finished command.

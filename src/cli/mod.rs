@@ -265,8 +265,16 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     }
     let session =
         remote::RemoteSession::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
-    store.store = Some(session.local_store());
-    let status = dispatch(cli.command)?;
+    let local = session.local_store();
+    store.store = Some(local.clone());
+    store.named = Some(path.clone());
+    // The command's messages name the store it was given, not the working copy.
+    let status = dispatch(cli.command).map_err(|e| {
+        let message = e.to_string();
+        exit::CliError::OnRemoteStore(
+            message.replace(&local.display().to_string(), &path.display().to_string()),
+        )
+    })?;
     session.finish()?;
     Ok(status)
 }
@@ -294,6 +302,8 @@ fn dispatch(command: Command) -> Result<outcome::Status, exit::CliError> {
                     passphrase,
                     passphrase_fd,
                 })?;
+            } else if endpoint.is_some() || region.is_some() {
+                return Err(remote::not_remote(&store).into());
             } else if passphrase {
                 init::run_with_passphrase(&store, passphrase_fd)?;
             } else {

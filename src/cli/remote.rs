@@ -30,6 +30,11 @@ pub enum RemoteCliError {
          (or ${ENDPOINT_ENV})"
     )]
     NoEndpoint { store: String },
+    #[error(
+        "--endpoint and --region are for a store in an object store (s3://BUCKET[/PREFIX]); \
+         {store} is a local directory"
+    )]
+    NotRemote { store: String },
     #[error(transparent)]
     Url(#[from] UrlError),
     #[error(transparent)]
@@ -66,6 +71,13 @@ pub fn names_remote(store: &Path) -> bool {
 pub fn unsupported(command: &'static str, store: &Path) -> RemoteCliError {
     RemoteCliError::Unsupported {
         command,
+        store: store.display().to_string(),
+    }
+}
+
+/// The error of `--endpoint` or `--region` given with a local store.
+pub fn not_remote(store: &Path) -> RemoteCliError {
+    RemoteCliError::NotRemote {
         store: store.display().to_string(),
     }
 }

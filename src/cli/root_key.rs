@@ -42,6 +42,10 @@ pub struct StoreArgs {
     /// The object store's region, for an s3:// store [default: $AWS_REGION, else us-east-1].
     #[arg(long, global = true, value_name = "REGION")]
     pub region: Option<String>,
+    /// The store as the user named it, when `store` is a working copy of a remote store's
+    /// keystore: what messages call it.
+    #[arg(skip)]
+    pub named: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -53,6 +57,15 @@ impl StoreArgs {
             return Err(RootKeyError::RemoteStore(path.to_path_buf()));
         }
         Ok(path)
+    }
+
+    /// The store as the user named it, for messages (the URL of a remote store, not its
+    /// working copy).
+    pub fn name(&self) -> &Path {
+        self.named
+            .as_deref()
+            .or(self.store.as_deref())
+            .unwrap_or(Path::new(""))
     }
 }
 
