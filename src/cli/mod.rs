@@ -176,7 +176,7 @@ impl Command {
             Command::ChangeRootKey(a) => Some(("change-root-key", &mut a.store, false)),
             Command::BucketEncryption(a) => Some(("bucket-encryption", &mut a.store.store, false)),
             Command::Fsck(a) => Some(("fsck", &mut a.store, false)),
-            Command::Status(a) => Some(("status", &mut a.store, false)),
+            Command::Status(a) => Some(("status", &mut a.store, true)),
             Command::Upgrade(a) => Some(("upgrade", &mut a.store, false)),
             Command::Init { .. }
             | Command::Mount { .. }

@@ -19,7 +19,8 @@ pub const REGION_ENV: &str = "AWS_REGION";
 pub enum RemoteCliError {
     #[error(
         "`ssefs {command}` is not yet supported for remote stores ({store}): only init, kms, \
-         rotate-master (without --retire*) and keystore backup work on an s3:// store so far"
+         rotate-master (without --retire*), status and keystore backup work on an s3:// store \
+         so far"
     )]
     Unsupported {
         command: &'static str,
