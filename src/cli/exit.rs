@@ -107,6 +107,11 @@ mod tests {
         assert_eq!(exit_code(&Err(CliError::Mount("x".into()))), 1);
         let unsupported = super::super::remote::unsupported("mount", "s3://b/p".as_ref());
         assert_eq!(exit_code(&Err(CliError::Remote(unsupported))), 5);
+        let lost = crate::store::remote::WorkingCopyError::Conflict {
+            store: "s3://b/p".into(),
+        };
+        let lost = super::super::remote::RemoteCliError::WorkingCopy(lost);
+        assert_eq!(exit_code(&Err(CliError::Remote(lost))), 6);
         for code in [
             "  0 ", "  1 ", "  2 ", "  3 ", "  4 ", "  5 ", "  6 ", "  141 ",
         ] {
