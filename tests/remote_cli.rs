@@ -435,6 +435,47 @@ fn endpoint_options_are_refused_for_a_local_store() {
 }
 
 #[test]
+fn systemd_credentials_reach_the_object_store() {
+    let remote = Remote::new("systemd");
+    ok(remote.init());
+    let dir = remote.dir.path().join("credentials");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("aws-access-key-id"), support::s3::ACCESS_KEY).unwrap();
+    std::fs::write(dir.join("aws-secret-access-key"), support::s3::SECRET_KEY).unwrap();
+    let out = remote
+        .command(&[
+            "status",
+            "--store",
+            &remote.url,
+            "--endpoint",
+            &remote.endpoint,
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("CREDENTIALS_DIRECTORY", &dir)
+        .output()
+        .unwrap();
+    assert!(ok(out).contains(&remote.url));
+    // A wrong secret there is denied, not retried for long.
+    std::fs::write(dir.join("aws-secret-access-key"), "wrong").unwrap();
+    let out = remote
+        .command(&[
+            "status",
+            "--store",
+            &remote.url,
+            "--endpoint",
+            &remote.endpoint,
+        ])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("CREDENTIALS_DIRECTORY", &dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("denied access"), "{}", text(&out));
+}
+
+#[test]
 fn a_store_that_does_not_exist_is_named() {
     let remote = Remote::new("missing");
     let out = remote.on_store(&["kms", "list"]);

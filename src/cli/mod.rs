@@ -263,9 +263,9 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     if !keystore_only {
         return Err(remote::unsupported(name, &path).into());
     }
-    let session =
-        remote::RemoteSession::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
-    let local = session.local_store();
+    let keystore =
+        remote::RemoteKeystore::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+    let local = keystore.local_store();
     store.store = Some(local.clone());
     store.named = Some(path.clone());
     // The command's messages name the store it was given, not the working copy.
@@ -275,7 +275,7 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
             message.replace(&local.display().to_string(), &path.display().to_string()),
         )
     })?;
-    session.finish()?;
+    keystore.finish()?;
     Ok(status)
 }
 

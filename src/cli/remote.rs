@@ -115,21 +115,21 @@ pub fn connect(
 
 /// A keystore-only command running on a working copy of a remote store's keystore.
 #[derive(Debug)]
-pub struct RemoteSession {
+pub struct RemoteKeystore {
     remote: RemoteStore,
     copy: WorkingCopy,
 }
 
-impl RemoteSession {
+impl RemoteKeystore {
     /// Downloads the keystore of `store` into a working copy.
     pub fn begin(
         store: &Path,
         endpoint: Option<&str>,
         region: Option<&str>,
-    ) -> Result<RemoteSession, RemoteCliError> {
+    ) -> Result<RemoteKeystore, RemoteCliError> {
         let remote = connect(store, endpoint, region)?;
         let copy = remote.checkout_keystore()?;
-        Ok(RemoteSession { remote, copy })
+        Ok(RemoteKeystore { remote, copy })
     }
 
     /// The directory the command takes as its store.
