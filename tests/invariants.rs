@@ -261,6 +261,28 @@ fn only_the_token_module_uses_cryptoki() {
     );
 }
 
+/// Only `store/remote/` talks to an object store: the rest of the crate sees its blocking
+/// client and error type, so the HTTP stack, its runtime and its errors have one owner.
+#[test]
+fn only_the_remote_store_uses_object_store() {
+    let in_remote = |rel: &str| rel.starts_with("store/remote/");
+    let found = uses_of(&["object_store", "tokio::", "reqwest"], in_remote);
+    assert!(
+        found.is_empty(),
+        "object_store (or its runtime) used outside store/remote/:\n{}",
+        found.join("\n")
+    );
+    let seen = rust_files(&src().join("store/remote")).iter().any(|f| {
+        production_lines(f)
+            .iter()
+            .any(|(_, l)| l.contains("object_store::"))
+    });
+    assert!(
+        seen,
+        "store/remote/ no longer uses object_store: is the check looking?"
+    );
+}
+
 /// In `fs/` and `ops/` (the mount's core and the offline operations), outside tests, the
 /// only item of `std::fs` allowed is the `File` type of descriptors `store::Backing` hands
 /// out, and the only path read is the caller's `/proc` status: every byte of a store is

@@ -13,6 +13,9 @@ Exit status:
   2    the command line is wrong (usage error)
   3    bucket-encryption get: the bucket has no default encryption rule
   4    fsck: problems remain in the store
+  5    the command does not support remote (s3://) stores yet
+  6    a remote store's keystore was changed by another host meanwhile; nothing was
+       written: run the command again
   141  standard output was closed early (e.g. piped into `head`): killed by SIGPIPE";
 
 /// Exit status: the command failed.
@@ -21,6 +24,10 @@ pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_NO_RULE: u8 = 3;
 /// Exit status of `fsck` when problems remain.
 pub const EXIT_PROBLEMS: u8 = 4;
+/// Exit status of a command given a remote store it does not support yet.
+pub const EXIT_REMOTE_UNSUPPORTED: u8 = 5;
+/// Exit status of a command whose change to a remote store's keystore lost to another host.
+pub const EXIT_REMOTE_CONFLICT: u8 = 6;
 
 /// Any command's error; each command module has its own enum.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,11 @@ pub enum CliError {
     Upgrade(#[from] super::upgrade::UpgradeCliError),
     #[error(transparent)]
     Docs(#[from] super::docs::DocsError),
+    #[error(transparent)]
+    Remote(#[from] super::remote::RemoteCliError),
+    /// A command's error on a remote store, its working copy named by the store's URL.
+    #[error("{0}")]
+    OnRemoteStore(String),
 }
 
 /// The exit status of a finished command.
@@ -61,6 +73,8 @@ pub fn exit_code(result: &Result<Status, CliError>) -> u8 {
         Ok(Status::Success) => 0,
         Ok(Status::NoRule) => EXIT_NO_RULE,
         Ok(Status::ProblemsLeft) => EXIT_PROBLEMS,
+        Err(CliError::Remote(e)) if e.is_unsupported() => EXIT_REMOTE_UNSUPPORTED,
+        Err(CliError::Remote(e)) if e.is_conflict() => EXIT_REMOTE_CONFLICT,
         Err(_) => EXIT_FAILURE,
     }
 }
@@ -91,7 +105,16 @@ mod tests {
         assert_eq!(exit_code(&Ok(Status::NoRule)), 3);
         assert_eq!(exit_code(&Ok(Status::ProblemsLeft)), 4);
         assert_eq!(exit_code(&Err(CliError::Mount("x".into()))), 1);
-        for code in ["  0 ", "  1 ", "  2 ", "  3 ", "  4 ", "  141 "] {
+        let unsupported = super::super::remote::unsupported("mount", "s3://b/p".as_ref());
+        assert_eq!(exit_code(&Err(CliError::Remote(unsupported))), 5);
+        let lost = crate::store::remote::WorkingCopyError::Conflict {
+            store: "s3://b/p".into(),
+        };
+        let lost = super::super::remote::RemoteCliError::WorkingCopy(lost);
+        assert_eq!(exit_code(&Err(CliError::Remote(lost))), 6);
+        for code in [
+            "  0 ", "  1 ", "  2 ", "  3 ", "  4 ", "  5 ", "  6 ", "  141 ",
+        ] {
             assert!(EXIT_STATUS_HELP.contains(code), "{code}");
         }
     }

@@ -15,6 +15,7 @@ pub mod mount;
 pub mod notify;
 pub mod outcome;
 pub mod reencrypt;
+pub mod remote;
 pub mod rewrap;
 pub mod root_key;
 pub mod rotate;
@@ -41,8 +42,17 @@ pub struct Cli {
 pub enum Command {
     /// Create a new store: the directory, its keystore and master key version 1.
     Init {
-        /// The backing directory to create.
+        /// The backing directory to create, or s3://BUCKET[/PREFIX] for a store in an
+        /// S3-compatible object store (with --endpoint).
         store: PathBuf,
+        /// The object store's URL, for an s3:// store (http://HOST:PORT or https://HOST)
+        /// [default: $AWS_ENDPOINT_URL].
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// The object store's region, for an s3:// store [default: $AWS_REGION, else
+        /// us-east-1].
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
         /// The root key file, created when it does not exist [default: $SSEFS_ROOT_KEY_FILE,
         /// else $CREDENTIALS_DIRECTORY/root-key, else ~/.config/ssefs/keys/STORE-ID.key].
         #[arg(long, value_name = "FILE", conflicts_with = "passphrase")]
@@ -167,6 +177,41 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command's name and `--store` options, for the commands that name a store with
+    /// them, and whether it can run on a working copy of a remote store's keystore (it
+    /// needs nothing else of the store).
+    fn store_args_mut(&mut self) -> Option<(&'static str, &mut root_key::StoreArgs, bool)> {
+        use keystore_cmd::KeystoreAction;
+        match self {
+            Command::RotateMaster(a) => {
+                let keystore_only = a.retire.is_none() && !a.retire_unused;
+                Some(("rotate-master", &mut a.store, keystore_only))
+            }
+            Command::Kms(a) => Some(("kms", &mut a.store.store, true)),
+            Command::Keystore {
+                action: KeystoreAction::Backup { store, .. },
+            } => Some(("keystore backup", store, true)),
+            Command::Keystore {
+                action: KeystoreAction::Restore { store, .. },
+            } => Some(("keystore restore", store, false)),
+            Command::Keystore {
+                action: KeystoreAction::Replaced { store, .. },
+            } => Some(("keystore replaced", store, false)),
+            Command::Rewrap(a) => Some(("rewrap", &mut a.store, false)),
+            Command::ChangeRootKey(a) => Some(("change-root-key", &mut a.store, false)),
+            Command::BucketEncryption(a) => Some(("bucket-encryption", &mut a.store.store, false)),
+            Command::Fsck(a) => Some(("fsck", &mut a.store, false)),
+            Command::Status(a) => Some(("status", &mut a.store, true)),
+            Command::Upgrade(a) => Some(("upgrade", &mut a.store, false)),
+            Command::Init { .. }
+            | Command::Mount { .. }
+            | Command::Reencrypt { .. }
+            | Command::Stat { .. }
+            | Command::Man(_)
+            | Command::Completions(_) => None,
+        }
+    }
+
     /// Whether the command loads a root key and unwraps keys with it (then the process is
     /// made undumpable before anything else).
     pub fn unwraps_keys(&self) -> bool {
@@ -224,20 +269,51 @@ pub fn parse_from(args: impl IntoIterator<Item = std::ffi::OsString>) -> Cli {
     }
 }
 
-/// Runs a parsed command: what it found, or its error for [`exit::finish`] to print.
-pub fn run(cli: Cli) -> Result<outcome::Status, exit::CliError> {
-    use exit::CliError;
-    use outcome::Status;
+/// Runs a parsed command: what it found, or its error for [`exit::finish`] to print. A
+/// command given a remote store runs on a working copy of its keystore, put back
+/// afterwards, if it needs nothing else of the store; otherwise it is refused.
+pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     if cli.command.unwraps_keys() {
         root_key::make_undumpable();
     }
     if !matches!(cli.command, Command::Mount { .. }) {
         exit::die_quietly_on_closed_pipe();
     }
+    let Some((name, store, keystore_only)) = cli.command.store_args_mut() else {
+        return dispatch(cli.command);
+    };
+    let Some(path) = store.store.clone().filter(|p| remote::names_remote(p)) else {
+        return dispatch(cli.command);
+    };
+    if !keystore_only {
+        return Err(remote::unsupported(name, &path).into());
+    }
+    let keystore =
+        remote::RemoteKeystore::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+    let local = keystore.local_store();
+    store.store = Some(local.clone());
+    store.named = Some(path.clone());
+    // The command's messages name the store it was given, not the working copy.
+    let status = dispatch(cli.command).map_err(|e| {
+        let message = e.to_string();
+        exit::CliError::OnRemoteStore(
+            message.replace(&local.display().to_string(), &path.display().to_string()),
+        )
+    })?;
+    keystore.finish()?;
+    Ok(status)
+}
+
+/// Runs a command on the store it names.
+fn dispatch(command: Command) -> Result<outcome::Status, exit::CliError> {
+    use exit::CliError;
+    use outcome::Status;
     let done = Status::Success;
-    match cli.command {
+    match command {
         Command::Init {
             store,
+            endpoint,
+            region,
             root_key,
             passphrase,
             passphrase_fd,
@@ -246,7 +322,21 @@ pub fn run(cli: Cli) -> Result<outcome::Status, exit::CliError> {
             key_label,
             pin_fd,
         } => {
-            if pkcs11_module.is_some() {
+            if remote::names_remote(&store) {
+                if pkcs11_module.is_some() {
+                    return Err(remote::unsupported("init with a PKCS#11 token", &store).into());
+                }
+                remote::run_init(&remote::InitArgs {
+                    store: &store,
+                    endpoint: endpoint.as_deref(),
+                    region: region.as_deref(),
+                    root_key: root_key.as_deref(),
+                    passphrase,
+                    passphrase_fd,
+                })?;
+            } else if endpoint.is_some() || region.is_some() {
+                return Err(remote::not_remote(&store).into());
+            } else if pkcs11_module.is_some() {
                 let name = root_key::token_key_name(
                     pkcs11_module.as_deref(),
                     token_label.as_deref(),
@@ -277,6 +367,9 @@ pub fn run(cli: Cli) -> Result<outcome::Status, exit::CliError> {
             }
             if create_bucket {
                 options.push("create_bucket".to_string());
+            }
+            if remote::names_remote(&store) {
+                return Err(remote::unsupported("mount", &store).into());
             }
             mount::run(&store, &mountpoint, &key, &options).map_err(CliError::Mount)?;
         }

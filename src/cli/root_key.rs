@@ -34,18 +34,45 @@ pub const PIN_CREDENTIAL: &str = "pkcs11-pin";
 /// The longest passphrase read.
 const MAX_PASSPHRASE_LEN: usize = 4096;
 
-/// `--store STORE`, shared by every command that works on a store by name.
+/// `--store STORE` (and, for a store in an object store, `--endpoint` and `--region`),
+/// shared by every command that works on a store by name.
 #[derive(Args, Debug, Clone, Default)]
 pub struct StoreArgs {
-    /// The store: the backing directory made by `ssefs init`.
+    /// The store: the backing directory made by `ssefs init`, or s3://BUCKET[/PREFIX] for a
+    /// store in an S3-compatible object store.
     #[arg(long, global = true, value_name = "STORE")]
     pub store: Option<PathBuf>,
+    /// The object store's URL, for an s3:// store (http://HOST:PORT or https://HOST)
+    /// [default: $AWS_ENDPOINT_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The object store's region, for an s3:// store [default: $AWS_REGION, else us-east-1].
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// The store as the user named it, when `store` is a working copy of a remote store's
+    /// keystore: what messages call it.
+    #[arg(skip)]
+    pub named: Option<PathBuf>,
 }
 
 impl StoreArgs {
-    /// The store path; an error naming the option when it was not given.
+    /// The store path; an error naming the option when it was not given, or when it names a
+    /// remote store (the commands that work on one are given a local working copy instead).
     pub fn path(&self) -> Result<&Path, RootKeyError> {
-        self.store.as_deref().ok_or(RootKeyError::MissingStore)
+        let path = self.store.as_deref().ok_or(RootKeyError::MissingStore)?;
+        if path.to_str().is_some_and(crate::store::remote::is_remote) {
+            return Err(RootKeyError::RemoteStore(path.to_path_buf()));
+        }
+        Ok(path)
+    }
+
+    /// The store as the user named it, for messages (the URL of a remote store, not its
+    /// working copy).
+    pub fn name(&self) -> &Path {
+        self.named
+            .as_deref()
+            .or(self.store.as_deref())
+            .unwrap_or(Path::new(""))
     }
 }
 
@@ -129,6 +156,8 @@ pub fn token_key_name(
 pub enum RootKeyError {
     #[error("--store STORE is required (the backing directory made by `ssefs init`)")]
     MissingStore,
+    #[error("{} is a remote store, which this command does not support yet", .0.display())]
+    RemoteStore(PathBuf),
     /// No root key was given and none is at the default place.
     #[error(
         "no root key at {} (from {origin}): the file {} does not exist; give the root key of \

@@ -70,7 +70,7 @@ pub fn run(args: &RotateMasterArgs) -> Result<(), RotateError> {
         Some(version) => println!(
             "master key version {version} is now current; run `ssefs rewrap --store {}` to \
              re-wrap older objects",
-            store.display()
+            args.store.name().display()
         ),
         None => {
             let (current, _) = keystore.current_master_key()?;

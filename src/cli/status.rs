@@ -88,6 +88,9 @@ pub enum StatusError {
 
 pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
     let json = args.json;
+    if let Some(url) = &args.store.named {
+        return remote_status(url, args.store.path()?, json);
+    }
     let store = Store::open(args.store.path()?)?;
     let inv = inventory(&store);
     let summary = summarize(&keystore_dir(&inv.root))?;
@@ -384,6 +387,87 @@ fn print_text(
         println!("  {key}: {n}");
     }
     println!("note: {UNVERIFIED}");
+}
+
+/// The status of a store in an object store (`named` by its URL), from the working copy of
+/// its keystore at `local`: its id, master key versions, CMKs and bucket rules. Its objects
+/// are not listed or counted yet, and it is never mounted.
+fn remote_status(named: &Path, local: &Path, json: bool) -> Result<(), StatusError> {
+    let summary = summarize(&keystore_dir(local))?;
+    let rule_text = |rule: &crate::keystore::BucketRule| match &rule.kms_key_id {
+        Some(id) => format!("{} {id}", algorithm_label(rule.algorithm)),
+        None => algorithm_label(rule.algorithm).to_string(),
+    };
+    if json {
+        let masters = summary.master_keys.iter().map(|m| {
+            Json::object([
+                ("version", Json::uint(m.version)),
+                ("created_at", Json::Int(m.created_at)),
+                ("retired_at", Json::opt_int(m.retired_at)),
+            ])
+        });
+        let cmks = summary.cmks.iter().map(|cmk| {
+            Json::object([
+                ("key_id", Json::str(cmk.key_id.as_str())),
+                ("state", Json::str(cmk.state.as_str())),
+                (
+                    "versions",
+                    Json::Array(cmk.live_versions.iter().map(|v| Json::uint(*v)).collect()),
+                ),
+            ])
+        });
+        let rules = summary
+            .bucket_rules
+            .iter()
+            .map(|(bucket, rule)| (bucket.clone(), Json::str(rule_text(rule))));
+        let out = Json::object([
+            ("store", Json::str(named.to_string_lossy())),
+            ("store_id", Json::str(summary.store_id.to_string())),
+            ("remote", Json::Bool(true)),
+            ("master_keys", Json::Array(masters.collect())),
+            ("cmks", Json::Array(cmks.collect())),
+            ("bucket_rules", Json::object(rules)),
+        ]);
+        println!("{out}");
+        return Ok(());
+    }
+    println!("store {} (id {})", named.display(), summary.store_id);
+    println!("in an object store: its buckets and objects are not listed by this version");
+    println!("master keys:");
+    let newest = summary.master_keys.iter().map(|m| m.version).max();
+    for m in &summary.master_keys {
+        let current = if Some(m.version) == newest {
+            ", current"
+        } else {
+            ""
+        };
+        let retired = m
+            .retired_at
+            .map(|t| format!(", retired {}", format_utc(t)))
+            .unwrap_or_default();
+        println!(
+            "  v{} created {}{retired}{current}",
+            m.version,
+            format_utc(m.created_at)
+        );
+    }
+    if !summary.cmks.is_empty() {
+        println!("CMK material versions:");
+    }
+    for cmk in &summary.cmks {
+        let versions: Vec<String> = cmk.live_versions.iter().map(|v| format!("v{v}")).collect();
+        println!(
+            "  {} ({}): {}",
+            cmk.key_id,
+            cmk.state.as_str(),
+            versions.join(", ")
+        );
+    }
+    for (bucket, rule) in &summary.bucket_rules {
+        println!("bucket rule {bucket}: {}", rule_text(rule));
+    }
+    println!("note: {UNVERIFIED}");
+    Ok(())
 }
 
 /// Process ids as `9625` or `9625, 9630`.

@@ -6,6 +6,7 @@ mod backing;
 pub mod bucket_lock;
 pub mod layout;
 pub mod lock_probe;
+pub mod remote;
 
 pub use backing::{
     Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate, Timestamp,

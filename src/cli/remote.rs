@@ -1,0 +1,216 @@
+//! Commands on a store in an object store (`s3://BUCKET[/PREFIX]`): connecting with
+//! `--endpoint`/`--region` and the standard credentials, `ssefs init` of a new remote store,
+//! and the keystore-only commands, which run unchanged on a local working copy of the
+//! keystore that is put back with `If-Match` afterwards. Every other command answers that
+//! remote stores are not supported yet.
+
+use crate::store::remote::{
+    CredentialsError, DEFAULT_REGION, Endpoint, RemoteConfig, RemoteError, RemoteStore, StoreUrl,
+    UrlError, WorkingCopy, WorkingCopyError, find_credentials, is_remote,
+};
+use std::path::{Path, PathBuf};
+
+/// The environment variable giving the endpoint when `--endpoint` is not given.
+pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL";
+/// The environment variable giving the region when `--region` is not given.
+pub const REGION_ENV: &str = "AWS_REGION";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteCliError {
+    #[error(
+        "`ssefs {command}` is not yet supported for remote stores ({store}): only init, kms, \
+         rotate-master (without --retire*), status and keystore backup work on an s3:// store \
+         so far"
+    )]
+    Unsupported {
+        command: &'static str,
+        store: String,
+    },
+    #[error(
+        "{store} is a remote store: give the object store's endpoint with --endpoint URL \
+         (or ${ENDPOINT_ENV})"
+    )]
+    NoEndpoint { store: String },
+    #[error(
+        "--endpoint and --region are for a store in an object store (s3://BUCKET[/PREFIX]); \
+         {store} is a local directory"
+    )]
+    NotRemote { store: String },
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    WorkingCopy(#[from] WorkingCopyError),
+    #[error(transparent)]
+    Init(#[from] super::init::InitError),
+}
+
+impl RemoteCliError {
+    /// Whether the command lost a race for the keystore (another host changed it).
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            RemoteCliError::WorkingCopy(WorkingCopyError::Conflict { .. })
+        )
+    }
+
+    /// Whether the command does not work on remote stores yet.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, RemoteCliError::Unsupported { .. })
+    }
+}
+
+/// Whether a store argument names a remote store.
+pub fn names_remote(store: &Path) -> bool {
+    store.to_str().is_some_and(is_remote)
+}
+
+/// The error of a command that does not work on remote stores yet.
+pub fn unsupported(command: &'static str, store: &Path) -> RemoteCliError {
+    RemoteCliError::Unsupported {
+        command,
+        store: store.display().to_string(),
+    }
+}
+
+/// The error of `--endpoint` or `--region` given with a local store.
+pub fn not_remote(store: &Path) -> RemoteCliError {
+    RemoteCliError::NotRemote {
+        store: store.display().to_string(),
+    }
+}
+
+/// A client of the remote store `store`, at `endpoint` (else `$AWS_ENDPOINT_URL`) in
+/// `region` (else `$AWS_REGION`, else us-east-1), with the credentials of the environment.
+pub fn connect(
+    store: &Path,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<RemoteStore, RemoteCliError> {
+    let text = store.to_str().unwrap_or_default();
+    let url = StoreUrl::parse(text)?;
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = match endpoint
+        .map(str::to_string)
+        .or_else(|| from_env(ENDPOINT_ENV))
+    {
+        Some(endpoint) => Endpoint::parse(&endpoint)?,
+        None => {
+            return Err(RemoteCliError::NoEndpoint {
+                store: url.to_string(),
+            });
+        }
+    };
+    let mut config = RemoteConfig::new(url, endpoint);
+    config.region = region
+        .map(str::to_string)
+        .or_else(|| from_env(REGION_ENV))
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
+    let credentials = find_credentials(&|name| std::env::var_os(name))?;
+    Ok(RemoteStore::connect(config, &credentials)?)
+}
+
+/// A keystore-only command running on a working copy of a remote store's keystore.
+#[derive(Debug)]
+pub struct RemoteKeystore {
+    remote: RemoteStore,
+    copy: WorkingCopy,
+}
+
+impl RemoteKeystore {
+    /// Downloads the keystore of `store` into a working copy.
+    pub fn begin(
+        store: &Path,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<RemoteKeystore, RemoteCliError> {
+        let remote = connect(store, endpoint, region)?;
+        let copy = remote.checkout_keystore()?;
+        Ok(RemoteKeystore { remote, copy })
+    }
+
+    /// The directory the command takes as its store.
+    pub fn local_store(&self) -> PathBuf {
+        self.copy.root().to_path_buf()
+    }
+
+    /// Puts the keystore back if the command changed it (only over the version read).
+    pub fn finish(self) -> Result<(), RemoteCliError> {
+        self.remote.checkin_keystore(&self.copy)?;
+        Ok(())
+    }
+}
+
+/// `ssefs init s3://…`: makes the store (keystore and root key) in a private working
+/// directory with `make` (the local init), then uploads the keystore with `If-None-Match`.
+/// A root key file `make` created is removed again if the upload fails. Returns what
+/// `make` returned.
+pub fn init<T>(
+    store: &Path,
+    endpoint: Option<&str>,
+    region: Option<&str>,
+    make: impl FnOnce(&Path) -> Result<(T, Option<PathBuf>), super::init::InitError>,
+) -> Result<(T, StoreUrl), RemoteCliError> {
+    let remote = connect(store, endpoint, region)?;
+    remote.check_new_store()?;
+    let copy = WorkingCopy::empty()?;
+    let (made, created_key) = make(copy.root())?;
+    if let Err(e) = remote.create_store(copy.root()) {
+        if let Some(key) = created_key {
+            let _ = std::fs::remove_file(key);
+        }
+        return Err(e.into());
+    }
+    Ok((made, remote.url().clone()))
+}
+
+/// The options of `ssefs init` for a remote store.
+#[derive(Debug)]
+pub struct InitArgs<'a> {
+    pub store: &'a Path,
+    pub endpoint: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub root_key: Option<&'a Path>,
+    pub passphrase: bool,
+    pub passphrase_fd: Option<i32>,
+}
+
+/// Runs `ssefs init s3://…` and prints its one line.
+pub fn run_init(args: &InitArgs<'_>) -> Result<(), RemoteCliError> {
+    if args.passphrase {
+        let passphrase = super::root_key::new_passphrase(
+            args.passphrase_fd,
+            "give the passphrase with --passphrase-fd N or run on a terminal",
+        )
+        .map_err(super::init::InitError::from)?;
+        let (store_id, url) = init(args.store, args.endpoint, args.region, |dir| {
+            let id = super::init::init_with_passphrase(dir, passphrase.expose_secret())?;
+            Ok((id, None))
+        })?;
+        println!(
+            "created store {url} (id {store_id}) whose root key is derived from your \
+             passphrase; without the passphrase nothing in the store can be read"
+        );
+        return Ok(());
+    }
+    let (done, url) = init(args.store, args.endpoint, args.region, |dir| {
+        let done = super::init::init(dir, args.root_key, &|name| std::env::var_os(name))?;
+        let created = done.root_key_created.then(|| done.root_key.path.clone());
+        Ok((done, created))
+    })?;
+    println!(
+        "created store {url} (id {}) with the {} root key {}; keep the root key apart from \
+         the store and back it up: without it nothing in the store can be read",
+        done.store_id,
+        if done.root_key_created {
+            "new"
+        } else {
+            "existing"
+        },
+        done.root_key.path.display(),
+    );
+    Ok(())
+}
