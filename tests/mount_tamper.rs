@@ -625,3 +625,56 @@ fn version_2_objects_move_to_version_3_by_header_writes() {
     expected[..2].copy_from_slice(b"v3");
     assert_eq!(fs::read(mount.join("plain/written")).unwrap(), expected);
 }
+
+/// An object left DIRTY (its writer stopped mid-session, or someone put back such a header)
+/// has its block map taken as found until it is closed: never silently. fsck notes it, the
+/// mount logs it when it opens it, and the close that follows commits the map again.
+#[test]
+fn an_object_left_dirty_is_noted_by_fsck_and_logged_by_the_mount() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    fs::write(bucket.join("f"), vec![7u8; 3 * P as usize]).unwrap();
+    assert!(mount.unmount().success());
+
+    // A writer that stops after its first write: the header keeps DIRTY.
+    let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
+    let keystore = Keystore::open(&keystore_dir(&store.store), &root).unwrap();
+    let store_key = keystore.store_key().unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(store.store.join("enc/f"))
+        .unwrap();
+    let kek = match ssefs::crypto::peek_header(&file).unwrap().key_ref {
+        KeyRef::Master { version } => keystore.master_key_version(version).unwrap(),
+        other => panic!("unexpected key {other:?}"),
+    };
+    let mut object = Object::open(file, &store_key, Some(&kek)).unwrap();
+    object.write_at(0, b"interrupted").unwrap();
+    assert!(object.is_dirty());
+    drop(object);
+    drop(keystore);
+
+    let (ok, report) = fsck(&store);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("enc/f") && report.contains("was being written"),
+        "{report}"
+    );
+    let mount = Mount::new(&store, &[]);
+    let data = fs::read(mount.join("enc/f")).unwrap();
+    assert_eq!(&data[..11], b"interrupted");
+    let log = mount.log_text();
+    assert!(
+        log.contains("enc/f") && log.contains("was being written when its writer stopped"),
+        "{log}"
+    );
+    assert!(mount.unmount().success());
+    let (ok, report) = fsck(&store);
+    assert!(ok && !report.contains("was being written"), "{report}");
+}
