@@ -247,11 +247,9 @@ fn none_block_vector() {
     assert!(cipher.open(5, &forged, &mut page).is_err());
 }
 
-/// The group tag of group 0 of the AES256 object when only block 5 is written (bitmap
-/// `20 00 00 00 00`): the last 32 bytes of its meta page. It depends on no IV.
-#[test]
-fn group_tag_vector() {
-    let mut object = Object::create_with_secrets(
+/// The AES256 object of the vectors (master key version 7), new.
+fn aes256_vector_object() -> Object<MemoryIo> {
+    Object::create_with_secrets(
         MemoryIo::default(),
         &store_key(),
         Algorithm::Aes256,
@@ -262,7 +260,14 @@ fn group_tag_vector() {
         file_id(),
         nonce(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The group tag of group 0 of the AES256 object when only block 5 is written (bitmap
+/// `20 00 00 00 00`): the last 32 bytes of its meta page. It depends on no IV.
+#[test]
+fn group_tag_vector() {
+    let mut object = aes256_vector_object();
     object.write_at(5 * 4096, PLAINTEXT).unwrap();
     let bytes = object.io().snapshot().unwrap();
     assert_eq!(hex(&bytes[2 * 4096 - 32..2 * 4096]), GROUP_TAG);
@@ -273,25 +278,13 @@ fn group_tag_vector() {
 /// header once the object is closed.
 #[test]
 fn block_map_root_vector() {
-    let mut object = Object::create_with_secrets(
-        MemoryIo::default(),
-        &store_key(),
-        Algorithm::Aes256,
-        KeyRef::Master { version: 7 },
-        Some(&kek()),
-        DEFAULT_BLOCK_SIZE,
-        dek(),
-        file_id(),
-        nonce(),
-    )
-    .unwrap();
+    let mut object = aes256_vector_object();
     object.set_size(5 * 4096).unwrap();
     let bytes = object.close().unwrap().snapshot().unwrap();
     assert_eq!(hex(&bytes[88..120]), ROOT_ONE_UNWRITTEN_GROUP);
 }
 
-/// Version 2 header pages open in a store that still accepts version 2, and stay version 2
-/// until a header write that knows the block map.
+/// Version 2 header pages still open, as version 2, in a store that accepts version 2.
 #[test]
 fn v2_headers_still_open() {
     for (header, kek) in [

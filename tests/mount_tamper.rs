@@ -70,6 +70,24 @@ fn forge_none_object(store: &Path, path: &Path, content: &[u8]) {
     object.close().unwrap();
 }
 
+/// Opens the object at `rel` of an unmounted store directly, with the store's keys (a
+/// master key, or none), as a writer other than the mount would.
+fn open_with_store_keys(store: &TestStore, rel: &str) -> Object<fs::File> {
+    let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
+    let keystore = Keystore::open(&keystore_dir(&store.store), &root).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(store.store.join(rel))
+        .unwrap();
+    let kek = match ssefs::crypto::peek_header(&file).unwrap().key_ref {
+        KeyRef::Master { version } => Some(keystore.master_key_version(version).unwrap()),
+        KeyRef::None => None,
+        other => panic!("{rel}: a key this helper does not look up: {other:?}"),
+    };
+    Object::open(file, &keystore.store_key().unwrap(), kek.as_ref()).unwrap()
+}
+
 fn fsck(store: &TestStore) -> (bool, String) {
     let out = Command::new(SSEFS)
         .arg("fsck")
@@ -554,23 +572,14 @@ fn version_2_objects_move_to_version_3_by_header_writes() {
     fs::write(bucket.join("kept"), vec![2u8; 5 * P as usize]).unwrap();
     assert!(mount.unmount().success());
     let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
-    let keystore = Keystore::open(&keystore_dir(&store.store), &root).unwrap();
-    keystore.set_object_format_floor_for_tests(2).unwrap();
-    let store_key = keystore.store_key().unwrap();
+    Keystore::open(&keystore_dir(&store.store), &root)
+        .unwrap()
+        .set_object_format_floor_for_tests(2)
+        .unwrap();
     for name in ["written", "kept"] {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(store.store.join("plain").join(name))
-            .unwrap();
-        let kek = match ssefs::crypto::peek_header(&file).unwrap().key_ref {
-            KeyRef::Master { version } => Some(keystore.master_key_version(version).unwrap()),
-            _ => None,
-        };
-        let mut object = Object::open(file, &store_key, kek.as_ref()).unwrap();
+        let mut object = open_with_store_keys(&store, &format!("plain/{name}"));
         object.write_as_version_2_for_tests().unwrap();
     }
-    drop(keystore);
     let version = |name: &str| {
         let file = fs::File::open(store.store.join("plain").join(name)).unwrap();
         ssefs::crypto::peek_header(&file).unwrap().version
@@ -642,23 +651,10 @@ fn an_object_left_dirty_is_noted_by_fsck_and_logged_by_the_mount() {
     assert!(mount.unmount().success());
 
     // A writer that stops after its first write: the header keeps DIRTY.
-    let root = ssefs::keystore::load_root_key_file(&store.root_key).unwrap();
-    let keystore = Keystore::open(&keystore_dir(&store.store), &root).unwrap();
-    let store_key = keystore.store_key().unwrap();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(store.store.join("enc/f"))
-        .unwrap();
-    let kek = match ssefs::crypto::peek_header(&file).unwrap().key_ref {
-        KeyRef::Master { version } => keystore.master_key_version(version).unwrap(),
-        other => panic!("unexpected key {other:?}"),
-    };
-    let mut object = Object::open(file, &store_key, Some(&kek)).unwrap();
+    let mut object = open_with_store_keys(&store, "enc/f");
     object.write_at(0, b"interrupted").unwrap();
     assert!(object.is_dirty());
     drop(object);
-    drop(keystore);
 
     let (ok, report) = fsck(&store);
     assert!(ok, "{report}");
