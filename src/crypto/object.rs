@@ -1394,12 +1394,8 @@ impl<I: ObjectIo> Object<I> {
     /// knows why the map broke runs this. Blocks that fail on their own still fail.
     pub fn recommit_block_map(&mut self) -> Result<(), CryptoError> {
         self.check_writable()?;
-        self.check_root = false;
-        self.groups = OnceLock::new();
-        self.last_written = std::sync::Mutex::new(None);
-        self.newest_active.clear();
-        self.strict = false;
-        self.recovering = true;
+        self.forget_block_map();
+        self.forget_state();
         self.begin_mutation(false)
     }
 
@@ -1410,9 +1406,7 @@ impl<I: ObjectIo> Object<I> {
     pub fn write_as_version_2_for_tests(&mut self) -> Result<(), CryptoError> {
         self.header.info.version = FORMAT_V2;
         self.header.root = [0; 32];
-        self.groups = OnceLock::new();
-        self.last_written = std::sync::Mutex::new(None);
-        self.check_root = false;
+        self.forget_block_map();
         self.header.seq = self.header.seq.wrapping_add(1);
         let (bytes, _) = self.header.encode(&self.header_mac)?;
         Ok(self.io.write_at(&bytes, 0)?)
@@ -1513,6 +1507,14 @@ impl<I: ObjectIo> Object<I> {
         self.io.write_at(&bytes, 0)?;
         self.header_unsaved = false;
         Ok(())
+    }
+
+    /// Drops the block map (and the last meta page written): the next use builds it again
+    /// from the backing file, taken as found.
+    fn forget_block_map(&mut self) {
+        self.check_root = false;
+        self.groups = OnceLock::new();
+        self.last_written = std::sync::Mutex::new(None);
     }
 
     /// After a failed write, what is on disk is unknown: forget cached slot states.
