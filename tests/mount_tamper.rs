@@ -46,6 +46,38 @@ fn put_back(from: &[u8], to: &Path, offset: u64, len: u64) {
     f.sync_all().unwrap();
 }
 
+/// Zeroes `len` bytes at `offset` of the backing file `path`.
+fn zero_range(path: &Path, offset: u64, len: u64) {
+    let f = OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&vec![0u8; len as usize], offset).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// A store with an AES256 bucket `enc` holding `enc/f`, three blocks of 0xAA, unmounted;
+/// and the backing bytes of `enc/f`.
+fn store_with_three_blocks() -> (TestStore, Vec<u8>) {
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("enc");
+    set_aes256(&bucket);
+    fs::write(bucket.join("f"), vec![0xAA; 3 * P as usize]).unwrap();
+    assert!(mount.unmount().success());
+    let before = fs::read(store.store.join("enc/f")).unwrap();
+    (store, before)
+}
+
+/// Overwrites block 1 of `enc/f` with 0xBB through a mount.
+fn overwrite_block_1(store: &TestStore) {
+    let mount = Mount::new(store, &[]);
+    let f = OpenOptions::new()
+        .write(true)
+        .open(mount.join("enc/f"))
+        .unwrap();
+    f.write_all_at(&vec![0xBB; P as usize], P).unwrap();
+    drop(f);
+    assert!(mount.unmount().success());
+}
+
 /// Writes over `path` an object that follows docs/FORMAT.md exactly, made with a store key
 /// the attacker chose (the store id is public; the object-authentication key is not).
 fn forge_none_object(store: &Path, path: &Path, content: &[u8]) {
@@ -281,24 +313,9 @@ fn a_block_put_back_to_its_old_version_reads_as_eio() {
     if !mount_tests_enabled() {
         return;
     }
-    let store = TestStore::new();
-    let mount = Mount::new(&store, &[]);
-    let bucket = mount.bucket("enc");
-    set_aes256(&bucket);
-    let path = bucket.join("f");
-    fs::write(&path, vec![0xAA; 3 * P as usize]).unwrap();
-    assert!(mount.unmount().success());
+    let (store, before) = store_with_three_blocks();
     let backing = store.store.join("enc/f");
-    let before = fs::read(&backing).unwrap();
-
-    let mount = Mount::new(&store, &[]);
-    let f = OpenOptions::new()
-        .write(true)
-        .open(mount.join("enc/f"))
-        .unwrap();
-    f.write_all_at(&vec![0xBB; P as usize], P).unwrap();
-    drop(f);
-    assert!(mount.unmount().success());
+    overwrite_block_1(&store);
 
     put_back(&before, &backing, data_offset(1), P);
     let mount = Mount::new(&store, &[]);
@@ -312,14 +329,8 @@ fn a_block_from_before_a_truncate_is_not_replayed_into_an_extension() {
     if !mount_tests_enabled() {
         return;
     }
-    let store = TestStore::new();
-    let mount = Mount::new(&store, &[]);
-    let bucket = mount.bucket("enc");
-    set_aes256(&bucket);
-    fs::write(bucket.join("f"), vec![0xAA; 3 * P as usize]).unwrap();
-    assert!(mount.unmount().success());
+    let (store, before) = store_with_three_blocks();
     let backing = store.store.join("enc/f");
-    let before = fs::read(&backing).unwrap();
 
     let mount = Mount::new(&store, &[]);
     let path = mount.join("enc/f");
@@ -456,11 +467,7 @@ fn a_written_block_turned_into_a_hole_reads_as_eio() {
     assert!(data[P as usize..5 * P as usize].iter().all(|&b| b == 0));
     assert!(mount.unmount().success());
 
-    let backing = store.store.join("enc/sparse");
-    let f = OpenOptions::new().write(true).open(&backing).unwrap();
-    f.write_all_at(&[0u8; 112], slot_pair_offset(5)).unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    zero_range(&store.store.join("enc/sparse"), slot_pair_offset(5), 112);
     let mount = Mount::new(&store, &[]);
     assert_eio(&mount.join("enc/sparse"), "block 5 zeroed into a hole");
 }
@@ -473,23 +480,11 @@ fn a_block_put_back_with_its_slot_pair_reads_as_eio_and_fsck_names_it() {
     if !mount_tests_enabled() {
         return;
     }
-    let store = TestStore::new();
-    let mount = Mount::new(&store, &[]);
-    let bucket = mount.bucket("enc");
-    set_aes256(&bucket);
-    fs::write(bucket.join("f"), vec![0xAA; 3 * P as usize]).unwrap();
-    fs::write(bucket.join("other"), b"untouched").unwrap();
-    assert!(mount.unmount().success());
+    let (store, before) = store_with_three_blocks();
     let backing = store.store.join("enc/f");
-    let before = fs::read(&backing).unwrap();
-
+    overwrite_block_1(&store);
     let mount = Mount::new(&store, &[]);
-    let f = OpenOptions::new()
-        .write(true)
-        .open(mount.join("enc/f"))
-        .unwrap();
-    f.write_all_at(&vec![0xBB; P as usize], P).unwrap();
-    drop(f);
+    fs::write(mount.join("enc/other"), b"untouched").unwrap();
     assert!(mount.unmount().success());
 
     put_back(&before, &backing, slot_pair_offset(1), 112);
@@ -544,15 +539,7 @@ fn an_erased_group_of_a_sparse_object_reads_as_eio() {
     assert!(mount.unmount().success());
 
     // Group 1 holds blocks 36..72: its meta page follows group 0's 37 pages.
-    let (start, end) = (P + 37 * P, P + 2 * 37 * P);
-    let f = OpenOptions::new()
-        .write(true)
-        .open(store.store.join("enc/sparse"))
-        .unwrap();
-    f.write_all_at(&vec![0u8; (end - start) as usize], start)
-        .unwrap();
-    f.sync_all().unwrap();
-    drop(f);
+    zero_range(&store.store.join("enc/sparse"), P + 37 * P, 37 * P);
     let mount = Mount::new(&store, &[]);
     assert_eio(&mount.join("enc/sparse"), "group 1 erased");
 }
