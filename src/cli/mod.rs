@@ -12,6 +12,7 @@ pub mod json;
 pub mod keystore_cmd;
 pub mod kms;
 pub mod mount;
+pub mod mount_remote;
 pub mod notify;
 pub mod outcome;
 pub mod reencrypt;
@@ -89,7 +90,7 @@ pub enum Command {
     /// the whole mount. Stays in the foreground until unmounted (umount, fusermount3 -u,
     /// SIGTERM or SIGINT).
     Mount {
-        /// The backing directory made by `ssefs init`.
+        /// The backing directory made by `ssefs init`, or a remote store s3://BUCKET[/PREFIX].
         store: PathBuf,
         /// An existing, empty directory outside the store to mount on (-o nonempty: one
         /// that holds files, hidden while mounted).
@@ -112,6 +113,22 @@ pub enum Command {
         /// create_bucket].
         #[arg(long, requires = "bucket")]
         create_bucket: bool,
+        /// A remote store's object-store endpoint, http(s)://HOST[:PORT] [default:
+        /// $AWS_ENDPOINT_URL; also -o endpoint=URL].
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// A remote store's signing region [default: $AWS_REGION, else us-east-1; also -o
+        /// region=R].
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+        /// A remote store's local cache [default: /var/cache/ssefs/STORE-ID for root; also
+        /// -o cache_dir=DIR].
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+        /// The size the cache is kept within by evicting clean files, in bytes or with K,
+        /// M, G, T [default: 10G; also -o cache_size=SIZE].
+        #[arg(long, value_name = "SIZE")]
+        cache_size: Option<String>,
     },
     /// Add a new master key version (new AES256 objects use it; older versions stay for
     /// reading), or retire versions no object uses any more.
@@ -358,6 +375,10 @@ fn dispatch(command: Command) -> Result<outcome::Status, exit::CliError> {
             master_rotation_days,
             bucket,
             create_bucket,
+            endpoint,
+            region,
+            cache_dir,
+            cache_size,
         } => {
             if let Some(days) = master_rotation_days {
                 options.push(format!("master_rotation_days={days}"));
@@ -368,8 +389,17 @@ fn dispatch(command: Command) -> Result<outcome::Status, exit::CliError> {
             if create_bucket {
                 options.push("create_bucket".to_string());
             }
-            if remote::names_remote(&store) {
-                return Err(remote::unsupported("mount", &store).into());
+            if let Some(dir) = cache_dir {
+                options.push(format!("cache_dir={}", dir.display()));
+            }
+            if let Some(size) = cache_size {
+                options.push(format!("cache_size={size}"));
+            }
+            if let Some(endpoint) = endpoint {
+                options.push(format!("endpoint={endpoint}"));
+            }
+            if let Some(region) = region {
+                options.push(format!("region={region}"));
             }
             mount::run(&store, &mountpoint, &key, &options).map_err(CliError::Mount)?;
         }

@@ -36,6 +36,13 @@ pub struct MountOptions {
     pub bucket: Option<String>,
     /// Make the bucket first if it does not exist (`create_bucket`).
     pub create_bucket: bool,
+    /// A remote store's cache directory (`cache_dir=DIR`).
+    pub cache_dir: Option<PathBuf>,
+    /// A remote store's cache size in bytes (`cache_size=SIZE`).
+    pub cache_size: Option<u64>,
+    /// A remote store's endpoint and region (`endpoint=URL`, `region=R`), for fstab.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
 }
 
 impl Default for MountOptions {
@@ -54,8 +61,38 @@ impl Default for MountOptions {
             master_rotation_days: super::rotate::DEFAULT_MASTER_ROTATION_DAYS,
             bucket: None,
             create_bucket: false,
+            cache_dir: None,
+            cache_size: None,
+            endpoint: None,
+            region: None,
         }
     }
+}
+
+/// The cache size of a remote store when none is given.
+pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+
+/// Parses a size: bytes, or a number with a suffix K, M, G or T (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, shift) = match text.char_indices().last() {
+        Some((at, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("invalid size {text:?} (bytes, or K, M, G, T)")),
+            };
+            (&text[..at], shift)
+        }
+        _ => (text, 0),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1u64 << shift))
+        .ok_or_else(|| format!("invalid size {text:?} (bytes, or K, M, G, T)"))
 }
 
 impl MountOptions {
@@ -89,6 +126,14 @@ impl MountOptions {
                     format!("invalid master_rotation_days {value:?} (days, 0 = never)")
                 })?;
             }
+            Some(("cache_dir", value)) if !value.is_empty() => {
+                self.cache_dir = Some(PathBuf::from(value));
+            }
+            Some(("cache_size", value)) => self.cache_size = Some(parse_size(value)?),
+            Some(("endpoint", value)) if !value.is_empty() => {
+                self.endpoint = Some(value.to_string());
+            }
+            Some(("region", value)) if !value.is_empty() => self.region = Some(value.to_string()),
             Some((name, _)) if name.starts_with("x-") => {}
             Some(_) => return Err(format!("unknown mount option {option:?}")),
             None => match option {
@@ -116,7 +161,11 @@ impl MountOptions {
 /// Refuses a missing mountpoint, one that is not a directory, one with a file system
 /// already mounted on it (or a dead FUSE mount left behind), one inside the store (`store`,
 /// canonical), and one that holds files unless `nonempty`.
-fn check_mountpoint(mountpoint: &Path, store: &Path, nonempty: bool) -> Result<PathBuf, String> {
+pub(super) fn check_mountpoint(
+    mountpoint: &Path,
+    store: &Path,
+    nonempty: bool,
+) -> Result<PathBuf, String> {
     let shown = mountpoint.display();
     let meta = match std::fs::metadata(mountpoint) {
         Ok(meta) => meta,
@@ -391,26 +440,60 @@ pub fn run_announcing(
     if options.create_bucket && options.bucket.is_none() {
         return Err("create_bucket needs bucket=NAME".to_string());
     }
+    if super::remote::names_remote(store) {
+        return super::mount_remote::run(store, mountpoint, key, &options, on_ready);
+    }
+    if options.cache_dir.is_some() || options.cache_size.is_some() || options.endpoint.is_some() {
+        return Err(format!(
+            "cache_dir, cache_size and endpoint are for remote stores (s3://…), not {}",
+            store.display()
+        ));
+    }
     // A store that cannot be resolved is reported by opening it, below.
     let store_dir = store.canonicalize().unwrap_or_else(|_| store.to_path_buf());
     let mountpoint = check_mountpoint(mountpoint, &store_dir, options.nonempty)?;
     let (store, bucket_lock) = lock_store(&store_dir, options.bucket.as_deref(), &mountpoint)?;
     let root_key = load_root_key(store.root(), key).map_err(|e| e.to_string())?;
-    let keystore = open_with(store.root(), key, &root_key).map_err(|e| match e {
-        RootKeyError::Store { source, .. } => keystore_refusal(store.root(), &source),
+    let keystore = open_keystore(store.root(), key, &root_key)?;
+    drop(root_key);
+    let shown = store.root().display().to_string();
+    serve_store(store, keystore, &options, &mountpoint, &shown, on_ready)?;
+    drop(bucket_lock);
+    Ok(())
+}
+
+/// Opens and checks the keystore of a store about to be mounted.
+pub(super) fn open_keystore(
+    store: &Path,
+    key: &KeyArgs,
+    root_key: &crate::crypto::Key256,
+) -> Result<Keystore, String> {
+    let keystore = open_with(store, key, root_key).map_err(|e| match e {
+        RootKeyError::Store { source, .. } => keystore_refusal(store, &source),
         e => e.to_string(),
     })?;
-    check_keystore(&keystore, store.root())?;
+    check_keystore(&keystore, store)?;
     // A master key that no longer unwraps (a damaged keystore) is refused here, not found
     // by the first object created.
     keystore
         .current_master_key()
-        .map_err(|e| keystore_refusal(store.root(), &e))?;
-    drop(root_key);
+        .map_err(|e| keystore_refusal(store, &e))?;
+    Ok(keystore)
+}
+
+/// Serves an opened store on `mountpoint` until it is unmounted. `shown` names the store in
+/// messages.
+pub(super) fn serve_store(
+    store: Store,
+    keystore: Keystore,
+    options: &MountOptions,
+    mountpoint: &Path,
+    shown: &str,
+    on_ready: ReadyHook,
+) -> Result<(), String> {
     let keystore = Arc::new(keystore);
     process_deletions(&keystore);
     super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
-    let store_path = store.root().to_path_buf();
     let fs_options = FsOptions {
         read_only: options.read_only,
         default_sse: options.default_sse,
@@ -421,17 +504,15 @@ pub fn run_announcing(
     let fs = match &options.bucket {
         Some(bucket) => {
             BucketFs::for_bucket(store, keys, fs_options, bucket, options.create_bucket)
-                .map_err(|e| format!("store {}: {e}", store_path.display()))?
+                .map_err(|e| format!("store {shown}: {e}"))?
         }
-        None => BucketFs::new(store, keys, fs_options)
-            .map_err(|e| format!("store {}: {e}", store_path.display()))?,
+        None => {
+            BucketFs::new(store, keys, fs_options).map_err(|e| format!("store {shown}: {e}"))?
+        }
     };
     let config = MountConfig {
-        mountpoint: mountpoint.clone(),
-        fsname: options
-            .fsname
-            .clone()
-            .unwrap_or_else(|| store_path.display().to_string()),
+        mountpoint: mountpoint.to_path_buf(),
+        fsname: options.fsname.clone().unwrap_or_else(|| shown.to_string()),
         allow_other: options.allow_other,
         allow_root: options.allow_root,
         default_permissions: options.default_permissions,
@@ -441,21 +522,21 @@ pub fn run_announcing(
         noatime: options.noatime,
     };
     let shown_store = match &options.bucket {
-        Some(bucket) => format!("bucket {bucket} of store {}", store_path.display()),
-        None => format!("store {}", store_path.display()),
+        Some(bucket) => format!("bucket {bucket} of store {shown}"),
+        None => format!("store {shown}"),
     };
     let shown = (shown_store.as_str(), mountpoint.display());
     // Started once mounted, from the serving thread: its thread then inherits the mask that
     // keeps SIGTERM and SIGINT for the signal thread (a thread started earlier would take
     // them and end the daemon without unmounting).
     let mut deletions = None;
+    let mountpoint = mountpoint.to_path_buf();
     let served = crate::fuse::serve(fs, &config, || {
         log::info!("mounted {} on {}", shown.0, shown.1);
         deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
         announce_when_answering(mountpoint.clone(), on_ready);
     });
     drop(deletions);
-    drop(bucket_lock);
     served.map_err(|e| format!("cannot mount {} on {}: {e}", shown.0, shown.1))?;
     log::info!("unmounted {}", shown.1);
     Ok(())

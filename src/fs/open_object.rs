@@ -26,6 +26,12 @@ impl BackingFile {
     }
 }
 
+impl Drop for BackingFile {
+    fn drop(&mut self) {
+        self.backing.closed(&self.file);
+    }
+}
+
 impl ObjectIo for BackingFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let mut done = 0;

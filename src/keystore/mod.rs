@@ -23,6 +23,7 @@ mod rotation;
 mod rules;
 mod schema;
 mod seal;
+pub use seal::remote_marker_key;
 
 pub use audit::{AUDIT_RATE_PER_MINUTE, AuditIntegrity, AuditQuery, AuditRecord, AuditSettings};
 pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};

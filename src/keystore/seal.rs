@@ -130,6 +130,20 @@ pub(super) fn seal_key(root_key: &Key256, store_id: &StoreId) -> Result<Key256, 
     Ok(Key256::from_bytes(okm.as_slice())?)
 }
 
+/// The key that authenticates the directory markers of a remote store (the attributes an
+/// object store cannot keep): `HKDF-SHA256(salt = store id, ikm = root key, info =
+/// "ssefs/v1/remote-marker")`.
+pub fn remote_marker_key(
+    root_key: &Key256,
+    store_id: &StoreId,
+) -> Result<Zeroizing<[u8; 32]>, KeystoreError> {
+    let mut okm = Zeroizing::new([0u8; 32]);
+    Hkdf::<Sha256>::new(Some(store_id.as_bytes()), root_key.expose_secret())
+        .expand(b"ssefs/v1/remote-marker", okm.as_mut_slice())
+        .map_err(|_| CryptoError::Malformed("HKDF output length".into()))?;
+    Ok(okm)
+}
+
 /// Seals the transaction's changes and commits them.
 pub(super) fn commit(tx: Transaction<'_>, key: &Key256) -> Result<(), KeystoreError> {
     reseal(&tx, key)?;

@@ -170,6 +170,10 @@ pub trait Backing: Send + Sync {
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+    /// The object on an open backing file was closed by its last user (a store that
+    /// writes back, such as a remote store's cache, uploads it here). Errors are the
+    /// backing's to report.
+    fn closed(&self, _file: &File) {}
     /// `posix_fadvise(POSIX_FADV_WILLNEED)`: starts reading a range ahead. A hint, so an
     /// error is ignored.
     fn will_need(&self, file: &File, offset: u64, len: u64) {

@@ -6,14 +6,20 @@
 //! bounded in time: retries with backoff end after `RemoteConfig::retry_timeout`, and each
 //! call as a whole after a deadline beyond that, so a dead server gives an error, not a hang.
 
+mod cache;
 mod credentials;
+mod mirror;
+mod namespace;
 mod url;
 mod working_copy;
 
+pub use cache::{CACHE_ATTR, RemoteBacking};
 pub use credentials::{
     ACCESS_KEY_CREDENTIAL, Credentials, CredentialsError, SECRET_KEY_CREDENTIAL,
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
+pub use mirror::{Mirror, MirrorError};
+pub use namespace::DIR_MARKER;
 pub use url::{Endpoint, S3_SCHEME, StoreUrl, UrlError, is_remote};
 pub use working_copy::{WorkingCopy, WorkingCopyError, keystore_key};
 
@@ -29,6 +35,7 @@ use object_store::{
 use std::future::Future;
 use std::io::Read;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The region assumed when none is given (most S3-compatible servers ignore it).
@@ -39,6 +46,8 @@ pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 pub const MIN_PART_SIZE: usize = 5 << 20;
 /// Parts of one multipart upload in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Ranged GETs of one [`RemoteStore::get_ranges`] in flight at once.
+const RANGES_IN_FLIGHT: usize = 16;
 /// The most keys S3 returns in one LIST page.
 pub const MAX_LIST_PAGE: usize = 1000;
 
@@ -190,6 +199,35 @@ pub struct RemoteStore {
     config: RemoteConfig,
     s3: AmazonS3,
     runtime: tokio::runtime::Runtime,
+    traffic: Traffic,
+}
+
+/// What a client moved: object bytes fetched and uploaded, and the requests that did it.
+#[derive(Debug, Default)]
+struct Traffic {
+    fetched_bytes: AtomicU64,
+    fetches: AtomicU64,
+    uploaded_bytes: AtomicU64,
+    uploads: AtomicU64,
+}
+
+/// A snapshot of [`RemoteStore::traffic`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrafficSummary {
+    pub fetched_bytes: u64,
+    pub fetches: u64,
+    pub uploaded_bytes: u64,
+    pub uploads: u64,
+}
+
+impl std::fmt::Display for TrafficSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fetched {} bytes in {} requests, uploaded {} bytes in {} requests",
+            self.fetched_bytes, self.fetches, self.uploaded_bytes, self.uploads
+        )
+    }
 }
 
 impl std::fmt::Debug for RemoteStore {
@@ -249,6 +287,7 @@ impl RemoteStore {
             config,
             s3,
             runtime,
+            traffic: Traffic::default(),
         })
     }
 
@@ -262,15 +301,72 @@ impl RemoteStore {
         &self.config
     }
 
+    /// The object bytes and requests this client has fetched and uploaded so far.
+    pub fn traffic(&self) -> TrafficSummary {
+        let t = &self.traffic;
+        TrafficSummary {
+            fetched_bytes: t.fetched_bytes.load(Ordering::Relaxed),
+            fetches: t.fetches.load(Ordering::Relaxed),
+            uploaded_bytes: t.uploaded_bytes.load(Ordering::Relaxed),
+            uploads: t.uploads.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_fetch(&self, bytes: usize) {
+        self.traffic.fetches.fetch_add(1, Ordering::Relaxed);
+        (self.traffic.fetched_bytes).fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn count_upload(&self, bytes: u64) {
+        self.traffic.uploads.fetch_add(1, Ordering::Relaxed);
+        (self.traffic.uploaded_bytes).fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// The whole object under `key` and the version read.
     pub fn get(&self, key: &str) -> Result<(Vec<u8>, Version), RemoteError> {
         let path = self.path(key)?;
-        self.run("GET", key, async {
+        let got = self.run("GET", key, async {
             let got = self.s3.get_opts(&path, GetOptions::default()).await?;
             let version = Version::from_update(got.meta.e_tag.clone(), got.meta.version.clone());
             let bytes = got.bytes().await?;
             Ok((bytes.to_vec(), version))
-        })
+        })?;
+        self.count_fetch(got.0.len());
+        Ok(got)
+    }
+
+    /// Several ranges of the object under `key`, fetched with ranged GETs in parallel, in
+    /// the order given; each range must lie within the object.
+    pub fn get_ranges(
+        &self,
+        key: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<Vec<u8>>, RemoteError> {
+        let path = self.path(key)?;
+        let got = self.run("GET (ranges)", key, async {
+            let calls = ranges.iter().map(|range| {
+                let (path, range) = (&path, range.clone());
+                async move {
+                    if range.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    Ok::<_, object_store::Error>(self.s3.get_range(path, range).await?.to_vec())
+                }
+            });
+            let bodies: Vec<Result<Vec<u8>, object_store::Error>> = futures::stream::iter(calls)
+                .buffered(RANGES_IN_FLIGHT)
+                .collect()
+                .await;
+            let mut out = Vec::with_capacity(bodies.len());
+            for body in bodies {
+                out.push(body?);
+            }
+            Ok(out)
+        })?;
+        for body in &got {
+            self.count_fetch(body.len());
+        }
+        Ok(got)
     }
 
     /// `range` of the object under `key` (a ranged GET); the range must lie within the
@@ -280,9 +376,11 @@ impl RemoteStore {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        self.run("GET (range)", key, async {
+        let got = self.run("GET (range)", key, async {
             Ok(self.s3.get_range(&path, range).await?.to_vec())
-        })
+        })?;
+        self.count_fetch(got.len());
+        Ok(got)
     }
 
     /// The size and version of the object under `key`.
@@ -307,13 +405,16 @@ impl RemoteStore {
             mode,
             ..PutOptions::default()
         };
-        self.run("PUT", key, async {
+        let len = body.len() as u64;
+        let done = self.run("PUT", key, async {
             let done = self
                 .s3
                 .put_opts(&path, PutPayload::from(body), options)
                 .await?;
             Ok(Version::from_update(done.e_tag, done.version))
-        })
+        })?;
+        self.count_upload(len);
+        Ok(done)
     }
 
     /// Writes everything `body` yields under `key` as a multipart upload of
@@ -322,7 +423,8 @@ impl RemoteStore {
     pub fn put_multipart(&self, key: &str, body: &mut dyn Read) -> Result<Version, RemoteError> {
         let path = self.path(key)?;
         let part_size = self.config.part_size;
-        self.run("multipart PUT", key, async {
+        let sent = AtomicU64::new(0);
+        let done = self.run("multipart PUT", key, async {
             let upload = self
                 .s3
                 .put_multipart_opts(&path, PutMultipartOptions::default())
@@ -345,10 +447,13 @@ impl RemoteStore {
                     return Err(e.into());
                 }
                 writer.write(&buf[..n]);
+                sent.fetch_add(n as u64, Ordering::Relaxed);
             }
             let done = writer.finish().await?;
             Ok(Version::from_update(done.e_tag, done.version))
-        })
+        })?;
+        self.count_upload(sent.load(Ordering::Relaxed));
+        Ok(done)
     }
 
     /// Removes the object under `key`; removing a missing object succeeds.

@@ -1,0 +1,163 @@
+//! `ssefs mount s3://BUCKET[/PREFIX] MOUNTPOINT`: mounts a remote store over its local cache
+//! (`store::remote::Mirror`). Before serving, what a crashed mount left is uploaded and the
+//! local copy brought in line with the store; while serving, directory markers are written
+//! every second; at unmount every dirty file, every marker and the keystore are uploaded.
+
+use super::mount::{
+    DEFAULT_CACHE_SIZE, MountOptions, ReadyHook, check_mountpoint, open_keystore, serve_store,
+};
+use super::root_key::{KeyArgs, load_root_key};
+use crate::store::Store;
+use crate::store::remote::{Mirror, RemoteBacking};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+/// How often the markers of changed directories are written while mounted.
+const MARKER_INTERVAL: Duration = Duration::from_secs(1);
+/// Where cache directories go by default, one per store id.
+const SYSTEM_CACHE: &str = "/var/cache/ssefs";
+
+/// The cache directory: the one given, else `/var/cache/ssefs/STORE-ID` for root, else
+/// `$XDG_CACHE_HOME/ssefs/STORE-ID` (or `~/.cache/ssefs/STORE-ID`).
+fn cache_dir(given: Option<&Path>, keystore: &[u8]) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    let scratch = crate::store::remote::WorkingCopy::empty().map_err(|e| e.to_string())?;
+    let path = scratch.root().join("keystore.db");
+    std::fs::write(&path, keystore).map_err(|e| format!("{}: {e}", path.display()))?;
+    let summary = crate::keystore::inspect::summarize_file(&path)
+        .map_err(|e| format!("the store's keystore cannot be read: {e}"))?;
+    let id = summary.store_id.to_string();
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return Ok(Path::new(SYSTEM_CACHE).join(id));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .ok_or("no cache directory: give --cache-dir (HOME is not set)")?;
+    Ok(base.join("ssefs").join(id))
+}
+
+/// Writes the markers of changed directories every [`MARKER_INTERVAL`] until dropped.
+struct MarkerFlusher {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MarkerFlusher {
+    fn start(backing: Arc<RemoteBacking>) -> MarkerFlusher {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ssefs-markers".to_string())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(MARKER_INTERVAL) {
+                    if let Err(e) = backing.flush_markers() {
+                        log::warn!("directory markers not written yet (retried): {e}");
+                    }
+                }
+            });
+        match thread {
+            Ok(thread) => MarkerFlusher {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            Err(e) => {
+                log::error!("cannot start the marker writer: {e}");
+                MarkerFlusher {
+                    stop: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for MarkerFlusher {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Mounts the remote store `url` on `mountpoint`; returns when it is unmounted.
+pub fn run(
+    url: &Path,
+    mountpoint: &Path,
+    key: &KeyArgs,
+    options: &MountOptions,
+    on_ready: ReadyHook,
+) -> Result<(), String> {
+    if options.bucket.is_some() {
+        return Err(format!(
+            "mounting one bucket of a remote store is not supported yet; mount the whole \
+             store {}",
+            url.display()
+        ));
+    }
+    let shown = url.display().to_string();
+    let remote =
+        super::remote::connect(url, options.endpoint.as_deref(), options.region.as_deref())
+            .map_err(|e| e.to_string())?;
+    let remote = Arc::new(remote);
+    let mirror = Mirror::open(Arc::clone(&remote), |bytes| {
+        cache_dir(options.cache_dir.as_deref(), bytes)
+    })
+    .map_err(|e| e.to_string())?;
+    let root = mirror.store_root();
+    let mountpoint = check_mountpoint(mountpoint, mirror.dir(), options.nonempty)?;
+    let root_key = load_root_key(&root, key)
+        .map_err(|e| e.to_string().replace(&root.display().to_string(), &shown))?;
+    let keystore = open_keystore(&root, key, &root_key)
+        .map_err(|e| e.replace(&root.display().to_string(), &shown))?;
+    let marker_key = crate::keystore::remote_marker_key(&root_key, keystore.store_id())
+        .map_err(|e| e.to_string())?;
+    drop(root_key);
+    let backing = mirror
+        .backing(
+            *marker_key,
+            options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+        )
+        .map_err(|e| e.to_string())?;
+    drop(marker_key);
+    let report = mirror.reconcile(&backing).map_err(|e| e.to_string())?;
+    log::info!(
+        "{shown}: {} objects in {} directories ({} new to this cache, {} removed from it, {} \
+         left dirty by the last mount uploaded, {} kept aside as conflicts)",
+        report.objects,
+        report.directories,
+        report.placeholders,
+        report.removed,
+        report.uploaded,
+        report.conflicts
+    );
+    let store =
+        Store::open_with(&root, Arc::clone(&backing) as _, true).map_err(|e| e.to_string())?;
+    let flusher = MarkerFlusher::start(Arc::clone(&backing));
+    let served = serve_store(store, keystore, options, &mountpoint, &shown, on_ready);
+    drop(flusher);
+    let failed = backing.upload_dirty();
+    if let Err(e) = backing.flush_markers() {
+        log::error!("{shown}: directory markers not written: {e} (written at the next mount)");
+    }
+    match mirror.push_keystore() {
+        Ok(true) => log::info!("{shown}: the keystore was uploaded"),
+        Ok(false) => {}
+        Err(e) => log::error!("{shown}: the keystore was not uploaded: {e} (kept in the cache)"),
+    }
+    if failed > 0 {
+        log::error!(
+            "{shown}: {failed} file(s) could not be uploaded and stay dirty in the cache {}; \
+             the next mount with this cache uploads them",
+            mirror.dir().display()
+        );
+    }
+    log::info!("{shown}: {}", remote.traffic());
+    served
+}

@@ -1,0 +1,612 @@
+//! The cache directory of a mounted remote store: a local copy laid out as a local store
+//! (`DIR/store/`), the keystore's working copy inside it, the journal of directory markers
+//! still to write, and a lock so that one mount at a time uses it.
+//!
+//! ```text
+//! DIR/lock                  flock: one mount per cache directory
+//! DIR/keystore.version      the ETag the local keystore copy was read or last written at
+//! DIR/markers.journal       directories whose markers are not written yet
+//! DIR/conflicts/            local copies the object store refused (changed by others)
+//! DIR/store/.ssefs/         the keystore's working copy, temporary files
+//! DIR/store/BUCKET/PATH     the local copy of object PREFIX/BUCKET/PATH (holes where not
+//!                           fetched), its state in the `user.ssefs.cache` attribute
+//! ```
+//!
+//! Before a mount serves, [`Mirror::reconcile`] uploads what a crash left dirty, writes the
+//! journalled markers, then brings the local copy in line with one listing of the store.
+
+use super::cache::{CACHE_ATTR, RemoteBacking, allocated, local_xattrs, lstat};
+use super::namespace::{Marker, NodeAttrs, marker_dir, marker_key, parent_key};
+use super::working_copy::keystore_key;
+use super::{ObjectInfo, RemoteError, RemoteStore, Version, WriteMode};
+use crate::store::backing::{Backing, LocalBacking, TimeUpdate};
+use crate::store::layout;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why the cache directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("{store} is not an ssefs store (no keystore object; run `ssefs init` first)")]
+    NotAStore { store: String },
+    #[error("the cache directory {} is in use by another mount", path.display())]
+    Busy { path: PathBuf },
+    #[error("the cache directory {}: {source}", path.display())]
+    Local { path: PathBuf, source: io::Error },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn local(path: &Path) -> impl FnOnce(io::Error) -> MirrorError + '_ {
+    move |source| MirrorError::Local {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A remote store's cache directory, locked for one mount.
+#[derive(Debug)]
+pub struct Mirror {
+    dir: PathBuf,
+    _lock: File,
+    remote: Arc<RemoteStore>,
+}
+
+impl Mirror {
+    /// Fetches the store's keystore, then opens (making it if needed, mode 0700) and locks
+    /// the cache directory `choose` names from the keystore's bytes, and puts the keystore
+    /// in its local copy, unless the local copy holds changes not yet uploaded over the
+    /// same version.
+    pub fn open(
+        remote: Arc<RemoteStore>,
+        choose: impl FnOnce(&[u8]) -> Result<PathBuf, String>,
+    ) -> Result<Mirror, MirrorError> {
+        let (bytes, version) = remote.get(&keystore_key()).map_err(|e| match e {
+            RemoteError::NotFound { .. } => MirrorError::NotAStore {
+                store: remote.url().to_string(),
+            },
+            e => e.into(),
+        })?;
+        let dir = choose(&bytes).map_err(MirrorError::Other)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(local(&dir))?;
+        let dir = dir.canonicalize().map_err(local(&dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(local(&lock_path))?;
+        // SAFETY: plain system call on a descriptor `lock` keeps open.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&lock),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(MirrorError::Busy { path: dir });
+        }
+        let mirror = Mirror {
+            dir,
+            _lock: lock,
+            remote,
+        };
+        for sub in [
+            mirror.store_root(),
+            layout::meta_dir(&mirror.store_root()),
+            mirror.dir.join("conflicts"),
+        ] {
+            match DirBuilder::new().mode(0o700).create(&sub) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(local(&sub)(e)),
+            }
+        }
+        mirror.take_keystore(bytes, version)?;
+        Ok(mirror)
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The local copy, laid out as a local store.
+    pub fn store_root(&self) -> PathBuf {
+        self.dir.join("store")
+    }
+
+    fn version_path(&self) -> PathBuf {
+        self.dir.join("keystore.version")
+    }
+
+    /// Puts the fetched keystore in the local copy, unless the local copy was changed over
+    /// this same version and not uploaded (a mount that ended without uploading it).
+    fn take_keystore(&self, bytes: Vec<u8>, version: Version) -> Result<(), MirrorError> {
+        let path = layout::keystore_path(&self.store_root());
+        let recorded = std::fs::read_to_string(self.version_path()).ok();
+        let etag = version.etag.clone().unwrap_or_default();
+        let local_bytes = std::fs::read(&path).ok();
+        if let (Some(recorded), Some(local_bytes)) = (&recorded, &local_bytes) {
+            if recorded.trim() == etag && *local_bytes != bytes {
+                log::warn!(
+                    "the cached keystore of {} has changes that were not uploaded; keeping them \
+                     (uploaded at unmount)",
+                    self.remote.url()
+                );
+                return Ok(());
+            }
+            if recorded.trim() != etag && *local_bytes != bytes {
+                let aside = self.dir.join("conflicts").join(format!(
+                    "keystore.db.{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                ));
+                log::warn!(
+                    "the keystore of {} changed on the object store; the cached copy is kept \
+                     aside in {}",
+                    self.remote.url(),
+                    aside.display()
+                );
+                std::fs::copy(&path, &aside).map_err(local(&aside))?;
+            }
+        }
+        for file in layout::companion_files(&path) {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local(&file)(e)),
+            }
+        }
+        write_synced(&path, &bytes).map_err(local(&path))?;
+        write_synced(&self.version_path(), etag.as_bytes()).map_err(local(&self.version_path()))
+    }
+
+    /// Uploads the local keystore if it changed since it was fetched, over the version it
+    /// was fetched at. Call once SQLite is done with it (no write-ahead log left).
+    pub fn push_keystore(&self) -> Result<bool, MirrorError> {
+        let path = layout::keystore_path(&self.store_root());
+        let [wal, _] = layout::companion_files(&path);
+        if std::fs::metadata(&wal)
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+        {
+            return Err(MirrorError::Other(format!(
+                "the keystore copy {} still has a write-ahead log; not uploading it",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(local(&path))?;
+        let etag =
+            std::fs::read_to_string(self.version_path()).map_err(local(&self.version_path()))?;
+        let (current, _) = self.remote.get(&keystore_key())?;
+        if current == bytes {
+            return Ok(false);
+        }
+        let version = Version {
+            etag: Some(etag.trim().to_string()),
+            version: None,
+        };
+        let done = self
+            .remote
+            .put(&keystore_key(), bytes, WriteMode::Replace(version))?;
+        let etag = done.etag.unwrap_or_default();
+        write_synced(&self.version_path(), etag.as_bytes()).map_err(local(&self.version_path()))?;
+        Ok(true)
+    }
+
+    /// The backing of a mount over this cache.
+    pub fn backing(
+        &self,
+        marker_key: [u8; 32],
+        cache_size: u64,
+    ) -> Result<Arc<RemoteBacking>, MirrorError> {
+        let root = self.store_root().canonicalize().map_err(local(&self.dir))?;
+        let path = self.dir.join("markers.journal");
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(local(&path))?;
+        Ok(Arc::new(RemoteBacking::new(
+            Arc::clone(&self.remote),
+            root,
+            marker_key,
+            cache_size,
+            journal,
+        )))
+    }
+
+    /// Makes the local copy match the store: first what the last mount left (dirty files
+    /// uploaded, journalled markers written), then one listing of the store applied.
+    pub fn reconcile(&self, backing: &RemoteBacking) -> Result<ReconcileReport, MirrorError> {
+        let root = self.store_root();
+        let mut report = ReconcileReport::default();
+        // 1. What a crashed mount left: markers from the journal, dirty files.
+        let journal = self.dir.join("markers.journal");
+        let pending = std::fs::read_to_string(&journal).unwrap_or_default();
+        let mut dirty_files = Vec::new();
+        walk(&root, "", &mut |key, path, meta| {
+            if meta.is_file() && is_dirty(path) {
+                dirty_files.push((key.to_string(), path.to_path_buf()));
+            }
+        })
+        .map_err(local(&root))?;
+        for (key, path) in dirty_files {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(local(&path))?;
+            match backing.sync_data(&file) {
+                Ok(()) => report.uploaded += 1,
+                Err(e) => {
+                    let aside = self.dir.join("conflicts").join(key.replace('/', "%2F"));
+                    log::error!(
+                        "{key} could not be uploaded ({e}); the local copy is kept in {} and \
+                         the store's version is used",
+                        aside.display()
+                    );
+                    std::fs::rename(&path, &aside).map_err(local(&path))?;
+                    report.conflicts += 1;
+                }
+            }
+        }
+        for dir in pending.lines().collect::<BTreeSet<_>>() {
+            if root.join(dir).is_dir() {
+                backing.note_dir(dir);
+            }
+        }
+        backing.flush_markers().map_err(local(&journal))?;
+        // 2. One listing of the store.
+        let listing = self.remote.list_all("")?;
+        let mut objects: BTreeMap<String, ObjectInfo> = BTreeMap::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        let mut markers: Vec<String> = Vec::new();
+        for info in listing {
+            if info.key.starts_with(&format!("{}/", layout::META_DIR)) {
+                continue;
+            }
+            let mut parent = parent_key(&info.key);
+            while !parent.is_empty() && dirs.insert(parent.to_string()) {
+                parent = parent_key(parent);
+            }
+            if let Some(dir) = marker_dir(&info.key) {
+                markers.push(dir.to_string());
+                if !dir.is_empty() {
+                    dirs.insert(dir.to_string());
+                }
+                continue;
+            }
+            objects.insert(info.key.clone(), info);
+        }
+        let mut attrs: BTreeMap<String, Marker> = BTreeMap::new();
+        for dir in markers {
+            match self.remote.get(&marker_key(&dir)) {
+                Ok((body, _)) => match Marker::decode(backing.marker_key(), &dir, &body) {
+                    Ok(marker) => {
+                        attrs.insert(dir, marker);
+                    }
+                    Err(e) => {
+                        log::error!(
+                            "the marker of {dir:?} is refused: {e}; default attributes used"
+                        );
+                        report.bad_markers += 1;
+                    }
+                },
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // 3. Directories, then objects, then what the markers alone hold.
+        for dir in &dirs {
+            let path = root.join(dir);
+            match lstat(&path) {
+                Ok(st) if st.is_dir() => {}
+                Ok(_) => remove_any(&path).map_err(local(&path))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local(&path)(e)),
+            }
+            if !path.exists() {
+                DirBuilder::new()
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(local(&path))?;
+            }
+            if let Some(marker) = attrs.get(dir.as_str()) {
+                apply_attrs(&path, &marker.dir).map_err(local(&path))?;
+            }
+        }
+        let mut used = 0;
+        for (key, info) in &objects {
+            let path = root.join(key);
+            let etag = info.version.etag.clone();
+            let cached = match lstat(&path) {
+                Ok(st) if st.is_file() => {
+                    read_state(&path).filter(|(_, e)| e.is_some() && *e == etag)
+                }
+                Ok(_) => {
+                    remove_any(&path).map_err(local(&path))?;
+                    None
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(local(&path)(e)),
+            };
+            if cached.is_none() {
+                make_placeholder(&path, info.size, etag.as_deref()).map_err(local(&path))?;
+                report.placeholders += 1;
+            } else {
+                used += std::fs::metadata(&path).map(|m| allocated(&m)).unwrap_or(0);
+            }
+            let entry = attrs.get(parent_key(key)).and_then(|m| {
+                m.entries
+                    .get(&OsString::from(key.rsplit('/').next().unwrap_or(key)))
+            });
+            if let Some(node) = entry
+                && node.mode & libc::S_IFMT == libc::S_IFREG
+            {
+                apply_attrs(&path, node).map_err(local(&path))?;
+            } else {
+                let mtime = crate::store::backing::Timestamp {
+                    secs: info.modified,
+                    nanos: 0,
+                };
+                set_times(&path, mtime, mtime).map_err(local(&path))?;
+            }
+        }
+        backing.add_used(used);
+        for (dir, marker) in &attrs {
+            for (name, node) in &marker.entries {
+                let kind = node.mode & libc::S_IFMT;
+                if kind == libc::S_IFREG {
+                    continue;
+                }
+                let path = root.join(dir).join(name);
+                if let Ok(st) = lstat(&path)
+                    && st.mode & libc::S_IFMT == kind
+                {
+                    if kind == libc::S_IFLNK
+                        && std::fs::read_link(&path)
+                            .ok()
+                            .map(|t| t.into_os_string().into_encoded_bytes())
+                            != node.target
+                    {
+                        remove_any(&path).map_err(local(&path))?;
+                    } else {
+                        let _ = apply_attrs(&path, node);
+                        continue;
+                    }
+                } else if lstat(&path).is_ok() {
+                    remove_any(&path).map_err(local(&path))?;
+                }
+                make_special(&path, node).map_err(local(&path))?;
+            }
+        }
+        // 4. What the store no longer has.
+        let mut extra = Vec::new();
+        walk(&root, "", &mut |key, path, meta| {
+            let keep = if meta.is_dir() {
+                dirs.contains(key)
+            } else if meta.is_file() {
+                objects.contains_key(key)
+            } else {
+                let name = OsString::from(key.rsplit('/').next().unwrap_or(key));
+                attrs
+                    .get(parent_key(key))
+                    .is_some_and(|m| m.entries.contains_key(&name))
+            };
+            if !keep {
+                extra.push(path.to_path_buf());
+            }
+        })
+        .map_err(local(&root))?;
+        for path in extra {
+            if path.exists() || lstat(&path).is_ok() {
+                remove_any(&path).map_err(local(&path))?;
+                report.removed += 1;
+            }
+        }
+        report.objects = objects.len();
+        report.directories = dirs.len();
+        Ok(report)
+    }
+}
+
+/// What [`Mirror::reconcile`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReconcileReport {
+    pub objects: usize,
+    pub directories: usize,
+    pub placeholders: usize,
+    pub removed: usize,
+    pub uploaded: usize,
+    pub conflicts: usize,
+    pub bad_markers: usize,
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("new");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Every node under `dir` (not `.ssefs` at the top), children before their directory.
+fn walk(
+    dir: &Path,
+    key: &str,
+    visit: &mut dyn FnMut(&str, &Path, &std::fs::Metadata),
+) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if key.is_empty() && name == layout::META_DIR {
+            continue;
+        }
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let child_key = if key.is_empty() {
+            name.to_string()
+        } else {
+            format!("{key}/{name}")
+        };
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            walk(&path, &child_key, visit)?;
+        }
+        visit(&child_key, &path, &meta);
+    }
+    Ok(())
+}
+
+fn read_state(path: &Path) -> Option<(bool, Option<String>)> {
+    let file = File::open(path).ok()?;
+    let value = LocalBacking
+        .get_xattr(file.as_fd(), std::ffi::OsStr::new(CACHE_ATTR))
+        .ok()?;
+    let text = String::from_utf8(value).ok()?;
+    let dirty = text.contains("dirty=1");
+    let etag = text
+        .split(' ')
+        .find_map(|p| p.strip_prefix("etag="))
+        .filter(|e| *e != "-")
+        .map(str::to_string);
+    Some((dirty, etag))
+}
+
+fn is_dirty(path: &Path) -> bool {
+    match read_state(path) {
+        Some((dirty, _)) => dirty,
+        // A file the cache never recorded is local work not uploaded.
+        None => true,
+    }
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A local file of the object's size with nothing fetched yet (all holes), recorded clean
+/// at `etag`.
+fn make_placeholder(path: &Path, size: u64, etag: Option<&str>) -> io::Result<()> {
+    remove_any(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.set_len(size)?;
+    let state = format!(
+        "v1 dirty=0 complete={} etag={}",
+        u8::from(size == 0),
+        etag.unwrap_or("-")
+    );
+    LocalBacking.set_xattr(
+        file.as_fd(),
+        std::ffi::OsStr::new(CACHE_ATTR),
+        state.as_bytes(),
+        0,
+    )
+}
+
+fn make_special(path: &Path, node: &NodeAttrs) -> io::Result<()> {
+    let kind = node.mode & libc::S_IFMT;
+    if kind == libc::S_IFLNK {
+        let target = node.target.clone().unwrap_or_default();
+        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), path)?;
+    } else {
+        let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `name` is NUL-terminated.
+        if unsafe { libc::mknod(name.as_ptr(), node.mode, node.rdev) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    apply_attrs(path, node)
+}
+
+fn set_times(
+    path: &Path,
+    atime: crate::store::backing::Timestamp,
+    mtime: crate::store::backing::Timestamp,
+) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path.file_name().unwrap_or_default();
+    let dir = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?;
+    LocalBacking.utimens_at(
+        dir.as_fd(),
+        name,
+        Some(TimeUpdate::At(atime)),
+        Some(TimeUpdate::At(mtime)),
+    )
+}
+
+/// Gives a local node the recorded mode, owner, `user.*` attributes and times.
+fn apply_attrs(path: &Path, node: &NodeAttrs) -> io::Result<()> {
+    let st = lstat(path)?;
+    let is_link = st.is_symlink();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `c` is NUL-terminated.
+    if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if !is_link {
+        // SAFETY: `c` is NUL-terminated.
+        if unsafe { libc::chmod(c.as_ptr(), node.mode & 0o7777) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        let present = local_xattrs(path)?;
+        for (name, _) in &present {
+            if !node.xattrs.iter().any(|(n, _)| n == name) {
+                LocalBacking.remove_xattr(file.as_fd(), name)?;
+            }
+        }
+        for (name, value) in &node.xattrs {
+            if name.as_bytes().starts_with(b"user.") && name != CACHE_ATTR {
+                LocalBacking.set_xattr(file.as_fd(), name, value, 0)?;
+            }
+        }
+    }
+    set_times(path, node.atime, node.mtime)
+}
