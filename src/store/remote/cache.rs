@@ -320,7 +320,8 @@ impl RemoteBacking {
     /// `None` for files outside the namespace.
     fn entry(&self, file: &File) -> io::Result<Option<Arc<Entry>>> {
         let meta = file.metadata()?;
-        if !meta.is_file() {
+        // A file unlinked while open has no key any more: what is written to it stays local.
+        if !meta.is_file() || meta.nlink() == 0 {
             return Ok(None);
         }
         if let Some(slot) = lock(&self.entries).get(&meta.ino()) {

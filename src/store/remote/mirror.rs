@@ -331,9 +331,6 @@ impl Mirror {
                     .create(&path)
                     .map_err(local(&path))?;
             }
-            if let Some(marker) = attrs.get(dir.as_str()) {
-                apply_attrs(&path, &marker.dir).map_err(local(&path))?;
-            }
         }
         let mut used = 0;
         for (key, info) in &objects {
@@ -422,6 +419,13 @@ impl Mirror {
             if path.exists() || lstat(&path).is_ok() {
                 remove_any(&path).map_err(local(&path))?;
                 report.removed += 1;
+            }
+        }
+        // Last, and deepest first: filling a directory changes its times.
+        for dir in dirs.iter().rev() {
+            if let Some(marker) = attrs.get(dir.as_str()) {
+                let path = root.join(dir);
+                apply_attrs(&path, &marker.dir).map_err(local(&path))?;
             }
         }
         report.objects = objects.len();
