@@ -81,6 +81,10 @@ pub fn run(args: &FsckArgs) -> Result<Status, FsckCliError> {
     }
     notes.append(&mut report.notes);
     report.notes = notes;
+    if args.store.named.is_some() {
+        // A remote store: name it by its URL, not by the local copy checked.
+        report.store = args.store.name().to_path_buf();
+    }
     report
         .problems
         .extend(tampered.into_iter().map(|detail| Problem {

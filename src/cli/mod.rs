@@ -303,7 +303,22 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         return dispatch(cli.command);
     };
     if !keystore_only {
-        return Err(remote::unsupported(name, &path).into());
+        if !remote::runs_on_a_copy(name) {
+            return Err(remote::unsupported(name, &path).into());
+        }
+        let copy =
+            remote::RemoteCopy::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+        let local = copy.local_store();
+        store.store = Some(local.clone());
+        store.named = Some(path.clone());
+        let status = dispatch(cli.command).map_err(|e| {
+            let message = e.to_string();
+            exit::CliError::OnRemoteStore(
+                message.replace(&local.display().to_string(), &path.display().to_string()),
+            )
+        })?;
+        copy.finish()?;
+        return Ok(status);
     }
     let keystore =
         remote::RemoteKeystore::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;

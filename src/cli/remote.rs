@@ -1,8 +1,9 @@
 //! Commands on a store in an object store (`s3://BUCKET[/PREFIX]`): connecting with
 //! `--endpoint`/`--region` and the standard credentials, `ssefs init` of a new remote store,
-//! and the keystore-only commands, which run unchanged on a local working copy of the
-//! keystore that is put back with `If-Match` afterwards. Every other command answers that
-//! remote stores are not supported yet.
+//! the keystore-only commands, which run unchanged on a local working copy of the keystore
+//! that is put back with `If-Match` afterwards, and the commands that read or rewrite
+//! objects, which run on a full local copy whose changed objects are put back the same way.
+//! The mount is `mount_remote.rs`.
 
 use crate::store::remote::{
     CredentialsError, DEFAULT_REGION, Endpoint, RemoteConfig, RemoteError, RemoteStore, StoreUrl,
@@ -17,11 +18,7 @@ pub const REGION_ENV: &str = "AWS_REGION";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteCliError {
-    #[error(
-        "`ssefs {command}` is not yet supported for remote stores ({store}): only init, kms, \
-         rotate-master (without --retire*), status and keystore backup work on an s3:// store \
-         so far"
-    )]
+    #[error("`ssefs {command}` is not yet supported for remote stores ({store})")]
     Unsupported {
         command: &'static str,
         store: String,
@@ -46,6 +43,8 @@ pub enum RemoteCliError {
     WorkingCopy(#[from] WorkingCopyError),
     #[error(transparent)]
     Init(#[from] super::init::InitError),
+    #[error(transparent)]
+    Mirror(#[from] crate::store::remote::MirrorError),
 }
 
 impl RemoteCliError {
@@ -66,6 +65,22 @@ impl RemoteCliError {
 /// Whether a store argument names a remote store.
 pub fn names_remote(store: &Path) -> bool {
     store.to_str().is_some_and(is_remote)
+}
+
+/// Whether a command that reads or rewrites objects runs on a full copy of a remote store
+/// ([`RemoteCopy`]).
+pub fn runs_on_a_copy(command: &str) -> bool {
+    matches!(
+        command,
+        "fsck"
+            | "rewrap"
+            | "upgrade"
+            | "rotate-master"
+            | "bucket-encryption"
+            | "keystore restore"
+            | "keystore replaced"
+            | "change-root-key"
+    )
 }
 
 /// The error of a command that does not work on remote stores yet.
@@ -140,6 +155,57 @@ impl RemoteKeystore {
     /// Puts the keystore back if the command changed it (only over the version read).
     pub fn finish(self) -> Result<(), RemoteCliError> {
         self.remote.checkin_keystore(&self.copy)?;
+        Ok(())
+    }
+}
+
+/// A command that reads or rewrites objects, running on a full local copy of a remote
+/// store: every object downloaded into a private directory, the command run unchanged on
+/// it, then the objects it changed uploaded (each only over the version downloaded) and
+/// the keystore put back. It costs a download of the whole store; a command that fails
+/// uploads nothing.
+#[derive(Debug)]
+pub struct RemoteCopy {
+    mirror: crate::store::remote::Mirror,
+    snapshot: crate::store::remote::Snapshot,
+    _scratch: WorkingCopy,
+}
+
+impl RemoteCopy {
+    /// Downloads the keystore and every object of `store`.
+    pub fn begin(
+        store: &Path,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<RemoteCopy, RemoteCliError> {
+        let remote = std::sync::Arc::new(connect(store, endpoint, region)?);
+        let scratch = WorkingCopy::empty()?;
+        let dir = scratch.root().join("cache");
+        let mirror = crate::store::remote::Mirror::open(remote, |_| Ok(dir))?;
+        let snapshot = mirror.download_all()?;
+        Ok(RemoteCopy {
+            mirror,
+            snapshot,
+            _scratch: scratch,
+        })
+    }
+
+    /// The directory the command takes as its store.
+    pub fn local_store(&self) -> PathBuf {
+        self.mirror.store_root()
+    }
+
+    /// Uploads what the command changed, then the keystore if it changed.
+    pub fn finish(self) -> Result<(), RemoteCliError> {
+        let report = self.mirror.push_changes(&self.snapshot)?;
+        if report.uploaded + report.removed > 0 {
+            log::info!(
+                "{} object(s) uploaded and {} removed in the object store",
+                report.uploaded,
+                report.removed
+            );
+        }
+        self.mirror.push_keystore()?;
         Ok(())
     }
 }

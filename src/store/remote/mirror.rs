@@ -614,3 +614,163 @@ fn apply_attrs(path: &Path, node: &NodeAttrs) -> io::Result<()> {
     }
     set_times(path, node.atime, node.mtime)
 }
+
+/// What a full copy held when it was made: each object's version and local file identity,
+/// so that [`Mirror::push_changes`] uploads exactly what a command changed.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    files: BTreeMap<String, (Option<String>, FileId)>,
+}
+
+/// What identifies a local file's contents between two looks: a change to it changes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
+
+/// What [`Mirror::push_changes`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PushReport {
+    pub uploaded: usize,
+    pub removed: usize,
+}
+
+/// Objects are downloaded in pieces of this size, a few at a time.
+const DOWNLOAD_PIECE: u64 = 8 << 20;
+
+impl Mirror {
+    /// Downloads every object of the store whole into the local copy (directories made,
+    /// default attributes), for a command that reads or rewrites objects offline. Returns
+    /// what was downloaded.
+    pub fn download_all(&self) -> Result<Snapshot, MirrorError> {
+        let root = self.store_root();
+        let mut snapshot = Snapshot::default();
+        for info in self.remote.list_all("")? {
+            if info.key.starts_with(&format!("{}/", layout::META_DIR)) {
+                continue;
+            }
+            if let Some(dir) = marker_dir(&info.key) {
+                let path = root.join(dir);
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(&path)
+                    .map_err(local(&path))?;
+                continue;
+            }
+            let path = root.join(&info.key);
+            if let Some(parent) = path.parent() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(local(parent))?;
+            }
+            self.download(&info, &path)?;
+            let meta = std::fs::metadata(&path).map_err(local(&path))?;
+            snapshot.files.insert(
+                info.key.clone(),
+                (info.version.etag.clone(), FileId::of(&meta)),
+            );
+        }
+        Ok(snapshot)
+    }
+
+    fn download(&self, info: &ObjectInfo, path: &Path) -> Result<(), MirrorError> {
+        use std::os::unix::fs::FileExt;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(path)
+            .map_err(local(path))?;
+        let pieces: Vec<std::ops::Range<u64>> = (0..info.size)
+            .step_by(DOWNLOAD_PIECE as usize)
+            .map(|a| a..(a + DOWNLOAD_PIECE).min(info.size))
+            .collect();
+        for batch in pieces.chunks(4) {
+            let bodies = self.remote.get_ranges(&info.key, batch)?;
+            for (range, body) in batch.iter().zip(bodies) {
+                if body.len() as u64 != range.end - range.start {
+                    return Err(MirrorError::Other(format!(
+                        "{} changed while it was downloaded",
+                        info.key
+                    )));
+                }
+                file.write_all_at(&body, range.start).map_err(local(path))?;
+            }
+        }
+        file.sync_all().map_err(local(path))
+    }
+
+    /// Uploads the objects a command changed in a full copy (each over the version it was
+    /// downloaded at), and removes those it removed.
+    pub fn push_changes(&self, snapshot: &Snapshot) -> Result<PushReport, MirrorError> {
+        let root = self.store_root();
+        let mut report = PushReport::default();
+        let mut seen = BTreeSet::new();
+        let mut changed = Vec::new();
+        walk(&root, "", &mut |key, path, meta| {
+            if !meta.is_file() {
+                return;
+            }
+            seen.insert(key.to_string());
+            match snapshot.files.get(key) {
+                Some((_, id)) if *id == FileId::of(meta) => {}
+                Some((etag, _)) => {
+                    changed.push((key.to_string(), path.to_path_buf(), etag.clone()))
+                }
+                None => changed.push((key.to_string(), path.to_path_buf(), None)),
+            }
+        })
+        .map_err(local(&root))?;
+        for (key, path, etag) in changed {
+            let file = File::open(&path).map_err(local(&path))?;
+            let mode = match etag {
+                Some(etag) => WriteMode::Replace(Version {
+                    etag: Some(etag),
+                    version: None,
+                }),
+                None => WriteMode::Create,
+            };
+            let len = file.metadata().map_err(local(&path))?.len();
+            let done = if len <= self.remote.config().part_size as u64 {
+                let body = std::fs::read(&path).map_err(local(&path))?;
+                self.remote.put(&key, body, mode)
+            } else {
+                let mut reader = io::BufReader::new(file);
+                self.remote.put_multipart(&key, &mut reader)
+            };
+            done.map_err(|e| match e {
+                e if e.is_conflict() => MirrorError::Other(format!(
+                    "{key} was changed by another host while this command ran; its new \
+                     version was not uploaded: run the command again"
+                )),
+                e => e.into(),
+            })?;
+            report.uploaded += 1;
+        }
+        for key in snapshot.files.keys() {
+            if !seen.contains(key) {
+                self.remote.delete(key)?;
+                report.removed += 1;
+            }
+        }
+        Ok(report)
+    }
+}
