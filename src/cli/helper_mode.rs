@@ -293,7 +293,9 @@ fn absolute_paths(mut helper: HelperArgs) -> Result<HelperArgs, String> {
     let absolute = |p: &Path| {
         std::path::absolute(p).map_err(|e| format!("cannot resolve {}: {e}", p.display()))
     };
-    helper.store = absolute(&helper.store)?;
+    if !super::remote::names_remote(&helper.store) {
+        helper.store = absolute(&helper.store)?;
+    }
     helper.mountpoint = absolute(&helper.mountpoint)?;
     helper.root_key = helper.root_key.as_deref().map(absolute).transpose()?;
     helper.token.module = helper.token.module.as_deref().map(absolute).transpose()?;

@@ -135,15 +135,32 @@ impl Mirror {
         self.dir.join("keystore.version")
     }
 
-    /// Puts the fetched keystore in the local copy, unless the local copy was changed over
-    /// this same version and not uploaded (a mount that ended without uploading it).
+    /// The version the local keystore copy was fetched or uploaded at, and a digest of its
+    /// bytes then (to tell whether the copy changed since).
+    fn recorded_keystore(&self) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(self.version_path()).ok()?;
+        let (etag, digest) = text.trim_end().split_once('\n')?;
+        Some((etag.to_string(), digest.to_string()))
+    }
+
+    fn record_keystore(&self, etag: &str, bytes: &[u8]) -> Result<(), MirrorError> {
+        let text = format!("{etag}\n{}\n", digest(bytes));
+        write_synced(&self.version_path(), text.as_bytes()).map_err(local(&self.version_path()))
+    }
+
+    /// Puts the fetched keystore in the local copy, unless the copy holds changes not yet
+    /// uploaded over this same version (a mount that ended without uploading them). Local
+    /// changes over an older version (the store's keystore changed meanwhile) are kept
+    /// aside in `conflicts/` and the store's keystore is used.
     fn take_keystore(&self, bytes: Vec<u8>, version: Version) -> Result<(), MirrorError> {
         let path = layout::keystore_path(&self.store_root());
-        let recorded = std::fs::read_to_string(self.version_path()).ok();
         let etag = version.etag.clone().unwrap_or_default();
         let local_bytes = std::fs::read(&path).ok();
-        if let (Some(recorded), Some(local_bytes)) = (&recorded, &local_bytes) {
-            if recorded.trim() == etag && *local_bytes != bytes {
+        if let (Some((recorded, was)), Some(local_bytes)) = (self.recorded_keystore(), &local_bytes)
+            && digest(local_bytes) != was
+            && *local_bytes != bytes
+        {
+            if recorded == etag {
                 log::warn!(
                     "the cached keystore of {} has changes that were not uploaded; keeping them \
                      (uploaded at unmount)",
@@ -151,22 +168,21 @@ impl Mirror {
                 );
                 return Ok(());
             }
-            if recorded.trim() != etag && *local_bytes != bytes {
-                let aside = self.dir.join("conflicts").join(format!(
-                    "keystore.db.{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0)
-                ));
-                log::warn!(
-                    "the keystore of {} changed on the object store; the cached copy is kept \
-                     aside in {}",
-                    self.remote.url(),
-                    aside.display()
-                );
-                std::fs::copy(&path, &aside).map_err(local(&aside))?;
-            }
+            let aside = self.dir.join("conflicts").join(format!(
+                "keystore.db.{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0)
+            ));
+            log::warn!(
+                "the keystore of {} changed on the object store while the cached copy had \
+                 changes not uploaded; the cached copy is kept aside in {} and the store's is \
+                 used",
+                self.remote.url(),
+                aside.display()
+            );
+            std::fs::copy(&path, &aside).map_err(local(&aside))?;
         }
         for file in layout::companion_files(&path) {
             match std::fs::remove_file(&file) {
@@ -176,7 +192,7 @@ impl Mirror {
             }
         }
         write_synced(&path, &bytes).map_err(local(&path))?;
-        write_synced(&self.version_path(), etag.as_bytes()).map_err(local(&self.version_path()))
+        self.record_keystore(&etag, &bytes)
     }
 
     /// Uploads the local keystore if it changed since it was fetched, over the version it
@@ -194,21 +210,40 @@ impl Mirror {
             )));
         }
         let bytes = std::fs::read(&path).map_err(local(&path))?;
-        let etag =
-            std::fs::read_to_string(self.version_path()).map_err(local(&self.version_path()))?;
-        let (current, _) = self.remote.get(&keystore_key())?;
-        if current == bytes {
+        let Some((etag, was)) = self.recorded_keystore() else {
+            return Err(MirrorError::Other(format!(
+                "{} does not say which version of the keystore the copy is",
+                self.version_path().display()
+            )));
+        };
+        if digest(&bytes) == was {
             return Ok(false);
         }
         let version = Version {
-            etag: Some(etag.trim().to_string()),
+            etag: Some(etag),
             version: None,
         };
         let done = self
             .remote
-            .put(&keystore_key(), bytes, WriteMode::Replace(version))?;
-        let etag = done.etag.unwrap_or_default();
-        write_synced(&self.version_path(), etag.as_bytes()).map_err(local(&self.version_path()))?;
+            .put(&keystore_key(), bytes.clone(), WriteMode::Replace(version))
+            .map_err(|e| match e {
+                e if e.is_conflict() => MirrorError::Other(format!(
+                    "the keystore of {} was changed by another host; this copy's changes were \
+                     not uploaded (kept in the cache, set aside at the next mount)",
+                    self.remote.url()
+                )),
+                e => e.into(),
+            })?;
+        let etag = match done.etag {
+            Some(etag) => etag,
+            None => self
+                .remote
+                .head(&keystore_key())?
+                .version
+                .etag
+                .unwrap_or_default(),
+        };
+        self.record_keystore(&etag, &bytes)?;
         Ok(true)
     }
 
@@ -444,6 +479,15 @@ pub struct ReconcileReport {
     pub uploaded: usize,
     pub conflicts: usize,
     pub bad_markers: usize,
+}
+
+/// The SHA-256 of `bytes`, in hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
