@@ -48,6 +48,9 @@ const FIRST_WINDOW: u64 = 256 << 10;
 const MAX_WINDOW: u64 = 8 << 20;
 /// Fetched in one ranged GET at most (larger ranges are split, fetched in parallel).
 const MAX_RANGE: u64 = 4 << 20;
+/// A first read of a small file fetches up to this many small untouched files of its
+/// directory with it, in parallel (as `ls -l`, `cp -r` and `tar c` read them all next).
+const SIBLINGS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -209,6 +212,9 @@ pub struct RemoteBacking {
     journal: Mutex<File>,
     /// Serialises marker writes (a flush must not overtake an older one).
     marker_writes: Mutex<()>,
+    /// Files being fetched by a prefetch of small siblings: loading their state waits.
+    prefetching: Mutex<std::collections::HashSet<u64>>,
+    prefetched: std::sync::Condvar,
 }
 
 impl std::fmt::Debug for RemoteBacking {
@@ -242,6 +248,8 @@ impl RemoteBacking {
             dirty_dirs: Mutex::new(BTreeSet::new()),
             journal: Mutex::new(journal),
             marker_writes: Mutex::new(()),
+            prefetching: Mutex::new(std::collections::HashSet::new()),
+            prefetched: std::sync::Condvar::new(),
         }
     }
 
@@ -330,6 +338,7 @@ impl RemoteBacking {
                 Slot::Tracked(entry) => Some(Arc::clone(entry)),
             });
         }
+        self.wait_for_prefetch(meta.ino());
         let key = match self.place_of(file.as_fd())? {
             Place::Meta => {
                 lock(&self.entries).insert(meta.ino(), Slot::Local);
@@ -376,6 +385,116 @@ impl RemoteBacking {
             Slot::Local => None,
             Slot::Tracked(e) => Some(Arc::clone(e)),
         })
+    }
+
+    fn wait_for_prefetch(&self, ino: u64) {
+        let mut busy = lock(&self.prefetching);
+        while busy.contains(&ino) {
+            busy = self
+                .prefetched
+                .wait(busy)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Fetches, in parallel, small files of `key`'s directory that nothing has read yet:
+    /// each whole, recorded complete. Best effort: a file that fails is simply left.
+    fn prefetch_siblings(&self, key: &str) {
+        let dir_key = parent_key(key);
+        let Ok(listing) = std::fs::read_dir(self.root.join(dir_key)) else {
+            return;
+        };
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let mut names: Vec<String> = listing
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n != name)
+            .collect();
+        names.sort();
+        // Those after this one first: the order `ls` and `tar` go in.
+        let split = names.partition_point(|n| n.as_str() < name);
+        names.rotate_left(split);
+        let mut chosen: Vec<(File, u64, String, u64, Persisted)> = Vec::new();
+        for sibling in names.into_iter().take(4 * SIBLINGS) {
+            if chosen.len() >= SIBLINGS {
+                break;
+            }
+            let Some(sibling_key) = child_key(dir_key, OsStr::new(&sibling)) else {
+                continue;
+            };
+            let path = self.root.join(&sibling_key);
+            let Ok(file) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+            else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else {
+                continue;
+            };
+            if !meta.is_file() || meta.len() == 0 || meta.len() > WHOLE_BELOW {
+                continue;
+            }
+            // Nothing of it fetched yet (its attribute may take a block: look for data).
+            if !scan_present(&file, meta.len()).is_ok_and(|r| r.0.is_empty()) {
+                continue;
+            }
+            let Ok(Some(p)) = self.read_persisted(file.as_fd()) else {
+                continue;
+            };
+            if p.dirty || p.complete {
+                continue;
+            }
+            {
+                let entries = lock(&self.entries);
+                let mut busy = lock(&self.prefetching);
+                if entries.contains_key(&meta.ino()) || !busy.insert(meta.ino()) {
+                    continue;
+                }
+            }
+            chosen.push((file, meta.ino(), sibling_key, meta.len(), p));
+        }
+        if chosen.is_empty() {
+            return;
+        }
+        let wanted: Vec<(String, u64)> = chosen
+            .iter()
+            .map(|(_, _, key, len, _)| (key.clone(), *len))
+            .collect();
+        let started = std::time::Instant::now();
+        let bodies = self.remote.get_many(&wanted);
+        log::debug!(
+            "prefetched {} small files of {dir_key:?} in {:?}",
+            wanted.len(),
+            started.elapsed()
+        );
+        let mut fetched = 0;
+        for ((file, _, key, len, persisted), body) in chosen.iter().zip(bodies) {
+            let Ok(body) = body else {
+                continue;
+            };
+            if body.len() as u64 != *len {
+                log::warn!("{key} changed size under the mount; not prefetched");
+                continue;
+            }
+            if file.write_all_at(&body, 0).is_err() {
+                continue;
+            }
+            let done = Persisted {
+                complete: true,
+                ..persisted.clone()
+            };
+            if self.write_persisted(file.as_fd(), &done).is_ok() {
+                fetched += len;
+            }
+        }
+        self.add_used(fetched);
+        let mut busy = lock(&self.prefetching);
+        for (_, ino, _, _, _) in &chosen {
+            busy.remove(ino);
+        }
+        self.prefetched.notify_all();
     }
 
     fn forget(&self, ino: u64) {
@@ -1278,10 +1397,17 @@ impl Backing for RemoteBacking {
         let n = {
             let mut st = entry.state.write().map_err(|_| errno(libc::EIO))?;
             st.last_used = self.tick();
+            let first = !st.persisted.complete && st.present.0.is_empty();
             if !st.persisted.complete {
                 self.fetch_for_read(file, &mut st, offset, buf.len() as u64)?;
             }
-            self.local.read_at(file, buf, offset)?
+            let n = self.local.read_at(file, buf, offset)?;
+            if first && st.len <= WHOLE_BELOW {
+                let key = st.key.clone();
+                drop(st);
+                self.prefetch_siblings(&key);
+            }
+            n
         };
         self.evict();
         Ok(n)

@@ -383,6 +383,44 @@ impl RemoteStore {
         Ok(got)
     }
 
+    /// Whole objects, each named with its size, fetched in parallel; each its own result
+    /// (one that fails does not stop the others).
+    pub fn get_many(&self, objects: &[(String, u64)]) -> Vec<Result<Vec<u8>, RemoteError>> {
+        let calls = objects.iter().map(|(key, size)| {
+            let path = self.path(key);
+            async move {
+                let path = path?;
+                if *size == 0 {
+                    return Ok(Vec::new());
+                }
+                let target = format!("{}/{key}", self.config.url);
+                match tokio::time::timeout(
+                    self.config.deadline(),
+                    self.s3.get_range(&path, 0..*size),
+                )
+                .await
+                {
+                    Ok(Ok(bytes)) => Ok(bytes.to_vec()),
+                    Ok(Err(e)) => Err(self.map_error("GET", target, e)),
+                    Err(_) => Err(RemoteError::TimedOut {
+                        op: "GET",
+                        target,
+                        deadline: self.config.deadline(),
+                    }),
+                }
+            }
+        });
+        let results: Vec<Result<Vec<u8>, RemoteError>> = self.runtime.block_on(
+            futures::stream::iter(calls)
+                .buffered(RANGES_IN_FLIGHT)
+                .collect(),
+        );
+        for body in results.iter().flatten() {
+            self.count_fetch(body.len());
+        }
+        results
+    }
+
     /// The size and version of the object under `key`.
     pub fn head(&self, key: &str) -> Result<ObjectInfo, RemoteError> {
         let path = self.path(key)?;
