@@ -398,3 +398,22 @@ fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>, KeystoreErr
     let rows = stmt.query_map([table], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+#[cfg(test)]
+mod remote_marker_key_tests {
+    use super::*;
+
+    /// The vector of FORMAT.md "Directory markers".
+    #[test]
+    fn the_marker_key_follows_its_derivation() {
+        let root: Vec<u8> = (0u8..32).collect();
+        let root = Key256::from_bytes(&root).unwrap();
+        let id = StoreId::from_bytes(std::array::from_fn(|i| 0xa0 + i as u8));
+        let key = remote_marker_key(&root, &id).unwrap();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "b8a02ca8ab48158d1df7609ac103dcf835278c312c895a9983a497f6275c1425"
+        );
+    }
+}

@@ -317,3 +317,53 @@ mod tests {
         assert_eq!(parent_key("b"), "");
     }
 }
+
+#[cfg(test)]
+mod vector {
+    use super::*;
+
+    /// The vector of FORMAT.md "Directory markers".
+    pub(super) fn vector_marker() -> Marker {
+        let mut entries = BTreeMap::new();
+        entries.insert(
+            OsString::from("f"),
+            NodeAttrs {
+                mode: 0o100644,
+                uid: 1000,
+                gid: 1000,
+                atime: Timestamp { secs: 3, nanos: 0 },
+                mtime: Timestamp { secs: 4, nanos: 5 },
+                xattrs: vec![(OsString::from("user.a"), b"v".to_vec())],
+                target: None,
+                rdev: 0,
+            },
+        );
+        Marker {
+            dir: NodeAttrs {
+                mode: 0o40755,
+                uid: 0,
+                gid: 0,
+                atime: Timestamp { secs: 1, nanos: 0 },
+                mtime: Timestamp { secs: 2, nanos: 0 },
+                xattrs: Vec::new(),
+                target: None,
+                rdev: 0,
+            },
+            entries,
+        }
+    }
+
+    #[test]
+    fn the_format_vector_holds() {
+        let key: [u8; 32] = std::array::from_fn(|i| i as u8);
+        let body = vector_marker().encode(&key, "bkt/d");
+        let expected = concat!(
+            r#"{"dir":{"atime":[1,0],"gid":0,"mode":16877,"mtime":[2,0],"uid":0,"xattrs":{}},"#,
+            r#""entries":{"66":{"atime":[3,0],"gid":1000,"mode":33188,"mtime":[4,5],"#,
+            r#""uid":1000,"xattrs":{"757365722e61":"76"}}},"v":1}"#,
+            "\n7238fc6b4250f778bfe0b83be3d81e5064163d9d96506d7e612f4f066917c20a"
+        );
+        assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
+        assert_eq!(Marker::decode(&key, "bkt/d", &body).unwrap(), vector_marker());
+    }
+}
