@@ -27,7 +27,11 @@ fn make_tree(root: &Path) {
     fs::write(root.join("docs/deep/deeper/large.bin"), rng.bytes(5 << 20)).unwrap();
     fs::write(root.join("bin/tool.sh"), b"#!/bin/sh\necho tool\n").unwrap();
     fs::write(root.join("secret.key"), rng.bytes(64)).unwrap();
-    fs::hard_link(root.join("docs/readme.txt"), root.join("readme-link.txt")).unwrap();
+    // A remote store has one object per name and refuses hard links (EPERM), as its tools
+    // then report; the remote run of this suite checks everything else.
+    if !support::mount::remote_mode() {
+        fs::hard_link(root.join("docs/readme.txt"), root.join("readme-link.txt")).unwrap();
+    }
     symlink("docs/readme.txt", root.join("readme-symlink")).unwrap();
     symlink("../bin", root.join("docs/bin-symlink")).unwrap();
     symlink("nowhere/at/all", root.join("dangling")).unwrap();

@@ -132,6 +132,14 @@ impl BucketFs {
             log::warn!("closing object {} failed: {e}", self.display_path(inode));
             e
         });
+        let closed = closed.map(|done| {
+            done.map(|(size, io)| {
+                // After the times were put back: a store that uploads at close (remote)
+                // must not leave the close's own times showing while it does.
+                drop(io);
+                size
+            })
+        });
         if let Ok(Some(size)) = closed {
             if let Ok(stat) = self.stat_node(inode) {
                 *lock(&inode.size_cache) = Some(SizeCache {

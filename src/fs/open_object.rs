@@ -231,13 +231,16 @@ impl OpenObject {
         Ok((answer, old))
     }
 
-    pub(super) fn close(&self) -> Result<Option<u64>, FsError> {
+    /// Closes the object: its size, and its backing file, for the caller to drop once it
+    /// has put back the times the close disturbed (dropping it tells the store the object
+    /// was closed, which a remote store answers with an upload).
+    pub(super) fn close(&self) -> Result<Option<(u64, BackingFile)>, FsError> {
         let mut guard = self.object.write().map_err(|_| FsError::Poisoned)?;
         match guard.take() {
             Some(object) => {
                 let size = object.size();
-                object.close()?;
-                Ok(Some(size))
+                let io = object.close()?;
+                Ok(Some((size, io)))
             }
             None => Ok(None),
         }

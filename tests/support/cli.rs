@@ -16,6 +16,7 @@ pub fn ssefs_cmd(args: &[&str]) -> Command {
         .env_remove("SSEFS_ROOT_KEY_FILE")
         .env_remove("CREDENTIALS_DIRECTORY")
         .env("HOME", "/nonexistent");
+    super::mount::reach_remote_stores(&mut cmd);
     cmd
 }
 
