@@ -14,4 +14,5 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The suites that use a store only through its mount and the command line, once more on a
 # store in an object store (the SeaweedFS the tests start; tests/support/mount.rs).
-SSEFS_TEST_STORE=remote cargo test --locked --test mount_tools --test mount_roundtrip
+SSEFS_TEST_STORE=remote cargo test --locked --test mount_tools --test mount_roundtrip \
+    --test rotation_master

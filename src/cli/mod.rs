@@ -322,6 +322,17 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     }
     let keystore =
         remote::RemoteKeystore::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+    if let Some(mounted) = keystore.mounted_here() {
+        // Mounted on this host: work on the mount's keystore, as beside a local mount.
+        store.store = Some(mounted.clone());
+        store.named = Some(path.clone());
+        return dispatch(cli.command).map_err(|e| {
+            let message = e.to_string();
+            exit::CliError::OnRemoteStore(
+                message.replace(&mounted.display().to_string(), &path.display().to_string()),
+            )
+        });
+    }
     let local = keystore.local_store();
     store.store = Some(local.clone());
     store.named = Some(path.clone());

@@ -137,10 +137,16 @@ pub fn run(
         report.uploaded,
         report.conflicts
     );
+    let store_id = keystore.store_id().to_string();
     let store =
         Store::open_with(&root, Arc::clone(&backing) as _, true).map_err(|e| e.to_string())?;
+    let record = mirror
+        .register_mount(&store_id)
+        .map_err(|e| log::warn!("{shown}: commands on this host will not find the mount: {e}"))
+        .ok();
     let flusher = MarkerFlusher::start(Arc::clone(&backing));
     let served = serve_store(store, keystore, options, &mountpoint, &shown, on_ready);
+    drop(record);
     drop(flusher);
     let failed = backing.upload_dirty();
     if let Err(e) = backing.flush_markers() {

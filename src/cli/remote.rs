@@ -152,6 +152,14 @@ impl RemoteKeystore {
         self.copy.root().to_path_buf()
     }
 
+    /// The local copy of a mount of this store on this host, if one serves it now: a
+    /// keystore command then works on the mount's keystore (which the mount sees at once
+    /// and uploads at unmount), as it would beside a local store's mount.
+    pub fn mounted_here(&self) -> Option<PathBuf> {
+        let summary = crate::keystore::inspect::summarize_file(&self.copy.keystore()).ok()?;
+        crate::store::remote::mounted_copy(&summary.store_id.to_string())
+    }
+
     /// Puts the keystore back if the command changed it (only over the version read).
     pub fn finish(self) -> Result<(), RemoteCliError> {
         self.remote.checkin_keystore(&self.copy)?;

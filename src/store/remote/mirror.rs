@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -817,4 +817,58 @@ impl Mirror {
         }
         Ok(report)
     }
+}
+
+/// Where live mounts of remote stores say which cache they use, so that a command run on
+/// the same store on this host works on the mount's keystore (as it would on a local
+/// store's): `/run/ssefs/remote/STORE-ID` for root, else under `$XDG_RUNTIME_DIR`.
+fn registry_dir() -> PathBuf {
+    // SAFETY: getuid cannot fail.
+    if unsafe { libc::getuid() } == 0 {
+        return PathBuf::from("/run/ssefs/remote");
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join("ssefs-remote")
+}
+
+/// A live mount's entry in the registry; removed when dropped.
+#[derive(Debug)]
+pub struct MountRecord {
+    path: PathBuf,
+}
+
+impl Drop for MountRecord {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Mirror {
+    /// Records that this cache serves a mount of the store `store_id` on this host.
+    pub fn register_mount(&self, store_id: &str) -> io::Result<MountRecord> {
+        let dir = registry_dir();
+        DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        let path = dir.join(store_id);
+        write_synced(&path, self.dir.as_os_str().as_encoded_bytes())?;
+        Ok(MountRecord { path })
+    }
+}
+
+/// The local copy (a store directory) of the store `store_id` if a mount on this host
+/// serves it now: its cache is registered and still locked.
+pub fn mounted_copy(store_id: &str) -> Option<PathBuf> {
+    let text = std::fs::read(registry_dir().join(store_id)).ok()?;
+    let cache = PathBuf::from(std::ffi::OsString::from_vec(text));
+    let lock = File::open(cache.join("lock")).ok()?;
+    // SAFETY: plain system call on a descriptor `lock` keeps open.
+    let free = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&lock),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    } == 0;
+    (!free).then(|| cache.join("store"))
 }

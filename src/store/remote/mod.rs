@@ -18,7 +18,9 @@ pub use credentials::{
     ACCESS_KEY_CREDENTIAL, Credentials, CredentialsError, SECRET_KEY_CREDENTIAL,
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
-pub use mirror::{Mirror, MirrorError, PushReport, ReconcileReport, Snapshot};
+pub use mirror::{
+    Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, mounted_copy,
+};
 pub use namespace::DIR_MARKER;
 pub use url::{Endpoint, S3_SCHEME, StoreUrl, UrlError, is_remote};
 pub use working_copy::{WorkingCopy, WorkingCopyError, keystore_key};

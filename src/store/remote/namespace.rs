@@ -364,6 +364,9 @@ mod vector {
             "\n7238fc6b4250f778bfe0b83be3d81e5064163d9d96506d7e612f4f066917c20a"
         );
         assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
-        assert_eq!(Marker::decode(&key, "bkt/d", &body).unwrap(), vector_marker());
+        assert_eq!(
+            Marker::decode(&key, "bkt/d", &body).unwrap(),
+            vector_marker()
+        );
     }
 }
