@@ -788,6 +788,9 @@ impl RemoteBacking {
         let dirs: Vec<String> = std::mem::take(&mut *lock(&self.dirty_dirs))
             .into_iter()
             .collect();
+        if dirs.is_empty() {
+            return Ok(());
+        }
         let mut failed = None;
         for dir in &dirs {
             if let Err(e) = self.write_marker(dir) {

@@ -333,6 +333,17 @@ impl Mirror {
             }
             objects.insert(info.key.clone(), info);
         }
+        // A key that is also a directory (objects put there by other tools, `a` and `a/b`):
+        // the directory wins; the object is left alone in the object store.
+        objects.retain(|key, _| {
+            let clash = dirs.contains(key);
+            if clash {
+                log::warn!(
+                    "{key} is both an object and a directory in the store; showing the directory"
+                );
+            }
+            !clash
+        });
         let mut attrs: BTreeMap<String, Marker> = BTreeMap::new();
         for dir in markers {
             match self.remote.get(&marker_key(&dir)) {
