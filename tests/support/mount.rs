@@ -535,7 +535,9 @@ fn spawn_daemon(args: &MountArgs, log: &Path) -> Child {
         // One cache per mountpoint, kept across remounts like a local store's directory.
         let cache = args.mountpoint.with_extension("cache");
         cmd.arg("--cache-dir").arg(cache);
-        reach_remote_stores(&mut cmd);
+        let server = super::s3::S3Server::shared();
+        cmd.envs(super::s3::S3Server::env())
+            .env("AWS_ENDPOINT_URL", server.endpoint());
     }
     // The daemon logs only what the test run asks for, so stderr holds just its messages.
     match std::env::var_os("SSEFS_TEST_DAEMON_LOG") {

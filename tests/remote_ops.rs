@@ -1,0 +1,196 @@
+//! The tour's key operations on a store in an object store (a SeaweedFS the tests start):
+//! KMS keys made while mounted reach the live mount, a master key rotation, a rewrap and fsck
+//! of the whole store (each on a full copy), and an object changed on the server is caught
+//! by fsck and refused by a fresh mount, while every other object still reads.
+
+mod support;
+
+use ssefs::store::remote::WriteMode;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Output;
+use support::cli::{SSEFS, s};
+use support::mount::{Mount, MountArgs, mount_tests_enabled};
+use support::s3::S3Server;
+use support::xattr::{get_xattr, key_version, set_xattr};
+
+/// A remote store made by `ssefs init`, its root key, and a mountpoint.
+struct Remote {
+    url: String,
+    prefix: String,
+    endpoint: String,
+    dir: tempfile::TempDir,
+}
+
+impl Remote {
+    fn new(name: &str) -> Remote {
+        let server = S3Server::shared();
+        let prefix = S3Server::unique_prefix(name);
+        let remote = Remote {
+            url: S3Server::store_url(&prefix),
+            prefix,
+            endpoint: server.endpoint(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        fs::create_dir(remote.mountpoint()).unwrap();
+        ok(remote.run(&["init", &remote.url.clone(), "--root-key", s(&remote.key())]));
+        remote
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("root.key")
+    }
+
+    fn mountpoint(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// `ssefs ARGS` with the server's credentials and endpoint.
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new(SSEFS)
+            .args(args)
+            .envs(S3Server::env())
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("HOME", "/nonexistent")
+            .env_remove("SSEFS_ROOT_KEY_FILE")
+            .output()
+            .expect("run ssefs")
+    }
+
+    /// `ssefs ARGS --store URL --root-key KEY`.
+    fn on_store(&self, args: &[&str]) -> Output {
+        let key = self.key();
+        let mut all = args.to_vec();
+        all.extend(["--store", &self.url, "--root-key", s(&key)]);
+        self.run(&all)
+    }
+
+    /// A mount whose cache is `cache` (a fresh name gives a fresh cache).
+    fn mount(&self, cache: &str) -> Mount {
+        let mountpoint = self.dir.path().join(cache);
+        if !mountpoint.exists() {
+            fs::create_dir(&mountpoint).unwrap();
+        }
+        Mount::with_args(MountArgs {
+            store: PathBuf::from(&self.url),
+            mountpoint,
+            root_key: self.key(),
+            options: Vec::new(),
+        })
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed ({}): {}",
+        out.status,
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn content(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| seed.wrapping_mul(31).wrapping_add((i % 251) as u8))
+        .collect()
+}
+
+#[test]
+fn keys_rotation_rewrap_and_fsck_work_on_a_remote_store_and_tampering_is_caught() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let remote = Remote::new("ops");
+    let mount = remote.mount("mnt");
+    let bucket = mount.bucket("tour");
+    fs::write(bucket.join("plain.txt"), content(1, 70_000)).unwrap();
+    fs::write(bucket.join("other.txt"), content(2, 5_000)).unwrap();
+
+    // A CMK made while mounted reaches the live mount (the command works on its keystore).
+    ok(remote.on_store(&["kms", "create", "--alias", "alias/tour"]));
+    let secret = bucket.join("secret.txt");
+    fs::write(&secret, content(3, 9_000)).unwrap();
+    set_xattr(&secret, "user.oss.server-side-encryption", b"KMS").unwrap();
+    set_xattr(
+        &secret,
+        "user.oss.server-side-encryption-key-id",
+        b"alias/tour",
+    )
+    .unwrap();
+    assert_eq!(
+        get_xattr(&secret, "user.oss.server-side-encryption")
+            .unwrap()
+            .as_deref(),
+        Some("KMS")
+    );
+    let said = ok(remote.on_store(&["rotate-master"]));
+    assert!(said.contains("version 2 is now current"), "{said}");
+    assert_eq!(key_version(&bucket.join("plain.txt")), 1);
+    drop(mount);
+
+    // Rewrap and fsck of the whole store, each on a full copy put back with If-Match.
+    let said = ok(remote.on_store(&["rewrap"]));
+    assert!(said.contains("rewrapped 2"), "{said}");
+    let said = ok(remote.on_store(&["fsck"]));
+    assert!(said.contains("clean"), "{said}");
+    assert!(said.contains(&remote.url), "{said}");
+
+    let mount = remote.mount("fresh");
+    let inside = mount.path().join("tour");
+    assert_eq!(key_version(&inside.join("plain.txt")), 2);
+    assert_eq!(
+        fs::read(inside.join("plain.txt")).unwrap(),
+        content(1, 70_000)
+    );
+    assert_eq!(
+        fs::read(inside.join("secret.txt")).unwrap(),
+        content(3, 9_000)
+    );
+    assert_eq!(
+        get_xattr(
+            &inside.join("secret.txt"),
+            "user.oss.server-side-encryption"
+        )
+        .unwrap()
+        .as_deref(),
+        Some("KMS")
+    );
+    drop(mount);
+
+    // Whoever can write the bucket changes one byte of an object's data page.
+    let client = S3Server::shared().client(&remote.prefix);
+    let key = "tour/plain.txt";
+    let (mut bytes, _) = client.get(key).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x40;
+    client.put(key, bytes, WriteMode::Overwrite).unwrap();
+
+    let out = remote.on_store(&["fsck"]);
+    assert!(
+        !out.status.success(),
+        "fsck missed the change: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("plain.txt"), "{}", text(&out));
+    let mount = remote.mount("after-tamper");
+    let inside = mount.path().join("tour");
+    let err = fs::read(inside.join("plain.txt")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    assert_eq!(
+        fs::read(inside.join("other.txt")).unwrap(),
+        content(2, 5_000)
+    );
+    assert_eq!(
+        fs::read(inside.join("secret.txt")).unwrap(),
+        content(3, 9_000)
+    );
+}
