@@ -2,7 +2,8 @@
 //! (through `mount.fuse3`, or directly as `/sbin/mount.fuse.ssefs`) and by `/etc/fstab`.
 //! Maps the options, then backgrounds: the parent exits 0 only once the mount answers.
 
-use super::mount::{MountOptions, run_announcing};
+use super::mount::MountOptions;
+use super::mount_remote::run_any;
 use crate::sys::{self, Forked};
 use rustix::process::{self, Pid};
 use std::ffi::{OsStr, OsString};
@@ -244,7 +245,7 @@ fn serve_in_background(helper: &HelperArgs, writer: File, logger: &'static Daemo
         key_label: helper.token.key.clone(),
         pin_fd: helper.token.pin_fd,
     };
-    match run_announcing(
+    match run_any(
         &helper.store,
         &helper.mountpoint,
         &key,

@@ -427,7 +427,8 @@ fn dispatch(command: Command) -> Result<outcome::Status, exit::CliError> {
             if let Some(region) = region {
                 options.push(format!("region={region}"));
             }
-            mount::run(&store, &mountpoint, &key, &options).map_err(CliError::Mount)?;
+            mount_remote::run_any(&store, &mountpoint, &key, &options, Box::new(|_| {}))
+                .map_err(CliError::Mount)?;
         }
         Command::RotateMaster(args) => rotate::run(&args)?,
         Command::Rewrap(args) => rewrap::run(&args)?,

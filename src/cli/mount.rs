@@ -414,7 +414,7 @@ fn refusal_beside_bucket_mounts(store: &Path, e: StoreError) -> String {
     )
 }
 
-/// Runs `ssefs mount`; returns when the filesystem is unmounted.
+/// Runs `ssefs mount` of a local store; returns when the filesystem is unmounted.
 pub fn run(
     store: &Path,
     mountpoint: &Path,
@@ -433,16 +433,7 @@ pub fn run_announcing(
     options: &[String],
     on_ready: ReadyHook,
 ) -> Result<(), String> {
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .try_init();
-    harden_process();
-    let options = MountOptions::parse(options)?;
-    if options.create_bucket && options.bucket.is_none() {
-        return Err("create_bucket needs bucket=NAME".to_string());
-    }
-    if super::remote::names_remote(store) {
-        return super::mount_remote::run(store, mountpoint, key, &options, on_ready);
-    }
+    let options = start_daemon(options)?;
     if options.cache_dir.is_some() || options.cache_size.is_some() || options.endpoint.is_some() {
         return Err(format!(
             "cache_dir, cache_size and endpoint are for remote stores (s3://…), not {}",
@@ -460,6 +451,19 @@ pub fn run_announcing(
     serve_store(store, keystore, &options, &mountpoint, &shown, on_ready)?;
     drop(bucket_lock);
     Ok(())
+}
+
+/// What every mount does first: logging set up, the process hardened, and its options
+/// parsed and checked.
+pub(super) fn start_daemon(options: &[String]) -> Result<MountOptions, String> {
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .try_init();
+    harden_process();
+    let options = MountOptions::parse(options)?;
+    if options.create_bucket && options.bucket.is_none() {
+        return Err("create_bucket needs bucket=NAME".to_string());
+    }
+    Ok(options)
 }
 
 /// Opens and checks the keystore of a store about to be mounted.

@@ -5,6 +5,7 @@
 
 use super::mount::{
     DEFAULT_CACHE_SIZE, MountOptions, ReadyHook, check_mountpoint, open_keystore, serve_store,
+    start_daemon,
 };
 use super::root_key::{KeyArgs, load_root_key};
 use crate::store::Store;
@@ -26,13 +27,12 @@ fn cache_dir(given: Option<&Path>, keystore: &[u8]) -> Result<PathBuf, String> {
         return Ok(dir.to_path_buf());
     }
     let scratch = crate::store::remote::WorkingCopy::empty().map_err(|e| e.to_string())?;
-    let path = scratch.root().join("keystore.db");
+    let path = scratch.root().join(crate::store::layout::KEYSTORE_FILE);
     std::fs::write(&path, keystore).map_err(|e| format!("{}: {e}", path.display()))?;
     let summary = crate::keystore::inspect::summarize_file(&path)
         .map_err(|e| format!("the store's keystore cannot be read: {e}"))?;
     let id = summary.store_id.to_string();
-    // SAFETY: getuid cannot fail.
-    if unsafe { libc::getuid() } == 0 {
+    if rustix::process::getuid().is_root() {
         return Ok(Path::new(SYSTEM_CACHE).join(id));
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -86,8 +86,25 @@ impl Drop for MarkerFlusher {
     }
 }
 
+/// The entry of `ssefs mount` and of the mount helper for any store: a remote store
+/// (`s3://…`) is mounted here, a local one by `mount.rs`. Returns when it is unmounted; once
+/// the mount answers, `on_ready` is told.
+pub fn run_any(
+    store: &Path,
+    mountpoint: &Path,
+    key: &KeyArgs,
+    options: &[String],
+    on_ready: ReadyHook,
+) -> Result<(), String> {
+    if !super::remote::names_remote(store) {
+        return super::mount::run_announcing(store, mountpoint, key, options, on_ready);
+    }
+    let options = start_daemon(options)?;
+    run(store, mountpoint, key, &options, on_ready)
+}
+
 /// Mounts the remote store `url` on `mountpoint`; returns when it is unmounted.
-pub fn run(
+fn run(
     url: &Path,
     mountpoint: &Path,
     key: &KeyArgs,

@@ -752,19 +752,9 @@ impl RemoteBacking {
         };
         st.persisted.complete = false;
         self.write_persisted(file.as_fd(), &st.persisted)?;
-        let len = i64::try_from(st.len).map_err(|_| errno(libc::EFBIG))?;
-        // SAFETY: plain system call on a descriptor `file` keeps open.
-        let ret = unsafe {
-            libc::fallocate(
-                file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                0,
-                len,
-            )
-        };
-        if ret < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        use rustix::fs::FallocateFlags;
+        let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+        rustix::fs::fallocate(&file, flags, 0, st.len)?;
         st.present = Ranges::default();
         Ok(freed)
     }
@@ -988,25 +978,17 @@ fn reopen_for_writing(file: &File) -> io::Result<File> {
 
 /// The data ranges of a sparse file (`SEEK_DATA`/`SEEK_HOLE`).
 fn scan_present(file: &File, len: u64) -> io::Result<Ranges> {
+    use rustix::fs::{SeekFrom, seek};
     let mut ranges = Ranges::default();
-    let mut at: i64 = 0;
-    let len = i64::try_from(len).map_err(|_| errno(libc::EFBIG))?;
+    let mut at = 0;
     while at < len {
-        // SAFETY: plain system calls on a descriptor `file` keeps open.
-        let data = unsafe { libc::lseek(file.as_raw_fd(), at, libc::SEEK_DATA) };
-        if data < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENXIO) {
-                break;
-            }
-            return Err(e);
-        }
-        // SAFETY: as above.
-        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
-        if hole < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        ranges.insert(data as u64, (hole.min(len)) as u64);
+        let data = match seek(file, SeekFrom::Data(at)) {
+            Ok(data) => data,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = seek(file, SeekFrom::Hole(data))?;
+        ranges.insert(data, hole.min(len));
         at = hole;
     }
     Ok(ranges)
@@ -1466,10 +1448,10 @@ impl Backing for RemoteBacking {
     }
 
     fn closed(&self, file: &File) {
-        // SAFETY: plain system call on a descriptor `file` keeps open.
-        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-        if flags < 0 || flags & libc::O_ACCMODE == libc::O_RDONLY {
-            return;
+        use rustix::fs::OFlags;
+        match rustix::fs::fcntl_getfl(file) {
+            Ok(flags) if flags.intersects(OFlags::WRONLY | OFlags::RDWR) => {}
+            _ => return,
         }
         if let Err(e) = self.upload_file(file) {
             log::warn!("upload at close failed (the file stays dirty in the cache): {e}");

@@ -83,7 +83,7 @@ impl Mirror {
             .create(&dir)
             .map_err(local(&dir))?;
         let dir = dir.canonicalize().map_err(local(&dir))?;
-        let lock_path = dir.join("lock");
+        let lock_path = dir.join(layout::LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -91,14 +91,7 @@ impl Mirror {
             .mode(0o600)
             .open(&lock_path)
             .map_err(local(&lock_path))?;
-        // SAFETY: plain system call on a descriptor `lock` keeps open.
-        if unsafe {
-            libc::flock(
-                std::os::fd::AsRawFd::as_raw_fd(&lock),
-                libc::LOCK_EX | libc::LOCK_NB,
-            )
-        } != 0
-        {
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             return Err(MirrorError::Busy { path: dir });
         }
         let mirror = Mirror {
@@ -169,7 +162,8 @@ impl Mirror {
                 return Ok(());
             }
             let aside = self.dir.join("conflicts").join(format!(
-                "keystore.db.{}",
+                "{}.{}",
+                layout::KEYSTORE_FILE,
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
@@ -607,12 +601,15 @@ fn make_special(path: &Path, node: &NodeAttrs) -> io::Result<()> {
         let target = node.target.clone().unwrap_or_default();
         std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), path)?;
     } else {
-        let name = std::ffi::CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: `name` is NUL-terminated.
-        if unsafe { libc::mknod(name.as_ptr(), node.mode, node.rdev) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        use rustix::fs::{CWD, FileType, Mode, mknodat};
+        let kind = FileType::from_raw_mode(node.mode);
+        mknodat(
+            CWD,
+            path,
+            kind,
+            Mode::from_raw_mode(node.mode & 0o7777),
+            node.rdev,
+        )?;
     }
     apply_attrs(path, node)
 }
@@ -640,17 +637,14 @@ fn set_times(
 fn apply_attrs(path: &Path, node: &NodeAttrs) -> io::Result<()> {
     let st = lstat(path)?;
     let is_link = st.is_symlink();
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is NUL-terminated.
-    if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
-        return Err(io::Error::last_os_error());
+    {
+        use rustix::fs::{AtFlags, CWD, Gid, Uid, chownat};
+        let (uid, gid) = (Uid::from_raw(node.uid), Gid::from_raw(node.gid));
+        chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
     }
     if !is_link {
-        // SAFETY: `c` is NUL-terminated.
-        if unsafe { libc::chmod(c.as_ptr(), node.mode & 0o7777) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -834,8 +828,7 @@ impl Mirror {
 /// the same store on this host works on the mount's keystore (as it would on a local
 /// store's): `/run/ssefs/remote/STORE-ID` for root, else under `$XDG_RUNTIME_DIR`.
 fn registry_dir() -> PathBuf {
-    // SAFETY: getuid cannot fail.
-    if unsafe { libc::getuid() } == 0 {
+    if rustix::process::getuid().is_root() {
         return PathBuf::from("/run/ssefs/remote");
     }
     std::env::var_os("XDG_RUNTIME_DIR")
@@ -873,13 +866,8 @@ impl Mirror {
 pub fn mounted_copy(store_id: &str) -> Option<PathBuf> {
     let text = std::fs::read(registry_dir().join(store_id)).ok()?;
     let cache = PathBuf::from(std::ffi::OsString::from_vec(text));
-    let lock = File::open(cache.join("lock")).ok()?;
-    // SAFETY: plain system call on a descriptor `lock` keeps open.
-    let free = unsafe {
-        libc::flock(
-            std::os::fd::AsRawFd::as_raw_fd(&lock),
-            libc::LOCK_EX | libc::LOCK_NB,
-        )
-    } == 0;
+    let lock = File::open(cache.join(layout::LOCK_FILE)).ok()?;
+    let free =
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok();
     (!free).then(|| cache.join("store"))
 }

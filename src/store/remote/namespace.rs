@@ -18,7 +18,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// The name of the marker object in each directory.
-pub const DIR_MARKER: &str = ".ssefs-dir";
+pub const DIR_MARKER: &str = crate::store::layout::REMOTE_DIR_MARKER;
 /// The MAC's domain.
 const MARKER_DOMAIN: &[u8] = b"ssefs/remote-dir/v1";
 
