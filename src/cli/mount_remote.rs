@@ -111,13 +111,6 @@ fn run(
     options: &MountOptions,
     on_ready: ReadyHook,
 ) -> Result<(), String> {
-    if options.bucket.is_some() {
-        return Err(format!(
-            "mounting one bucket of a remote store is not supported yet; mount the whole \
-             store {}",
-            url.display()
-        ));
-    }
     let shown = url.display().to_string();
     let remote =
         super::remote::connect(url, options.endpoint.as_deref(), options.region.as_deref())
