@@ -65,6 +65,14 @@ impl Remote {
         self.run(&all)
     }
 
+    /// `ssefs status [ARGS] --store URL` (no root key needed).
+    fn status(&self, args: &[&str]) -> String {
+        let mut all = vec!["status"];
+        all.extend_from_slice(args);
+        all.extend(["--store", &self.url]);
+        ok(self.run(&all))
+    }
+
     /// A mount whose cache is `cache` (a fresh name gives a fresh cache).
     fn mount(&self, cache: &str) -> Mount {
         let mountpoint = self.dir.path().join(cache);
@@ -193,4 +201,51 @@ fn keys_rotation_rewrap_and_fsck_work_on_a_remote_store_and_tampering_is_caught(
         fs::read(inside.join("secret.txt")).unwrap(),
         content(3, 9_000)
     );
+}
+
+#[test]
+fn status_shows_the_hosts_that_have_the_store_mounted_and_expires_a_dead_one() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let remote = Remote::new("hosts");
+    let said = remote.status(&[]);
+    assert!(said.contains("not mounted on any host"), "{said}");
+
+    let mount = remote.mount("mnt");
+    let said = remote.status(&[]);
+    let pid = mount.pid().to_string();
+    assert!(said.contains("mounted on:"), "{said}");
+    assert!(said.contains(&format!("pid {pid}")), "{said}");
+    assert!(said.contains(s(mount.path())), "{said}");
+    let json: serde_json::Value = serde_json::from_str(&remote.status(&["--json"])).unwrap();
+    assert_eq!(
+        json["hosts"][0]["pid"].as_u64(),
+        Some(u64::from(mount.pid()))
+    );
+    assert_eq!(json["hosts"][0]["expired"].as_bool(), Some(false));
+    drop(mount);
+    let said = remote.status(&[]);
+    assert!(
+        said.contains("not mounted on any host"),
+        "an unmount removes it: {said}"
+    );
+
+    // A daemon killed outright leaves its heartbeat, which expires.
+    let mount = remote.mount("killed");
+    mount.signal(libc::SIGKILL);
+    let said = remote.status(&[]);
+    assert!(said.contains(&format!("pid {}", mount.pid())), "{said}");
+    assert!(said.contains("last heartbeat"), "{said}");
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = std::process::Command::new(SSEFS)
+        .args(["status", "--store", &remote.url])
+        .envs(S3Server::env())
+        .env("AWS_ENDPOINT_URL", &remote.endpoint)
+        .env("SSEFS_HEARTBEAT_EXPIRY", "1")
+        .output()
+        .unwrap();
+    let said = ok(out);
+    assert!(said.contains("expired"), "{said}");
+    drop(mount);
 }

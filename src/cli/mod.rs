@@ -322,10 +322,16 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     }
     let keystore =
         remote::RemoteKeystore::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+    let hosts = if name == "status" {
+        Some(keystore.hosts()?)
+    } else {
+        None
+    };
     if let Some(mounted) = keystore.mounted_here() {
         // Mounted on this host: work on the mount's keystore, as beside a local mount.
         store.store = Some(mounted.clone());
         store.named = Some(path.clone());
+        give_hosts(&mut cli.command, hosts);
         return dispatch(cli.command).map_err(|e| {
             let message = e.to_string();
             exit::CliError::OnRemoteStore(
@@ -336,6 +342,7 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     let local = keystore.local_store();
     store.store = Some(local.clone());
     store.named = Some(path.clone());
+    give_hosts(&mut cli.command, hosts);
     // The command's messages name the store it was given, not the working copy.
     let status = dispatch(cli.command).map_err(|e| {
         let message = e.to_string();
@@ -345,6 +352,13 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     })?;
     keystore.finish()?;
     Ok(status)
+}
+
+/// Hands `ssefs status` the heartbeats of a remote store's mounts.
+fn give_hosts(command: &mut Command, hosts: Option<Vec<crate::store::remote::HostBeat>>) {
+    if let Command::Status(args) = command {
+        args.hosts = hosts;
+    }
 }
 
 /// Runs a command on the store it names.

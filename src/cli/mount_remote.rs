@@ -9,7 +9,7 @@ use super::mount::{
 };
 use super::root_key::{KeyArgs, load_root_key};
 use crate::store::Store;
-use crate::store::remote::{Mirror, RemoteBacking};
+use crate::store::remote::{HEARTBEAT_INTERVAL, Heartbeat, Mirror, RemoteBacking};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -50,16 +50,28 @@ struct MarkerFlusher {
 }
 
 impl MarkerFlusher {
-    fn start(backing: Arc<RemoteBacking>) -> MarkerFlusher {
+    /// Also rewrites the mount's heartbeat every [`HEARTBEAT_INTERVAL`].
+    fn start(backing: Arc<RemoteBacking>, heartbeat: Option<Heartbeat>) -> MarkerFlusher {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("ssefs-markers".to_string())
             .spawn(move || {
+                let mut last_beat = std::time::Instant::now();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(MARKER_INTERVAL) {
                     if let Err(e) = backing.flush_markers() {
                         log::warn!("directory markers not written yet (retried): {e}");
                     }
+                    if let Some(beat) = &heartbeat
+                        && last_beat.elapsed() >= HEARTBEAT_INTERVAL
+                    {
+                        last_beat = std::time::Instant::now();
+                        if let Err(e) = beat.beat() {
+                            log::warn!("heartbeat not written (retried): {e}");
+                        }
+                    }
                 }
+                // The heartbeat goes with the thread: removed from the store at unmount.
+                drop(heartbeat);
             });
         match thread {
             Ok(thread) => MarkerFlusher {
@@ -154,7 +166,12 @@ fn run(
         .register_mount(&store_id)
         .map_err(|e| log::warn!("{shown}: commands on this host will not find the mount: {e}"))
         .ok();
-    let flusher = MarkerFlusher::start(Arc::clone(&backing));
+    let heartbeat = Heartbeat::start(Arc::clone(&remote), &mountpoint.display().to_string())
+        .map_err(|e| {
+            log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}")
+        })
+        .ok();
+    let flusher = MarkerFlusher::start(Arc::clone(&backing), heartbeat);
     let served = serve_store(store, keystore, options, &mountpoint, &shown, on_ready);
     drop(record);
     drop(flusher);

@@ -152,6 +152,11 @@ impl RemoteKeystore {
         self.copy.root().to_path_buf()
     }
 
+    /// The heartbeats of the mounts of this store (for `ssefs status`).
+    pub fn hosts(&self) -> Result<Vec<crate::store::remote::HostBeat>, RemoteCliError> {
+        Ok(crate::store::remote::hosts(&self.remote)?)
+    }
+
     /// The local copy of a mount of this store on this host, if one serves it now: a
     /// keystore command then works on the mount's keystore (which the mount sees at once
     /// and uploads at unmount), as it would beside a local store's mount.

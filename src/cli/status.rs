@@ -74,6 +74,10 @@ pub struct StatusArgs {
     /// Print as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A remote store's heartbeats (the mounts that have it mounted), read by the caller
+    /// that reached the object store.
+    #[arg(skip)]
+    pub hosts: Option<Vec<crate::store::remote::HostBeat>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +93,8 @@ pub enum StatusError {
 pub fn run(args: &StatusArgs) -> Result<(), StatusError> {
     let json = args.json;
     if let Some(url) = &args.store.named {
-        return remote_status(url, args.store.path()?, json);
+        let hosts = args.hosts.as_deref().unwrap_or_default();
+        return remote_status(url, args.store.path()?, hosts, json);
     }
     let store = Store::open(args.store.path()?)?;
     let inv = inventory(&store);
@@ -392,7 +397,13 @@ fn print_text(
 /// The status of a store in an object store (`named` by its URL), from the working copy of
 /// its keystore at `local`: its id, master key versions, CMKs and bucket rules. Its objects
 /// are not listed or counted yet, and it is never mounted.
-fn remote_status(named: &Path, local: &Path, json: bool) -> Result<(), StatusError> {
+fn remote_status(
+    named: &Path,
+    local: &Path,
+    hosts: &[crate::store::remote::HostBeat],
+    json: bool,
+) -> Result<(), StatusError> {
+    let now = crate::store::remote::unix_now();
     let summary = summarize(&keystore_dir(local))?;
     let rule_text = |rule: &crate::keystore::BucketRule| match &rule.kms_key_id {
         Some(id) => format!("{} {id}", algorithm_label(rule.algorithm)),
@@ -424,6 +435,25 @@ fn remote_status(named: &Path, local: &Path, json: bool) -> Result<(), StatusErr
             ("store", Json::str(named.to_string_lossy())),
             ("store_id", Json::str(summary.store_id.to_string())),
             ("remote", Json::Bool(true)),
+            (
+                "hosts",
+                Json::Array(
+                    hosts
+                        .iter()
+                        .map(|h| {
+                            Json::object([
+                                ("host", Json::str(h.host.as_str())),
+                                ("pid", Json::uint(h.pid)),
+                                ("version", Json::str(h.version.as_str())),
+                                ("mountpoint", Json::str(h.mountpoint.as_str())),
+                                ("started", Json::Int(h.started)),
+                                ("seen", Json::Int(h.seen)),
+                                ("expired", Json::Bool(h.expired(now))),
+                            ])
+                        })
+                        .collect(),
+                ),
+            ),
             ("master_keys", Json::Array(masters.collect())),
             ("cmks", Json::Array(cmks.collect())),
             ("bucket_rules", Json::object(rules)),
@@ -433,6 +463,29 @@ fn remote_status(named: &Path, local: &Path, json: bool) -> Result<(), StatusErr
     }
     println!("store {} (id {})", named.display(), summary.store_id);
     println!("in an object store: its buckets and objects are not listed by this version");
+    if hosts.is_empty() {
+        println!("not mounted on any host");
+    } else {
+        println!("mounted on:");
+    }
+    for h in hosts {
+        let state = if h.expired(now) {
+            format!(
+                "no heartbeat for {}s: expired (the mount ended without removing it)",
+                now.saturating_sub(h.seen)
+            )
+        } else {
+            format!("last heartbeat {}s ago", now.saturating_sub(h.seen).max(0))
+        };
+        println!(
+            "  {} pid {} (ssefs {}) on {}, since {}; {state}",
+            h.host,
+            h.pid,
+            h.version,
+            h.mountpoint,
+            format_utc(h.started)
+        );
+    }
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();
     for m in &summary.master_keys {

@@ -16,6 +16,9 @@ pub const KEYSTORE_COMPANION_SUFFIXES: [&str; 2] = ["-wal", "-shm"];
 pub const LOCK_FILE: &str = "lock";
 /// The directory inside [`META_DIR`] that holds temporary files ([`TempKind`]).
 pub const TMP_DIR: &str = "tmp";
+/// In a store in an object store: the directory under the meta directory where each mount
+/// keeps its heartbeat object (`.ssefs/hosts/HOST-PID-NONCE`).
+pub const HOSTS_DIR: &str = "hosts";
 /// In a store in an object store: the marker object of every directory, which holds the
 /// attributes of the directory and of its entries (`FORMAT.md`, "A remote store").
 pub const REMOTE_DIR_MARKER: &str = ".ssefs-dir";

@@ -8,6 +8,7 @@
 
 mod cache;
 mod credentials;
+mod heartbeat;
 mod mirror;
 mod namespace;
 mod url;
@@ -18,6 +19,7 @@ pub use credentials::{
     ACCESS_KEY_CREDENTIAL, Credentials, CredentialsError, SECRET_KEY_CREDENTIAL,
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
+pub use heartbeat::{HEARTBEAT_EXPIRY, HEARTBEAT_INTERVAL, Heartbeat, HostBeat, hosts, unix_now};
 pub use mirror::{
     Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, mounted_copy,
 };
