@@ -171,6 +171,19 @@ struct State {
     window: u64,
     /// Pages announced by `will_need`, fetched with the next miss.
     hints: Vec<(u64, u64)>,
+    /// The bytes of this file counted in the cache's size.
+    counted: u64,
+}
+
+impl State {
+    /// The bytes of the file held locally.
+    fn resident(&self) -> u64 {
+        if self.persisted.complete {
+            self.len
+        } else {
+            self.present.bytes()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -260,10 +273,6 @@ impl RemoteBacking {
 
     pub(super) fn marker_key(&self) -> &[u8; 32] {
         &self.marker_key
-    }
-
-    pub(super) fn add_used(&self, bytes: u64) {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
     }
 
     fn tick(&self) -> u64 {
@@ -375,12 +384,17 @@ impl RemoteBacking {
                 next_read: 0,
                 window: 0,
                 hints: Vec::new(),
+                counted: 0,
             }),
         });
         let mut entries = lock(&self.entries);
-        let slot = entries
-            .entry(meta.ino())
-            .or_insert_with(|| Slot::Tracked(Arc::clone(&entry)));
+        let slot = entries.entry(meta.ino()).or_insert_with(|| {
+            if let Ok(mut st) = entry.state.write() {
+                let resident = st.resident();
+                self.recount(&mut st, resident);
+            }
+            Slot::Tracked(Arc::clone(&entry))
+        });
         Ok(match slot {
             Slot::Local => None,
             Slot::Tracked(e) => Some(Arc::clone(e)),
@@ -469,7 +483,6 @@ impl RemoteBacking {
             wanted.len(),
             started.elapsed()
         );
-        let mut fetched = 0;
         for ((file, _, key, len, persisted), body) in chosen.iter().zip(bodies) {
             let Ok(body) = body else {
                 continue;
@@ -478,27 +491,62 @@ impl RemoteBacking {
                 log::warn!("{key} changed size under the mount; not prefetched");
                 continue;
             }
-            if file.write_all_at(&body, 0).is_err() {
+            let Ok(times) = file_times(file) else {
+                continue;
+            };
+            if file.write_all_at(&body, 0).is_err() || file.set_times(times).is_err() {
                 continue;
             }
             let done = Persisted {
                 complete: true,
                 ..persisted.clone()
             };
-            if self.write_persisted(file.as_fd(), &done).is_ok() {
-                fetched += len;
+            let _ = self.write_persisted(file.as_fd(), &done);
+        }
+        {
+            let mut busy = lock(&self.prefetching);
+            for (_, ino, _, _, _) in &chosen {
+                busy.remove(ino);
             }
         }
-        self.add_used(fetched);
-        let mut busy = lock(&self.prefetching);
-        for (_, ino, _, _, _) in &chosen {
-            busy.remove(ino);
-        }
         self.prefetched.notify_all();
+        // Counted in the cache's size (and so evictable) like any other file.
+        for (file, _, _, _, _) in &chosen {
+            let _ = self.entry(file);
+        }
     }
 
     fn forget(&self, ino: u64) {
-        lock(&self.entries).remove(&ino);
+        let gone = lock(&self.entries).remove(&ino);
+        if let Some(Slot::Tracked(entry)) = gone
+            && let Ok(mut st) = entry.state.write()
+        {
+            self.recount(&mut st, 0);
+        }
+    }
+
+    /// Sets the bytes of an entry counted in the cache's size to `now`.
+    fn recount(&self, st: &mut State, now: u64) {
+        let before = std::mem::replace(&mut st.counted, now);
+        if now >= before {
+            self.used.fetch_add(now - before, Ordering::Relaxed);
+        } else {
+            let less = before - now;
+            let _ = self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                    Some(u.saturating_sub(less))
+                });
+        }
+    }
+
+    /// Counts a cached file found when the mount starts, so that it can be evicted.
+    pub(super) fn adopt(&self, path: &Path) -> io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        self.entry(&file).map(|_| ())
     }
 
     /// Fetches what a read of `[offset, offset + len)` needs that is not present.
@@ -560,6 +608,7 @@ impl RemoteBacking {
             remote_errno(&e)
         })?;
         let writer = reopen_for_writing(file)?;
+        let times = file_times(&writer)?;
         let mut fetched = 0;
         for (range, body) in ranges.iter().zip(&bodies) {
             if body.len() as u64 != range.end - range.start {
@@ -577,7 +626,10 @@ impl RemoteBacking {
             st.present.insert(range.start, range.end);
             fetched += body.len() as u64;
         }
-        self.add_used(fetched);
+        // Fetching is not a change: the file keeps its times.
+        writer.set_times(times)?;
+        let counted = st.counted + fetched;
+        self.recount(st, counted);
         if st.present.missing(0, st.len).is_empty() {
             st.persisted.complete = true;
             self.write_persisted(writer.as_fd(), &st.persisted)?;
@@ -653,6 +705,7 @@ impl RemoteBacking {
         st.persisted.complete = true;
         st.persisted.etag = etag;
         st.len = len;
+        self.recount(st, len);
         let writer = reopen_for_writing(file)?;
         self.write_persisted(writer.as_fd(), &st.persisted)?;
         self.note_dir(parent_key(&key));
@@ -692,7 +745,7 @@ impl RemoteBacking {
 
     /// Evicts clean, idle files, least recently used first, until the cache is within its
     /// size (dirty ones are never evicted).
-    fn evict(&self) {
+    pub(super) fn evict(&self) {
         if self.used.load(Ordering::Relaxed) <= self.cache_size {
             return;
         }
@@ -724,39 +777,32 @@ impl RemoteBacking {
                 continue;
             }
             match self.punch(&entry, &mut st) {
-                Ok(freed) => {
-                    let _ = self
-                        .used
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
-                            Some(u.saturating_sub(freed))
-                        });
-                }
+                Ok(true) => self.recount(&mut st, 0),
+                Ok(false) => {}
                 Err(e) => log::warn!("cannot evict {} from the cache: {e}", st.key),
             }
         }
     }
 
-    fn punch(&self, entry: &Entry, st: &mut State) -> io::Result<u64> {
+    /// Punches out a clean file's pages (it keeps its size and times); whether it did.
+    fn punch(&self, entry: &Entry, st: &mut State) -> io::Result<bool> {
         let path = self.root.join(&st.key);
         let file = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)?;
         if file.metadata()?.ino() != entry.ino {
-            return Ok(0);
+            return Ok(false);
         }
-        let freed = if st.persisted.complete {
-            st.len
-        } else {
-            st.present.bytes()
-        };
+        let times = file_times(&file)?;
         st.persisted.complete = false;
         self.write_persisted(file.as_fd(), &st.persisted)?;
         use rustix::fs::FallocateFlags;
         let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
         rustix::fs::fallocate(&file, flags, 0, st.len)?;
+        file.set_times(times)?;
         st.present = Ranges::default();
-        Ok(freed)
+        Ok(true)
     }
 
     // ---- directory markers ----
@@ -966,6 +1012,15 @@ impl RemoteBacking {
         }
         Ok(())
     }
+}
+
+/// A file's access and modification times, to put back after changes that are not the
+/// file's own (a fetch, an eviction).
+fn file_times(file: &File) -> io::Result<std::fs::FileTimes> {
+    let meta = file.metadata()?;
+    Ok(std::fs::FileTimes::new()
+        .set_accessed(meta.accessed()?)
+        .set_modified(meta.modified()?))
 }
 
 /// A second descriptor of `file` open for writing (the first may be read-only).
@@ -1456,6 +1511,8 @@ impl Backing for RemoteBacking {
         if let Err(e) = self.upload_file(file) {
             log::warn!("upload at close failed (the file stays dirty in the cache): {e}");
         }
+        // What was uploaded is clean now, and counts against the cache's size.
+        self.evict();
     }
 }
 

@@ -372,7 +372,7 @@ impl Mirror {
                     .map_err(local(&path))?;
             }
         }
-        let mut used = 0;
+        let mut adopted = Vec::new();
         for (key, info) in &objects {
             let path = root.join(key);
             let etag = info.version.etag.clone();
@@ -390,8 +390,8 @@ impl Mirror {
             if cached.is_none() {
                 make_placeholder(&path, info.size, etag.as_deref()).map_err(local(&path))?;
                 report.placeholders += 1;
-            } else {
-                used += std::fs::metadata(&path).map(|m| allocated(&m)).unwrap_or(0);
+            } else if std::fs::metadata(&path).is_ok_and(|m| allocated(&m) > 0) {
+                adopted.push(path.clone());
             }
             let entry = attrs.get(parent_key(key)).and_then(|m| {
                 m.entries
@@ -409,7 +409,6 @@ impl Mirror {
                 set_times(&path, mtime, mtime).map_err(local(&path))?;
             }
         }
-        backing.add_used(used);
         for (dir, marker) in &attrs {
             for (name, node) in &marker.entries {
                 let kind = node.mode & libc::S_IFMT;
@@ -468,6 +467,13 @@ impl Mirror {
                 apply_attrs(&path, &marker.dir).map_err(local(&path))?;
             }
         }
+        // What the cache already holds counts against its size, and can be evicted.
+        for path in adopted {
+            if let Err(e) = backing.adopt(&path) {
+                log::warn!("{}: not counted in the cache size: {e}", path.display());
+            }
+        }
+        backing.evict();
         report.objects = objects.len();
         report.directories = dirs.len();
         Ok(report)
