@@ -249,3 +249,52 @@ fn status_shows_the_hosts_that_have_the_store_mounted_and_expires_a_dead_one() {
     assert!(said.contains("expired"), "{said}");
     drop(mount);
 }
+
+#[test]
+fn a_dirty_copy_whose_object_changed_meanwhile_is_set_aside_not_uploaded() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let remote = Remote::new("conflict");
+    let mount = remote.mount("mnt");
+    let bucket = mount.bucket("data");
+    fs::write(bucket.join("f"), content(1, 10_000)).unwrap();
+    fs::write(bucket.join("other"), content(2, 3_000)).unwrap();
+    drop(mount);
+    let client = S3Server::shared().client(&remote.prefix);
+    let mine = client.head("data/f").unwrap();
+
+    // A change this cache never uploads: the daemon is killed with the file open.
+    let mount = remote.mount("mnt");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(mount.path().join("data/f"))
+        .unwrap();
+    use std::io::Write;
+    file.write_all(&content(3, 10_000)).unwrap();
+    mount.signal(libc::SIGKILL);
+    drop(file);
+    drop(mount);
+    // Meanwhile someone else writes the object (here: another store's bytes, which this
+    // store refuses to read: what matters is that they are not overwritten).
+    let (theirs, _) = client.get("data/other").unwrap();
+    client
+        .put("data/f", theirs.clone(), WriteMode::Overwrite)
+        .unwrap();
+    assert_ne!(client.head("data/f").unwrap().version, mine.version);
+
+    let mount = remote.mount("mnt");
+    let (now, _) = client.get("data/f").unwrap();
+    assert_eq!(now, theirs, "the other version was overwritten");
+    let aside = remote.dir.path().join("mnt.cache/conflicts/data%2Ff");
+    assert!(aside.is_file(), "{}", mount.log_text());
+    assert!(
+        mount.log_text().contains("conflicts"),
+        "{}",
+        mount.log_text()
+    );
+    assert_eq!(
+        fs::read(mount.path().join("data/other")).unwrap(),
+        content(2, 3_000)
+    );
+}

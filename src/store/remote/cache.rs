@@ -228,6 +228,8 @@ pub struct RemoteBacking {
     /// Files being fetched by a prefetch of small siblings: loading their state waits.
     prefetching: Mutex<std::collections::HashSet<u64>>,
     prefetched: std::sync::Condvar,
+    /// Set when an upload failed because the object store could not be reached.
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RemoteBacking {
@@ -263,6 +265,7 @@ impl RemoteBacking {
             marker_writes: Mutex::new(()),
             prefetching: Mutex::new(std::collections::HashSet::new()),
             prefetched: std::sync::Condvar::new(),
+            unreachable: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -690,9 +693,16 @@ impl RemoteBacking {
             }
             Err(e) => {
                 log::error!("cannot upload {key}: {e}");
+                if matches!(
+                    e,
+                    RemoteError::Unreachable { .. } | RemoteError::TimedOut { .. }
+                ) {
+                    self.unreachable.store(true, Ordering::Relaxed);
+                }
                 return Err(remote_errno(&e));
             }
         };
+        self.unreachable.store(false, Ordering::Relaxed);
         let etag = match version.etag {
             Some(etag) => Some(etag),
             None => self
@@ -899,9 +909,32 @@ impl RemoteBacking {
             if let Err(e) = uploaded {
                 log::error!("{} stays dirty in the cache: {e}", st.key);
                 failed += 1;
+                if self.unreachable.load(Ordering::Relaxed) {
+                    // Each attempt would wait out the retries again: the rest stay dirty
+                    // too, for the next mount of this cache.
+                    failed += self.dirty_count();
+                    log::error!("the object store is unreachable: not trying the other files");
+                    break;
+                }
             }
         }
         failed
+    }
+
+    /// How many files this mount knows are dirty.
+    fn dirty_count(&self) -> usize {
+        lock(&self.entries)
+            .values()
+            .filter(|slot| match slot {
+                Slot::Tracked(e) => e
+                    .state
+                    .try_read()
+                    .map(|st| st.persisted.dirty)
+                    .unwrap_or(true),
+                Slot::Local => false,
+            })
+            .count()
+            .saturating_sub(1)
     }
 
     /// Moves the state of a renamed file to its new key.

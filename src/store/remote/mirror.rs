@@ -280,24 +280,51 @@ impl Mirror {
         })
         .map_err(local(&root))?;
         for (key, path) in dirty_files {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(local(&path))?;
-            match backing.sync_data(&file) {
-                Ok(()) => report.uploaded += 1,
-                Err(e) => {
-                    let aside = self.dir.join("conflicts").join(key.replace('/', "%2F"));
-                    log::error!(
-                        "{key} could not be uploaded ({e}); the local copy is kept in {} and \
-                         the store's version is used",
-                        aside.display()
-                    );
-                    std::fs::rename(&path, &aside).map_err(local(&path))?;
-                    report.conflicts += 1;
+            // Only a real conflict sets a copy aside: the store holds another version than
+            // the one this copy was read at. Any other failure stops the mount, changing
+            // nothing, so that an unreachable store never costs a copy its place.
+            let recorded = read_state(&path).and_then(|(_, etag)| etag);
+            let current = match self.remote.head(&key) {
+                Ok(info) => info.version.etag,
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            };
+            let conflict = current.is_some() && current != recorded;
+            if !conflict {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(local(&path))?;
+                match backing.sync_data(&file) {
+                    Ok(()) => {
+                        report.uploaded += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        let conflicted = match self.remote.head(&key) {
+                            Ok(info) => info.version.etag != recorded,
+                            Err(gone) if gone.is_not_found() => recorded.is_some(),
+                            Err(_) => false,
+                        };
+                        if !conflicted {
+                            return Err(MirrorError::Other(format!(
+                                "{key} was left dirty by the last mount and cannot be uploaded: \
+                                 {e}; nothing was changed (mount again when the object store \
+                                 answers)"
+                            )));
+                        }
+                    }
                 }
             }
+            let aside = self.dir.join("conflicts").join(key.replace('/', "%2F"));
+            log::error!(
+                "{key} was changed in the object store since this cache read it; the cached \
+                 copy, never uploaded, is kept in {} and the store's version is used",
+                aside.display()
+            );
+            std::fs::rename(&path, &aside).map_err(local(&path))?;
+            report.conflicts += 1;
         }
         for dir in pending.lines().collect::<BTreeSet<_>>() {
             if root.join(dir).is_dir() {
