@@ -51,6 +51,8 @@ const MAX_RANGE: u64 = 4 << 20;
 /// A first read of a small file fetches up to this many small untouched files of its
 /// directory with it, in parallel (as `ls -l`, `cp -r` and `tar c` read them all next).
 const SIBLINGS: usize = 64;
+/// ... and up to this many bytes of them (held in memory while they arrive).
+const SIBLING_BYTES: u64 = 8 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -431,8 +433,9 @@ impl RemoteBacking {
         let split = names.partition_point(|n| n.as_str() < name);
         names.rotate_left(split);
         let mut chosen: Vec<(File, u64, String, u64, Persisted)> = Vec::new();
+        let mut bytes = 0;
         for sibling in names.into_iter().take(4 * SIBLINGS) {
-            if chosen.len() >= SIBLINGS {
+            if chosen.len() >= SIBLINGS || bytes >= SIBLING_BYTES {
                 break;
             }
             let Some(sibling_key) = child_key(dir_key, OsStr::new(&sibling)) else {
@@ -470,6 +473,7 @@ impl RemoteBacking {
                     continue;
                 }
             }
+            bytes += meta.len();
             chosen.push((file, meta.ino(), sibling_key, meta.len(), p));
         }
         if chosen.is_empty() {
