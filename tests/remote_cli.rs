@@ -489,3 +489,45 @@ fn a_store_that_does_not_exist_is_named() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("not an ssefs store"), "{}", text(&out));
 }
+
+#[test]
+fn kms_commands_racing_from_several_hosts_all_land() {
+    let remote = Remote::new("race");
+    ok(remote.init());
+    // Four hosts create a key each at the same moment: the keystore object is written
+    // with If-Match, a loser runs its command again on the new keystore, and every key
+    // exists afterwards, each printed once by the run that landed.
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let alias = format!("alias/race-{i}");
+            let mut cmd = remote.command(&[
+                "kms",
+                "create",
+                "--alias",
+                &alias,
+                "--store",
+                &remote.url,
+                "--endpoint",
+                &remote.endpoint,
+                "--root-key",
+                &remote.key(),
+            ]);
+            cmd.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("run ssefs")
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        let said = ok(out);
+        let id_lines: Vec<&str> = said.lines().filter(|l| l.starts_with("KeyId:")).collect();
+        assert_eq!(id_lines.len(), 1, "{said}");
+        ids.push(id_lines[0].split_whitespace().last().unwrap().to_string());
+    }
+    let list = ok(remote.on_store(&["kms", "list"]));
+    for (i, id) in ids.iter().enumerate() {
+        assert!(list.contains(id.as_str()), "key {id} lost: {list}");
+        assert!(list.contains(&format!("alias/race-{i}")), "{list}");
+    }
+}

@@ -15,7 +15,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BucketEncryptionArgs {
     #[command(flatten)]
     pub store: KmsStoreArgs,
@@ -23,7 +23,7 @@ pub struct BucketEncryptionArgs {
     pub command: BucketEncryptionCommand,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum BucketEncryptionCommand {
     /// Set the bucket's default encryption for new objects.
     Put {

@@ -14,7 +14,7 @@ use crate::store::{Store, StoreError};
 use clap::Args;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ChangeRootKeyArgs {
     #[command(flatten)]
     pub store: StoreArgs,

@@ -6,7 +6,7 @@ use clap::Args;
 use clap_complete::Shell;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ManArgs {
     /// The directory to write the pages into (created if it does not exist), e.g.
     /// /usr/local/share/man/man1.
@@ -14,7 +14,7 @@ pub struct ManArgs {
     pub out_dir: PathBuf,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct CompletionsArgs {
     /// The shell to complete for.
     #[arg(value_enum, value_name = "SHELL")]

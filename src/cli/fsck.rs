@@ -17,7 +17,7 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::path::Path;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct FsckArgs {
     #[command(flatten)]
     pub store: StoreArgs,

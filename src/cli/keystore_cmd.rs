@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// How many encrypted objects a restore tries when the store's own keystore is gone.
 const OBJECTS_TO_TRY: usize = 16;
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum KeystoreAction {
     /// Copy the keystore to FILE (created 0600, never overwritten). Safe while mounted; the copy
     /// stays wrapped under the root key, which is not in it: keep the two apart.

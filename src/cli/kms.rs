@@ -33,7 +33,7 @@ pub struct KmsStoreArgs {
     pub now: Option<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct KmsArgs {
     #[command(flatten)]
     pub store: KmsStoreArgs,
@@ -51,7 +51,7 @@ pub enum OriginArg {
     External,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum KmsCommand {
     /// Create a CMK, owned by you, and print it.
     Create {
@@ -207,7 +207,7 @@ pub enum KmsCommand {
     },
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum AliasCommand {
     /// Point a new alias at a CMK.
     Create {
@@ -225,7 +225,7 @@ pub enum AliasCommand {
     List,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 #[group(required = true, multiple = false)]
 pub struct GranteeArgs {
     /// The user (uid) the grant is for.

@@ -28,7 +28,7 @@ pub mod upgrade;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(
     name = "ssefs",
     version,
@@ -39,7 +39,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Create a new store: the directory, its keystore and master key version 1.
     Init {
@@ -329,14 +329,69 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         give_hosts(&mut cli.command, hosts);
         return dispatch_on_copy(cli.command, &mounted, &path);
     }
-    let local = keystore.local_store();
-    store.store = Some(local.clone());
-    store.named = Some(path.clone());
+    let (endpoint, region) = (store.endpoint.clone(), store.region.clone());
+    let retried = matches!(name, "kms" | "rotate-master");
     give_hosts(&mut cli.command, hosts);
-    // The command's messages name the store it was given, not the working copy.
-    let status = dispatch_on_copy(cli.command, &local, &path)?;
-    keystore.finish()?;
-    Ok(status)
+    if !retried {
+        let local = keystore.local_store();
+        set_store(&mut cli.command, &local, &path);
+        let status = dispatch_on_copy(cli.command, &local, &path)?;
+        keystore.finish()?;
+        return Ok(status);
+    }
+    // kms and rotate-master change nothing but the keystore: one that lost the race for it
+    // (another host changed it meanwhile) runs again on the new keystore, and only the
+    // output of the run that landed is shown.
+    let mut keystore = keystore;
+    for attempt in 1..=KEYSTORE_ATTEMPTS {
+        let mut command = cli.command.clone();
+        let local = keystore.local_store();
+        set_store(&mut command, &local, &path);
+        let (status, output) = remote::capture_stdout(|| dispatch_on_copy(command, &local, &path))
+            .map_err(|e| exit::CliError::OnRemoteStore(format!("cannot run the command: {e}")))?;
+        let status = match status {
+            Ok(status) => status,
+            Err(e) => {
+                remote::print_captured(&output);
+                return Err(e);
+            }
+        };
+        match keystore.finish() {
+            Ok(()) => {
+                remote::print_captured(&output);
+                return Ok(status);
+            }
+            Err(e) if e.is_conflict() && attempt < KEYSTORE_ATTEMPTS => {
+                eprintln!(
+                    "ssefs: the keystore of {} was changed by another host meanwhile; running \
+                     the command again on the new keystore (attempt {} of {KEYSTORE_ATTEMPTS})",
+                    path.display(),
+                    attempt + 1
+                );
+                // Backoff with jitter, so racing hosts do not meet again in step.
+                let mut jitter = [0u8; 2];
+                let _ = getrandom::fill(&mut jitter);
+                let base = 50u64 << attempt.min(5);
+                let wait = base + u64::from(u16::from_le_bytes(jitter)) % base;
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+                keystore =
+                    remote::RemoteKeystore::begin(&path, endpoint.as_deref(), region.as_deref())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// How many times a keystore command that lost the race for a remote keystore is run.
+const KEYSTORE_ATTEMPTS: u32 = 8;
+
+/// Points a command's `--store` at the local copy `local` of the remote store `named`.
+fn set_store(command: &mut Command, local: &std::path::Path, named: &std::path::Path) {
+    if let Some((_, store, _)) = command.store_args_mut() {
+        store.store = Some(local.to_path_buf());
+        store.named = Some(named.to_path_buf());
+    }
 }
 
 /// Runs a command on a local copy of a remote store; its messages name the store by the

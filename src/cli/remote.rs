@@ -9,6 +9,7 @@ use crate::store::remote::{
     CredentialsError, DEFAULT_REGION, Endpoint, RemoteConfig, RemoteError, RemoteStore, StoreUrl,
     UrlError, WorkingCopy, WorkingCopyError, find_credentials, is_remote,
 };
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The environment variable giving the endpoint when `--endpoint` is not given.
@@ -170,6 +171,47 @@ impl RemoteKeystore {
         self.remote.checkin_keystore(&self.copy)?;
         Ok(())
     }
+}
+
+/// Runs `run` with this process's standard output going to a temporary file, and returns
+/// its result and what it printed (for a command that may be run again, whose output is
+/// shown once it counts).
+pub fn capture_stdout<T>(run: impl FnOnce() -> T) -> std::io::Result<(T, Vec<u8>)> {
+    use std::io::{Read, Seek, Write};
+    let saved = rustix::io::dup(std::io::stdout())?;
+    let mut file = tempfile_in_runtime_dir()?;
+    std::io::stdout().flush()?;
+    rustix::stdio::dup2_stdout(&file)?;
+    let result = run();
+    let _ = std::io::stdout().flush();
+    rustix::stdio::dup2_stdout(&saved)?;
+    let mut output = Vec::new();
+    file.rewind()?;
+    file.read_to_end(&mut output)?;
+    Ok((result, output))
+}
+
+/// Writes what [`capture_stdout`] captured to the standard output.
+pub fn print_captured(output: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(output);
+    let _ = out.flush();
+}
+
+/// An unnamed temporary file (gone when closed).
+fn tempfile_in_runtime_dir() -> std::io::Result<std::fs::File> {
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
 }
 
 /// A command that reads or rewrites objects, running on a full local copy of a remote

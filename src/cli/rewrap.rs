@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RewrapArgs {
     #[command(flatten)]
     pub store: StoreArgs,

@@ -17,7 +17,7 @@ pub const DEFAULT_MASTER_ROTATION_DAYS: u32 = 90;
 /// How often a mount checks whether a rotation is due.
 const CHECK_INTERVAL: Duration = Duration::from_secs(3600);
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct RotateMasterArgs {
     #[command(flatten)]
     pub store: StoreArgs,

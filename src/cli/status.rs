@@ -67,7 +67,7 @@ struct BucketStatus {
     unreadable: u64,
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct StatusArgs {
     #[command(flatten)]
     pub store: StoreArgs,

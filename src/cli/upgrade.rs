@@ -7,7 +7,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct UpgradeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
