@@ -455,14 +455,17 @@ sys.exit(0 if d.get("uploadsInProgress", 0) + d.get("uploadsQueued", 0) == 0 els
 }
 
 # Ends a mount: everything uploaded (files written: $4, $5, $6 as for all_listed), unmounted,
-# the daemon exited. Records ssefs's traffic line and the daemon's peak memory.
+# the daemon exited (ENDED_AT: when). Records ssefs's traffic line and the daemon's peak memory,
+# then removes the cache (after ENDED_AT: not part of any figure).
 TRAFFIC=""
 PEAKS=""
+ENDED_AT=""
 end_mount() {
     local t=$1 w=$2 run=$3 ok=0 line
     echo "$(stamp) $t: $w done; waiting for uploads, then unmounting" >>"$LOG"
     wait_uploaded "$t" "${4:-}" "${5:-}" "${6:-0}" || ok=1
     unmount_target "$t" "$TIMEOUT" || ok=1
+    ENDED_AT=$EPOCHREALTIME
     if [ "$DAEMON_RC" -ne 0 ]; then echo "$t: daemon exited with status $DAEMON_RC" >>"$LOG"; fi
     [ "${HWM[$t]:-0}" -le "${RUN_HWM[$t]:-0}" ] || RUN_HWM[$t]=${HWM[$t]}
     printf '%s\t%s\t%s\t%s\n' "$t" "$w" "$run" "${HWM[$t]:-0}" >>"$PEAKS"
@@ -512,7 +515,7 @@ setup_target() {
 # WHY and returns non-zero. FIG_LOCAL: the same figure without the wait for uploads.
 
 elapsed_since() {
-    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.6f", b - a }'
+    awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.6f", b - a }'
 }
 
 mib_per_s() {
@@ -548,7 +551,7 @@ w_seq_write() {
     fi
     local_s=$(elapsed_since "$t0")
     end_mount "$t" seq_write "$run" "" "$WORK/seq.expected" 1 || { WHY="upload or unmount after the write failed (exit $DAEMON_RC)"; return 1; }
-    FIG=$(mib_per_s "$SEQ_MIB" "$(elapsed_since "$t0")")
+    FIG=$(mib_per_s "$SEQ_MIB" "$(elapsed_since "$t0" "$ENDED_AT")")
     FIG_LOCAL=$(mib_per_s "$SEQ_MIB" "$local_s")
 }
 
@@ -624,7 +627,7 @@ EOF
     fi
     local_s=$(elapsed_since "$t0")
     end_mount "$t" create_files "$run" "files.$run" "$WORK/files.expected" || { WHY="upload or unmount after creating the files failed (exit $DAEMON_RC)"; return 1; }
-    FIG=$(elapsed_since "$t0")
+    FIG=$(elapsed_since "$t0" "$ENDED_AT")
     FIG_LOCAL=$local_s
     check_listed "$t" "files.$run" "$WORK/files.expected"
 }
@@ -650,7 +653,7 @@ w_untar() {
     fi
     local_s=$(elapsed_since "$t0")
     end_mount "$t" untar "$run" "tree.$run" "$WORK/tree.expected" || { WHY="upload or unmount after the untar failed (exit $DAEMON_RC)"; return 1; }
-    FIG=$(elapsed_since "$t0")
+    FIG=$(elapsed_since "$t0" "$ENDED_AT")
     FIG_LOCAL=$local_s
     check_listed "$t" "tree.$run" "$WORK/tree.expected"
 }

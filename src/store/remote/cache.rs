@@ -45,7 +45,9 @@ const PAGE: u64 = 4096;
 const WHOLE_BELOW: u64 = 1 << 20;
 /// The first and the largest read-ahead window of a sequential reader.
 const FIRST_WINDOW: u64 = 256 << 10;
-const MAX_WINDOW: u64 = 8 << 20;
+const MAX_WINDOW: u64 = 32 << 20;
+/// How far past the last fetch a miss may start and still count as sequential.
+const SEQUENTIAL_SLACK: u64 = 4 << 20;
 /// Fetched in one ranged GET at most (larger ranges are split, fetched in parallel).
 const MAX_RANGE: u64 = 4 << 20;
 /// A first read of a small file fetches up to this many small untouched files of its
@@ -567,13 +569,22 @@ impl RemoteBacking {
                 (offset + len).div_ceil(PAGE).saturating_mul(PAGE).min(size),
             )
         };
-        if offset == st.next_read && offset > 0 {
-            st.window = (st.window * 2).clamp(FIRST_WINDOW, MAX_WINDOW);
-            end = (end + st.window).min(size);
+        // A miss at (or just past) where the last fetch ended is a sequential reader's: the
+        // window grows. Reads inside a fetched window never miss, so the next miss of a
+        // sequential reader comes at its end (the block map's meta pages are inside it).
+        // Reads of one stream arrive from several request threads, a little out of order:
+        // a miss somewhat behind the frontier still belongs to it (the window is kept).
+        let ahead = offset <= st.next_read.saturating_add(SEQUENTIAL_SLACK);
+        let behind = offset + SEQUENTIAL_SLACK + st.window >= st.next_read;
+        if offset > 0 && ahead && behind {
+            if offset + PAGE >= st.next_read {
+                st.window = (st.window * 2).clamp(FIRST_WINDOW, MAX_WINDOW);
+            }
+            end = (end + st.window.max(FIRST_WINDOW)).min(size);
         } else {
             st.window = 0;
         }
-        st.next_read = offset + len;
+        let mut frontier = end.max(if st.window > 0 { st.next_read } else { 0 });
         let mut wanted = st.present.missing(start, end);
         for (a, b) in std::mem::take(&mut st.hints) {
             let (a, b) = (
@@ -581,7 +592,17 @@ impl RemoteBacking {
                 b.div_ceil(PAGE).saturating_mul(PAGE).min(size),
             );
             wanted.extend(st.present.missing(a, b));
+            // Read-ahead hints of a sequential reader extend what it has fetched; the block
+            // map's hints (far-apart pages) do not.
+            if b - a > PAGE && a <= frontier.saturating_add(SEQUENTIAL_SLACK) {
+                frontier = frontier.max(b);
+            }
         }
+        st.next_read = frontier;
+        log::trace!(
+            "miss at {offset}+{len}: window {}, fetching to {end}",
+            st.window
+        );
         self.fetch(file, st, wanted)
     }
 
