@@ -325,19 +325,9 @@ fn print_text(
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();
     for m in &summary.master_keys {
-        let current = if Some(m.version) == newest {
-            ", current"
-        } else {
-            ""
-        };
-        let retired = m
-            .retired_at
-            .map(|t| format!(", retired {}", format_utc(t)))
-            .unwrap_or_default();
         println!(
-            "  v{} created {}{retired}{current}: {} object(s)",
-            m.version,
-            format_utc(m.created_at),
+            "{}: {} object(s)",
+            master_key_line(m, newest),
             uses.master(m.version)
         );
     }
@@ -392,6 +382,24 @@ fn print_text(
         println!("  {key}: {n}");
     }
     println!("note: {UNVERIFIED}");
+}
+
+/// A master key version's line: `  vN created TIME[, retired TIME][, current]`.
+fn master_key_line(m: &crate::keystore::inspect::MasterKeyVersion, newest: Option<u32>) -> String {
+    let current = if Some(m.version) == newest {
+        ", current"
+    } else {
+        ""
+    };
+    let retired = m
+        .retired_at
+        .map(|t| format!(", retired {}", format_utc(t)))
+        .unwrap_or_default();
+    format!(
+        "  v{} created {}{retired}{current}",
+        m.version,
+        format_utc(m.created_at)
+    )
 }
 
 /// The status of a store in an object store (`named` by its URL), from the working copy of
@@ -489,20 +497,7 @@ fn remote_status(
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();
     for m in &summary.master_keys {
-        let current = if Some(m.version) == newest {
-            ", current"
-        } else {
-            ""
-        };
-        let retired = m
-            .retired_at
-            .map(|t| format!(", retired {}", format_utc(t)))
-            .unwrap_or_default();
-        println!(
-            "  v{} created {}{retired}{current}",
-            m.version,
-            format_utc(m.created_at)
-        );
+        println!("{}", master_key_line(m, newest));
     }
     if !summary.cmks.is_empty() {
         println!("CMK material versions:");
