@@ -13,19 +13,11 @@ use cryptoki::object::{Attribute, AttributeType, KeyType};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::cli::SSEFS;
+use support::cli::{SSEFS, text};
 use support::mount::{fusermount_u, is_mounted, is_ssefs_mount, mount_tests_enabled, wait_timeout};
 use support::softhsm::{SoftHsm, USER_PIN, arg, hsm_tests_enabled, ssefs_with};
 
 const KEY: &str = "ssefs-root";
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// A scratch directory with a SoftHSM token, a store path and a mountpoint.
 struct Fixture {

@@ -8,7 +8,7 @@ mod support;
 
 use ssefs::store::remote::{WorkingCopyError, WriteMode, keystore_key};
 use std::process::Output;
-use support::cli::{SSEFS, s};
+use support::cli::{SSEFS, ok, s, text};
 use support::s3::S3Server;
 
 /// A remote store's URL, its endpoint, and a scratch directory for its root key.
@@ -98,24 +98,6 @@ impl Remote {
     fn keystore_etag(&self) -> Option<String> {
         self.client().head(&keystore_key()).unwrap().version.etag
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed ({}): {}",
-        out.status,
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use ssefs::store::remote::WriteMode;
 use std::fs;
 use std::path::PathBuf;
 use std::process::Output;
-use support::cli::{SSEFS, s};
+use support::cli::{SSEFS, ok, s, text};
 use support::mount::{Mount, MountArgs, mount_tests_enabled};
 use support::s3::S3Server;
 use support::xattr::{get_xattr, key_version, set_xattr};
@@ -86,24 +86,6 @@ impl Remote {
             options: Vec::new(),
         })
     }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed ({}): {}",
-        out.status,
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn content(seed: u8, len: usize) -> Vec<u8> {

@@ -38,6 +38,17 @@ pub fn ssefs_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Fails the test unless the command succeeded (showing what it said); its stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed ({}): {}",
+        out.status,
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A test path as an argument (test paths are UTF-8).
 pub fn s(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
