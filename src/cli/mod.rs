@@ -10,6 +10,7 @@ pub mod helper_mode;
 pub mod init;
 pub mod json;
 pub mod keystore_cmd;
+pub mod keystore_sync;
 pub mod kms;
 pub mod mount;
 pub mod mount_remote;
@@ -322,13 +323,6 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
     } else {
         None
     };
-    if let Some(mounted) = keystore.mounted_here() {
-        // Mounted on this host: work on the mount's keystore, as beside a local mount.
-        store.store = Some(mounted.clone());
-        store.named = Some(path.clone());
-        give_hosts(&mut cli.command, hosts);
-        return dispatch_on_copy(cli.command, &mounted, &path);
-    }
     let (endpoint, region) = (store.endpoint.clone(), store.region.clone());
     let retried = matches!(name, "kms" | "rotate-master");
     give_hosts(&mut cli.command, hosts);

@@ -43,6 +43,11 @@ pub struct MountOptions {
     /// A remote store's endpoint and region (`endpoint=URL`, `region=R`), for fstab.
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// A remote store's keystore sync interval in seconds (`keystore_refresh=SECS`).
+    pub keystore_refresh: Option<u64>,
+    /// How long a remote store's mount trusts what it knows of an object or a directory
+    /// before asking the store again, in seconds (`metadata_ttl=SECS`).
+    pub metadata_ttl: Option<u64>,
 }
 
 impl Default for MountOptions {
@@ -65,12 +70,24 @@ impl Default for MountOptions {
             cache_size: None,
             endpoint: None,
             region: None,
+            keystore_refresh: None,
+            metadata_ttl: None,
         }
     }
 }
 
 /// The cache size of a remote store when none is given.
 pub const DEFAULT_CACHE_SIZE: u64 = 10 << 30;
+
+/// Parses a number of seconds of the option `option`, at least `min`, at most a day.
+fn parse_seconds(option: &str, value: &str, min: u64) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(n) if (min..=86_400).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid {option:?}: give whole seconds from {min} to 86400"
+        )),
+    }
+}
 
 /// Parses a size: bytes, or a number with a suffix K, M, G or T (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -130,6 +147,12 @@ impl MountOptions {
                 self.cache_dir = Some(PathBuf::from(value));
             }
             Some(("cache_size", value)) => self.cache_size = Some(parse_size(value)?),
+            Some(("keystore_refresh", value)) => {
+                self.keystore_refresh = Some(parse_seconds(option, value, 1)?);
+            }
+            Some(("metadata_ttl", value)) => {
+                self.metadata_ttl = Some(parse_seconds(option, value, 0)?);
+            }
             Some(("endpoint", value)) if !value.is_empty() => {
                 self.endpoint = Some(value.to_string());
             }
@@ -448,7 +471,16 @@ pub fn run_announcing(
     let keystore = open_keystore(store.root(), key, &root_key)?;
     drop(root_key);
     let shown = store.root().display().to_string();
-    serve_store(store, keystore, &options, &mountpoint, &shown, on_ready)?;
+    let keystore = Arc::new(keystore);
+    serve_store(
+        store,
+        keystore,
+        true,
+        &options,
+        &mountpoint,
+        &shown,
+        on_ready,
+    )?;
     drop(bucket_lock);
     Ok(())
 }
@@ -486,18 +518,21 @@ pub(super) fn open_keystore(
 }
 
 /// Serves an opened store on `mountpoint` until it is unmounted. `shown` names the store in
-/// messages.
+/// messages. With `maintain`, the mount destroys CMKs past their deletion date and rotates
+/// keys by age itself (a remote store's mount does that in its keystore sync instead).
 pub(super) fn serve_store(
     store: Store,
-    keystore: Keystore,
+    keystore: Arc<Keystore>,
+    maintain: bool,
     options: &MountOptions,
     mountpoint: &Path,
     shown: &str,
     on_ready: ReadyHook,
 ) -> Result<(), String> {
-    let keystore = Arc::new(keystore);
-    process_deletions(&keystore);
-    super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
+    if maintain {
+        process_deletions(&keystore);
+        super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
+    }
     let fs_options = FsOptions {
         read_only: options.read_only,
         default_sse: options.default_sse,
@@ -537,7 +572,9 @@ pub(super) fn serve_store(
     let mountpoint = mountpoint.to_path_buf();
     let served = crate::fuse::serve(fs, &config, || {
         log::info!("mounted {} on {}", shown.0, shown.1);
-        deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
+        if maintain {
+            deletions = Some(DeletionTimer::start(keystore, DELETION_INTERVAL));
+        }
         announce_when_answering(mountpoint.clone(), on_ready);
     });
     drop(deletions);

@@ -1,8 +1,11 @@
 //! `ssefs mount s3://BUCKET[/PREFIX] MOUNTPOINT`: mounts a remote store over its local cache
 //! (`store::remote::Mirror`). Before serving, what a crashed mount left is uploaded and the
-//! local copy brought in line with the store; while serving, directory markers are written
-//! every second; at unmount every dirty file, every marker and the keystore are uploaded.
+//! local copy brought in line with the store and the keystore synced; while serving,
+//! directory markers are written every second and the keystore synced every
+//! `keystore_refresh`; at unmount every dirty file, every marker and the keystore's new
+//! records are uploaded.
 
+use super::keystore_sync::{DEFAULT_KEYSTORE_REFRESH, KeystoreSync, Synced};
 use super::mount::{
     DEFAULT_CACHE_SIZE, MountOptions, ReadyHook, check_mountpoint, open_keystore, serve_store,
     start_daemon,
@@ -13,7 +16,7 @@ use crate::store::remote::{HEARTBEAT_INTERVAL, Heartbeat, Mirror, RemoteBacking}
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the markers of changed directories are written while mounted.
 const MARKER_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,20 +46,28 @@ fn cache_dir(given: Option<&Path>, keystore: &[u8]) -> Result<PathBuf, String> {
     Ok(base.join("ssefs").join(id))
 }
 
-/// Writes the markers of changed directories every [`MARKER_INTERVAL`] until dropped.
-struct MarkerFlusher {
+/// The mount's background work until dropped: markers of changed directories written every
+/// [`MARKER_INTERVAL`], the heartbeat every [`HEARTBEAT_INTERVAL`], the keystore synced
+/// every `refresh` and whenever a command on this host asks.
+struct Background {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl MarkerFlusher {
-    /// Also rewrites the mount's heartbeat every [`HEARTBEAT_INTERVAL`].
-    fn start(backing: Arc<RemoteBacking>, heartbeat: Option<Heartbeat>) -> MarkerFlusher {
+impl Background {
+    fn start(
+        backing: Arc<RemoteBacking>,
+        heartbeat: Option<Heartbeat>,
+        sync: Arc<KeystoreSync>,
+        mirror: Arc<Mirror>,
+        refresh: Duration,
+    ) -> Background {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
-            .name("ssefs-markers".to_string())
+            .name("ssefs-remote".to_string())
             .spawn(move || {
-                let mut last_beat = std::time::Instant::now();
+                let mut last_beat = Instant::now();
+                let mut last_sync = Instant::now();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(MARKER_INTERVAL) {
                     if let Err(e) = backing.flush_markers() {
                         log::warn!("directory markers not written yet (retried): {e}");
@@ -64,9 +75,17 @@ impl MarkerFlusher {
                     if let Some(beat) = &heartbeat
                         && last_beat.elapsed() >= HEARTBEAT_INTERVAL
                     {
-                        last_beat = std::time::Instant::now();
+                        last_beat = Instant::now();
                         if let Err(e) = beat.beat() {
                             log::warn!("heartbeat not written (retried): {e}");
+                        }
+                    }
+                    let asked = mirror.sync_requested();
+                    if asked || last_sync.elapsed() >= refresh {
+                        last_sync = Instant::now();
+                        report_sync(&sync.sync());
+                        if asked {
+                            mirror.sync_done();
                         }
                     }
                 }
@@ -74,13 +93,13 @@ impl MarkerFlusher {
                 drop(heartbeat);
             });
         match thread {
-            Ok(thread) => MarkerFlusher {
+            Ok(thread) => Background {
                 stop: Some(stop),
                 thread: Some(thread),
             },
             Err(e) => {
-                log::error!("cannot start the marker writer: {e}");
-                MarkerFlusher {
+                log::error!("cannot start the remote store's background work: {e}");
+                Background {
                     stop: None,
                     thread: None,
                 }
@@ -89,12 +108,35 @@ impl MarkerFlusher {
     }
 }
 
-impl Drop for MarkerFlusher {
+impl Drop for Background {
     fn drop(&mut self) {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+/// Logs what a keystore sync did (nothing when it did nothing).
+fn report_sync(result: &Result<Synced, String>) {
+    match result {
+        Ok(done) if done.took => log::info!(
+            "took the keystore as changed on the object store{}",
+            if done.carried.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", with this mount's {} audit record(s) added",
+                    done.carried.records
+                )
+            }
+        ),
+        Ok(done) if done.wrote => log::debug!(
+            "wrote the keystore: {} audit record(s) of this mount",
+            done.carried.records
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("keystore not synced with the object store (retried): {e}"),
     }
 }
 
@@ -138,6 +180,7 @@ fn run(
         .map_err(|e| e.to_string().replace(&root.display().to_string(), &shown))?;
     let keystore = open_keystore(&root, key, &root_key)
         .map_err(|e| e.replace(&root.display().to_string(), &shown))?;
+    let keystore = Arc::new(keystore);
     let marker_key = crate::keystore::remote_marker_key(&root_key, keystore.store_id())
         .map_err(|e| e.to_string())?;
     drop(root_key);
@@ -159,6 +202,23 @@ fn run(
         report.uploaded,
         report.conflicts
     );
+    let mirror = Arc::new(mirror);
+    let sync = Arc::new(KeystoreSync::new(
+        Arc::clone(&mirror),
+        Arc::clone(&keystore),
+        options.master_rotation_days,
+    ));
+    // Before serving: what the last mount with this cache added to the keystore is carried
+    // onto the store's, and key changes made meanwhile are taken.
+    let synced = sync
+        .sync()
+        .map_err(|e| format!("{shown}: the keystore cannot be synced: {e}"))?;
+    report_sync(&Ok(synced));
+    let refresh = Duration::from_secs(
+        options
+            .keystore_refresh
+            .unwrap_or(DEFAULT_KEYSTORE_REFRESH.as_secs()),
+    );
     let store_id = keystore.store_id().to_string();
     let store =
         Store::open_with(&root, Arc::clone(&backing) as _, true).map_err(|e| e.to_string())?;
@@ -171,18 +231,33 @@ fn run(
             log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}")
         })
         .ok();
-    let flusher = MarkerFlusher::start(Arc::clone(&backing), heartbeat);
-    let served = serve_store(store, keystore, options, &mountpoint, &shown, on_ready);
+    let background = Background::start(
+        Arc::clone(&backing),
+        heartbeat,
+        Arc::clone(&sync),
+        Arc::clone(&mirror),
+        refresh,
+    );
+    let served = serve_store(
+        store,
+        Arc::clone(&keystore),
+        false,
+        options,
+        &mountpoint,
+        &shown,
+        on_ready,
+    );
     drop(record);
-    drop(flusher);
+    drop(background);
     let failed = backing.upload_dirty();
     if let Err(e) = backing.flush_markers() {
         log::error!("{shown}: directory markers not written: {e} (written at the next mount)");
     }
-    match mirror.push_keystore() {
-        Ok(true) => log::info!("{shown}: the keystore was uploaded"),
-        Ok(false) => {}
-        Err(e) => log::error!("{shown}: the keystore was not uploaded: {e} (kept in the cache)"),
+    if let Err(e) = sync.sync() {
+        log::error!(
+            "{shown}: the keystore was not synced: {e} (this mount's audit records stay in the \
+             cache and are added by the next mount with it)"
+        );
     }
     if failed > 0 {
         log::error!(

@@ -12,6 +12,8 @@ use crate::store::remote::{
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// How long a keystore command waits for a mount on this host to take its change.
+const MOUNT_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// The environment variable giving the endpoint when `--endpoint` is not given.
 pub const ENDPOINT_ENV: &str = "AWS_ENDPOINT_URL";
 /// The environment variable giving the region when `--region` is not given.
@@ -158,17 +160,27 @@ impl RemoteKeystore {
         Ok(crate::store::remote::hosts(&self.remote)?)
     }
 
-    /// The local copy of a mount of this store on this host, if one serves it now: a
-    /// keystore command then works on the mount's keystore (which the mount sees at once
-    /// and uploads at unmount), as it would beside a local store's mount.
-    pub fn mounted_here(&self) -> Option<PathBuf> {
-        let summary = crate::keystore::inspect::summarize_file(&self.copy.keystore()).ok()?;
-        crate::store::remote::mounted_copy(&summary.store_id.to_string())
-    }
-
-    /// Puts the keystore back if the command changed it (only over the version read).
+    /// Puts the keystore back if the command changed it (only over the version read);
+    /// then a mount of the store on this host, if there is one, is asked to take it at once
+    /// (mounts elsewhere take it within their `keystore_refresh`), as a local store's
+    /// mount sees a change at once.
     pub fn finish(self) -> Result<(), RemoteCliError> {
-        self.remote.checkin_keystore(&self.copy)?;
+        let store_id = crate::keystore::inspect::summarize_file(&self.copy.keystore())
+            .ok()
+            .map(|summary| summary.store_id.to_string());
+        if !self.remote.checkin_keystore(&self.copy)? {
+            return Ok(());
+        }
+        let Some(store_id) = store_id else {
+            return Ok(());
+        };
+        if crate::store::remote::request_sync(&store_id, MOUNT_SYNC_WAIT) == Some(false) {
+            eprintln!(
+                "ssefs: the mount of {} on this host has not taken the change yet; it does \
+                 within its keystore_refresh interval",
+                self.remote.url()
+            );
+        }
         Ok(())
     }
 }
@@ -260,7 +272,13 @@ impl RemoteCopy {
                 report.removed
             );
         }
-        self.mirror.push_keystore()?;
+        if self.mirror.push_keystore()? {
+            let keystore = crate::store::layout::keystore_path(&self.mirror.store_root());
+            if let Ok(summary) = crate::keystore::inspect::summarize_file(&keystore) {
+                let id = summary.store_id.to_string();
+                crate::store::remote::request_sync(&id, MOUNT_SYNC_WAIT);
+            }
+        }
         Ok(())
     }
 }

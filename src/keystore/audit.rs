@@ -275,20 +275,7 @@ pub(super) fn insert(
     event: &AuditEvent<'_>,
 ) -> Result<(), KeystoreError> {
     let mut head = read_head(conn, key)?;
-    let newest: Option<(ChainRow, Option<Vec<u8>>)> = conn
-        .prepare_cached(&format!(
-            "SELECT {CHAIN_COLUMNS}, hash FROM audit ORDER BY id DESC LIMIT 1"
-        ))?
-        .query_row([], |r| Ok((chain_row(r)?, r.get(11)?)))
-        .optional()?;
-    if let Some((row, hash)) = &newest {
-        if row.0 != head.head_id || hash.as_deref() != Some(&head.head_hash[..]) {
-            return Err(KeystoreError::Tampered(vec![format!(
-                "the newest audit record (id {}) is not the chain's head (id {})",
-                row.0, head.head_id
-            )]));
-        }
-    }
+    let newest = checked_newest(conn, &head)?;
     let same = |row: &ChainRow| {
         row.2 == event.uid.map(i64::from)
             && row.3 == event.pid.map(i64::from)
@@ -346,11 +333,89 @@ pub(super) fn insert(
             rehash_newest(conn, conn.last_insert_rowid(), &mut head)?;
         }
     }
+    prune_and_seal(conn, key, &mut head, now)
+}
+
+/// The newest record and its hash.
+type Newest = (ChainRow, Option<Vec<u8>>);
+
+/// The newest record and its hash, refused (`Tampered`) unless it is the chain's head.
+fn checked_newest(conn: &Connection, head: &ChainHead) -> Result<Option<Newest>, KeystoreError> {
+    let newest: Option<Newest> = conn
+        .prepare_cached(&format!(
+            "SELECT {CHAIN_COLUMNS}, hash FROM audit ORDER BY id DESC LIMIT 1"
+        ))?
+        .query_row([], |r| Ok((chain_row(r)?, r.get(11)?)))
+        .optional()?;
+    if let Some((row, hash)) = &newest {
+        if row.0 != head.head_id || hash.as_deref() != Some(&head.head_hash[..]) {
+            return Err(KeystoreError::Tampered(vec![format!(
+                "the newest audit record (id {}) is not the chain's head (id {})",
+                row.0, head.head_id
+            )]));
+        }
+    }
+    Ok(newest)
+}
+
+/// Prunes the log by the retention settings and writes the new head.
+fn prune_and_seal(
+    conn: &Connection,
+    key: &Key256,
+    head: &mut ChainHead,
+    now: i64,
+) -> Result<(), KeystoreError> {
     let (days, max_rows): (i64, i64) = conn
         .prepare_cached("SELECT audit_retention_days, audit_max_rows FROM meta WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    prune(conn, &mut head, now, days, max_rows)?;
-    write_head(conn, key, &head)
+    prune(conn, head, now, days, max_rows)?;
+    write_head(conn, key, head)
+}
+
+/// A record written on another copy of the keystore, as it was written there.
+pub(super) struct AppendRow<'a> {
+    pub time: i64,
+    pub uid: Option<i64>,
+    pub pid: Option<i64>,
+    pub key_id: Option<&'a str>,
+    pub operation: &'a str,
+    pub object_path: Option<&'a str>,
+    pub result: &'a str,
+    pub detail: Option<&'a str>,
+    pub repeats: i64,
+    pub last_time: Option<i64>,
+}
+
+/// Appends a record written on another copy of the keystore (its time, repeats and last
+/// time kept, never merged into the newest), extends the chain and prunes, inside the
+/// caller's transaction.
+pub(super) fn append(
+    conn: &Connection,
+    key: &Key256,
+    now: i64,
+    row: &AppendRow<'_>,
+) -> Result<(), KeystoreError> {
+    let mut head = read_head(conn, key)?;
+    checked_newest(conn, &head)?;
+    conn.prepare_cached(
+        "INSERT INTO audit (time, uid, pid, key_id, operation, object_path, result, detail,
+                            repeats, last_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(rusqlite::params![
+        row.time,
+        row.uid,
+        row.pid,
+        row.key_id,
+        row.operation,
+        row.object_path,
+        row.result,
+        row.detail,
+        row.repeats.max(1),
+        row.last_time,
+    ])?;
+    rehash_newest(conn, conn.last_insert_rowid(), &mut head)?;
+    prune_and_seal(conn, key, &mut head, now)
 }
 
 /// The operation of a record that counts what a uid did beyond its rate.

@@ -23,7 +23,9 @@ mod rotation;
 mod rules;
 mod schema;
 mod seal;
+mod sync;
 pub use seal::remote_marker_key;
+pub use sync::Carried;
 
 pub use audit::{AUDIT_RATE_PER_MINUTE, AuditIntegrity, AuditQuery, AuditRecord, AuditSettings};
 pub use byok::{IMPORT_PARAMS_LIFETIME, ImportParams, ImportedMaterial};

@@ -5,6 +5,8 @@
 //! ```text
 //! DIR/lock                  flock: one mount per cache directory
 //! DIR/keystore.version      the ETag the local keystore copy was read or last written at
+//! DIR/keystore.base.db      the keystore as the store held it at that ETag
+//! DIR/sync.request          a command on this host asks the mount to take the keystore
 //! DIR/markers.journal       directories whose markers are not written yet
 //! DIR/conflicts/            local copies the object store refused (changed by others)
 //! DIR/store/.ssefs/         the keystore's working copy, temporary files
@@ -137,8 +139,71 @@ impl Mirror {
     }
 
     fn record_keystore(&self, etag: &str, bytes: &[u8]) -> Result<(), MirrorError> {
+        let base = self.keystore_base();
+        write_synced(&base, bytes).map_err(local(&base))?;
         let text = format!("{etag}\n{}\n", digest(bytes));
         write_synced(&self.version_path(), text.as_bytes()).map_err(local(&self.version_path()))
+    }
+
+    /// The keystore as the store held it when this cache last took or wrote it: what a
+    /// mount's own changes (audit records, usage) are counted from.
+    pub fn keystore_base(&self) -> PathBuf {
+        self.dir.join("keystore.base.db")
+    }
+
+    /// The store's keystore if it is another version than the one last taken or written
+    /// here (one `HEAD`, and a `GET` when it changed): its bytes and `ETag`.
+    pub fn changed_keystore(&self) -> Result<Option<(Vec<u8>, String)>, MirrorError> {
+        let recorded = self.recorded_keystore().map(|(etag, _)| etag);
+        let now = self.remote.head(&keystore_key())?.version.etag;
+        if now.is_some() && now == recorded {
+            return Ok(None);
+        }
+        let (bytes, version) = self.remote.get(&keystore_key())?;
+        Ok(Some((bytes, version.etag.unwrap_or_default())))
+    }
+
+    /// The `ETag` of the keystore version last taken or written here.
+    pub fn keystore_etag(&self) -> Option<String> {
+        self.recorded_keystore().map(|(etag, _)| etag)
+    }
+
+    /// Records that the store's keystore version `etag` (`bytes`) was taken as it is.
+    pub fn took_keystore(&self, etag: &str, bytes: &[u8]) -> Result<(), MirrorError> {
+        self.record_keystore(etag, bytes)
+    }
+
+    /// Writes `bytes` as the store's keystore over the version `over` (`If-Match`); a
+    /// conflict (another host wrote it meanwhile) is `MirrorError::Remote` with
+    /// `is_conflict`.
+    pub fn publish_keystore(&self, bytes: Vec<u8>, over: &str) -> Result<(), MirrorError> {
+        let version = Version {
+            etag: Some(over.to_string()),
+            version: None,
+        };
+        let done = self
+            .remote
+            .put(&keystore_key(), bytes.clone(), WriteMode::Replace(version))?;
+        let etag = match done.etag {
+            Some(etag) => etag,
+            None => self
+                .remote
+                .head(&keystore_key())?
+                .version
+                .etag
+                .unwrap_or_default(),
+        };
+        self.record_keystore(&etag, &bytes)
+    }
+
+    /// Whether a command on this host asks for a keystore sync (see [`request_sync`]).
+    pub fn sync_requested(&self) -> bool {
+        self.dir.join(SYNC_REQUEST).exists()
+    }
+
+    /// Tells a command waiting in [`request_sync`] that the sync it asked for is done.
+    pub fn sync_done(&self) {
+        let _ = std::fs::remove_file(self.dir.join(SYNC_REQUEST));
     }
 
     /// Puts the fetched keystore in the local copy, unless the copy holds changes not yet
@@ -147,6 +212,11 @@ impl Mirror {
     /// aside in `conflicts/` and the store's keystore is used.
     fn take_keystore(&self, bytes: Vec<u8>, version: Version) -> Result<(), MirrorError> {
         let path = layout::keystore_path(&self.store_root());
+        if self.keystore_base().exists() && path.exists() {
+            // What the local copy added since the base (a mount's audit records) is carried
+            // onto the store's keystore by the mount's first sync, before it serves.
+            return Ok(());
+        }
         let etag = version.etag.clone().unwrap_or_default();
         let local_bytes = std::fs::read(&path).ok();
         if let (Some((recorded, was)), Some(local_bytes)) = (self.recorded_keystore(), &local_bytes)
@@ -892,6 +962,28 @@ impl Mirror {
         write_synced(&path, self.dir.as_os_str().as_encoded_bytes())?;
         Ok(MountRecord { path })
     }
+}
+
+/// The file in a cache directory by which a command asks the mount to sync its keystore.
+const SYNC_REQUEST: &str = "sync.request";
+
+/// Asks the mount of the store `store_id` on this host, if there is one, to take the
+/// store's keystore now (after a command changed it), and waits up to `wait` for it.
+/// `None` if no mount serves it here; else whether the mount took it in time.
+pub fn request_sync(store_id: &str, wait: std::time::Duration) -> Option<bool> {
+    let cache = mounted_copy(store_id)?.parent()?.to_path_buf();
+    let request = cache.join(SYNC_REQUEST);
+    if write_synced(&request, b"").is_err() {
+        return Some(false);
+    }
+    let start = std::time::Instant::now();
+    while request.exists() {
+        if start.elapsed() >= wait {
+            return Some(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(true)
 }
 
 /// The local copy (a store directory) of the store `store_id` if a mount on this host

@@ -22,6 +22,7 @@ pub use credentials::{
 pub use heartbeat::{HEARTBEAT_EXPIRY, HEARTBEAT_INTERVAL, Heartbeat, HostBeat, hosts, unix_now};
 pub use mirror::{
     Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, mounted_copy,
+    request_sync,
 };
 pub use namespace::DIR_MARKER;
 pub use url::{Endpoint, S3_SCHEME, StoreUrl, UrlError, is_remote};
