@@ -19,6 +19,7 @@
 //! whether all of it is present. Files under `.ssefs/` (the keystore, temporary files) are
 //! local only.
 
+use super::local_copy::{CACHE_ATTR, local_xattrs, lstat};
 use super::namespace::{DIR_MARKER, Marker, NodeAttrs, child_key, marker_key, parent_key};
 use super::{RemoteError, RemoteStore, Version, WriteMode};
 use crate::store::backing::{
@@ -26,19 +27,16 @@ use crate::store::backing::{
 };
 use crate::store::layout;
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-/// The extended attribute holding a cached file's state.
-pub const CACHE_ATTR: &str = "user.ssefs.cache";
 /// Fetches are whole pages of this size.
 const PAGE: u64 = 4096;
 /// Files this small are fetched whole on first read.
@@ -1132,30 +1130,6 @@ impl io::Read for ReadAt<'_> {
     }
 }
 
-/// The `user.*` attributes of a local node (the cache's own left out).
-pub(super) fn local_xattrs(path: &Path) -> io::Result<Vec<(OsString, Vec<u8>)>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    let local = LocalBacking;
-    let names = local.list_xattr(file.as_fd())?;
-    let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if !name.starts_with(b"user.") || name == CACHE_ATTR.as_bytes() {
-            continue;
-        }
-        let name = OsStr::from_bytes(name);
-        match local.get_xattr(file.as_fd(), name) {
-            Ok(value) => out.push((name.to_os_string(), value)),
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
 /// The marker of the local directory at `path`: its attributes and those of its entries
 /// that are not directories.
 pub(super) fn local_marker(path: &Path, top: bool) -> io::Result<Marker> {
@@ -1194,14 +1168,6 @@ pub(super) fn local_marker(path: &Path, top: bool) -> io::Result<Marker> {
         entries.insert(name, NodeAttrs::from_stat(&st, xattrs, target));
     }
     Ok(Marker { dir, entries })
-}
-
-pub(super) fn lstat(path: &Path) -> io::Result<Stat> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)?;
-    LocalBacking.stat(file.as_fd())
 }
 
 impl Backing for RemoteBacking {

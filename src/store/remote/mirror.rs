@@ -17,18 +17,21 @@
 //! Before a mount serves, [`Mirror::reconcile`] uploads what a crash left dirty, writes the
 //! journalled markers, then brings the local copy in line with one listing of the store.
 
-use super::cache::{CACHE_ATTR, RemoteBacking, allocated, local_xattrs, lstat};
-use super::namespace::{Marker, NodeAttrs, marker_dir, marker_key, parent_key};
+use super::cache::{RemoteBacking, allocated};
+use super::local_copy::{
+    apply_attrs, is_dirty, lstat, make_placeholder, make_special, read_state, remove_any,
+    set_times, walk,
+};
+use super::namespace::{Marker, marker_dir, marker_key, parent_key};
 use super::working_copy::keystore_key;
 use super::{ObjectInfo, RemoteError, RemoteStore, Version, WriteMode};
-use crate::store::backing::{Backing, LocalBacking, TimeUpdate};
+use crate::store::backing::Backing;
 use crate::store::layout;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -610,161 +613,6 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)
-}
-
-/// Every node under `dir` (not `.ssefs` at the top), children before their directory.
-fn walk(
-    dir: &Path,
-    key: &str,
-    visit: &mut dyn FnMut(&str, &Path, &std::fs::Metadata),
-) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if key.is_empty() && name == layout::META_DIR {
-            continue;
-        }
-        let Some(name) = name.to_str() else {
-            continue;
-        };
-        let child_key = if key.is_empty() {
-            name.to_string()
-        } else {
-            format!("{key}/{name}")
-        };
-        let path = entry.path();
-        let meta = std::fs::symlink_metadata(&path)?;
-        if meta.is_dir() {
-            walk(&path, &child_key, visit)?;
-        }
-        visit(&child_key, &path, &meta);
-    }
-    Ok(())
-}
-
-fn read_state(path: &Path) -> Option<(bool, Option<String>)> {
-    let file = File::open(path).ok()?;
-    let value = LocalBacking
-        .get_xattr(file.as_fd(), std::ffi::OsStr::new(CACHE_ATTR))
-        .ok()?;
-    let text = String::from_utf8(value).ok()?;
-    let dirty = text.contains("dirty=1");
-    let etag = text
-        .split(' ')
-        .find_map(|p| p.strip_prefix("etag="))
-        .filter(|e| *e != "-")
-        .map(str::to_string);
-    Some((dirty, etag))
-}
-
-fn is_dirty(path: &Path) -> bool {
-    match read_state(path) {
-        Some((dirty, _)) => dirty,
-        // A file the cache never recorded is local work not uploaded.
-        None => true,
-    }
-}
-
-fn remove_any(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// A local file of the object's size with nothing fetched yet (all holes), recorded clean
-/// at `etag`.
-fn make_placeholder(path: &Path, size: u64, etag: Option<&str>) -> io::Result<()> {
-    remove_any(path)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    file.set_len(size)?;
-    let state = format!(
-        "v1 dirty=0 complete={} etag={}",
-        u8::from(size == 0),
-        etag.unwrap_or("-")
-    );
-    LocalBacking.set_xattr(
-        file.as_fd(),
-        std::ffi::OsStr::new(CACHE_ATTR),
-        state.as_bytes(),
-        0,
-    )
-}
-
-fn make_special(path: &Path, node: &NodeAttrs) -> io::Result<()> {
-    let kind = node.mode & libc::S_IFMT;
-    if kind == libc::S_IFLNK {
-        let target = node.target.clone().unwrap_or_default();
-        std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&target), path)?;
-    } else {
-        use rustix::fs::{CWD, FileType, Mode, mknodat};
-        let kind = FileType::from_raw_mode(node.mode);
-        mknodat(
-            CWD,
-            path,
-            kind,
-            Mode::from_raw_mode(node.mode & 0o7777),
-            node.rdev,
-        )?;
-    }
-    apply_attrs(path, node)
-}
-
-fn set_times(
-    path: &Path,
-    atime: crate::store::backing::Timestamp,
-    mtime: crate::store::backing::Timestamp,
-) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().unwrap_or_default();
-    let dir = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)?;
-    LocalBacking.utimens_at(
-        dir.as_fd(),
-        name,
-        Some(TimeUpdate::At(atime)),
-        Some(TimeUpdate::At(mtime)),
-    )
-}
-
-/// Gives a local node the recorded mode, owner, `user.*` attributes and times.
-fn apply_attrs(path: &Path, node: &NodeAttrs) -> io::Result<()> {
-    let st = lstat(path)?;
-    let is_link = st.is_symlink();
-    {
-        use rustix::fs::{AtFlags, CWD, Gid, Uid, chownat};
-        let (uid, gid) = (Uid::from_raw(node.uid), Gid::from_raw(node.gid));
-        chownat(CWD, path, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)?;
-    }
-    if !is_link {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)?;
-        let present = local_xattrs(path)?;
-        for (name, _) in &present {
-            if !node.xattrs.iter().any(|(n, _)| n == name) {
-                LocalBacking.remove_xattr(file.as_fd(), name)?;
-            }
-        }
-        for (name, value) in &node.xattrs {
-            if name.as_bytes().starts_with(b"user.") && name != CACHE_ATTR {
-                LocalBacking.set_xattr(file.as_fd(), name, value, 0)?;
-            }
-        }
-    }
-    set_times(path, node.atime, node.mtime)
 }
 
 /// What a full copy held when it was made: each object's version and local file identity,

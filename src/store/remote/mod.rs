@@ -9,17 +9,19 @@
 mod cache;
 mod credentials;
 mod heartbeat;
+mod local_copy;
 mod mirror;
 mod namespace;
 mod url;
 mod working_copy;
 
-pub use cache::{CACHE_ATTR, RemoteBacking};
+pub use cache::RemoteBacking;
 pub use credentials::{
     ACCESS_KEY_CREDENTIAL, Credentials, CredentialsError, SECRET_KEY_CREDENTIAL,
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
 pub use heartbeat::{HEARTBEAT_EXPIRY, HEARTBEAT_INTERVAL, Heartbeat, HostBeat, hosts, unix_now};
+pub use local_copy::CACHE_ATTR;
 pub use mirror::{
     Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, mounted_copy,
     request_sync,
