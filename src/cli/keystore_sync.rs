@@ -32,6 +32,8 @@ pub struct KeystoreSync {
     mirror: Arc<Mirror>,
     keystore: Arc<Keystore>,
     master_days: u32,
+    /// One round at a time (the background thread, misses and changes all sync).
+    running: std::sync::Mutex<()>,
 }
 
 impl KeystoreSync {
@@ -40,12 +42,14 @@ impl KeystoreSync {
             mirror,
             keystore,
             master_days,
+            running: std::sync::Mutex::new(()),
         }
     }
 
     /// One round, run again (with a short jittered wait) when another host wrote the
     /// keystore between this round's read and write.
     pub fn sync(&self) -> Result<Synced, String> {
+        let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut attempt = 1;
         loop {
             match self.round() {
@@ -140,4 +144,168 @@ fn read_settled(path: &std::path::Path) -> Result<Vec<u8>, SyncError> {
         )));
     }
     std::fs::read(path).map_err(|e| SyncError::Local(format!("{}: {e}", path.display())))
+}
+
+/// The key source of a remote store's mount: the mount's keystore, synced at once after a
+/// change made through the mount (a bucket's default encryption), and synced before it
+/// answers that a bucket has no rule or that a key is unknown (another host may have made
+/// it since the last sync; at most one such sync a second). So a bucket made on one host
+/// never takes objects without its rule on another, and an object under a key made
+/// elsewhere opens as soon as it is seen.
+pub struct SharedKeys {
+    keystore: Arc<Keystore>,
+    sync: Arc<KeystoreSync>,
+    last_miss: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// The least time between two syncs forced by a miss.
+const MISS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+impl SharedKeys {
+    pub fn new(keystore: Arc<Keystore>, sync: Arc<KeystoreSync>) -> SharedKeys {
+        SharedKeys {
+            keystore,
+            sync,
+            last_miss: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Syncs for a miss unless one did within [`MISS_SYNC_INTERVAL`]; true if it synced.
+    fn synced_for_miss(&self) -> bool {
+        {
+            let mut last = self.last_miss.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|at| at.elapsed() < MISS_SYNC_INTERVAL) {
+                return false;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        match self.sync.sync() {
+            Ok(_) => true,
+            Err(e) => {
+                log::warn!("keystore not synced with the object store: {e}");
+                false
+            }
+        }
+    }
+
+    fn synced_after_change(&self) {
+        if let Err(e) = self.sync.sync() {
+            log::warn!(
+                "a keystore change made through the mount is not in the object store yet \
+                 (sent with the next sync): {e}"
+            );
+        }
+    }
+}
+
+fn is_unknown_key(e: &crate::fs::FsError) -> bool {
+    use crate::keystore::KeystoreError;
+    matches!(
+        e,
+        crate::fs::FsError::UnknownKey(_)
+            | crate::fs::FsError::Keystore(
+                KeystoreError::UnknownKey(_) | KeystoreError::UnknownMasterKey(_)
+            )
+    )
+}
+
+impl crate::fs::KeySource for SharedKeys {
+    fn bucket_rule(
+        &self,
+        bucket: &str,
+    ) -> Result<Option<crate::keystore::BucketRule>, crate::fs::FsError> {
+        let rule = self.keystore.bucket_rule(bucket)?;
+        if rule.is_none() && self.synced_for_miss() {
+            return Ok(self.keystore.bucket_rule(bucket)?);
+        }
+        Ok(rule)
+    }
+    fn put_bucket_rule(
+        &self,
+        bucket: &str,
+        rule: &crate::keystore::BucketRule,
+    ) -> Result<(), crate::fs::FsError> {
+        self.keystore.put_bucket_rule(bucket, rule)?;
+        self.synced_after_change();
+        Ok(())
+    }
+    fn delete_bucket_rule(&self, bucket: &str) -> Result<(), crate::fs::FsError> {
+        self.keystore.delete_bucket_rule(bucket)?;
+        self.synced_after_change();
+        Ok(())
+    }
+    fn validate_rule(
+        &self,
+        rule: &crate::keystore::BucketRule,
+        caller: &crate::keystore::Caller,
+    ) -> Result<crate::keystore::BucketRule, crate::fs::FsError> {
+        crate::fs::KeySource::validate_rule(&*self.keystore, rule, caller)
+    }
+    fn current_master_key(&self) -> Result<(u32, crate::crypto::Key256), crate::fs::FsError> {
+        crate::fs::KeySource::current_master_key(&*self.keystore)
+    }
+    fn master_key(
+        &self,
+        version: u32,
+    ) -> Result<Option<crate::crypto::Key256>, crate::fs::FsError> {
+        let key = crate::fs::KeySource::master_key(&*self.keystore, version)?;
+        if key.is_none() && self.synced_for_miss() {
+            return crate::fs::KeySource::master_key(&*self.keystore, version);
+        }
+        Ok(key)
+    }
+    fn cmk_for_new_object(
+        &self,
+        id_or_alias: Option<&str>,
+        caller: &crate::keystore::Caller,
+        object_path: &str,
+    ) -> Result<(String, u32, crate::crypto::Key256), crate::fs::FsError> {
+        let first = crate::fs::KeySource::cmk_for_new_object(
+            &*self.keystore,
+            id_or_alias,
+            caller,
+            object_path,
+        );
+        match first {
+            Err(e) if is_unknown_key(&e) && self.synced_for_miss() => {
+                crate::fs::KeySource::cmk_for_new_object(
+                    &*self.keystore,
+                    id_or_alias,
+                    caller,
+                    object_path,
+                )
+            }
+            other => other,
+        }
+    }
+    fn cmk_for_object(
+        &self,
+        key_id: &str,
+        version: u32,
+        caller: &crate::keystore::Caller,
+        object_path: &str,
+    ) -> Result<crate::crypto::Key256, crate::fs::FsError> {
+        let first = crate::fs::KeySource::cmk_for_object(
+            &*self.keystore,
+            key_id,
+            version,
+            caller,
+            object_path,
+        );
+        match first {
+            Err(e) if is_unknown_key(&e) && self.synced_for_miss() => {
+                crate::fs::KeySource::cmk_for_object(
+                    &*self.keystore,
+                    key_id,
+                    version,
+                    caller,
+                    object_path,
+                )
+            }
+            other => other,
+        }
+    }
+    fn store_key(&self) -> Result<crate::crypto::StoreKey, crate::fs::FsError> {
+        crate::fs::KeySource::store_key(&*self.keystore)
+    }
 }

@@ -471,11 +471,9 @@ pub fn run_announcing(
     let keystore = open_keystore(store.root(), key, &root_key)?;
     drop(root_key);
     let shown = store.root().display().to_string();
-    let keystore = Arc::new(keystore);
     serve_store(
         store,
-        keystore,
-        true,
+        MountKeys::local(Arc::new(keystore)),
         &options,
         &mountpoint,
         &shown,
@@ -517,18 +515,44 @@ pub(super) fn open_keystore(
     Ok(keystore)
 }
 
+/// The keys a mount serves with.
+pub(super) struct MountKeys {
+    pub keystore: Arc<Keystore>,
+    /// What the filesystem asks for keys: the keystore, or a remote store's synced view.
+    pub source: Arc<dyn crate::fs::KeySource>,
+    /// Other hosts change the store too (a remote store): no maintenance here (its mount
+    /// runs deletions and rotation by age in its keystore sync), and the kernel keeps no
+    /// file's pages from one open to the next.
+    pub shared: bool,
+}
+
+impl MountKeys {
+    /// A local store's: the keystore alone.
+    pub(super) fn local(keystore: Arc<Keystore>) -> MountKeys {
+        MountKeys {
+            source: Arc::clone(&keystore) as _,
+            keystore,
+            shared: false,
+        }
+    }
+}
+
 /// Serves an opened store on `mountpoint` until it is unmounted. `shown` names the store in
-/// messages. With `maintain`, the mount destroys CMKs past their deletion date and rotates
-/// keys by age itself (a remote store's mount does that in its keystore sync instead).
+/// messages.
 pub(super) fn serve_store(
     store: Store,
-    keystore: Arc<Keystore>,
-    maintain: bool,
+    keys: MountKeys,
     options: &MountOptions,
     mountpoint: &Path,
     shown: &str,
     on_ready: ReadyHook,
 ) -> Result<(), String> {
+    let MountKeys {
+        keystore,
+        source: keys,
+        shared,
+    } = keys;
+    let maintain = !shared;
     if maintain {
         process_deletions(&keystore);
         super::rotate::spawn_rotation_checks(Arc::clone(&keystore), options.master_rotation_days);
@@ -536,10 +560,10 @@ pub(super) fn serve_store(
     let fs_options = FsOptions {
         read_only: options.read_only,
         default_sse: options.default_sse,
+        shared,
     };
     // Before the filesystem sizes its descriptor cache from the limit.
     crate::fuse::raise_open_file_limit();
-    let keys = Arc::clone(&keystore) as _;
     let fs = match &options.bucket {
         Some(bucket) => {
             BucketFs::for_bucket(store, keys, fs_options, bucket, options.create_bucket)

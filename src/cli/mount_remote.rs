@@ -5,10 +5,10 @@
 //! `keystore_refresh`; at unmount every dirty file, every marker and the keystore's new
 //! records are uploaded.
 
-use super::keystore_sync::{DEFAULT_KEYSTORE_REFRESH, KeystoreSync, Synced};
+use super::keystore_sync::{DEFAULT_KEYSTORE_REFRESH, KeystoreSync, SharedKeys, Synced};
 use super::mount::{
-    DEFAULT_CACHE_SIZE, MountOptions, ReadyHook, check_mountpoint, open_keystore, serve_store,
-    start_daemon,
+    DEFAULT_CACHE_SIZE, MountKeys, MountOptions, ReadyHook, check_mountpoint, open_keystore,
+    serve_store, start_daemon,
 };
 use super::root_key::{KeyArgs, load_root_key};
 use crate::store::Store;
@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How often the markers of changed directories are written while mounted.
 const MARKER_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a mount trusts what it knows of an object or a directory before asking the
+/// store again (`metadata_ttl=SECS`): the most another host's change takes to show.
+const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(1);
 /// Where cache directories go by default, one per store id.
 const SYSTEM_CACHE: &str = "/var/cache/ssefs";
 
@@ -188,6 +191,11 @@ fn run(
         .backing(
             *marker_key,
             options.cache_size.unwrap_or(DEFAULT_CACHE_SIZE),
+            Duration::from_secs(
+                options
+                    .metadata_ttl
+                    .unwrap_or(DEFAULT_METADATA_TTL.as_secs()),
+            ),
         )
         .map_err(|e| e.to_string())?;
     drop(marker_key);
@@ -238,15 +246,12 @@ fn run(
         Arc::clone(&mirror),
         refresh,
     );
-    let served = serve_store(
-        store,
-        Arc::clone(&keystore),
-        false,
-        options,
-        &mountpoint,
-        &shown,
-        on_ready,
-    );
+    let keys = MountKeys {
+        keystore: Arc::clone(&keystore),
+        source: Arc::new(SharedKeys::new(Arc::clone(&keystore), Arc::clone(&sync))),
+        shared: true,
+    };
+    let served = serve_store(store, keys, options, &mountpoint, &shown, on_ready);
     drop(record);
     drop(background);
     let failed = backing.upload_dirty();

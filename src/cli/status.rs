@@ -413,6 +413,7 @@ fn remote_status(
 ) -> Result<(), StatusError> {
     let now = crate::store::remote::unix_now();
     let summary = summarize(&keystore_dir(local))?;
+    let conflicts = crate::store::remote::conflicts_here(&summary.store_id.to_string());
     let rule_text = |rule: &crate::keystore::BucketRule| match &rule.kms_key_id {
         Some(id) => format!("{} {id}", algorithm_label(rule.algorithm)),
         None => algorithm_label(rule.algorithm).to_string(),
@@ -462,6 +463,15 @@ fn remote_status(
                         .collect(),
                 ),
             ),
+            (
+                "conflicts",
+                Json::Array(
+                    conflicts
+                        .iter()
+                        .map(|p| Json::str(p.to_string_lossy()))
+                        .collect(),
+                ),
+            ),
             ("master_keys", Json::Array(masters.collect())),
             ("cmks", Json::Array(cmks.collect())),
             ("bucket_rules", Json::object(rules)),
@@ -493,6 +503,16 @@ fn remote_status(
             h.mountpoint,
             format_utc(h.started)
         );
+    }
+    if !conflicts.is_empty() {
+        println!(
+            "conflicts: {} file(s) the mount on this host wrote after another host did; its \
+             versions are kept here (encrypted as in the store):",
+            conflicts.len()
+        );
+        for path in &conflicts {
+            println!("  {}", path.display());
+        }
     }
     println!("master keys:");
     let newest = summary.master_keys.iter().map(|m| m.version).max();

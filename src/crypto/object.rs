@@ -1288,9 +1288,25 @@ impl<I: ObjectIo> Object<I> {
 
     /// Marks the object clean (no write session open), trims the backing bytes and syncs nothing.
     pub fn close(mut self) -> Result<I, CryptoError> {
+        self.end_session()?;
+        Ok(self.io)
+    }
+
+    /// Ends the write session without closing, and syncs: the backing bytes are then a
+    /// clean, complete object (as after `close`), whose block map verifies whole; the next
+    /// change opens a new session. For a store other hosts read, at each close of a writer.
+    pub fn settle(&mut self) -> Result<(), CryptoError> {
+        self.end_session()?;
+        if self.version() == FORMAT_V1 {
+            return Ok(());
+        }
+        Ok(self.io.sync_data()?)
+    }
+
+    fn end_session(&mut self) -> Result<(), CryptoError> {
         if self.version() == FORMAT_V1 {
             // Read-only: a write session a crash left open stays as it is.
-            return Ok(self.io);
+            return Ok(());
         }
         if self.header.is_dirty() {
             if self.recovering {
@@ -1302,7 +1318,7 @@ impl<I: ObjectIo> Object<I> {
         } else if self.header_unsaved {
             self.write_header()?;
         }
-        Ok(self.io)
+        Ok(())
     }
 
     /// After a crash or a failed write: in every block whose newest slot does not

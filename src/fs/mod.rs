@@ -56,6 +56,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// grants) here.
 pub const KEEP_PAGE_CACHE: bool = true;
 
+impl BucketFs {
+    /// Whether the kernel may keep a file's cached pages from one open to the next: see
+    /// [`KEEP_PAGE_CACHE`]; never when other hosts share the store.
+    pub fn keeps_page_cache(&self) -> bool {
+        KEEP_PAGE_CACHE && !self.options.shared
+    }
+}
+
 /// Locks a mutex whose data stays consistent even if a holder panicked (plain maps and
 /// counters updated in one step).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -137,6 +145,9 @@ fn supplementary_groups(pid: u32) -> Vec<u32> {
 pub struct FsOptions {
     pub read_only: bool,
     pub default_sse: DefaultSse,
+    /// Other hosts change the store's objects too (a remote store): the kernel drops a
+    /// file's cached pages at each open, so an open sees the version it opened.
+    pub shared: bool,
 }
 
 /// What kind of node an inode is.

@@ -382,6 +382,29 @@ impl BucketFs {
         .map_err(|e| self.note(&file.inode, e))
     }
 
+    /// A `close` of a descriptor of `fh`. On a store other hosts share, a writer's close
+    /// ends its write session and syncs (so the object store holds the whole new version
+    /// when `close` returns: close-to-open consistency); elsewhere nothing is done (the
+    /// mount answers `flush` with `ENOSYS` then).
+    pub fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let handle = self.file_handle(fh)?;
+        let Handle::File(file) = &*handle else {
+            return Err(FsError::BadHandle(fh));
+        };
+        if !self.options.shared || self.options.read_only || !file.writable {
+            return Ok(());
+        }
+        self.keeping_times(&file.inode, || {
+            file.object.mutate(|object| Ok(object.settle()?))
+        })
+        .map_err(|e| self.note(&file.inode, e))
+    }
+
+    /// Whether a `close` needs the daemon ([`BucketFs::flush`]).
+    pub fn flushes(&self) -> bool {
+        self.options.shared && !self.options.read_only
+    }
+
     /// Closes a handle; the last handle of an object closes the object.
     pub fn release(&self, fh: u64) -> Result<(), FsError> {
         match &*self.take_handle(fh)? {

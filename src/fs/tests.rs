@@ -112,6 +112,7 @@ fn default_sse_none_records_no_rule_and_clears_a_stale_one() {
     let f = fixture_with(FsOptions {
         read_only: false,
         default_sse: DefaultSse::None,
+        shared: false,
     });
     let stale = BucketRule {
         algorithm: Algorithm::Aes256,
@@ -360,6 +361,7 @@ fn a_read_only_mount_refuses_every_mutation() {
     let f = fixture_with(FsOptions {
         read_only: true,
         default_sse: DefaultSse::Aes256,
+        shared: false,
     });
     std::fs::create_dir(f.dir.path().join("bkt")).unwrap();
     let b = f.fs.lookup(ROOT_INO, os("bkt")).unwrap();

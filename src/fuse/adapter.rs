@@ -2,9 +2,7 @@
 //! requests into calls on `fs::` and `fs::` answers and errors into replies and errnos, and
 //! decides nothing itself. Knows nothing of mounting (see `session.rs`).
 
-use crate::fs::{
-    Attr, BucketFs, Caller, FsError, KEEP_PAGE_CACHE, NodeKind, RenameMode, SetAttr, TimeUpdate,
-};
+use crate::fs::{Attr, BucketFs, Caller, FsError, NodeKind, RenameMode, SetAttr, TimeUpdate};
 use crate::keystore::KeystoreError;
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
@@ -33,6 +31,17 @@ pub struct FuseAdapter {
 impl FuseAdapter {
     pub fn new(fs: Arc<BucketFs>) -> Self {
         FuseAdapter { fs }
+    }
+
+    /// How long the kernel may keep an entry and its attributes: none at all on a store
+    /// other hosts share (every `stat` and path walk asks the mount, which asks the store
+    /// after its own `metadata_ttl`).
+    fn ttl(&self) -> Duration {
+        if self.fs.options().shared {
+            Duration::ZERO
+        } else {
+            TTL
+        }
     }
 }
 
@@ -108,9 +117,9 @@ fn time_update(t: Option<TimeOrNow>) -> Option<TimeUpdate> {
     })
 }
 
-fn reply_entry(reply: ReplyEntry, result: Result<Attr, FsError>) {
+fn reply_entry(reply: ReplyEntry, ttl: Duration, result: Result<Attr, FsError>) {
     match result {
-        Ok(attr) => reply.entry(&TTL, &file_attr(&attr), Generation(attr.generation)),
+        Ok(attr) => reply.entry(&ttl, &file_attr(&attr), Generation(attr.generation)),
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -135,8 +144,8 @@ fn reply_xattr(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, FsError>) {
 }
 
 /// The open flags of a file handle: whether the kernel keeps the file's cached pages.
-fn file_open_flags() -> FopenFlags {
-    if KEEP_PAGE_CACHE {
+fn file_open_flags(fs: &BucketFs) -> FopenFlags {
+    if fs.keeps_page_cache() {
         FopenFlags::FOPEN_KEEP_CACHE
     } else {
         FopenFlags::empty()
@@ -165,7 +174,7 @@ impl Filesystem for FuseAdapter {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.fs.lookup(parent.0, name));
+        reply_entry(reply, self.ttl(), self.fs.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -174,7 +183,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -207,7 +216,7 @@ impl Filesystem for FuseAdapter {
             handle: fh.map(|fh| fh.0),
         };
         match self.fs.setattr(caller(req), ino.0, changes) {
-            Ok(attr) => reply.attr(&TTL, &file_attr(&attr)),
+            Ok(attr) => reply.attr(&self.ttl(), &file_attr(&attr)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -231,6 +240,7 @@ impl Filesystem for FuseAdapter {
     ) {
         reply_entry(
             reply,
+            self.ttl(),
             self.fs.mknod(caller(req), parent.0, name, mode, rdev),
         );
     }
@@ -244,7 +254,11 @@ impl Filesystem for FuseAdapter {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.mkdir(caller(req), parent.0, name, mode));
+        reply_entry(
+            reply,
+            self.ttl(),
+            self.fs.mkdir(caller(req), parent.0, name, mode),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -265,6 +279,7 @@ impl Filesystem for FuseAdapter {
     ) {
         reply_entry(
             reply,
+            self.ttl(),
             self.fs.symlink(caller(req), parent.0, link_name, target),
         );
     }
@@ -302,12 +317,12 @@ impl Filesystem for FuseAdapter {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, self.fs.link(ino.0, newparent.0, newname));
+        reply_entry(reply, self.ttl(), self.fs.link(ino.0, newparent.0, newname));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(caller(req), ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), file_open_flags()),
+            Ok(fh) => reply.opened(FileHandle(fh), file_open_flags(&self.fs)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -359,11 +374,16 @@ impl Filesystem for FuseAdapter {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        if self.fs.flushes() {
+            reply_empty(reply, self.fs.flush(fh.0));
+        } else {
+            // The kernel then sends no more flushes: one round trip less per close.
+            reply.error(Errno::ENOSYS);
+        }
     }
 
     fn release(
@@ -428,12 +448,13 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let ttl = self.ttl();
         let listed = self.fs.readdirplus(ino.0, fh.0, offset, |entry, attr| {
             reply.add(
                 INodeNo(attr.ino),
                 entry.offset,
                 &entry.name,
-                &TTL,
+                &ttl,
                 &file_attr(attr),
                 Generation(attr.generation),
             )
@@ -590,11 +611,11 @@ impl Filesystem for FuseAdapter {
     ) {
         match self.fs.create(caller(req), parent.0, name, mode, flags) {
             Ok((attr, fh)) => reply.created(
-                &TTL,
+                &self.ttl(),
                 &file_attr(&attr),
                 Generation(attr.generation),
                 FileHandle(fh),
-                file_open_flags(),
+                file_open_flags(&self.fs),
             ),
             Err(e) => reply.error(errno(&e)),
         }

@@ -154,17 +154,23 @@ impl RemoteTestStore {
     /// `ssefs mount URL MOUNTPOINT --endpoint E --root-key K ARGS`, waiting until the kernel
     /// lists the mount; fails the test with the daemon's output if it exits first.
     pub fn mount_with(&self, args: &[&str]) -> RemoteMount {
+        self.mount_at(&self.mountpoint, args)
+    }
+
+    /// As [`RemoteTestStore::mount_with`] on another mountpoint: a second "host" of the
+    /// store (give it its own `--cache-dir`).
+    pub fn mount_at(&self, mountpoint: &Path, args: &[&str]) -> RemoteMount {
         let n = DAEMONS.fetch_add(1, Ordering::Relaxed);
         let log = self.base.join(format!("daemon-{n}.log"));
         let mut cmd = self.command(&["mount", &self.url]);
-        cmd.arg(&self.mountpoint)
+        cmd.arg(mountpoint)
             .args(["--endpoint", &self.endpoint])
             .arg("--root-key")
             .arg(&self.root_key)
             .args(args);
         let child = spawn_daemon(cmd, &log);
         let mut mount = RemoteMount {
-            mountpoint: self.mountpoint.clone(),
+            mountpoint: mountpoint.to_path_buf(),
             child: Some(child),
             log,
             watchdog: None,

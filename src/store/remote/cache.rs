@@ -19,8 +19,11 @@
 //! whether all of it is present. Files under `.ssefs/` (the keystore, temporary files) are
 //! local only.
 
-use super::local_copy::{CACHE_ATTR, local_xattrs, lstat};
+use super::local_copy::{
+    CACHE_ATTR, local_xattrs, lstat, remove_any, reset_placeholder, set_times,
+};
 use super::namespace::{DIR_MARKER, Marker, NodeAttrs, child_key, marker_key, parent_key};
+use super::refresh::{Freshness, refresh_dir};
 use super::{RemoteError, RemoteStore, Version, WriteMode};
 use crate::store::backing::{
     Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate,
@@ -175,6 +178,9 @@ struct State {
     hints: Vec<(u64, u64)>,
     /// The bytes of this file counted in the cache's size.
     counted: u64,
+    /// Where this file's copy was set aside when its upload lost to another writer; it is
+    /// never uploaded again, and once nobody here has it open it takes the store's version.
+    conflict: Option<PathBuf>,
 }
 
 impl State {
@@ -232,6 +238,10 @@ pub struct RemoteBacking {
     prefetched: std::sync::Condvar,
     /// Set when an upload failed because the object store could not be reached.
     unreachable: std::sync::atomic::AtomicBool,
+    /// When directories were listed and objects checked again (close-to-open consistency).
+    fresh: Freshness,
+    /// Where copies that lost to another writer are kept.
+    conflicts: PathBuf,
 }
 
 impl std::fmt::Debug for RemoteBacking {
@@ -252,7 +262,12 @@ impl RemoteBacking {
         marker_key: [u8; 32],
         cache_size: u64,
         journal: File,
+        metadata_ttl: std::time::Duration,
     ) -> RemoteBacking {
+        let conflicts = root
+            .parent()
+            .map(|p| p.join("conflicts"))
+            .unwrap_or_else(|| root.join("conflicts"));
         RemoteBacking {
             local: LocalBacking,
             remote,
@@ -268,6 +283,83 @@ impl RemoteBacking {
             prefetching: Mutex::new(std::collections::HashSet::new()),
             prefetched: std::sync::Condvar::new(),
             unreachable: std::sync::atomic::AtomicBool::new(false),
+            fresh: Freshness::new(metadata_ttl),
+            conflicts,
+        }
+    }
+
+    /// Lists the directory `dir` again if its listing is older than the TTL (see
+    /// refresh.rs). A failure leaves what the cache holds, and is tried again after the TTL.
+    /// True if it listed the directory.
+    fn refresh_if_stale(&self, dir: &str) -> bool {
+        if !self.fresh.claim_dir(dir) {
+            return false;
+        }
+        match refresh_dir(&self.remote, &self.marker_key, &self.fresh, &self.root, dir) {
+            Ok(done) => {
+                for ino in &done.stale {
+                    self.forget(*ino);
+                }
+                if done.added + done.changed + done.removed > 0 {
+                    log::debug!(
+                        "{dir:?} listed again: {} new, {} changed, {} removed by other hosts",
+                        done.added,
+                        done.changed,
+                        done.removed
+                    );
+                }
+            }
+            Err(e) => {
+                log::warn!("{dir:?} could not be listed again (what the cache holds is shown): {e}")
+            }
+        }
+        true
+    }
+
+    /// The directory `dir` (a descriptor) listed again if stale; for a name not found in it.
+    fn refresh_parent(&self, dir: BorrowedFd<'_>) -> bool {
+        match self.place_of(dir) {
+            Ok(Place::Node(key)) => self.refresh_if_stale(&key),
+            _ => false,
+        }
+    }
+
+    /// Checks a clean file opened while nobody here had it open against its object (one
+    /// `HEAD`, at most once per TTL): a changed object empties the local copy in place, a
+    /// removed one removes it (`ENOENT`). An unreachable store serves what the cache holds.
+    fn revalidate(&self, file: &File, ino: u64) -> io::Result<()> {
+        let Place::Node(key) = self.place_of(file.as_fd())? else {
+            return Ok(());
+        };
+        let Some(persisted) = self.read_persisted(file.as_fd())? else {
+            return Ok(());
+        };
+        if persisted.dirty || persisted.etag.is_none() {
+            return Ok(());
+        }
+        let path = self.local.path_of(file.as_fd())?;
+        match self.remote.head(&key) {
+            Ok(info) if info.version.etag == persisted.etag => Ok(()),
+            Ok(info) => {
+                reset_placeholder(&path, info.size, info.version.etag.as_deref())?;
+                let mtime = crate::store::backing::Timestamp {
+                    secs: info.modified,
+                    nanos: 0,
+                };
+                set_times(&path, mtime, mtime)?;
+                self.forget(ino);
+                log::debug!("{key}: changed by another host; the cached copy was dropped");
+                Ok(())
+            }
+            Err(e) if e.is_not_found() => {
+                remove_any(&path)?;
+                self.forget(ino);
+                Err(errno(libc::ENOENT))
+            }
+            Err(e) => {
+                log::warn!("{key}: not checked against the object store (cached copy used): {e}");
+                Ok(())
+            }
         }
     }
 
@@ -390,6 +482,7 @@ impl RemoteBacking {
                 window: 0,
                 hints: Vec::new(),
                 counted: 0,
+                conflict: None,
             }),
         });
         let mut entries = lock(&self.entries);
@@ -687,6 +780,14 @@ impl RemoteBacking {
             return Ok(());
         }
         let key = st.key.clone();
+        if let Some(aside) = &st.conflict {
+            log::error!(
+                "{key}: not uploaded: another host wrote it first; this host's version is kept \
+                 in {}",
+                aside.display()
+            );
+            return Err(errno(libc::EIO));
+        }
         let mode = match &st.persisted.etag {
             Some(etag) => WriteMode::Replace(Version {
                 etag: Some(etag.clone()),
@@ -707,11 +808,14 @@ impl RemoteBacking {
         let version = match put {
             Ok(v) => v,
             Err(e) if e.is_conflict() => {
+                let aside = self.set_aside(file, &key)?;
                 log::error!(
-                    "{key} was changed or created by someone else since this host read it; \
-                     not overwriting it: the local copy stays in the cache, dirty \
-                     (reported at every fsync and mount until resolved)"
+                    "{key} was changed or created by another host since this host read it; \
+                     not overwriting it: this host's version is kept in {} (fsync gets EIO); \
+                     once closed here, the file shows the store's version",
+                    aside.display()
                 );
+                st.conflict = Some(aside);
                 return Err(errno(libc::EIO));
             }
             Err(e) => {
@@ -742,6 +846,51 @@ impl RemoteBacking {
         let writer = reopen_for_writing(file)?;
         self.write_persisted(writer.as_fd(), &st.persisted)?;
         self.note_dir(parent_key(&key));
+        Ok(())
+    }
+
+    /// Copies a file whose upload lost to another writer into the conflicts directory,
+    /// durably, under its key (slashes as `%2F`) and the time.
+    fn set_aside(&self, file: &File, key: &str) -> io::Result<PathBuf> {
+        let when = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let aside = self
+            .conflicts
+            .join(format!("{}.{when}", key.replace('/', "%2F")));
+        let mut copy = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&aside)?;
+        io::copy(&mut ReadAt::new(file), &mut copy)?;
+        copy.sync_all()?;
+        File::open(&self.conflicts)?.sync_all()?;
+        Ok(aside)
+    }
+
+    /// Once nobody here has a conflicted file open, it takes the store's version (its own
+    /// is in the conflicts directory).
+    fn settle_conflict(&self, file: &File) -> io::Result<()> {
+        let Some(entry) = self.entry(file)? else {
+            return Ok(());
+        };
+        let st = entry.state.read().map_err(|_| errno(libc::EIO))?;
+        if st.conflict.is_none() {
+            return Ok(());
+        }
+        let info = self.remote.head(&st.key).map_err(|e| remote_errno(&e))?;
+        let path = self.local.path_of(file.as_fd())?;
+        reset_placeholder(&path, info.size, info.version.etag.as_deref())?;
+        let mtime = crate::store::backing::Timestamp {
+            secs: info.modified,
+            nanos: 0,
+        };
+        set_times(&path, mtime, mtime)?;
+        drop(st);
+        self.forget(entry.ino);
         Ok(())
     }
 
@@ -1175,18 +1324,48 @@ impl Backing for RemoteBacking {
         self.local.stat(fd)
     }
     fn stat_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Stat> {
-        self.local.stat_at(dir, name)
+        match self.local.stat_at(dir, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.refresh_parent(dir) => {
+                self.local.stat_at(dir, name)
+            }
+            found => found,
+        }
     }
     fn open_path_at(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<OwnedFd> {
-        self.local.open_path_at(dir, name)
+        match self.local.open_path_at(dir, name) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && self.refresh_parent(dir) => {
+                self.local.open_path_at(dir, name)
+            }
+            found => found,
+        }
     }
     fn reopen(&self, fd: BorrowedFd<'_>, flags: i32) -> io::Result<File> {
-        self.local.reopen(fd, flags)
+        let file = self.local.reopen(fd, flags)?;
+        if flags & libc::O_PATH != 0 {
+            return Ok(file);
+        }
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Ok(file);
+        }
+        // Counted until the object's file is dropped (`closed`): an open file is never
+        // refreshed under its reader.
+        if self.fresh.opened(meta.ino())
+            && self.fresh.claim_file(meta.ino())
+            && let Err(e) = self.revalidate(&file, meta.ino())
+        {
+            self.fresh.closed(meta.ino());
+            return Err(e);
+        }
+        Ok(file)
     }
 
     fn create_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<File> {
         let place = self.child_place(dir, name)?;
         let file = self.local.create_at(dir, name, mode)?;
+        if let Ok(meta) = file.metadata() {
+            self.fresh.opened(meta.ino());
+        }
         if let Place::Node(key) = place {
             let p = Persisted {
                 dirty: true,
@@ -1364,6 +1543,9 @@ impl Backing for RemoteBacking {
         self.local.readlink(fd)
     }
     fn read_dir(&self, fd: BorrowedFd<'_>) -> io::Result<Vec<DirEntryInfo>> {
+        if let Ok(Place::Node(key)) = self.place_of(fd) {
+            let _ = self.refresh_if_stale(&key);
+        }
         self.local.read_dir(fd)
     }
     fn path_of(&self, fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
@@ -1528,15 +1710,23 @@ impl Backing for RemoteBacking {
 
     fn closed(&self, file: &File) {
         use rustix::fs::OFlags;
-        match rustix::fs::fcntl_getfl(file) {
-            Ok(flags) if flags.intersects(OFlags::WRONLY | OFlags::RDWR) => {}
-            _ => return,
+        let writable = matches!(
+            rustix::fs::fcntl_getfl(file),
+            Ok(flags) if flags.intersects(OFlags::WRONLY | OFlags::RDWR)
+        );
+        if writable {
+            if let Err(e) = self.upload_file(file) {
+                log::warn!("upload at close failed (the file stays dirty in the cache): {e}");
+            }
+            // What was uploaded is clean now, and counts against the cache's size.
+            self.evict();
         }
-        if let Err(e) = self.upload_file(file) {
-            log::warn!("upload at close failed (the file stays dirty in the cache): {e}");
+        if let Ok(meta) = file.metadata()
+            && self.fresh.closed(meta.ino())
+            && let Err(e) = self.settle_conflict(file)
+        {
+            log::warn!("a conflicted file does not show the store's version yet: {e}");
         }
-        // What was uploaded is clean now, and counts against the cache's size.
-        self.evict();
     }
 }
 

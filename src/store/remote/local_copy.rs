@@ -203,3 +203,21 @@ pub(super) fn apply_attrs(path: &Path, node: &NodeAttrs) -> io::Result<()> {
     }
     set_times(path, node.atime, node.mtime)
 }
+
+/// Empties a clean local copy in place for a new version of its object (the same inode, so
+/// that whoever holds its name keeps it): the object's size, nothing fetched, recorded
+/// clean at `etag`.
+pub(super) fn reset_placeholder(path: &Path, size: u64, etag: Option<&str>) -> io::Result<()> {
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    file.set_len(0)?;
+    file.set_len(size)?;
+    let state = format!(
+        "v1 dirty=0 complete={} etag={}",
+        u8::from(size == 0),
+        etag.unwrap_or("-")
+    );
+    LocalBacking.set_xattr(file.as_fd(), OsStr::new(CACHE_ATTR), state.as_bytes(), 0)
+}

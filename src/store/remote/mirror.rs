@@ -319,6 +319,7 @@ impl Mirror {
         &self,
         marker_key: [u8; 32],
         cache_size: u64,
+        metadata_ttl: std::time::Duration,
     ) -> Result<Arc<RemoteBacking>, MirrorError> {
         let root = self.store_root().canonicalize().map_err(local(&self.dir))?;
         let path = self.dir.join("markers.journal");
@@ -334,6 +335,7 @@ impl Mirror {
             marker_key,
             cache_size,
             journal,
+            metadata_ttl,
         )))
     }
 
@@ -832,6 +834,20 @@ pub fn request_sync(store_id: &str, wait: std::time::Duration) -> Option<bool> {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Some(true)
+}
+
+/// The copies a mount of the store `store_id` on this host set aside because another host
+/// wrote their objects first (its cache's `conflicts/`), sorted; empty if none is mounted.
+pub fn conflicts_here(store_id: &str) -> Vec<PathBuf> {
+    let Some(dir) = mounted_copy(store_id).and_then(|c| c.parent().map(|p| p.join("conflicts")))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
 }
 
 /// The local copy (a store directory) of the store `store_id` if a mount on this host

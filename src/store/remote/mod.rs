@@ -12,6 +12,7 @@ mod heartbeat;
 mod local_copy;
 mod mirror;
 mod namespace;
+mod refresh;
 mod url;
 mod working_copy;
 
@@ -23,8 +24,8 @@ pub use credentials::{
 pub use heartbeat::{HEARTBEAT_EXPIRY, HEARTBEAT_INTERVAL, Heartbeat, HostBeat, hosts, unix_now};
 pub use local_copy::CACHE_ATTR;
 pub use mirror::{
-    Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, mounted_copy,
-    request_sync,
+    Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, conflicts_here,
+    mounted_copy, request_sync,
 };
 pub use namespace::DIR_MARKER;
 pub use url::{Endpoint, S3_SCHEME, StoreUrl, UrlError, is_remote};

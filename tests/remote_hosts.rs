@@ -1,0 +1,470 @@
+//! Many hosts on one remote store: two and three daemons on this machine, each with its own
+//! cache directory and mountpoint, on one SeaweedFS (needs root and /dev/fuse, set
+//! SSEFS_SKIP_MOUNT_TESTS=1 to skip). What one host closes another opens whole; a reader
+//! never sees a mix of two versions; two writers of one object: one wins, the other is
+//! told and its version kept; key changes reach every mount within its interval and every
+//! mount's audit records reach the one trail; a rotation while both write; a daemon killed
+//! while the other goes on. docs/REMOTE.md "Many hosts" says what these check.
+
+mod support;
+
+use ssefs::crypto::peek_header;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::mount::mount_tests_enabled;
+use support::remote_mount::{RemoteMount, RemoteTestStore};
+use support::rng::TestRng;
+use support::xattr::{SSE, SSE_KEY_ID, key_version, set_xattr};
+
+/// The metadata TTL the tests mount with, and how long a change may take to show on
+/// another host: the TTL, the kernel's attribute timeout (1 s) and slack for a loaded
+/// machine.
+const TTL: &str = "metadata_ttl=1";
+const SHOWS_WITHIN: Duration = Duration::from_secs(8);
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    TestRng::new(seed).bytes(len)
+}
+
+/// A host: a mountpoint and a cache directory of its own.
+fn host(store: &RemoteTestStore, name: &str, options: &[&str]) -> RemoteMount {
+    let mountpoint = store.scratch_dir(&format!("mnt-{name}"));
+    let cache = store.base().join(format!("cache-{name}"));
+    let cache = cache.to_string_lossy().into_owned();
+    let mut args = vec!["--cache-dir", cache.as_str()];
+    for option in options {
+        args.extend(["-o", option]);
+    }
+    store.mount_at(&mountpoint, &args)
+}
+
+/// Polls `check` until it returns `Some`, for at most `limit`; the time it took.
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> (T, Duration) {
+    let start = Instant::now();
+    loop {
+        if let Some(found) = check() {
+            return (found, start.elapsed());
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `cat PATH` in a process of its own (its pid names it in the audit log).
+fn cat(path: &Path) -> (std::process::Output, u32) {
+    let child = Command::new("cat")
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run cat");
+    let pid = child.id();
+    (child.wait_with_output().expect("wait for cat"), pid)
+}
+
+#[test]
+fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-c2o");
+    let a = host(&store, "a", &[TTL]);
+    let b = host(&store, "b", &[TTL]);
+    let v1 = pattern(1, 300 * 1024);
+    let v2 = pattern(2, 700 * 1024 + 17);
+
+    // A new bucket and file on A show on B, whole.
+    fs::create_dir(a.join("web")).unwrap();
+    fs::write(a.join("web/page"), &v1).unwrap();
+    let (_, took) = wait_for(SHOWS_WITHIN, "the new file on B", || {
+        match fs::read(b.join("web/page")) {
+            Ok(bytes) => {
+                assert_eq!(bytes.len(), v1.len(), "B read a partial first version");
+                assert!(bytes == v1, "B read other bytes than A wrote");
+                Some(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("B: {e}"),
+        }
+    });
+    eprintln!("a new file on A showed on B after {took:?}");
+
+    // A reader on B that opened the first version keeps reading it whole while A writes
+    // a second one and B lists the directory again.
+    let mut reader = fs::File::open(b.join("web/page")).unwrap();
+    let mut head = vec![0u8; 100 * 1024];
+    reader.read_exact(&mut head).unwrap();
+    assert_eq!(head, v1[..head.len()]);
+    fs::write(a.join("web/page"), &v2).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = fs::read_dir(b.join("web")).unwrap().count();
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(
+        rest == v1[head.len()..],
+        "an open reader on B saw bytes of another version"
+    );
+    drop(reader);
+
+    // A new open on B sees the second version whole; every read before is one version.
+    let (_, took) = wait_for(SHOWS_WITHIN, "the second version on B", || {
+        let bytes = fs::read(b.join("web/page")).unwrap();
+        if bytes == v2 {
+            Some(())
+        } else {
+            assert!(
+                bytes == v1,
+                "B read a mix of two versions ({} bytes)",
+                bytes.len()
+            );
+            None
+        }
+    });
+    eprintln!("a changed file on A showed on B after {took:?}");
+    assert_eq!(
+        fs::metadata(b.join("web/page")).unwrap().len(),
+        v2.len() as u64
+    );
+
+    // A directory made and a file removed on A.
+    fs::create_dir(a.join("web/assets")).unwrap();
+    fs::write(a.join("web/assets/style.css"), b"body{}").unwrap();
+    fs::remove_file(a.join("web/page")).unwrap();
+    wait_for(
+        SHOWS_WITHIN,
+        "the removal and the new directory on B",
+        || {
+            let gone = matches!(
+                fs::metadata(b.join("web/page")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound
+            );
+            let css = fs::read(b.join("web/assets/style.css")).ok();
+            (gone && css.as_deref() == Some(b"body{}")).then_some(())
+        },
+    );
+    let names: Vec<String> = fs::read_dir(b.join("web"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["assets"]);
+
+    // And back: what B writes, A opens.
+    fs::write(b.join("web/from-b"), b"written on B").unwrap();
+    wait_for(SHOWS_WITHIN, "B's file on A", || {
+        fs::read(a.join("web/from-b"))
+            .ok()
+            .filter(|b| b == b"written on B")
+    });
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-race");
+    let a = host(&store, "a", &[TTL]);
+    let b = host(&store, "b", &[TTL]);
+    fs::create_dir(a.join("docs")).unwrap();
+    fs::write(a.join("docs/report"), b"version 0").unwrap();
+    wait_for(SHOWS_WITHIN, "the file on B", || {
+        fs::read(b.join("docs/report"))
+            .ok()
+            .filter(|v| v == b"version 0")
+    });
+
+    // Both open the same version for writing; A closes first.
+    let mut on_a = fs::OpenOptions::new()
+        .write(true)
+        .open(a.join("docs/report"))
+        .unwrap();
+    let mut on_b = fs::OpenOptions::new()
+        .write(true)
+        .open(b.join("docs/report"))
+        .unwrap();
+    let from_a = pattern(10, 50_000);
+    let from_b = pattern(11, 70_000);
+    on_a.write_all(&from_a).unwrap();
+    on_b.write_all(&from_b).unwrap();
+    on_a.sync_all().expect("A's fsync: A wrote first");
+    drop(on_a);
+    let err = on_b
+        .sync_all()
+        .expect_err("B's fsync must fail: A wrote first");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // B is told again at every fsync while it holds the file.
+    on_b.seek(SeekFrom::Start(0)).unwrap();
+    on_b.write_all(b"more").unwrap();
+    let err = on_b.sync_all().expect_err("B's second fsync must fail too");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    drop(on_b);
+
+    // The store holds A's version whole, on both hosts once B closed.
+    assert_eq!(fs::read(a.join("docs/report")).unwrap(), from_a);
+    wait_for(SHOWS_WITHIN, "A's version on B after B closed", || {
+        (fs::read(b.join("docs/report")).unwrap() == from_a).then_some(())
+    });
+    // B's version is kept, named in B's log and by `ssefs status` on this host.
+    let aside = b.log_text();
+    let line = aside
+        .lines()
+        .find(|l| l.contains("docs/report") && l.contains("kept in"))
+        .unwrap_or_else(|| panic!("B's log names no kept copy: {aside}"))
+        .to_string();
+    let path = PathBuf::from(
+        line.split("kept in ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("a path after 'kept in'"),
+    );
+    let kept = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = peek_header(&fs::File::open(&path).unwrap()).expect("an object's header");
+    assert_eq!(
+        header.size,
+        from_b.len() as u64,
+        "the kept copy is B's version"
+    );
+    assert!(!kept.is_empty());
+    let status = store.ssefs_ok(&[
+        "status",
+        "--store",
+        &store.url,
+        "--endpoint",
+        &store.endpoint,
+    ]);
+    assert!(
+        status.contains(&path.display().to_string()),
+        "status does not name the kept copy: {status}"
+    );
+
+    // A new name made on both hosts at once: one wins, the other is told at close.
+    let mut first = fs::File::create(a.join("docs/new")).unwrap();
+    let mut second = fs::File::create(b.join("docs/new")).unwrap();
+    first.write_all(b"from A").unwrap();
+    second.write_all(b"from B").unwrap();
+    first.sync_all().unwrap();
+    let err = second
+        .sync_all()
+        .expect_err("the second creator must be told");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    drop((first, second));
+    wait_for(SHOWS_WITHIN, "the winner on both hosts", || {
+        let on_a = fs::read(a.join("docs/new")).ok()?;
+        let on_b = fs::read(b.join("docs/new")).ok()?;
+        (on_a == b"from A" && on_b == b"from A").then_some(())
+    });
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn key_changes_reach_every_mount_within_the_interval_and_audit_records_reach_one_trail() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-keys");
+    let created: serde_json::Value =
+        serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
+    let key = created["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("KeyId")
+        .to_string();
+    // B first: the command below asks the mount registered last on this host (A) to sync
+    // at once, so B shows the interval.
+    let b = host(&store, "b", &[TTL, "keystore_refresh=2"]);
+    let a = host(&store, "a", &[TTL]);
+    let bucket = a.join("vault");
+    fs::create_dir(&bucket).unwrap();
+    set_xattr(&bucket, SSE, "KMS").unwrap();
+    set_xattr(&bucket, SSE_KEY_ID, &key).unwrap();
+    fs::write(bucket.join("secret"), b"under the CMK").unwrap();
+    let (out_a, pid_a) = cat(&a.join("vault/secret"));
+    assert!(out_a.status.success());
+    let ((out_b, pid_b), _) = wait_for(SHOWS_WITHIN, "the object on B", || {
+        let (out, pid) = cat(&b.join("vault/secret"));
+        out.status.success().then_some((out, pid))
+    });
+    assert_eq!(out_b.stdout, b"under the CMK");
+
+    // Two administrators at once, from two "hosts": both grants land.
+    let key_for_grants = key.clone();
+    let grants: Vec<_> = [5001, 5002]
+        .into_iter()
+        .map(|uid| {
+            let key = key_for_grants.clone();
+            let uid = uid.to_string();
+            let cmd = {
+                let k = store.root_key.to_string_lossy().into_owned();
+                let mut c = store.command(&["kms", "grant", &key, "--uid", &uid]);
+                c.args(["--operations", "decrypt", "--store", &store.url])
+                    .args(["--endpoint", &store.endpoint, "--root-key", &k]);
+                c
+            };
+            std::thread::spawn(move || {
+                let mut cmd = cmd;
+                cmd.output().expect("run ssefs kms grant")
+            })
+        })
+        .collect();
+    for grant in grants {
+        let out = grant.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed: serde_json::Value =
+        serde_json::from_str(&store.on_store_ok(&["kms", "grants", &key, "--json"])).unwrap();
+    let uids: Vec<u64> = listed["Grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["GranteeUid"].as_u64())
+        .collect();
+    assert!(uids.contains(&5001) && uids.contains(&5002), "{listed}");
+
+    // Disabled from the command line: refused on A at once, on B within its interval.
+    let disabled_at = Instant::now();
+    store.on_store_ok(&["kms", "disable", &key]);
+    let (out, _) = cat(&a.join("vault/secret"));
+    assert!(!out.status.success(), "A still reads under a disabled CMK");
+    let (_, took) = wait_for(Duration::from_secs(2 + 4), "the refusal on B", || {
+        let (out, _) = cat(&b.join("vault/secret"));
+        (!out.status.success()).then_some(())
+    });
+    eprintln!(
+        "the disabled CMK was refused on B {took:?} after the check started ({:?} after \
+         the disable began)",
+        disabled_at.elapsed()
+    );
+    assert!(
+        b.log_text().contains("took the keystore as changed"),
+        "{}",
+        b.log_text()
+    );
+
+    // Both mounts' records end up in the one trail (after their next sync).
+    a.unmount();
+    b.unmount();
+    let audit: serde_json::Value =
+        serde_json::from_str(&store.on_store_ok(&["kms", "audit", "--key", &key, "--json"]))
+            .unwrap();
+    let records = audit["Records"].as_array().unwrap();
+    let decrypted_by = |pid: u32| {
+        records.iter().any(|r| {
+            r["Pid"].as_u64() == Some(u64::from(pid))
+                && r["Operation"] == "Decrypt"
+                && r["Result"] == "Success"
+        })
+    };
+    assert!(decrypted_by(pid_a), "A's Decrypt is missing: {audit}");
+    assert!(decrypted_by(pid_b), "B's Decrypt is missing: {audit}");
+    let refused = records
+        .iter()
+        .filter(|r| r["Operation"] == "Decrypt" && r["Result"] != "Success")
+        .count();
+    assert!(
+        refused >= 2,
+        "both hosts' refusals are in the trail: {audit}"
+    );
+    let verified = store.on_store_ok(&["kms", "audit", "--verify"]);
+    assert!(!verified.is_empty());
+}
+
+#[test]
+fn a_rotation_while_two_hosts_write_reaches_both_and_loses_nothing() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-rotate");
+    let a = host(&store, "a", &[TTL, "keystore_refresh=2"]);
+    let b = host(&store, "b", &[TTL, "keystore_refresh=2"]);
+    fs::create_dir(a.join("logs")).unwrap();
+    wait_for(SHOWS_WITHIN, "the bucket on B", || {
+        b.join("logs").is_dir().then_some(())
+    });
+    let writer = |root: PathBuf, tag: &'static str| {
+        std::thread::spawn(move || {
+            let mut written = Vec::new();
+            for i in 0..30 {
+                let name = format!("{tag}-{i}");
+                let body = pattern(i + if tag == "a" { 0 } else { 1000 }, 20_000);
+                fs::write(root.join("logs").join(&name), &body).unwrap();
+                written.push((name, body));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            written
+        })
+    };
+    let wa = writer(a.path().to_path_buf(), "a");
+    let wb = writer(b.path().to_path_buf(), "b");
+    std::thread::sleep(Duration::from_millis(300));
+    store.on_store_ok(&["rotate-master"]);
+    let mut all = wa.join().unwrap();
+    all.extend(wb.join().unwrap());
+    // Every file reads back whole on both hosts.
+    for (name, body) in &all {
+        for m in [&a, &b] {
+            let path = m.join("logs").join(name);
+            let (got, _) = wait_for(SHOWS_WITHIN, &format!("{}", path.display()), || {
+                fs::read(&path).ok()
+            });
+            assert!(&got == body, "{} differs", path.display());
+        }
+    }
+    // Both hosts take the new master key for new objects within their interval.
+    for (m, tag) in [(&a, "a"), (&b, "b")] {
+        wait_for(
+            Duration::from_secs(8),
+            &format!("the new master key on {tag}"),
+            || {
+                let path = m.join(format!("logs/after-{tag}"));
+                fs::write(&path, b"after").unwrap();
+                (key_version(&path) == 2).then_some(())
+            },
+        );
+    }
+    a.unmount();
+    b.unmount();
+}
+
+#[test]
+fn a_host_killed_while_another_goes_on_loses_only_what_it_had_not_synced() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-kill");
+    let a = host(&store, "a", &[TTL]);
+    let b = host(&store, "b", &[TTL]);
+    let c = host(&store, "c", &[TTL]);
+    fs::create_dir(a.join("data")).unwrap();
+    let body = pattern(7, 123_456);
+    let mut file = fs::File::create(a.join("data/synced")).unwrap();
+    file.write_all(&body).unwrap();
+    file.sync_all().unwrap();
+    // Killed with the file still open: what fsync returned for is in the store.
+    a.kill9();
+    drop(file);
+    for m in [&b, &c] {
+        let (got, _) = wait_for(SHOWS_WITHIN, "the synced file", || {
+            fs::read(m.join("data/synced")).ok()
+        });
+        assert!(got == body);
+    }
+    // The others go on writing and reading each other's files.
+    fs::write(b.join("data/from-b"), b"b").unwrap();
+    fs::write(c.join("data/from-c"), b"c").unwrap();
+    wait_for(SHOWS_WITHIN, "each other's files", || {
+        let on_b = fs::read(b.join("data/from-c")).ok()?;
+        let on_c = fs::read(c.join("data/from-b")).ok()?;
+        (on_b == b"c" && on_c == b"b").then_some(())
+    });
+    b.unmount();
+    c.unmount();
+}
