@@ -9,6 +9,7 @@
 mod support;
 
 use ssefs::crypto::peek_header;
+use ssefs::store::remote::WriteMode;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,19 @@ fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>
     }
 }
 
+/// `close(2)` of a file, with its result (dropping a `File` ignores it).
+fn close(file: fs::File) -> Result<(), i32> {
+    use std::os::fd::IntoRawFd;
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just taken from the `File`, which no longer owns it; it is closed once.
+    let rc = unsafe { libc::close(fd) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
 /// `cat PATH` in a process of its own (its pid names it in the audit log).
 fn cat(path: &Path) -> (std::process::Output, u32) {
     let child = Command::new("cat")
@@ -71,10 +85,42 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
         return;
     }
     let store = RemoteTestStore::new("hosts-c2o");
-    let a = host(&store, "a", &[TTL]);
+    // B first: a command on this host asks the mount registered last (A) to sync at once,
+    // so what B shows of a key made now comes from B's own sync on a miss.
     let b = host(&store, "b", &[TTL]);
+    let a = host(&store, "a", &[TTL]);
     let v1 = pattern(1, 300 * 1024);
     let v2 = pattern(2, 700 * 1024 + 17);
+
+    // A CMK made after both mounted, a bucket under it made on A: B opens A's object at
+    // once (well within its 10 s keystore_refresh), and B's own object in that bucket is
+    // under the bucket's rule.
+    let created: serde_json::Value =
+        serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
+    let key = created["KeyMetadata"]["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::create_dir(a.join("sealed")).unwrap();
+    set_xattr(&a.join("sealed"), SSE, "KMS").unwrap();
+    set_xattr(&a.join("sealed"), SSE_KEY_ID, &key).unwrap();
+    fs::write(a.join("sealed/by-a"), b"under a new CMK").unwrap();
+    let (_, took) = wait_for(
+        Duration::from_secs(5),
+        "A's object under the new CMK on B",
+        || {
+            fs::read(b.join("sealed/by-a"))
+                .ok()
+                .filter(|v| v == b"under a new CMK")
+        },
+    );
+    eprintln!("an object under a CMK made after B's last sync opened on B after {took:?}");
+    fs::write(b.join("sealed/by-b"), b"B's").unwrap();
+    assert_eq!(
+        support::xattr::get_xattr(&b.join("sealed/by-b"), SSE_KEY_ID).unwrap(),
+        Some(key.clone()),
+        "B's object in A's bucket is not under the bucket's CMK"
+    );
 
     // A new bucket and file on A show on B, whole.
     fs::create_dir(a.join("web")).unwrap();
@@ -128,6 +174,26 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
         fs::metadata(b.join("web/page")).unwrap().len(),
         v2.len() as u64
     );
+
+    // What A writes and has not closed or synced, B does not see (the file A created
+    // shows, empty, as a create on NFS does).
+    let mut open_on_a = fs::File::create(a.join("web/unfinished")).unwrap();
+    open_on_a.write_all(b"not yet").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    match fs::read(b.join("web/unfinished")) {
+        Ok(bytes) => assert!(
+            bytes.is_empty(),
+            "B sees data A has neither closed nor synced"
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    }
+    drop(open_on_a);
+    wait_for(SHOWS_WITHIN, "the file once A closed it", || {
+        fs::read(b.join("web/unfinished"))
+            .ok()
+            .filter(|v| v == b"not yet")
+    });
+    fs::remove_file(a.join("web/unfinished")).unwrap();
 
     // A directory made and a file removed on A.
     fs::create_dir(a.join("web/assets")).unwrap();
@@ -202,7 +268,7 @@ fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside
     on_b.write_all(b"more").unwrap();
     let err = on_b.sync_all().expect_err("B's second fsync must fail too");
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    drop(on_b);
+    assert_eq!(close(on_b), Err(libc::EIO), "B's close must fail too");
 
     // The store holds A's version whole, on both hosts once B closed.
     assert_eq!(fs::read(a.join("docs/report")).unwrap(), from_a);
@@ -224,12 +290,14 @@ fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside
     );
     let kept = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header = peek_header(&fs::File::open(&path).unwrap()).expect("an object's header");
+    // B's version as it last wrote it (the kept copy follows its writes until it closes).
+    let mut last_b = from_b.clone();
+    last_b[..4].copy_from_slice(b"more");
     assert_eq!(
         header.size,
-        from_b.len() as u64,
+        last_b.len() as u64,
         "the kept copy is B's version"
     );
-    assert!(!kept.is_empty());
     let status = store.ssefs_ok(&[
         "status",
         "--store",
@@ -241,6 +309,21 @@ fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside
         status.contains(&path.display().to_string()),
         "status does not name the kept copy: {status}"
     );
+    // Recovered as docs/REMOTE.md says: put back under a new name with any S3 tool, it
+    // reads through every mount (an object is bound to its store, not to its name).
+    store
+        .client()
+        .put("docs/report.from-b", kept, WriteMode::Create)
+        .unwrap();
+    for m in [&a, &b] {
+        let (recovered, _) = wait_for(SHOWS_WITHIN, "the recovered copy", || {
+            fs::read(m.join("docs/report.from-b")).ok()
+        });
+        assert!(
+            recovered == last_b,
+            "the recovered copy is not B's last version"
+        );
+    }
 
     // A new name made on both hosts at once: one wins, the other is told at close.
     let mut first = fs::File::create(a.join("docs/new")).unwrap();
@@ -252,7 +335,8 @@ fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside
         .sync_all()
         .expect_err("the second creator must be told");
     assert_eq!(err.raw_os_error(), Some(libc::EIO));
-    drop((first, second));
+    assert_eq!(close(first), Ok(()));
+    assert_eq!(close(second), Err(libc::EIO));
     wait_for(SHOWS_WITHIN, "the winner on both hosts", || {
         let on_a = fs::read(a.join("docs/new")).ok()?;
         let on_b = fs::read(b.join("docs/new")).ok()?;
@@ -416,6 +500,8 @@ fn a_rotation_while_two_hosts_write_reaches_both_and_loses_nothing() {
                 fs::read(&path).ok()
             });
             assert!(&got == body, "{} differs", path.display());
+            // Under the master key (the bucket's rule), also what B wrote into A's bucket.
+            assert!(key_version(&path) >= 1);
         }
     }
     // Both hosts take the new master key for new objects within their interval.
@@ -467,4 +553,114 @@ fn a_host_killed_while_another_goes_on_loses_only_what_it_had_not_synced() {
     });
     b.unmount();
     c.unmount();
+}
+
+#[test]
+fn retiring_a_master_key_runs_under_one_lease_and_waits_for_every_host() {
+    if !mount_tests_enabled() {
+        return;
+    }
+    let store = RemoteTestStore::new("hosts-retire");
+    let a = host(&store, "a", &[TTL, "keystore_refresh=2"]);
+    fs::create_dir(a.join("old")).unwrap();
+    for i in 0..5 {
+        fs::write(a.join(format!("old/{i}")), pattern(i, 10_000)).unwrap();
+    }
+    assert_eq!(key_version(&a.join("old/0")), 1);
+    store.on_store_ok(&["rotate-master"]);
+
+    // Another host holds the rotation lease: rewrap is refused (exit 6), naming it.
+    let client = store.client();
+    let held = serde_json::json!({
+        "host": "other-host", "pid": 4242, "what": "rewrap", "term": 3, "taken": 0
+    });
+    client
+        .put(
+            ".ssefs/leases/rotation",
+            held.to_string().into_bytes(),
+            WriteMode::Create,
+        )
+        .unwrap();
+    let key = store.root_key.to_string_lossy().into_owned();
+    let rewrap = |store: &RemoteTestStore| {
+        store
+            .command(&[
+                "rewrap",
+                "--store",
+                &store.url,
+                "--endpoint",
+                &store.endpoint,
+            ])
+            .args(["--root-key", &key])
+            .output()
+            .expect("run ssefs rewrap")
+    };
+    let out = rewrap(&store);
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("other-host pid 4242"), "{stderr}");
+    // Not renewed for its term: taken over, and removed when done.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = rewrap(&store);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        client
+            .head(".ssefs/leases/rotation")
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    // A live mount that has not taken the newest master key holds a retirement back.
+    let stale = serde_json::json!({
+        "host": "stale-host", "pid": 7, "version": "0", "mountpoint": "/m",
+        "started": 0, "master_version": 1
+    });
+    client
+        .put(
+            ".ssefs/hosts/stale-host-7-0",
+            stale.to_string().into_bytes(),
+            WriteMode::Overwrite,
+        )
+        .unwrap();
+    let retire = |store: &RemoteTestStore| {
+        store
+            .command(&["rotate-master", "--retire", "1", "--store", &store.url])
+            .args(["--endpoint", &store.endpoint, "--root-key", &key])
+            .env("SSEFS_HOSTS_WAIT", "3")
+            .output()
+            .expect("run ssefs rotate-master")
+    };
+    let out = retire(&store);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("stale-host pid 7") && stderr.contains("nothing was retired"),
+        "{stderr}"
+    );
+    client.delete(".ssefs/hosts/stale-host-7-0").unwrap();
+    // A's mount takes version 2 within its interval and says so in its heartbeat; then the
+    // retirement runs, and every file still reads on A.
+    let (out, _) = wait_for(Duration::from_secs(30), "the retirement", || {
+        let out = retire(&store);
+        out.status.success().then_some(out)
+    });
+    assert!(out.status.success());
+    for i in 0..5 {
+        let path = a.join(format!("old/{i}"));
+        let (got, _) = wait_for(SHOWS_WITHIN, "a rewrapped file", || fs::read(&path).ok());
+        assert!(got == pattern(i, 10_000));
+        assert_eq!(key_version(&path), 2);
+    }
+    fs::write(a.join("old/new"), b"new").unwrap();
+    assert_eq!(key_version(&a.join("old/new")), 2);
+    a.unmount();
 }

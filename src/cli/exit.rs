@@ -14,8 +14,8 @@ Exit status:
   3    bucket-encryption get: the bucket has no default encryption rule
   4    fsck: problems remain in the store
   5    the command does not support remote (s3://) stores yet
-  6    a remote store's keystore was changed by another host meanwhile; nothing was
-       written: run the command again
+  6    a remote store's keystore was changed by another host meanwhile, or another
+       host holds its rotation lease; nothing was written: run the command again
   141  standard output was closed early (e.g. piped into `head`): killed by SIGPIPE";
 
 /// Exit status: the command failed.

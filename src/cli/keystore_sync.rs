@@ -46,6 +46,14 @@ impl KeystoreSync {
         }
     }
 
+    /// The master key version new objects go under now (0 if the keystore cannot say).
+    pub fn master_version(&self) -> u32 {
+        self.keystore
+            .current_master_key()
+            .map(|(version, _)| version)
+            .unwrap_or(0)
+    }
+
     /// One round, run again (with a short jittered wait) when another host wrote the
     /// keystore between this round's read and write.
     pub fn sync(&self) -> Result<Synced, String> {

@@ -307,11 +307,13 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         if !remote::runs_on_a_copy(name) {
             return Err(remote::unsupported(name, &path).into());
         }
+        let endpoint = store.endpoint.clone();
+        let region = store.region.clone();
+        let exclusive = exclusive_on_a_copy(&cli.command);
         let copy =
-            remote::RemoteCopy::begin(&path, store.endpoint.as_deref(), store.region.as_deref())?;
+            remote::RemoteCopy::begin(&path, endpoint.as_deref(), region.as_deref(), exclusive)?;
         let local = copy.local_store();
-        store.store = Some(local.clone());
-        store.named = Some(path.clone());
+        set_store(&mut cli.command, &local, &path);
         let status = dispatch_on_copy(cli.command, &local, &path)?;
         copy.finish()?;
         return Ok(status);
@@ -375,6 +377,22 @@ pub fn run(mut cli: Cli) -> Result<outcome::Status, exit::CliError> {
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// The commands on a full copy that must run on one host at a time (the store's rotation
+/// lease): retiring master key versions and rewrapping.
+fn exclusive_on_a_copy(command: &Command) -> Option<remote::Exclusive> {
+    match command {
+        Command::RotateMaster(a) => Some(remote::Exclusive {
+            what: "rotate-master --retire",
+            retires: a.retire.is_some() || a.retire_unused,
+        }),
+        Command::Rewrap(_) => Some(remote::Exclusive {
+            what: "rewrap",
+            retires: false,
+        }),
+        _ => None,
+    }
 }
 
 /// How many times a keystore command that lost the race for a remote keystore is run.

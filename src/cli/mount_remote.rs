@@ -90,6 +90,9 @@ impl Background {
                         if asked {
                             mirror.sync_done();
                         }
+                        if let Some(beat) = &heartbeat {
+                            beat.set_master_version(sync.master_version());
+                        }
                     }
                 }
                 // The heartbeat goes with the thread: removed from the store at unmount.
@@ -234,11 +237,13 @@ fn run(
         .register_mount(&store_id)
         .map_err(|e| log::warn!("{shown}: commands on this host will not find the mount: {e}"))
         .ok();
-    let heartbeat = Heartbeat::start(Arc::clone(&remote), &mountpoint.display().to_string())
-        .map_err(|e| {
-            log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}")
-        })
-        .ok();
+    let heartbeat = Heartbeat::start(
+        Arc::clone(&remote),
+        &mountpoint.display().to_string(),
+        sync.master_version(),
+    )
+    .map_err(|e| log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}"))
+    .ok();
     let background = Background::start(
         Arc::clone(&backing),
         heartbeat,

@@ -48,6 +48,10 @@ pub enum RemoteCliError {
     Init(#[from] super::init::InitError),
     #[error(transparent)]
     Mirror(#[from] crate::store::remote::MirrorError),
+    #[error(transparent)]
+    Lease(#[from] crate::store::remote::LeaseError),
+    #[error("{0}")]
+    HostsBehind(String),
 }
 
 impl RemoteCliError {
@@ -56,6 +60,7 @@ impl RemoteCliError {
         matches!(
             self,
             RemoteCliError::WorkingCopy(WorkingCopyError::Conflict { .. })
+                | RemoteCliError::Lease(crate::store::remote::LeaseError::Held { .. })
         )
     }
 
@@ -236,16 +241,95 @@ pub struct RemoteCopy {
     mirror: crate::store::remote::Mirror,
     snapshot: crate::store::remote::Snapshot,
     _scratch: WorkingCopy,
+    /// Held from before the download until the last upload.
+    _lease: Option<crate::store::remote::Lease>,
+}
+
+/// How a command on a full copy excludes others of its kind on every host.
+#[derive(Debug, Clone, Copy)]
+pub struct Exclusive {
+    /// What the command does, for whoever finds the lease held.
+    pub what: &'static str,
+    /// It retires master key versions: every live mount must have taken the newest master
+    /// key first (so none puts new objects under a version being retired).
+    pub retires: bool,
+}
+
+/// The lease that makes master key retirement and rewrap run on one host at a time.
+const ROTATION_LEASE: &str = "rotation";
+/// How long a retirement waits for every live mount to take the newest master key.
+const HOSTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// Overrides [`HOSTS_WAIT`] (seconds).
+pub const HOSTS_WAIT_ENV: &str = "SSEFS_HOSTS_WAIT";
+
+/// Waits until every live mount of the store (its heartbeat not expired) puts new objects
+/// under the newest master key version of the store's keystore.
+fn wait_for_hosts_at_newest(remote: &RemoteStore) -> Result<(), RemoteCliError> {
+    let copy = remote.checkout_keystore()?;
+    let summary = crate::keystore::inspect::summarize_file(&copy.keystore())
+        .map_err(|e| RemoteCliError::HostsBehind(format!("the keystore cannot be read: {e}")))?;
+    let Some(newest) = summary.master_keys.iter().map(|m| m.version).max() else {
+        return Ok(());
+    };
+    let wait = std::env::var(HOSTS_WAIT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(HOSTS_WAIT, std::time::Duration::from_secs);
+    let start = std::time::Instant::now();
+    loop {
+        let now = crate::store::remote::unix_now();
+        let behind: Vec<String> = crate::store::remote::hosts(remote)?
+            .into_iter()
+            .filter(|h| !h.expired(now) && h.master_version.is_none_or(|v| v < newest))
+            .map(|h| {
+                format!(
+                    "{} pid {} (mounted on {}) puts new objects under master key version {}",
+                    h.host,
+                    h.pid,
+                    h.mountpoint,
+                    h.master_version
+                        .map_or("unknown".to_string(), |v| v.to_string())
+                )
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() >= wait {
+            return Err(RemoteCliError::HostsBehind(format!(
+                "not every mount has taken master key version {newest} yet, so an old version \
+                 may still get new objects: {}; nothing was retired (a mount takes it within \
+                 its keystore_refresh; unmount one that does not, then run this again)",
+                behind.join("; ")
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
 }
 
 impl RemoteCopy {
-    /// Downloads the keystore and every object of `store`.
+    /// Downloads the keystore and every object of `store`; with `exclusive`, under the
+    /// store's rotation lease (and, for a retirement, once every live mount took the newest
+    /// master key).
     pub fn begin(
         store: &Path,
         endpoint: Option<&str>,
         region: Option<&str>,
+        exclusive: Option<Exclusive>,
     ) -> Result<RemoteCopy, RemoteCliError> {
         let remote = std::sync::Arc::new(connect(store, endpoint, region)?);
+        let lease = match exclusive {
+            Some(ex) => Some(crate::store::remote::Lease::acquire(
+                std::sync::Arc::clone(&remote),
+                ROTATION_LEASE,
+                ex.what,
+                crate::store::remote::LEASE_TERM,
+            )?),
+            None => None,
+        };
+        if exclusive.is_some_and(|ex| ex.retires) {
+            wait_for_hosts_at_newest(&remote)?;
+        }
         let scratch = WorkingCopy::empty()?;
         let dir = scratch.root().join("cache");
         let mirror = crate::store::remote::Mirror::open(remote, |_| Ok(dir))?;
@@ -254,6 +338,7 @@ impl RemoteCopy {
             mirror,
             snapshot,
             _scratch: scratch,
+            _lease: lease,
         })
     }
 
@@ -271,6 +356,28 @@ impl RemoteCopy {
                 report.uploaded,
                 report.removed
             );
+        }
+        if !report.conflicts.is_empty() {
+            let shown: Vec<&str> = report
+                .conflicts
+                .iter()
+                .take(5)
+                .map(String::as_str)
+                .collect();
+            return Err(RemoteCliError::Mirror(
+                crate::store::remote::MirrorError::Other(format!(
+                    "{} object(s) were changed by another host while this command ran and \
+                     were left as that host made them ({}{}); the keystore was not changed: \
+                     run the command again to finish (what is done stays done)",
+                    report.conflicts.len(),
+                    shown.join(", "),
+                    if report.conflicts.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )),
+            ));
         }
         if self.mirror.push_keystore()? {
             let keystore = crate::store::layout::keystore_path(&self.mirror.store_root());

@@ -19,6 +19,8 @@ pub const TMP_DIR: &str = "tmp";
 /// In a store in an object store: the directory under the meta directory where each mount
 /// keeps its heartbeat object (`.ssefs/hosts/HOST-PID-NONCE`).
 pub const HOSTS_DIR: &str = "hosts";
+/// A remote store's leases (one holder at a time among its hosts): `META_DIR/leases/NAME`.
+pub const LEASES_DIR: &str = "leases";
 /// In a store in an object store: the marker object of every directory, which holds the
 /// attributes of the directory and of its entries (`FORMAT.md`, "A remote store").
 pub const REMOTE_DIR_MARKER: &str = ".ssefs-dir";

@@ -780,7 +780,9 @@ impl RemoteBacking {
             return Ok(());
         }
         let key = st.key.clone();
-        if let Some(aside) = &st.conflict {
+        if let Some(aside) = st.conflict.clone() {
+            // The kept copy follows what this host writes until it closes the file.
+            self.copy_aside(file, &aside)?;
             log::error!(
                 "{key}: not uploaded: another host wrote it first; this host's version is kept \
                  in {}",
@@ -859,16 +861,21 @@ impl RemoteBacking {
         let aside = self
             .conflicts
             .join(format!("{}.{when}", key.replace('/', "%2F")));
+        self.copy_aside(file, &aside)?;
+        Ok(aside)
+    }
+
+    /// Writes the whole of `file` to `aside`, durably.
+    fn copy_aside(&self, file: &File, aside: &Path) -> io::Result<()> {
         let mut copy = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&aside)?;
+            .open(aside)?;
         io::copy(&mut ReadAt::new(file), &mut copy)?;
         copy.sync_all()?;
-        File::open(&self.conflicts)?.sync_all()?;
-        Ok(aside)
+        File::open(&self.conflicts)?.sync_all()
     }
 
     /// Once nobody here has a conflicted file open, it takes the store's version (its own

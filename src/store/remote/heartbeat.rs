@@ -26,6 +26,9 @@ pub struct HostBeat {
     pub started: i64,
     /// When the object store last stored it (seconds since the Unix epoch, its clock).
     pub seen: i64,
+    /// The master key version the mount puts new objects under (since its last keystore
+    /// sync); `None` from a mount of an ssefs that did not say.
+    pub master_version: Option<u32>,
 }
 
 /// Overrides [`HEARTBEAT_EXPIRY`] (seconds) for `ssefs status`.
@@ -55,7 +58,7 @@ fn now() -> i64 {
 }
 
 /// This host's name (`/proc/sys/kernel/hostname`).
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -68,12 +71,18 @@ fn host_name() -> String {
 pub struct Heartbeat {
     remote: Arc<RemoteStore>,
     key: String,
-    body: Vec<u8>,
+    fields: Value,
+    master_version: std::sync::atomic::AtomicU32,
 }
 
 impl Heartbeat {
-    /// Writes the first heartbeat of a mount on `mountpoint`.
-    pub fn start(remote: Arc<RemoteStore>, mountpoint: &str) -> Result<Heartbeat, RemoteError> {
+    /// Writes the first heartbeat of a mount on `mountpoint` that puts new objects under
+    /// master key version `master_version`.
+    pub fn start(
+        remote: Arc<RemoteStore>,
+        mountpoint: &str,
+        master_version: u32,
+    ) -> Result<Heartbeat, RemoteError> {
         let mut nonce = [0u8; 4];
         let _ = getrandom::fill(&mut nonce);
         let host = host_name();
@@ -93,24 +102,45 @@ impl Heartbeat {
             hosts_prefix(),
             u32::from_be_bytes(nonce)
         );
-        let body = json!({
+        let fields = json!({
             "host": host,
             "pid": pid,
             "version": env!("CARGO_PKG_VERSION"),
             "mountpoint": mountpoint,
             "started": now(),
-        })
-        .to_string()
-        .into_bytes();
-        let beat = Heartbeat { remote, key, body };
+        });
+        let beat = Heartbeat {
+            remote,
+            key,
+            fields,
+            master_version: std::sync::atomic::AtomicU32::new(master_version),
+        };
         beat.beat()?;
         Ok(beat)
     }
 
+    /// Records the master key version the mount now puts new objects under (written with
+    /// the next beat).
+    pub fn set_master_version(&self, version: u32) {
+        self.master_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Rewrites the heartbeat (the object store dates it).
     pub fn beat(&self) -> Result<(), RemoteError> {
+        let mut fields = self.fields.clone();
+        let version = self
+            .master_version
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(map) = fields.as_object_mut() {
+            map.insert("master_version".to_string(), json!(version));
+        }
         self.remote
-            .put(&self.key, self.body.clone(), WriteMode::Overwrite)
+            .put(
+                &self.key,
+                fields.to_string().into_bytes(),
+                WriteMode::Overwrite,
+            )
             .map(|_| ())
     }
 }
@@ -150,6 +180,11 @@ pub fn hosts(remote: &RemoteStore) -> Result<Vec<HostBeat>, RemoteError> {
             mountpoint: text("mountpoint"),
             started: doc.get("started").and_then(Value::as_i64).unwrap_or(0),
             seen: info.modified,
+            master_version: doc
+                .get("master_version")
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0),
         });
     }
     out.sort_by_key(|h| h.started);

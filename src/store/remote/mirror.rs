@@ -646,10 +646,13 @@ impl FileId {
 }
 
 /// What [`Mirror::push_changes`] did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct PushReport {
     pub uploaded: usize,
     pub removed: usize,
+    /// Objects another host changed or removed after the download: left as that host made
+    /// them, this command's version not uploaded.
+    pub conflicts: Vec<String>,
 }
 
 /// Objects are downloaded in pieces of this size, a few at a time.
@@ -755,25 +758,58 @@ impl Mirror {
                 let body = std::fs::read(&path).map_err(local(&path))?;
                 self.remote.put(&key, body, mode)
             } else {
-                let mut reader = io::BufReader::new(file);
-                self.remote.put_multipart(&key, &mut reader)
+                // S3 has no condition on a multipart upload: check just before.
+                match self.still_as_read(&key, &mode) {
+                    Ok(true) => {
+                        let mut reader = io::BufReader::new(file);
+                        self.remote.put_multipart(&key, &mut reader)
+                    }
+                    Ok(false) => Err(RemoteError::Conflict {
+                        op: "multipart PUT",
+                        target: key.clone(),
+                    }),
+                    Err(e) => Err(e),
+                }
             };
-            done.map_err(|e| match e {
-                e if e.is_conflict() => MirrorError::Other(format!(
-                    "{key} was changed by another host while this command ran; its new \
-                     version was not uploaded: run the command again"
-                )),
-                e => e.into(),
-            })?;
-            report.uploaded += 1;
+            match done {
+                Ok(_) => report.uploaded += 1,
+                Err(e) if e.is_conflict() => report.conflicts.push(key),
+                Err(e) => return Err(e.into()),
+            }
         }
-        for key in snapshot.files.keys() {
-            if !seen.contains(key) {
+        for (key, (etag, _)) in &snapshot.files {
+            if seen.contains(key) {
+                continue;
+            }
+            let read = WriteMode::Replace(Version {
+                etag: etag.clone(),
+                version: None,
+            });
+            if self.still_as_read(key, &read)? {
                 self.remote.delete(key)?;
                 report.removed += 1;
+            } else {
+                report.conflicts.push(key.clone());
             }
         }
         Ok(report)
+    }
+}
+
+impl Mirror {
+    /// Whether the object `key` is still as `mode` expects (absent for `Create`, at the
+    /// version read for `Replace`); a small race remains until the request that follows.
+    fn still_as_read(&self, key: &str, mode: &WriteMode) -> Result<bool, RemoteError> {
+        let now = match self.remote.head(key) {
+            Ok(info) => Some(info.version.etag),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e),
+        };
+        Ok(match (mode, now) {
+            (WriteMode::Create, None) | (WriteMode::Overwrite, _) => true,
+            (WriteMode::Replace(v), Some(etag)) => etag == v.etag,
+            _ => false,
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 mod cache;
 mod credentials;
 mod heartbeat;
+mod lease;
 mod local_copy;
 mod mirror;
 mod namespace;
@@ -22,6 +23,7 @@ pub use credentials::{
     SESSION_TOKEN_CREDENTIAL, find_credentials,
 };
 pub use heartbeat::{HEARTBEAT_EXPIRY, HEARTBEAT_INTERVAL, Heartbeat, HostBeat, hosts, unix_now};
+pub use lease::{LEASE_TERM, Lease, LeaseError};
 pub use local_copy::CACHE_ATTR;
 pub use mirror::{
     Mirror, MirrorError, MountRecord, PushReport, ReconcileReport, Snapshot, conflicts_here,
