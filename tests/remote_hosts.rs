@@ -30,6 +30,15 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
     TestRng::new(seed).bytes(len)
 }
 
+/// One test at a time: a file a test holds open is also closed (and so flushed, which
+/// uploads it) whenever another test thread starts a program, and these tests watch what
+/// is uploaded when.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A host: a mountpoint and a cache directory of its own.
 fn host(store: &RemoteTestStore, name: &str, options: &[&str]) -> RemoteMount {
     let mountpoint = store.scratch_dir(&format!("mnt-{name}"));
@@ -84,6 +93,7 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-c2o");
     // B first: a command on this host asks the mount registered last (A) to sync at once,
     // so what B shows of a key made now comes from B's own sync on a miss.
@@ -91,6 +101,12 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
     let a = host(&store, "a", &[TTL]);
     let v1 = pattern(1, 300 * 1024);
     let v2 = pattern(2, 700 * 1024 + 17);
+    // A, mounted last, finds B's heartbeat at once: its closes upload before they return.
+    assert!(
+        !a.log_text().contains("no other host has the store mounted"),
+        "{}",
+        a.log_text()
+    );
 
     // A CMK made after both mounted, a bucket under it made on A: B opens A's object at
     // once (well within its 10 s keystore_refresh), and B's own object in that bucket is
@@ -176,18 +192,31 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
     );
 
     // What A writes and has not closed or synced, B does not see (the file A created
-    // shows, empty, as a create on NFS does).
-    let mut open_on_a = fs::File::create(a.join("web/unfinished")).unwrap();
-    open_on_a.write_all(b"not yet").unwrap();
+    // shows, empty, as a create on NFS does). The writer is a process of its own: a
+    // descriptor this test process held would also be closed, and flushed, whenever
+    // another test thread starts a program.
+    // (Not a shell: its redirection of a builtin's output closes a copy of the descriptor.)
+    let mut writer = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys, time\n\
+             fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)\n\
+             os.write(fd, b'not yet')\n\
+             time.sleep(4)\n",
+        ])
+        .arg(a.join("web/unfinished"))
+        .spawn()
+        .expect("start the writer");
     std::thread::sleep(Duration::from_millis(2500));
     match fs::read(b.join("web/unfinished")) {
         Ok(bytes) => assert!(
             bytes.is_empty(),
-            "B sees data A has neither closed nor synced"
+            "B sees data A has neither closed nor synced: {:?}",
+            String::from_utf8_lossy(&bytes)
         ),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
     }
-    drop(open_on_a);
+    assert!(writer.wait().expect("wait for the writer").success());
     wait_for(SHOWS_WITHIN, "the file once A closed it", || {
         fs::read(b.join("web/unfinished"))
             .ok()
@@ -233,6 +262,7 @@ fn two_hosts_writing_one_object_at_once_keep_one_version_and_set_the_other_aside
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-race");
     let a = host(&store, "a", &[TTL]);
     let b = host(&store, "b", &[TTL]);
@@ -351,6 +381,7 @@ fn key_changes_reach_every_mount_within_the_interval_and_audit_records_reach_one
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-keys");
     let created: serde_json::Value =
         serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
@@ -466,6 +497,7 @@ fn a_rotation_while_two_hosts_write_reaches_both_and_loses_nothing() {
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-rotate");
     let a = host(&store, "a", &[TTL, "keystore_refresh=2"]);
     let b = host(&store, "b", &[TTL, "keystore_refresh=2"]);
@@ -525,6 +557,7 @@ fn a_host_killed_while_another_goes_on_loses_only_what_it_had_not_synced() {
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-kill");
     let a = host(&store, "a", &[TTL]);
     let b = host(&store, "b", &[TTL]);
@@ -534,6 +567,13 @@ fn a_host_killed_while_another_goes_on_loses_only_what_it_had_not_synced() {
     let mut file = fs::File::create(a.join("data/synced")).unwrap();
     file.write_all(&body).unwrap();
     file.sync_all().unwrap();
+    // A mounted first and alone; it learns of the others from their heartbeats.
+    assert!(a.log_text().contains("no other host has the store mounted"));
+    wait_for(Duration::from_secs(12), "A to find the other hosts", || {
+        a.log_text()
+            .contains("another host has the store mounted")
+            .then_some(())
+    });
     // Killed with the file still open: what fsync returned for is in the store.
     a.kill9();
     drop(file);
@@ -560,6 +600,7 @@ fn retiring_a_master_key_runs_under_one_lease_and_waits_for_every_host() {
     if !mount_tests_enabled() {
         return;
     }
+    let _serial = serial();
     let store = RemoteTestStore::new("hosts-retire");
     let a = host(&store, "a", &[TTL, "keystore_refresh=2"]);
     fs::create_dir(a.join("old")).unwrap();

@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How often the markers of changed directories are written while mounted.
 const MARKER_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a mount looks for other hosts' heartbeats (a writer's close uploads before it
+/// returns while there are any).
+const OTHERS_INTERVAL: Duration = Duration::from_secs(5);
 /// How long a mount trusts what it knows of an object or a directory before asking the
 /// store again (`metadata_ttl=SECS`): the most another host's change takes to show.
 const DEFAULT_METADATA_TTL: Duration = Duration::from_secs(1);
@@ -70,17 +73,28 @@ impl Background {
             .name("ssefs-remote".to_string())
             .spawn(move || {
                 let mut last_beat = Instant::now();
+                let mut last_beat_written = Instant::now();
                 let mut last_sync = Instant::now();
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(MARKER_INTERVAL) {
                     if let Err(e) = backing.flush_markers() {
                         log::warn!("directory markers not written yet (retried): {e}");
                     }
                     if let Some(beat) = &heartbeat
-                        && last_beat.elapsed() >= HEARTBEAT_INTERVAL
+                        && last_beat.elapsed() >= OTHERS_INTERVAL
                     {
+                        if last_beat_written.elapsed() >= HEARTBEAT_INTERVAL {
+                            last_beat_written = Instant::now();
+                            if let Err(e) = beat.beat() {
+                                log::warn!("heartbeat not written (retried): {e}");
+                            }
+                        }
                         last_beat = Instant::now();
-                        if let Err(e) = beat.beat() {
-                            log::warn!("heartbeat not written (retried): {e}");
+                        match beat.others_live() {
+                            Ok(others) => backing.set_shared(others > 0),
+                            Err(e) => {
+                                backing.set_shared(true);
+                                log::warn!("other hosts' heartbeats not read (retried): {e}");
+                            }
                         }
                     }
                     let asked = mirror.sync_requested();
@@ -202,6 +216,24 @@ fn run(
         )
         .map_err(|e| e.to_string())?;
     drop(marker_key);
+    // The heartbeat first, so that the other hosts know of this mount before it lists the
+    // store; while there are others, a writer's close uploads before it returns.
+    let master_version = keystore
+        .current_master_key()
+        .map(|(version, _)| version)
+        .unwrap_or(0);
+    let heartbeat = Heartbeat::start(
+        Arc::clone(&remote),
+        &mountpoint.display().to_string(),
+        master_version,
+    )
+    .map_err(|e| log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}"))
+    .ok();
+    backing.set_shared(
+        heartbeat
+            .as_ref()
+            .is_none_or(|beat| beat.others_live().map_or(true, |others| others > 0)),
+    );
     let report = mirror.reconcile(&backing).map_err(|e| e.to_string())?;
     log::info!(
         "{shown}: {} objects in {} directories ({} new to this cache, {} removed from it, {} \
@@ -237,13 +269,6 @@ fn run(
         .register_mount(&store_id)
         .map_err(|e| log::warn!("{shown}: commands on this host will not find the mount: {e}"))
         .ok();
-    let heartbeat = Heartbeat::start(
-        Arc::clone(&remote),
-        &mountpoint.display().to_string(),
-        sync.master_version(),
-    )
-    .map_err(|e| log::warn!("{shown}: no heartbeat (ssefs status will not show this mount): {e}"))
-    .ok();
     let background = Background::start(
         Arc::clone(&backing),
         heartbeat,

@@ -17,6 +17,11 @@ pub trait ObjectIo: Send + Sync {
     }
     fn set_len(&self, len: u64) -> io::Result<()>;
     fn sync_data(&self) -> io::Result<()>;
+    /// At the end of a write session: the bytes made durable, and, where others read the
+    /// same store (a remote store), theirs to see. By default `sync_data`.
+    fn publish(&self) -> io::Result<()> {
+        self.sync_data()
+    }
     /// A hint: `len` bytes at `offset` will be read soon (start reading them ahead).
     fn will_need(&self, _offset: u64, _len: u64) {}
     /// A hint: start writing `len` bytes at `offset` to the device now, without waiting.

@@ -1300,7 +1300,7 @@ impl<I: ObjectIo> Object<I> {
         if self.version() == FORMAT_V1 {
             return Ok(());
         }
-        Ok(self.io.sync_data()?)
+        Ok(self.io.publish()?)
     }
 
     fn end_session(&mut self) -> Result<(), CryptoError> {

@@ -72,6 +72,9 @@ impl ObjectIo for BackingFile {
     fn sync_data(&self) -> io::Result<()> {
         self.backing.sync_data(&self.file)
     }
+    fn publish(&self) -> io::Result<()> {
+        self.backing.publish(&self.file)
+    }
     fn will_need(&self, offset: u64, len: u64) {
         self.backing.will_need(&self.file, offset, len);
     }

@@ -368,8 +368,10 @@ impl Filesystem for FuseAdapter {
         }
     }
 
-    /// Writes are durable in the store as they are answered, so a close has nothing to flush:
-    /// `ENOSYS` tells the kernel not to send `FLUSH` again (one round trip less per close).
+    /// A close. On a local store writes are durable as they are answered, so a close has
+    /// nothing to flush: `ENOSYS` tells the kernel not to send `FLUSH` again (one round trip
+    /// less per close). On a store other hosts share, a writer's close ends its session and
+    /// uploads ([`BucketFs::flush`]).
     fn flush(
         &self,
         _req: &Request,

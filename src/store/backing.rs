@@ -170,6 +170,11 @@ pub trait Backing: Send + Sync {
     fn sync_data(&self, file: &File) -> io::Result<()> {
         file.sync_data()
     }
+    /// The end of a writer's session on an open backing file (a `close`): durable, and
+    /// where other hosts read the store, theirs to see. By default `sync_data`.
+    fn publish(&self, file: &File) -> io::Result<()> {
+        self.sync_data(file)
+    }
     /// The object on an open backing file was closed by its last user (a store that
     /// writes back, such as a remote store's cache, uploads it here). Errors are the
     /// backing's to report.

@@ -242,6 +242,9 @@ pub struct RemoteBacking {
     fresh: Freshness,
     /// Where copies that lost to another writer are kept.
     conflicts: PathBuf,
+    /// Whether a writer's `close` uploads before it returns: while other hosts have the
+    /// store mounted (close-to-open for them); alone, the upload follows the close.
+    close_uploads: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RemoteBacking {
@@ -285,6 +288,24 @@ impl RemoteBacking {
             unreachable: std::sync::atomic::AtomicBool::new(false),
             fresh: Freshness::new(metadata_ttl),
             conflicts,
+            close_uploads: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Whether other hosts have the store mounted now: a writer's `close` then uploads
+    /// before it returns (see [`RemoteBacking::publish`]).
+    pub fn set_shared(&self, shared: bool) {
+        let was = self.close_uploads.swap(shared, Ordering::Relaxed);
+        if was != shared {
+            log::info!(
+                "{}",
+                if shared {
+                    "another host has the store mounted: a close now returns once its file is \
+                     uploaded"
+                } else {
+                    "no other host has the store mounted: files are uploaded just after close"
+                }
+            );
         }
     }
 
@@ -840,6 +861,7 @@ impl RemoteBacking {
                 .ok()
                 .and_then(|info| info.version.etag),
         };
+        self.fresh.touch(&key);
         st.persisted.dirty = false;
         st.persisted.complete = true;
         st.persisted.etag = etag;
@@ -1380,6 +1402,7 @@ impl Backing for RemoteBacking {
                 etag: None,
             };
             self.write_persisted(file.as_fd(), &p)?;
+            self.fresh.touch(&key);
             self.note_dir(parent_key(&key));
         }
         Ok(file)
@@ -1389,6 +1412,7 @@ impl Backing for RemoteBacking {
         let place = self.child_place(dir, name)?;
         self.local.mkdir_at(dir, name, mode)?;
         if let Place::Node(key) = place {
+            self.fresh.touch(&key);
             if let Err(e) = self.write_marker(&key) {
                 let _ = self.local.unlink_at(dir, name, true);
                 return Err(e);
@@ -1410,6 +1434,7 @@ impl Backing for RemoteBacking {
                 };
                 self.write_persisted(fd.as_fd(), &p)?;
             }
+            self.fresh.touch(&key);
             self.note_dir(parent_key(&key));
         }
         Ok(())
@@ -1419,6 +1444,7 @@ impl Backing for RemoteBacking {
         let place = self.child_place(dir, name)?;
         self.local.symlink_at(target, dir, name)?;
         if let Place::Node(key) = place {
+            self.fresh.touch(&key);
             self.note_dir(parent_key(&key));
         }
         Ok(())
@@ -1478,6 +1504,7 @@ impl Backing for RemoteBacking {
                 .rename_at(old_dir, old_name, new_dir, new_name, mode),
             // A new object published, or a re-encrypted one swapped in.
             (Place::Meta, Place::Node(key)) => {
+                self.fresh.touch(&key);
                 let displaced = self.file_state(new_dir, new_name)?;
                 self.local
                     .rename_at(old_dir, old_name, new_dir, new_name, mode)?;
@@ -1507,6 +1534,7 @@ impl Backing for RemoteBacking {
                 if mode == RenameMode::Exchange {
                     return Err(errno(libc::EINVAL));
                 }
+                self.fresh.touch(&new_key);
                 let st = self.local.stat_at(old_dir, old_name)?;
                 if st.is_dir() {
                     let fd = self.local.open_path_at(old_dir, old_name)?;
@@ -1700,6 +1728,22 @@ impl Backing for RemoteBacking {
             st.key.clone()
         };
         self.flush_marker_of(parent_key(&key))
+    }
+
+    fn publish(&self, file: &File) -> io::Result<()> {
+        if !self.close_uploads.load(Ordering::Relaxed) {
+            // Alone on the store: uploaded when the file is released (`closed`), after
+            // `close` returned.
+            return Ok(());
+        }
+        // As `sync_data`, but the directory's marker is left to the marker writer (within
+        // a second): a close must not rewrite a directory's marker each time.
+        self.local.sync_data(file)?;
+        let Some(entry) = self.entry(file)? else {
+            return Ok(());
+        };
+        let mut st = entry.state.write().map_err(|_| errno(libc::EIO))?;
+        self.upload(file, &mut st)
     }
 
     fn will_need(&self, file: &File, offset: u64, len: u64) {

@@ -18,6 +18,8 @@ pub const HEARTBEAT_EXPIRY: Duration = Duration::from_secs(60);
 /// One mount's heartbeat, as the object store holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostBeat {
+    /// The heartbeat object's key (one per mount).
+    pub key: String,
     pub host: String,
     pub pid: u32,
     pub version: String,
@@ -126,6 +128,15 @@ impl Heartbeat {
             .store(version, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// How many other mounts of the store are live (their heartbeats not expired).
+    pub fn others_live(&self) -> Result<usize, RemoteError> {
+        let now = now();
+        Ok(hosts(&self.remote)?
+            .iter()
+            .filter(|h| h.key != self.key && !h.expired(now))
+            .count())
+    }
+
     /// Rewrites the heartbeat (the object store dates it).
     pub fn beat(&self) -> Result<(), RemoteError> {
         let mut fields = self.fields.clone();
@@ -170,6 +181,7 @@ pub fn hosts(remote: &RemoteStore) -> Result<Vec<HostBeat>, RemoteError> {
                 .to_string()
         };
         out.push(HostBeat {
+            key: info.key.clone(),
             host: text("host"),
             pid: doc
                 .get("pid")

@@ -25,6 +25,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// How many listing and check times are kept before those past the TTL are dropped.
+const REMEMBERED: usize = 65_536;
+/// Longer than a marker takes to be written after a change (every second, and retried).
+const MARKER_LAG: Duration = Duration::from_secs(10);
+/// How long a key this mount made or uploaded is remembered (longer than any listing).
+const TOUCH_KEPT: Duration = Duration::from_secs(300);
+
 /// When directories were listed and objects checked, and which files are open here.
 #[derive(Debug)]
 pub(super) struct Freshness {
@@ -32,6 +39,8 @@ pub(super) struct Freshness {
     listed: Mutex<HashMap<String, Instant>>,
     checked: Mutex<HashMap<u64, Instant>>,
     open: Mutex<HashMap<u64, usize>>,
+    /// Keys this mount made or uploaded, and when.
+    touched: Mutex<HashMap<String, Instant>>,
 }
 
 impl Freshness {
@@ -41,13 +50,38 @@ impl Freshness {
             listed: Mutex::new(HashMap::new()),
             checked: Mutex::new(HashMap::new()),
             open: Mutex::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// This mount made or uploaded `key` just now.
+    pub(super) fn touch(&self, key: &str) {
+        let mut touched = lock(&self.touched);
+        if touched.len() >= REMEMBERED {
+            touched.retain(|_, at| at.elapsed() < TOUCH_KEPT);
+        }
+        touched.insert(key.to_string(), Instant::now());
+    }
+
+    fn touched_since(&self, key: &str, since: Instant) -> bool {
+        lock(&self.touched).get(key).is_some_and(|at| *at >= since)
+    }
+
+    /// Whether this mount made `key` within `window` (a node only a marker records, whose
+    /// marker is written within a second).
+    fn touched_within(&self, key: &str, window: Duration) -> bool {
+        lock(&self.touched)
+            .get(key)
+            .is_some_and(|at| at.elapsed() < window)
     }
 
     /// True if the listing of `dir` is older than the TTL, and then it counts as listed
     /// now (one thread lists it; the others go on with what the cache holds).
     pub(super) fn claim_dir(&self, dir: &str) -> bool {
         let mut listed = lock(&self.listed);
+        if listed.len() >= REMEMBERED {
+            listed.retain(|_, at| at.elapsed() < self.ttl);
+        }
         match listed.get(dir) {
             Some(at) if at.elapsed() < self.ttl => false,
             _ => {
@@ -61,6 +95,10 @@ impl Freshness {
     /// as checked now.
     pub(super) fn claim_file(&self, ino: u64) -> bool {
         let mut checked = lock(&self.checked);
+        if checked.len() >= REMEMBERED {
+            // What is older than the TTL would be checked again anyway.
+            checked.retain(|_, at| at.elapsed() < self.ttl);
+        }
         match checked.get(&ino) {
             Some(at) if at.elapsed() < self.ttl => false,
             _ => {
@@ -145,6 +183,17 @@ pub(super) fn refresh_dir(
     root: &Path,
     dir: &str,
 ) -> Result<Refreshed, RefreshError> {
+    // What this mount made or uploaded since the listing began is newer than the listing:
+    // left alone.
+    let listed_at = Instant::now();
+    let key_of = |name: &str| {
+        if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
+    let newer = |name: &str| fresh.touched_since(&key_of(name), listed_at);
     let page = remote.list_dir(dir)?;
     let local_dir = if dir.is_empty() {
         root.to_path_buf()
@@ -213,7 +262,7 @@ pub(super) fn refresh_dir(
                 let Some((dirty, cached)) = read_state(&path) else {
                     continue;
                 };
-                if dirty || fresh.is_open(meta.ino()) || cached.as_deref() == etag {
+                if dirty || fresh.is_open(meta.ino()) || cached.as_deref() == etag || newer(name) {
                     continue;
                 }
                 reset_placeholder(&path, info.size, etag).map_err(local_err(&path))?;
@@ -279,6 +328,9 @@ pub(super) fn refresh_dir(
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };
+        if newer(name) {
+            continue;
+        }
         let gone = if meta.is_file() {
             !objects.contains_key(name)
                 && read_state(&path).is_some_and(|(dirty, etag)| !dirty && etag.is_some())
@@ -287,7 +339,9 @@ pub(super) fn refresh_dir(
             // A directory exists in the store while its marker does (made at mkdir).
             !subdirs.contains(name) && !holds_local_work(&path)
         } else {
-            marker.is_some() && entry_of(marker.as_ref(), name).is_none()
+            marker.is_some()
+                && entry_of(marker.as_ref(), name).is_none()
+                && !fresh.touched_within(&key_of(name), MARKER_LAG)
         };
         if gone {
             remove_any(&path).map_err(local_err(&path))?;
