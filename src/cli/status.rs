@@ -458,6 +458,10 @@ fn remote_status(
                                 ("started", Json::Int(h.started)),
                                 ("seen", Json::Int(h.seen)),
                                 ("expired", Json::Bool(h.expired(now))),
+                                (
+                                    "master_version",
+                                    h.master_version.map_or(Json::Null, Json::uint),
+                                ),
                             ])
                         })
                         .collect(),
@@ -495,8 +499,12 @@ fn remote_status(
         } else {
             format!("last heartbeat {}s ago", now.saturating_sub(h.seen).max(0))
         };
+        let master = h
+            .master_version
+            .map(|v| format!(", new objects under master key version {v}"))
+            .unwrap_or_default();
         println!(
-            "  {} pid {} (ssefs {}) on {}, since {}; {state}",
+            "  {} pid {} (ssefs {}) on {}, since {}; {state}{master}",
             h.host,
             h.pid,
             h.version,
