@@ -814,8 +814,10 @@ impl Mirror {
 }
 
 /// Where live mounts of remote stores say which cache they use, so that a command run on
-/// the same store on this host works on the mount's keystore (as it would on a local
-/// store's): `/run/ssefs/remote/STORE-ID` for root, else under `$XDG_RUNTIME_DIR`.
+/// the same store on this host can ask the mount to take a keystore change at once, and
+/// `status` can list the mount's conflicts: `/run/ssefs/remote/STORE-ID` for root, else
+/// under `$XDG_RUNTIME_DIR`. One entry per store: of two mounts of one store on one host,
+/// the one mounted last.
 fn registry_dir() -> PathBuf {
     if rustix::process::getuid().is_root() {
         return PathBuf::from("/run/ssefs/remote");
