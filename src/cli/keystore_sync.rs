@@ -17,6 +17,12 @@ pub const DEFAULT_KEYSTORE_REFRESH: Duration = Duration::from_secs(10);
 /// How many times a round that lost the race for the keystore object is run again.
 const ATTEMPTS: u32 = 6;
 
+/// What a full round left: the keystore's fingerprint, the store's version, and when.
+type Quiet = (Vec<u8>, String, std::time::Instant);
+
+/// The longest time between two full rounds (the deletions and rotations that fall due).
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Synced {
@@ -32,8 +38,11 @@ pub struct KeystoreSync {
     mirror: Arc<Mirror>,
     keystore: Arc<Keystore>,
     master_days: u32,
-    /// One round at a time (the background thread, misses and changes all sync).
-    running: std::sync::Mutex<()>,
+    /// One round at a time (the background thread, misses and changes all sync), and what
+    /// the last full one left. A round that finds it unchanged does nothing more than one
+    /// HEAD, but for a full round every [`MAINTENANCE_INTERVAL`] (deletion dates and
+    /// rotation ages pass with time alone).
+    running: std::sync::Mutex<Option<Quiet>>,
 }
 
 impl KeystoreSync {
@@ -42,7 +51,7 @@ impl KeystoreSync {
             mirror,
             keystore,
             master_days,
-            running: std::sync::Mutex::new(()),
+            running: std::sync::Mutex::new(None),
         }
     }
 
@@ -57,10 +66,10 @@ impl KeystoreSync {
     /// One round, run again (with a short jittered wait) when another host wrote the
     /// keystore between this round's read and write.
     pub fn sync(&self) -> Result<Synced, String> {
-        let _one = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut attempt = 1;
         loop {
-            match self.round() {
+            match self.round(&mut last) {
                 Err(SyncError::Mirror(e)) if attempt < ATTEMPTS && is_conflict(&e) => {
                     attempt += 1;
                     let mut jitter = [0u8; 1];
@@ -75,12 +84,22 @@ impl KeystoreSync {
         }
     }
 
-    fn round(&self) -> Result<Synced, SyncError> {
+    fn round(&self, last: &mut Option<Quiet>) -> Result<Synced, SyncError> {
+        let fingerprint = self.keystore.fingerprint()?;
+        let changed = self.mirror.changed_keystore()?;
+        let took = changed.is_some();
+        if !took
+            && last.as_ref().is_some_and(|(seen, etag, at)| {
+                *seen == fingerprint
+                    && self.mirror.keystore_etag().as_deref() == Some(etag)
+                    && at.elapsed() < MAINTENANCE_INTERVAL
+            })
+        {
+            return Ok(Synced::default());
+        }
         let scratch = WorkingCopy::empty().map_err(|e| SyncError::Local(e.to_string()))?;
         let since = scratch.root().join("since.db");
         self.keystore.snapshot(&since)?;
-        let changed = self.mirror.changed_keystore()?;
-        let took = changed.is_some();
         let (bytes, etag) = match changed {
             Some((bytes, etag)) => (bytes, etag),
             None => {
@@ -99,6 +118,7 @@ impl KeystoreSync {
         let maintained = self.keystore.maintain(&shared, self.master_days)?;
         let wrote = !carried.is_empty() || maintained;
         if !took && !wrote {
+            *last = Some((fingerprint, etag, std::time::Instant::now()));
             return Ok(Synced::default());
         }
         if wrote {
@@ -108,6 +128,10 @@ impl KeystoreSync {
             self.mirror.took_keystore(&etag, &bytes)?;
         }
         self.keystore.adopt(&shared, &since)?;
+        *last = self.mirror.keystore_etag().and_then(|etag| {
+            let fingerprint = self.keystore.fingerprint().ok()?;
+            Some((fingerprint, etag, std::time::Instant::now()))
+        });
         Ok(Synced {
             took,
             wrote,

@@ -318,6 +318,49 @@ impl Keystore {
         Ok(!destroyed.is_empty() || rotated.is_some() || !cmks.is_empty())
     }
 
+    /// A digest of what a sync carries (the audit chain's head, the usage counters and the
+    /// seals of the sealed tables), read in one snapshot: unchanged while this keystore
+    /// changed nothing that a sync would carry or take.
+    pub fn fingerprint(&self) -> Result<Vec<u8>, KeystoreError> {
+        use sha2::Digest;
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        let mut h = sha2::Sha256::new();
+        let head: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT head_id, head_hash FROM audit_chain WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((id, hash)) = head {
+            h.update(id.to_le_bytes());
+            h.update(&hash);
+        }
+        {
+            let mut stmt = tx.prepare(
+                "SELECT key_id, generate_data_key, decrypt, denied, coalesce(last_used_at, 0)
+                 FROM cmk_usage ORDER BY key_id",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let key: String = r.get(0)?;
+                h.update(key.as_bytes());
+                for i in 1..5 {
+                    h.update(r.get::<_, i64>(i)?.to_le_bytes());
+                }
+            }
+            let mut stmt = tx.prepare("SELECT tbl, digest FROM table_seals ORDER BY tbl")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                h.update(r.get::<_, String>(0)?.as_bytes());
+                h.update(r.get::<_, Vec<u8>>(1)?);
+            }
+        }
+        tx.commit()?;
+        Ok(h.finalize().to_vec())
+    }
+
     /// Writes a consistent copy of this keystore to the new file `to` (for [`Keystore::carry`]
     /// and [`Keystore::adopt`] as the state to count from).
     pub fn snapshot(&self, to: &Path) -> Result<(), KeystoreError> {
@@ -670,6 +713,35 @@ mod tests {
         assert_eq!(hosts.sync(3).records, 1);
         assert!(hosts.sync(4).is_empty());
         assert_eq!(operations(&hosts.shared), operations(&hosts.mount));
+    }
+
+    #[test]
+    fn the_fingerprint_moves_with_what_a_sync_carries_and_only_then() {
+        let hosts = Hosts::new();
+        let before = hosts.mount.fingerprint().unwrap();
+        assert_eq!(hosts.mount.fingerprint().unwrap(), before);
+        let _ = hosts.mount.bucket_rule("nothing").unwrap();
+        let _ = hosts.mount.current_master_key().unwrap();
+        assert_eq!(
+            hosts.mount.fingerprint().unwrap(),
+            before,
+            "reads change nothing"
+        );
+        let id = hosts
+            .mount
+            .create_cmk_for("k", None, CmkOrigin::Ssefs, &caller(0, 1))
+            .unwrap();
+        let made = hosts.mount.fingerprint().unwrap();
+        assert_ne!(made, before, "a new CMK (sealed rows, an audit record)");
+        hosts
+            .mount
+            .authorize(&id, KeyOp::Decrypt, &caller(0, 2), "b/o")
+            .unwrap();
+        assert_ne!(
+            hosts.mount.fingerprint().unwrap(),
+            made,
+            "a use (audit, usage)"
+        );
     }
 
     #[test]
