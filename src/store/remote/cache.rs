@@ -42,6 +42,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Fetches are whole pages of this size.
 const PAGE: u64 = 4096;
+/// A refused upload is compared with the store's object (an earlier upload's lost answer)
+/// only below this size; above, it is treated as a conflict.
+const COMPARED_BELOW: u64 = 256 << 20;
 /// Files this small are fetched whole on first read.
 const WHOLE_BELOW: u64 = 1 << 20;
 /// The first and the largest read-ahead window of a sequential reader.
@@ -830,6 +833,12 @@ impl RemoteBacking {
         };
         let version = match put {
             Ok(v) => v,
+            Err(e) if e.is_conflict() && self.store_holds(file, &key, len) => {
+                // An earlier upload of these very bytes reached the store though its answer
+                // was lost (the store stopped after it): it is this version, not a conflict.
+                log::info!("{key}: an upload whose answer was lost had reached the store");
+                Version::default()
+            }
             Err(e) if e.is_conflict() => {
                 let aside = self.set_aside(file, &key)?;
                 log::error!(
@@ -871,6 +880,23 @@ impl RemoteBacking {
         self.write_persisted(writer.as_fd(), &st.persisted)?;
         self.note_dir(parent_key(&key));
         Ok(())
+    }
+
+    /// Whether the store's object `key` is byte for byte the local file (of `len` bytes): a
+    /// HEAD, and a GET when the sizes agree. False when that cannot be told.
+    fn store_holds(&self, file: &File, key: &str, len: u64) -> bool {
+        if len > COMPARED_BELOW {
+            return false;
+        }
+        match self.remote.head(key) {
+            Ok(info) if info.size == len => {}
+            _ => return false,
+        }
+        let Ok((body, _)) = self.remote.get(key) else {
+            return false;
+        };
+        let mut local = vec![0u8; body.len()];
+        body.len() as u64 == len && file.read_exact_at(&mut local, 0).is_ok() && local == body
     }
 
     /// Copies a file whose upload lost to another writer into the conflicts directory,
