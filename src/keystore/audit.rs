@@ -372,20 +372,6 @@ fn prune_and_seal(
     write_head(conn, key, head)
 }
 
-/// A record written on another copy of the keystore, as it was written there.
-pub(super) struct AppendRow<'a> {
-    pub time: i64,
-    pub uid: Option<i64>,
-    pub pid: Option<i64>,
-    pub key_id: Option<&'a str>,
-    pub operation: &'a str,
-    pub object_path: Option<&'a str>,
-    pub result: &'a str,
-    pub detail: Option<&'a str>,
-    pub repeats: i64,
-    pub last_time: Option<i64>,
-}
-
 /// Appends a record written on another copy of the keystore (its time, repeats and last
 /// time kept, never merged into the newest), extends the chain and prunes, inside the
 /// caller's transaction.
@@ -393,7 +379,7 @@ pub(super) fn append(
     conn: &Connection,
     key: &Key256,
     now: i64,
-    row: &AppendRow<'_>,
+    row: &AuditRecord,
 ) -> Result<(), KeystoreError> {
     let mut head = read_head(conn, key)?;
     checked_newest(conn, &head)?;
@@ -411,7 +397,7 @@ pub(super) fn append(
         row.object_path,
         row.result,
         row.detail,
-        row.repeats.max(1),
+        i64::try_from(row.repeats).unwrap_or(i64::MAX).max(1),
         row.last_time,
     ])?;
     rehash_newest(conn, conn.last_insert_rowid(), &mut head)?;
@@ -578,6 +564,36 @@ pub(super) fn record_failure(conn: &Connection, key: &Key256, now: i64, event: &
     }
 }
 
+/// A record from a row of `SELECT id, time, uid, pid, key_id, operation, object_path, result,
+/// detail, repeats, last_time`.
+fn audit_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.get(0)?,
+        time: r.get(1)?,
+        uid: r.get(2)?,
+        pid: r.get(3)?,
+        key_id: r.get(4)?,
+        operation: r.get(5)?,
+        object_path: r.get(6)?,
+        result: r.get(7)?,
+        detail: r.get(8)?,
+        repeats: r.get::<_, i64>(9)?.try_into().unwrap_or(1),
+        last_time: r.get(10)?,
+    })
+}
+
+/// Every record of the keystore behind `conn` from id `first` on, oldest first.
+pub(super) fn records_from(
+    conn: &Connection,
+    first: i64,
+) -> Result<Vec<AuditRecord>, KeystoreError> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {CHAIN_COLUMNS} FROM audit WHERE id >= ?1 ORDER BY id"
+    ))?;
+    let rows = stmt.query_map([first], audit_record)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 impl Keystore {
     /// The audit records matching `query`, oldest first.
     pub fn audit_records(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, KeystoreError> {
@@ -593,21 +609,7 @@ impl Keystore {
              WHERE (?1 IS NULL OR key_id = ?1 OR key_id = ?2) AND (?3 IS NULL OR time >= ?3)
              ORDER BY id",
         )?;
-        let rows = stmt.query_map((&key_id, &query.key, query.since), |r| {
-            Ok(AuditRecord {
-                id: r.get(0)?,
-                time: r.get(1)?,
-                uid: r.get(2)?,
-                pid: r.get(3)?,
-                key_id: r.get(4)?,
-                operation: r.get(5)?,
-                object_path: r.get(6)?,
-                result: r.get(7)?,
-                detail: r.get(8)?,
-                repeats: r.get::<_, i64>(9)?.try_into().unwrap_or(1),
-                last_time: r.get(10)?,
-            })
-        })?;
+        let rows = stmt.query_map((&key_id, &query.key, query.since), audit_record)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

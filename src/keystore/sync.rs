@@ -4,7 +4,7 @@
 //! counters — is carried onto each newer copy, so no host's records are lost and none
 //! overwrites another's. Knows files and rows, nothing of where the copies come from.
 
-use super::audit::{self, ChainHead};
+use super::audit::{self, AuditRecord, ChainHead};
 use super::seal::{self, SEALED_TABLES, SealedTable};
 use super::{Keystore, KeystoreError, connect_existing, schema};
 use rusqlite::types::Value;
@@ -173,47 +173,8 @@ fn apply_change(conn: &Connection, change: &RowChange) -> Result<bool, KeystoreE
     Ok(true)
 }
 
-/// One audit row as stored: every column the chain covers but the id.
-struct Row {
-    id: i64,
-    time: i64,
-    uid: Option<i64>,
-    pid: Option<i64>,
-    key_id: Option<String>,
-    operation: String,
-    object_path: Option<String>,
-    result: String,
-    detail: Option<String>,
-    repeats: i64,
-    last_time: Option<i64>,
-}
-
 /// Usage counters of one CMK: `GenerateDataKey`, `Decrypt`, denied, last use.
 type Usage = (i64, i64, i64, Option<i64>);
-
-fn rows_after(conn: &Connection, id: i64) -> Result<Vec<Row>, KeystoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT id, time, uid, pid, key_id, operation, object_path, result, detail, repeats,
-                last_time
-         FROM audit WHERE id >= ?1 ORDER BY id",
-    )?;
-    let rows = stmt.query_map([id], |r| {
-        Ok(Row {
-            id: r.get(0)?,
-            time: r.get(1)?,
-            uid: r.get(2)?,
-            pid: r.get(3)?,
-            key_id: r.get(4)?,
-            operation: r.get(5)?,
-            object_path: r.get(6)?,
-            result: r.get(7)?,
-            detail: r.get(8)?,
-            repeats: r.get(9)?,
-            last_time: r.get(10)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
 
 fn usage(conn: &Connection) -> Result<BTreeMap<String, Usage>, KeystoreError> {
     let mut stmt = conn.prepare(
@@ -239,7 +200,7 @@ fn head_id(conn: &Connection) -> Result<i64, KeystoreError> {
 /// records after `base`'s newest, the repeats its newest gained, and usage counter growth.
 struct Delta {
     rows: Vec<RowChange>,
-    records: Vec<Row>,
+    records: Vec<AuditRecord>,
     usage: BTreeMap<String, Usage>,
     base_head: i64,
 }
@@ -249,21 +210,22 @@ fn delta(base: &Path, local: &Path) -> Result<Delta, KeystoreError> {
     let local = connect_existing(local)?;
     let base_head = head_id(&base)?;
     let mut records = Vec::new();
-    for row in rows_after(&local, base_head)? {
+    for row in audit::records_from(&local, base_head)? {
         if row.id > base_head {
             records.push(row);
             continue;
         }
         // The record that was newest at `base` may have counted more repeats since.
-        let before: Option<i64> = base
+        let before: Option<u64> = base
             .query_row("SELECT repeats FROM audit WHERE id = ?1", [row.id], |r| {
-                r.get(0)
+                r.get::<_, i64>(0)
             })
-            .optional()?;
+            .optional()?
+            .map(|n| u64::try_from(n).unwrap_or(1));
         if let Some(before) = before
             && row.repeats > before
         {
-            records.push(Row {
+            records.push(AuditRecord {
                 repeats: row.repeats - before,
                 time: row.last_time.unwrap_or(row.time),
                 last_time: None,
@@ -428,23 +390,7 @@ impl Keystore {
         }
         let now = other.now();
         for row in &delta.records {
-            audit::append(
-                &tx,
-                &other.seal_key,
-                now,
-                &audit::AppendRow {
-                    time: row.time,
-                    uid: row.uid,
-                    pid: row.pid,
-                    key_id: row.key_id.as_deref(),
-                    operation: &row.operation,
-                    object_path: row.object_path.as_deref(),
-                    result: &row.result,
-                    detail: row.detail.as_deref(),
-                    repeats: row.repeats,
-                    last_time: row.last_time,
-                },
-            )?;
+            audit::append(&tx, &other.seal_key, now, row)?;
         }
         let mut usage = 0;
         for (key_id, (encrypts, decrypts, denied, last)) in &delta.usage {

@@ -286,31 +286,14 @@ impl Mirror {
         if digest(&bytes) == was {
             return Ok(false);
         }
-        let version = Version {
-            etag: Some(etag),
-            version: None,
-        };
-        let done = self
-            .remote
-            .put(&keystore_key(), bytes.clone(), WriteMode::Replace(version))
-            .map_err(|e| match e {
-                e if e.is_conflict() => MirrorError::Other(format!(
-                    "the keystore of {} was changed by another host; this copy's changes were \
-                     not uploaded (kept in the cache, set aside at the next mount)",
-                    self.remote.url()
-                )),
-                e => e.into(),
-            })?;
-        let etag = match done.etag {
-            Some(etag) => etag,
-            None => self
-                .remote
-                .head(&keystore_key())?
-                .version
-                .etag
-                .unwrap_or_default(),
-        };
-        self.record_keystore(&etag, &bytes)?;
+        self.publish_keystore(bytes, &etag).map_err(|e| match e {
+            MirrorError::Remote(e) if e.is_conflict() => MirrorError::Other(format!(
+                "the keystore of {} was changed by another host; this copy's changes were \
+                 not uploaded",
+                self.remote.url()
+            )),
+            e => e,
+        })?;
         Ok(true)
     }
 
