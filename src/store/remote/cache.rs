@@ -24,7 +24,7 @@ use super::local_copy::{
 };
 use super::namespace::{DIR_MARKER, Marker, NodeAttrs, child_key, marker_key, parent_key};
 use super::refresh::{Freshness, refresh_dir};
-use super::{RemoteError, RemoteStore, Version, WriteMode};
+use super::{ObjectInfo, RemoteError, RemoteStore, Version, WriteMode};
 use crate::store::backing::{
     Backing, DirEntryInfo, FsUsage, LocalBacking, RenameMode, Stat, TimeUpdate,
 };
@@ -365,13 +365,7 @@ impl RemoteBacking {
         match self.remote.head(&key) {
             Ok(info) if info.version.etag == persisted.etag => Ok(()),
             Ok(info) => {
-                reset_placeholder(&path, info.size, info.version.etag.as_deref())?;
-                let mtime = crate::store::backing::Timestamp {
-                    secs: info.modified,
-                    nanos: 0,
-                };
-                set_times(&path, mtime, mtime)?;
-                self.forget(ino);
+                self.take_store_version(&path, ino, &info)?;
                 log::debug!("{key}: changed by another host; the cached copy was dropped");
                 Ok(())
             }
@@ -938,14 +932,20 @@ impl RemoteBacking {
         }
         let info = self.remote.head(&st.key).map_err(|e| remote_errno(&e))?;
         let path = self.local.path_of(file.as_fd())?;
-        reset_placeholder(&path, info.size, info.version.etag.as_deref())?;
+        drop(st);
+        self.take_store_version(&path, entry.ino, &info)
+    }
+
+    /// Makes the clean local copy at `path` (inode `ino`) the object's version `info`: emptied
+    /// in place (nothing fetched), dated as the object, its cached state dropped.
+    fn take_store_version(&self, path: &Path, ino: u64, info: &ObjectInfo) -> io::Result<()> {
+        reset_placeholder(path, info.size, info.version.etag.as_deref())?;
         let mtime = crate::store::backing::Timestamp {
             secs: info.modified,
             nanos: 0,
         };
-        set_times(&path, mtime, mtime)?;
-        drop(st);
-        self.forget(entry.ino);
+        set_times(path, mtime, mtime)?;
+        self.forget(ino);
         Ok(())
     }
 
