@@ -639,9 +639,21 @@ mod tests {
             "bucket=Photos",
             "bucket=ab",
             "bucket=.ssefs",
+            "keystore_refresh=0",
+            "keystore_refresh=ten",
+            "metadata_ttl=-1",
+            "metadata_ttl=86401",
         ] {
             assert!(MountOptions::parse(&[bad]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_remote_stores_intervals_parse() {
+        let o = MountOptions::parse(&["metadata_ttl=0,keystore_refresh=30"]).unwrap();
+        assert_eq!((o.metadata_ttl, o.keystore_refresh), (Some(0), Some(30)));
+        let o = MountOptions::parse::<&str>(&[]).unwrap();
+        assert_eq!((o.metadata_ttl, o.keystore_refresh), (None, None));
     }
 
     #[test]
