@@ -366,8 +366,8 @@ impl Keystore {
         if head.head_id < delta.base_head {
             return Err(KeystoreError::Tampered(vec![format!(
                 "the shared keystore's audit log ends at record {}, before record {} that this \
-                 host already holds: it is an older keystore (rolled back or restored); \
-                 remount to take it",
+                 host already holds: it is an older keystore (rolled back, or restored); if it \
+                 was restored on purpose, mount again with a fresh cache directory",
                 head.head_id, delta.base_head
             )]));
         }
