@@ -111,12 +111,7 @@ fn what_one_host_closes_another_opens_whole_and_an_open_reader_keeps_its_version
     // A CMK made after both mounted, a bucket under it made on A: B opens A's object at
     // once (well within its 10 s keystore_refresh), and B's own object in that bucket is
     // under the bucket's rule.
-    let created: serde_json::Value =
-        serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
-    let key = created["KeyMetadata"]["KeyId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = store.create_cmk();
     fs::create_dir(a.join("sealed")).unwrap();
     set_xattr(&a.join("sealed"), SSE, "KMS").unwrap();
     set_xattr(&a.join("sealed"), SSE_KEY_ID, &key).unwrap();
@@ -383,12 +378,7 @@ fn key_changes_reach_every_mount_within_the_interval_and_audit_records_reach_one
     }
     let _serial = serial();
     let store = RemoteTestStore::new("hosts-keys");
-    let created: serde_json::Value =
-        serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
-    let key = created["KeyMetadata"]["KeyId"]
-        .as_str()
-        .expect("KeyId")
-        .to_string();
+    let key = store.create_cmk();
     // B first: the command below asks the mount registered last on this host (A) to sync
     // at once, so B shows the interval.
     let b = host(&store, "b", &[TTL, "keystore_refresh=2"]);

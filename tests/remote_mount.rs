@@ -426,12 +426,7 @@ fn encryption_rules_and_object_settings_survive_a_fresh_cache() {
         return;
     }
     let store = RemoteTestStore::new("sse");
-    let created: serde_json::Value =
-        serde_json::from_str(&store.on_store_ok(&["kms", "create", "--json"])).unwrap();
-    let key = created["KeyMetadata"]["KeyId"]
-        .as_str()
-        .expect("KeyId")
-        .to_string();
+    let key = store.create_cmk();
 
     let m = store.mount(&store.fresh_cache());
     let aes = m.bucket("aes");

@@ -174,17 +174,38 @@ fn write_use(
             (true, KeyOp::Decrypt) => (0, 1, 0),
             (false, _) => (0, 0, 1),
         };
-        tx.prepare_cached(
-            "INSERT INTO cmk_usage (key_id, generate_data_key, decrypt, denied, last_used_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (key_id) DO UPDATE SET
-                 generate_data_key = generate_data_key + excluded.generate_data_key,
-                 decrypt = decrypt + excluded.decrypt,
-                 denied = denied + excluded.denied,
-                 last_used_at = coalesce(excluded.last_used_at, last_used_at)",
-        )?
-        .execute((key_id, encrypts, decrypts, denied, allowed.then_some(now)))?;
+        add_usage(
+            &tx,
+            key_id,
+            (encrypts, decrypts, denied),
+            allowed.then_some(now),
+        )?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Adds uses to a CMK's usage counters (`GenerateDataKey`, `Decrypt`, denied), and the time
+/// of the last allowed one if later than the one recorded.
+pub(super) fn add_usage(
+    conn: &Connection,
+    key_id: &str,
+    (encrypts, decrypts, denied): (i64, i64, i64),
+    last_used: Option<i64>,
+) -> Result<(), KeystoreError> {
+    conn.prepare_cached(
+        "INSERT INTO cmk_usage (key_id, generate_data_key, decrypt, denied, last_used_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (key_id) DO UPDATE SET
+             generate_data_key = generate_data_key + excluded.generate_data_key,
+             decrypt = decrypt + excluded.decrypt,
+             denied = denied + excluded.denied,
+             last_used_at = CASE
+                 WHEN excluded.last_used_at IS NULL THEN last_used_at
+                 WHEN last_used_at IS NULL THEN excluded.last_used_at
+                 ELSE max(last_used_at, excluded.last_used_at)
+             END",
+    )?
+    .execute((key_id, encrypts, decrypts, denied, last_used))?;
     Ok(())
 }

@@ -401,17 +401,7 @@ impl Keystore {
             if !known {
                 continue;
             }
-            tx.execute(
-                "INSERT INTO cmk_usage (key_id, generate_data_key, decrypt, denied, last_used_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (key_id) DO UPDATE SET
-                     generate_data_key = generate_data_key + excluded.generate_data_key,
-                     decrypt = decrypt + excluded.decrypt,
-                     denied = denied + excluded.denied,
-                     last_used_at = max(coalesce(last_used_at, 0),
-                                        coalesce(excluded.last_used_at, 0))",
-                (key_id, encrypts, decrypts, denied, last),
-            )?;
+            super::access::add_usage(&tx, key_id, (*encrypts, *decrypts, *denied), *last)?;
             usage += 1;
         }
         seal::commit(tx, &other.seal_key)?;

@@ -145,6 +145,17 @@ impl RemoteTestStore {
         self.ssefs_ok(&all)
     }
 
+    /// `ssefs kms create` on the store: the new CMK's id.
+    pub fn create_cmk(&self) -> String {
+        let created: serde_json::Value =
+            serde_json::from_str(&self.on_store_ok(&["kms", "create", "--json"]))
+                .expect("kms create --json prints JSON");
+        created["KeyMetadata"]["KeyId"]
+            .as_str()
+            .expect("KeyId")
+            .to_string()
+    }
+
     /// Mounts the store with the cache directory `cache` (and no size given).
     pub fn mount(&self, cache: &Path) -> RemoteMount {
         let cache = cache.to_string_lossy().into_owned();
