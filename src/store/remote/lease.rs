@@ -6,6 +6,7 @@
 //! third of its term while held, and removed when dropped. Not a local lock: a holder on
 //! another host counts the same.
 
+use super::heartbeat::unix_now;
 use super::{RemoteError, RemoteStore, Version, WriteMode};
 use crate::store::layout;
 use serde_json::{Value, json};
@@ -37,13 +38,6 @@ fn lease_key(name: &str) -> String {
     format!("{}/{}/{name}", layout::META_DIR, layout::LEASES_DIR)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// A held lease; renewed by a thread of its own, removed when dropped.
 #[derive(Debug)]
 pub struct Lease {
@@ -68,7 +62,7 @@ impl Lease {
             "pid": std::process::id(),
             "what": what,
             "term": term.as_secs(),
-            "taken": now(),
+            "taken": unix_now(),
         })
         .to_string()
         .into_bytes();
@@ -76,7 +70,7 @@ impl Lease {
             Err(e) if e.is_not_found() => WriteMode::Create,
             Err(e) => return Err(e.into()),
             Ok(info) => {
-                let age = now().saturating_sub(info.modified);
+                let age = unix_now().saturating_sub(info.modified);
                 let (holder, held_for) = describe(&remote, &key);
                 let held_for = held_for.unwrap_or(term.as_secs());
                 if age <= held_for as i64 {
