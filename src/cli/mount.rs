@@ -48,6 +48,8 @@ pub struct MountOptions {
     /// How long a remote store's mount trusts what it knows of an object or a directory
     /// before asking the store again, in seconds (`metadata_ttl=SECS`).
     pub metadata_ttl: Option<u64>,
+    /// Take FUSE requests through io_uring when the kernel offers it (`noio_uring`: never).
+    pub io_uring: bool,
 }
 
 impl Default for MountOptions {
@@ -72,6 +74,7 @@ impl Default for MountOptions {
             region: None,
             keystore_refresh: None,
             metadata_ttl: None,
+            io_uring: true,
         }
     }
 }
@@ -172,6 +175,8 @@ impl MountOptions {
                 "create_bucket" => self.create_bucket = true,
                 "atime" => self.noatime = false,
                 "nonempty" => self.nonempty = true,
+                "io_uring" => self.io_uring = true,
+                "noio_uring" => self.io_uring = false,
                 "nodev" | "nosuid" | "defaults" | "nofail" | "_netdev" | "auto" | "noauto" => {}
                 name if name.starts_with("x-") => {}
                 _ => return Err(format!("unknown mount option {option:?}")),
@@ -583,6 +588,7 @@ pub(super) fn serve_store(
         auto_unmount: options.auto_unmount,
         noexec: options.noexec,
         noatime: options.noatime,
+        io_uring: options.io_uring,
     };
     let shown_store = match &options.bucket {
         Some(bucket) => format!("bucket {bucket} of store {shown}"),

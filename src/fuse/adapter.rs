@@ -26,11 +26,22 @@ pub(super) const MAX_WRITE: u32 = 1 << 20;
 /// The [`fuser::Filesystem`] over a [`BucketFs`].
 pub struct FuseAdapter {
     fs: Arc<BucketFs>,
+    io_uring: bool,
 }
 
 impl FuseAdapter {
     pub fn new(fs: Arc<BucketFs>) -> Self {
-        FuseAdapter { fs }
+        FuseAdapter {
+            fs,
+            io_uring: false,
+        }
+    }
+
+    /// Asks for FUSE over io_uring at INIT (granted only where root set the `fuse` module's
+    /// `enable_uring`): requests are then handed over on the caller's CPU.
+    pub fn with_io_uring(mut self, on: bool) -> Self {
+        self.io_uring = on;
+        self
     }
 
     /// How long the kernel may keep an entry and its attributes: none at all on a store
@@ -170,6 +181,14 @@ impl Filesystem for FuseAdapter {
         // `ls -l` and `find` need no lookup per entry.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS);
         let _ = config.add_capabilities(InitFlags::FUSE_READDIRPLUS_AUTO);
+        if self.io_uring {
+            match config.add_capabilities(InitFlags::FUSE_OVER_IO_URING) {
+                Ok(()) => log::debug!("asking for FUSE over io_uring"),
+                Err(_) => log::debug!(
+                    "FUSE over io_uring not offered (the fuse module's enable_uring is off)"
+                ),
+            }
+        }
         Ok(())
     }
 
