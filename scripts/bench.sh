@@ -32,6 +32,9 @@ Environment (defaults in brackets):
   BENCH_DIR [$TMPDIR or /tmp] where the temporary directories go (the filesystem measured)
   BENCH_TIMEOUT [900]    seconds before one workload step is abandoned
   BENCH_SSEFS            the ssefs binary [target/release/ssefs]
+  BENCH_IO_URING [1]     1: turn on the fuse module's enable_uring for the run (put back as it
+                         was at the end), so ssefs takes requests through FUSE over io_uring
+                         (Linux 6.14+; gocryptfs does not use it); 0: leave it as it is
 
 Quick smoke run (about a minute):
   BENCH_RUNS=1 BENCH_SEQ_MIB=64 BENCH_RAND_MIB=32 BENCH_RAND_SECS=1 BENCH_FILES=500 \
@@ -130,11 +133,15 @@ unmount_target() {
     PID[$t]=""
 }
 
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+URING_BEFORE=""
+
 cleanup() {
     local rc=$? t
     set +e
     trap - EXIT INT TERM
     for t in "${!PID[@]}"; do unmount_target "$t"; done
+    [ -n "$URING_BEFORE" ] && echo "$URING_BEFORE" >"$URING_PARAM"
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         awk -v w="$WORK/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo |
             while IFS= read -r m; do fusermount3 -uz "$m" 2>/dev/null || umount -l "$m" 2>/dev/null; done
@@ -178,6 +185,9 @@ ensure_tools() {
 
 # ---------------------------------------------------------------------------------------------
 # Targets: set-up, mount, remount.
+
+# How the ssefs mounts took requests: "io_uring" or "/dev/fuse" (set when they mount).
+TRANSPORT="-"
 
 DROP_CACHES=1
 drop_caches() {
@@ -245,6 +255,11 @@ setup_target() {
             mount_target "$t" || return 1
             mkdir "$base/mnt/bench" || return 1
             DIR[$t]=$base/mnt/bench
+            if grep -qs '^fuser-ring-' /proc/"${PID[$t]}"/task/*/comm; then
+                TRANSPORT="io_uring"
+            else
+                TRANSPORT="/dev/fuse"
+            fi
             ;;
         gocryptfs)
             MNT[$t]=$base/mnt
@@ -500,6 +515,15 @@ main() {
     avail=$(df --output=avail -BM "$WORK" | tail -1 | tr -dc 0-9)
     [ "$avail" -ge "$need" ] || die "$WORK has $avail MiB free; the benchmark needs about $need MiB"
 
+    if [ "${BENCH_IO_URING:-1}" = 1 ] && wants ssefs; then
+        if [ -w "$URING_PARAM" ]; then
+            URING_BEFORE=$(cat "$URING_PARAM")
+            echo 1 >"$URING_PARAM"
+        else
+            note "this kernel has no FUSE over io_uring ($URING_PARAM): ssefs uses /dev/fuse"
+        fi
+    fi
+
     local started loadavg_start t run
     started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
     loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -544,6 +568,7 @@ main() {
         printf 'started\t%s\nfinished\t%s\n' "$started" "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
         printf 'loadavg_start\t%s\nloadavg_end\t%s\n' "$loadavg_start" "$(cut -d' ' -f1-3 /proc/loadavg)"
         printf 'ssefs_commit\t%s\nopen_file_limit\t%s\n' "$commit" "$(ulimit -n)"
+        printf 'ssefs_transport\t%s\n' "$TRANSPORT"
     } >"$WORK/meta.tsv"
     python3 "$HELPERS/report.py" --results "$RESULTS" --meta "$WORK/meta.tsv" --json "$JSON_OUT" \
         --work-dir "$WORK"

@@ -294,7 +294,7 @@ def main():
     print(f"machine: {machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gib']} GiB, "
           f"kernel {machine['kernel']}, backing {machine['backing_filesystem']}")
     print(f"runs per figure: {report['params'].get('runs')}; load average at start {report['loadavg_start']}, "
-          f"at end {report['loadavg_end']}")
+          f"at end {report['loadavg_end']}; ssefs requests through {report['params'].get('ssefs_transport', '-')}")
     print()
     print(render_table(report))
     print()

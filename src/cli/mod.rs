@@ -100,9 +100,10 @@ pub enum Command {
         key: root_key::KeyArgs,
         /// Mount options, comma-separated: allow_other, allow_root, default_permissions, ro,
         /// rw, default_sse=none|AES256|KMS, fsname=NAME, auto_unmount, nonempty, bucket=NAME,
-        /// create_bucket; for an s3:// store also metadata_ttl=SECS (how soon another host's
-        /// change shows, default 1) and keystore_refresh=SECS (how soon its key changes are
-        /// enforced, default 10).
+        /// create_bucket, noio_uring (never take requests through FUSE over io_uring, used
+        /// where root enabled it in the fuse module); for an s3:// store also
+        /// metadata_ttl=SECS (how soon another host's change shows, default 1) and
+        /// keystore_refresh=SECS (how soon its key changes are enforced, default 10).
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Rotate the master key when the current version is N days old, checked at mount and

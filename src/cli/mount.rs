@@ -655,6 +655,18 @@ mod tests {
     }
 
     #[test]
+    fn io_uring_is_asked_for_unless_refused() {
+        assert!(MountOptions::parse::<&str>(&[]).unwrap().io_uring);
+        assert!(!MountOptions::parse(&["noio_uring"]).unwrap().io_uring);
+        assert!(
+            MountOptions::parse(&["noio_uring,io_uring"])
+                .unwrap()
+                .io_uring
+        );
+        assert!(MountOptions::parse(&["io_uring=1"]).is_err());
+    }
+
+    #[test]
     fn a_remote_stores_intervals_parse() {
         let o = MountOptions::parse(&["metadata_ttl=0,keystore_refresh=30"]).unwrap();
         assert_eq!((o.metadata_ttl, o.keystore_refresh), (Some(0), Some(30)));
