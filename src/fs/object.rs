@@ -326,19 +326,34 @@ impl BucketFs {
 
     /// Reads up to `size` bytes at `offset` (fewer only at the end of the object).
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let len = {
+            let handle = self.file_handle(fh)?;
+            let Handle::File(file) = &*handle else {
+                return Err(FsError::BadHandle(fh));
+            };
+            let available = file.object.size().saturating_sub(offset);
+            usize::try_from(available.min(u64::from(size))).unwrap_or(0)
+        };
+        let mut buf = vec![0u8; len];
+        let n = self.read_into(fh, offset, &mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Reads up to `out.len()` bytes at `offset` into `out` (fewer only at the end of the
+    /// object); returns how many.
+    pub fn read_into(&self, fh: u64, offset: u64, out: &mut [u8]) -> Result<usize, FsError> {
         let handle = self.file_handle(fh)?;
         let Handle::File(file) = &*handle else {
             return Err(FsError::BadHandle(fh));
         };
         let available = file.object.size().saturating_sub(offset);
-        let len = usize::try_from(available.min(u64::from(size))).unwrap_or(0);
-        let mut buf = vec![0u8; len];
-        let n = file
-            .object
-            .read_at(offset, &mut buf)
-            .map_err(|e| self.note(&file.inode, e))?;
-        buf.truncate(n);
-        Ok(buf)
+        let len = usize::try_from(available)
+            .unwrap_or(usize::MAX)
+            .min(out.len());
+        file.object
+            .read_at(offset, &mut out[..len])
+            .map_err(|e| self.note(&file.inode, e))
     }
 
     /// Writes `data` at `offset` (at the end for `O_APPEND` handles); returns the count.

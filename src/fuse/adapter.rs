@@ -357,10 +357,10 @@ impl Filesystem for FuseAdapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(fh.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno(&e)),
-        }
+        // Decrypted straight into the reply's buffer (the ring entry's, over io_uring).
+        reply.data_with(size as usize, |out| {
+            self.fs.read_into(fh.0, offset, out).map_err(|e| errno(&e))
+        });
     }
 
     fn write(

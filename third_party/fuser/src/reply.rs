@@ -165,6 +165,33 @@ impl ReplyRaw {
     pub(crate) fn error(self, err: ll::Errno) {
         self.send_ll(&ll::ResponseErrno(err));
     }
+
+    /// Reply with data written in place by `fill` (see `ReplyData::data_with`).
+    pub(crate) fn send_filled(
+        mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, ll::Errno>,
+    ) {
+        let Some(sender) = self.sender.take() else {
+            return;
+        };
+        if let ReplySender::Uring(ring) = &sender {
+            match ring.send_filled(self.unique.0, len, fill) {
+                Ok(()) => {}
+                Err(err) => error!("Failed to send FUSE reply: {err}"),
+            }
+            return;
+        }
+        let mut buf = vec![0u8; len];
+        let res = match fill(&mut buf) {
+            Ok(n) => ll::ResponseSlice(&buf[..n.min(len)])
+                .with_iovec(self.unique, |iov| sender.send(iov)),
+            Err(errno) => ll::ResponseErrno(errno).with_iovec(self.unique, |iov| sender.send(iov)),
+        };
+        if let Err(err) = res {
+            error!("Failed to send FUSE reply: {err}");
+        }
+    }
 }
 
 impl Drop for ReplyRaw {
@@ -227,6 +254,13 @@ impl ReplyData {
     /// Reply to a request with the given data
     pub fn data(self, data: &[u8]) {
         self.reply.send_ll(&ll::ResponseSlice(data));
+    }
+
+    /// Reply with at most `len` bytes that `fill` writes into the buffer it is given and
+    /// counts, or with the error it returns. Over FUSE over io_uring the buffer is the ring
+    /// entry's own, so a large read is not copied once more on its way to the kernel.
+    pub fn data_with(self, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<usize, Errno>) {
+        self.reply.send_filled(len, fill);
     }
 
     /// Reply to a request with the given error code

@@ -312,6 +312,76 @@ impl UringSender {
     }
 }
 
+impl UringSender {
+    /// A reply of at most `len` bytes written in place by `fill` (`ReplyData::data_with`):
+    /// straight into the entry's payload buffer when no request bytes live there.
+    pub(crate) fn send_filled(
+        &self,
+        unique: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, ll::Errno>,
+    ) -> io::Result<()> {
+        let buffers = &self.entry.buffers;
+        let mut state = self
+            .entry
+            .reply
+            .lock()
+            .map_err(|_| io::Error::other("ring entry lock poisoned"))?;
+        if state.replied {
+            return Err(io::Error::other("second reply to one ring request"));
+        }
+        if !state.direct || len > buffers.payload_size {
+            drop(state);
+            let mut buf = vec![0u8; len];
+            return match fill(&mut buf) {
+                Ok(n) => {
+                    let n = n.min(len);
+                    let header = out_header(unique, 0, n);
+                    self.send(&[IoSlice::new(&header), IoSlice::new(&buf[..n])])
+                }
+                Err(errno) => {
+                    let header = out_header(unique, -i32::from(errno), 0);
+                    self.send(&[IoSlice::new(&header)])
+                }
+            };
+        }
+        // SAFETY: in direct mode the payload buffer holds no request bytes, and len fits it;
+        // the entry is ours until committed.
+        let out = unsafe { std::slice::from_raw_parts_mut(buffers.payload(), len) };
+        let header = match fill(out) {
+            Ok(n) => {
+                let n = n.min(len);
+                state.payload_len = n;
+                out_header(unique, 0, n)
+            }
+            Err(errno) => {
+                state.payload_len = 0;
+                out_header(unique, -i32::from(errno), 0)
+            }
+        };
+        // SAFETY: as above; in_out holds 128 bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                header.as_ptr(),
+                (*buffers.header()).in_out.as_mut_ptr(),
+                OUT_HEADER,
+            );
+        }
+        state.replied = true;
+        self.entry.replied.notify_one();
+        Ok(())
+    }
+}
+
+/// A `fuse_out_header` as bytes.
+fn out_header(unique: u64, error: i32, payload: usize) -> [u8; OUT_HEADER] {
+    let mut bytes = [0u8; OUT_HEADER];
+    bytes[0..4].copy_from_slice(&((OUT_HEADER + payload) as u32).to_ne_bytes());
+    bytes[4..8].copy_from_slice(&error.to_ne_bytes());
+    bytes[8..16].copy_from_slice(&unique.to_ne_bytes());
+    bytes
+}
+
 /// Copies the bytes of `data` from offset `skip` on into `out` (as many as it holds).
 fn gather(data: &[IoSlice<'_>], mut skip: usize, out: &mut [u8]) {
     let mut at = 0;
@@ -332,21 +402,90 @@ fn gather(data: &[IoSlice<'_>], mut skip: usize, out: &mut [u8]) {
     }
 }
 
-/// Pins the calling thread to one CPU; a CPU that is offline (or not ours) leaves it free.
-fn pin_to_cpu(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it for cpu < CPU_SETSIZE.
-    unsafe {
+/// A ring thread's CPU affinity: pinned to its queue's CPU, and widened to every CPU the
+/// process may use while it serves a large read or write, whose decryption or encryption would
+/// otherwise share one CPU with the other requests of a single reader's readahead (a cold
+/// sequential read lost a fifth of its speed pinned).
+struct Affinity {
+    own: Option<libc::cpu_set_t>,
+    wide: Option<libc::cpu_set_t>,
+    widened: bool,
+}
+
+/// Requests at least this large may run on any CPU.
+const WIDE_REQUEST: usize = 64 * 1024;
+
+impl Affinity {
+    /// Pins the calling thread to `cpu`; a CPU that is offline (or not ours) leaves it free.
+    fn pin(cpu: usize) -> Self {
+        let mut this = Affinity {
+            own: None,
+            wide: None,
+            widened: false,
+        };
         if cpu >= libc::CPU_SETSIZE as usize {
-            return;
+            return this;
         }
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-            debug!(
-                "ring thread for CPU {cpu} left unpinned: {}",
-                io::Error::last_os_error()
-            );
+        // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET stays within it for
+        // cpu < CPU_SETSIZE; the calls get the set's true size.
+        unsafe {
+            let mut wide: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut wide) != 0 {
+                return this;
+            }
+            let mut own: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut own);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &own) != 0 {
+                debug!(
+                    "ring thread for CPU {cpu} left unpinned: {}",
+                    io::Error::last_os_error()
+                );
+                return this;
+            }
+            this.own = Some(own);
+            this.wide = Some(wide);
         }
+        this
+    }
+
+    fn set(set: &libc::cpu_set_t) {
+        // SAFETY: a valid set of its true size.
+        unsafe {
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), set);
+        }
+    }
+
+    /// Lets the thread run anywhere while it serves a request of `size` bytes, if that is large.
+    fn widen_for(&mut self, size: usize) {
+        if size >= WIDE_REQUEST
+            && let Some(wide) = &self.wide
+        {
+            Self::set(wide);
+            self.widened = true;
+        }
+    }
+
+    /// Back on the queue's CPU.
+    fn narrow(&mut self) {
+        if self.widened
+            && let Some(own) = &self.own
+        {
+            Self::set(own);
+            self.widened = false;
+        }
+    }
+}
+
+/// The bytes a request moves: a read's size or a write's payload; 0 for anything else.
+fn request_size(in_header: &[u8; IN_HEADER], op_in: &[u8], payload_len: usize) -> usize {
+    let opcode = u32::from_ne_bytes(in_header[4..8].try_into().unwrap_or_default());
+    if opcode == abi::fuse_opcode::FUSE_WRITE as u32 {
+        payload_len
+    } else if opcode == abi::fuse_opcode::FUSE_READ as u32 && op_in.len() >= 20 {
+        // fuse_read_in: fh (8 bytes), offset (8), size (4), ...
+        u32::from_ne_bytes(op_in[16..20].try_into().unwrap_or_default()) as usize
+    } else {
+        0
     }
 }
 
@@ -532,7 +671,7 @@ pub(crate) fn serve<FS: Filesystem>(
     setup: UringSetup,
     started: mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
-    pin_to_cpu(usize::from(qid));
+    let mut affinity = Affinity::pin(usize::from(qid));
     let prepared = new_ring().and_then(|ring| Ok((ring, Buffers::new(setup.payload_size)?)));
     let (mut ring, buffers) = match prepared {
         Ok(x) => x,
@@ -565,7 +704,7 @@ pub(crate) fn serve<FS: Filesystem>(
         return Ok(());
     }
     let _ = started.send(Ok(()));
-    match run_entry(se, &mut ring, &entry, dev_fd, qid, &iov)? {
+    match run_entry(se, &mut ring, &entry, dev_fd, qid, &iov, &mut affinity)? {
         Outcome::Ended => debug!("ring of CPU {qid}: connection ended"),
         Outcome::Refused(errno) => warn!(
             "ring of CPU {qid} refused by the kernel ({}); requests go through /dev/fuse",
@@ -582,6 +721,7 @@ fn run_entry<FS: Filesystem>(
     dev_fd: RawFd,
     qid: u16,
     iov: &[libc::iovec; 2],
+    affinity: &mut Affinity,
 ) -> io::Result<Outcome> {
     let mut scratch: Vec<u64> = Vec::new();
     let mut registered = false;
@@ -612,7 +752,8 @@ fn run_entry<FS: Filesystem>(
             });
         }
         registered = true;
-        let commit_id = handle(se, entry, &mut scratch);
+        let commit_id = handle(se, entry, &mut scratch, affinity);
+        affinity.narrow();
         let commit = command(
             dev_fd,
             FUSE_IO_URING_CMD_COMMIT_AND_FETCH,
@@ -630,6 +771,7 @@ fn handle<FS: Filesystem>(
     se: &SessionEventLoop<FS>,
     entry: &Arc<Entry>,
     scratch: &mut Vec<u64>,
+    affinity: &mut Affinity,
 ) -> u64 {
     let buffers = &entry.buffers;
     let header = buffers.header();
@@ -671,6 +813,9 @@ fn handle<FS: Filesystem>(
                 );
                 std::slice::from_raw_parts(area.add(start), len)
             };
+            // SAFETY: op_len <= OP_IN_SIZE bytes of the header region, ours until committed.
+            let op_in = unsafe { std::slice::from_raw_parts((*header).op_in.as_ptr(), op_len) };
+            affinity.widen_for(request_size(&in_header, op_in, payload_len));
             let data = if start % align_of::<abi::fuse_in_header>() == 0 {
                 data
             } else {
