@@ -273,3 +273,28 @@ fn a_write_session_reserves_generations_in_its_first_header_write() {
     let writes = &object.io().header_writes;
     assert_eq!(writes.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+#[test]
+fn an_object_opened_clean_keeps_no_block_buffers_until_it_writes() {
+    let store = store();
+    let mut object = create(&store, Algorithm::Aes256);
+    object.write_at(0, &vec![7u8; 3 * P + 100]).unwrap();
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    // Opening checks the last block and its meta page; the buffers it used are let go, so
+    // thousands of open files do not hold two blocks each.
+    let mut object = reopen(bytes, &store).unwrap();
+    assert_eq!(object.buffered_bytes(), 0);
+    assert_eq!(read_all(&object).unwrap(), vec![7u8; 3 * P + 100]);
+    assert_eq!(
+        object.buffered_bytes(),
+        0,
+        "reads use the thread's scratch buffers"
+    );
+    // A partial write loads its block again and still works.
+    object.write_at(5, b"hello").unwrap();
+    let mut expected = vec![7u8; 3 * P + 100];
+    expected[5..10].copy_from_slice(b"hello");
+    assert_eq!(read_all(&object).unwrap(), expected);
+    let bytes = object.close().unwrap().snapshot().unwrap();
+    assert_eq!(read_all(&reopen(bytes, &store).unwrap()).unwrap(), expected);
+}
