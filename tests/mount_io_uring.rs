@@ -16,6 +16,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use support::mount::{Mount, TestStore, fusermount_u, mount_tests_enabled};
 use support::rng::TestRng;
 
@@ -253,6 +254,12 @@ fn requests_go_through_the_rings_and_everything_works() {
     let mount = Mount::new(&store, &[]);
     let pid = mount.pid();
     let bucket = mount.bucket("rings");
+    // The daemon logs it once every queue has registered, which may be just after the first
+    // request was served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mount.log_text().contains("FUSE over io_uring:") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let log = mount.log_text();
     assert!(
         log.contains("FUSE over io_uring:"),

@@ -315,7 +315,8 @@ impl<FS: Filesystem> Session<FS> {
         }
 
         if let Some(setup) = uring {
-            crate::uring::start(
+            // An error here leaves the /dev/fuse threads serving; they are joined below.
+            if let Err(e) = crate::uring::start(
                 &mut threads,
                 &filesystem,
                 &ring_channel,
@@ -323,7 +324,9 @@ impl<FS: Filesystem> Session<FS> {
                 session_owner,
                 setup,
                 config.io_uring_threads,
-            )?;
+            ) {
+                error!("FUSE over io_uring could not be started nor turned off: {e}");
+            }
         }
 
         let mut reply: io::Result<()> = Ok(());
