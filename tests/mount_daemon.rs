@@ -9,8 +9,8 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use support::mount::{
-    DaemonFailure, Mount, MountArgs, TestStore, fusermount_u, init_store, is_mounted, mount_entry,
-    mount_tests_enabled,
+    DaemonFailure, Mount, MountArgs, TestStore, init_store, is_mounted, mount_entry,
+    mount_tests_enabled, unmount_dead,
 };
 use support::shell::describe;
 use support::sys::assert_errno;
@@ -111,12 +111,7 @@ fn kill_9_leaves_fsynced_data_and_no_stale_lock() {
     mount.signal(libc::SIGKILL);
     let status = mount.wait_exit();
     assert_eq!(status.signal(), Some(libc::SIGKILL), "daemon {status}");
-    let out = fusermount_u(&store.mountpoint);
-    assert!(
-        out.status.success(),
-        "fusermount3 -u of the dead mount: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    unmount_dead(&store.mountpoint);
     drop(mount);
 
     let mount = Mount::new(&store, &[]);

@@ -570,6 +570,26 @@ pub fn fusermount_u(path: &Path) -> Output {
         .expect("run fusermount3")
 }
 
+/// Takes away the mount a killed daemon left at `path` (`fusermount3 -u`, which must work).
+pub fn unmount_dead(path: &Path) {
+    let out = fusermount_u(path);
+    assert!(
+        out.status.success(),
+        "fusermount3 -u of the dead mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether `error` is what a request gets when the mount's daemon was killed: the kernel ends
+/// the connection (`ENOTCONN`), a request it had queued (`ECONNABORTED`), or one it was handing
+/// to the dead daemon's io_uring ring (`ECANCELED`); never `EIO`.
+pub fn is_dead_daemon_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED)
+    )
+}
+
 /// Waits for `child` up to `timeout`; None if it is still running.
 pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
