@@ -31,8 +31,12 @@ struct RingSetting {
 }
 
 impl RingSetting {
-    /// `None` (with a message) when this kernel has no FUSE over io_uring.
+    /// `None` (with a message) when mount tests cannot run here or this kernel has no FUSE
+    /// over io_uring.
     fn set(on: bool) -> Option<RingSetting> {
+        if !mount_tests_enabled() {
+            return None;
+        }
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let Ok(before) = fs::read_to_string(PARAMETER) else {
             eprintln!(
@@ -244,9 +248,6 @@ fn workload(bucket: &Path, scratch: &Path) {
 
 #[test]
 fn requests_go_through_the_rings_and_everything_works() {
-    if !mount_tests_enabled() {
-        return;
-    }
     let Some(_on) = RingSetting::set(true) else {
         return;
     };
@@ -315,9 +316,6 @@ fn assert_served_through_dev_fuse(store: &TestStore, options: &[&str]) {
 
 #[test]
 fn a_mount_with_noio_uring_stays_on_dev_fuse() {
-    if !mount_tests_enabled() {
-        return;
-    }
     let Some(_on) = RingSetting::set(true) else {
         return;
     };
@@ -326,9 +324,6 @@ fn a_mount_with_noio_uring_stays_on_dev_fuse() {
 
 #[test]
 fn without_the_kernels_consent_the_mount_uses_dev_fuse() {
-    if !mount_tests_enabled() {
-        return;
-    }
     let Some(_off) = RingSetting::set(false) else {
         return;
     };
@@ -337,9 +332,6 @@ fn without_the_kernels_consent_the_mount_uses_dev_fuse() {
 
 #[test]
 fn a_daemon_killed_while_serving_through_rings_leaves_a_mount_that_remounts() {
-    if !mount_tests_enabled() {
-        return;
-    }
     let Some(_on) = RingSetting::set(true) else {
         return;
     };
