@@ -216,6 +216,9 @@ impl Buffers {
 #[derive(Default)]
 struct ReplyState {
     replied: bool,
+    /// The ring's thread waits for the reply: only then does the replier wake it (a
+    /// reply from the ring's own thread, the usual case, costs no futex call).
+    waiting: bool,
     /// The reply's arguments go straight to the payload buffer when the request had no
     /// payload of its own; otherwise they wait here until the request is done with its bytes.
     direct: bool,
@@ -307,7 +310,9 @@ impl UringSender {
             Ok(())
         };
         state.replied = true;
-        self.entry.replied.notify_one();
+        if state.waiting {
+            self.entry.replied.notify_one();
+        }
         result
     }
 }
@@ -368,7 +373,9 @@ impl UringSender {
             );
         }
         state.replied = true;
-        self.entry.replied.notify_one();
+        if state.waiting {
+            self.entry.replied.notify_one();
+        }
         Ok(())
     }
 }
@@ -790,6 +797,7 @@ fn handle<FS: Filesystem>(
             return commit_id;
         };
         state.replied = false;
+        state.waiting = false;
         state.direct = payload_len == 0;
         state.payload_len = 0;
     }
@@ -882,11 +890,13 @@ fn finish(entry: &Entry) {
         return;
     };
     while !state.replied {
+        state.waiting = true;
         state = match entry.replied.wait(state) {
             Ok(s) => s,
             Err(_) => return,
         };
     }
+    state.waiting = false;
     let buffers = &entry.buffers;
     if !state.direct && state.payload_len > 0 {
         // SAFETY: the request is done with its bytes; payload_len fits (checked by send).
