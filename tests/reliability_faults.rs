@@ -116,6 +116,14 @@ impl Backing for FaultyBacking {
         self.check(Call::Create)?;
         self.inner.create_at(dir, name, mode)
     }
+    fn create_unnamed(&self, dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<File>> {
+        self.check(Call::Create)?;
+        self.inner.create_unnamed(dir, mode)
+    }
+    fn link_unnamed(&self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        self.check(Call::Rename)?;
+        self.inner.link_unnamed(file, dir, name)
+    }
     fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
         self.check(Call::Mkdir)?;
         self.inner.mkdir_at(dir, name, mode)
@@ -548,7 +556,7 @@ fn other_backing_faults_give_the_errno_and_damage_nothing() {
             );
         }
 
-        // create (temporary file), publish (rename), mkdir, setxattr
+        // create (an unnamed file), publish (its link), mkdir, setxattr
         for call in [Call::Create, Call::Rename] {
             let scene = Scene::new();
             scene.backing.arm(fault(call));

@@ -359,6 +359,13 @@ impl BucketFs {
 
     /// The path of a node relative to the store, for log lines.
     fn display_path(&self, inode: &Inode) -> String {
+        if !inode.is_dir() {
+            // The descriptor of a file created unnamed and then linked does not carry its
+            // name (`Backing::create_unnamed`); its parent's does.
+            if let Some((parent, name)) = inode.recent_names().into_iter().next() {
+                return format!("{}/{}", self.display_path(&parent), name.to_string_lossy());
+            }
+        }
         let path = inode.fd().and_then(|fd| self.backing().path_of(fd.as_fd()));
         match path {
             Ok(path) => match path.strip_prefix(self.store.root()) {
@@ -378,6 +385,13 @@ impl BucketFs {
     fn bucket_of(&self, inode: &Inode) -> Result<String, FsError> {
         if let Some(bucket) = self.mounted_bucket() {
             return Ok(bucket.to_string());
+        }
+        if !inode.is_dir() {
+            // As in `display_path`: a file's name is its parent's business. All of a file's
+            // names are in one bucket.
+            if let Some((parent, _)) = inode.recent_names().into_iter().next() {
+                return self.bucket_of(&parent);
+            }
         }
         let path = self.backing().path_of(inode.fd()?.as_fd())?;
         let rel = path

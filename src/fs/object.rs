@@ -7,11 +7,11 @@ use super::open_object::{BackingFile, OpenObject};
 use super::policy::{KeyUse, check_object_key, new_object_key, object_kek};
 use super::{Attr, BucketFs, Caller, FsError, Handle, check_name, lock};
 use crate::crypto::{DEFAULT_BLOCK_SIZE, HeaderInfo, Object, peek_header};
-use crate::store::{RenameMode, Stat, TimeUpdate};
+use crate::store::{Stat, TimeUpdate};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 
 /// An open regular file.
@@ -265,7 +265,8 @@ impl BucketFs {
     }
 
     /// Creates a new object with the bucket's encryption and opens it. The object appears
-    /// under its name only complete (header written), through an atomic no-replace rename.
+    /// under its name only complete (header written): it is linked or renamed into place
+    /// without replacing anything.
     pub fn create(
         &self,
         caller: Caller,
@@ -286,7 +287,8 @@ impl BucketFs {
         let key = new_object_key(self.keys.as_ref(), &bucket, &user)
             .map_err(|e| key_refusal(&user, e))?;
         let (uid, gid, _) = self.new_owner(caller, &dir, mode)?;
-        let (pending, file) = self.store.begin_create(mode & 0o7777)?;
+        let dir_fd = dir.fd()?;
+        let (pending, file) = self.store.begin_create(dir_fd.as_fd(), mode & 0o7777)?;
         self.backing().chown(file.as_fd(), Some(uid), Some(gid))?;
         let created = Object::create(
             self.backing_file(file),
@@ -297,13 +299,25 @@ impl BucketFs {
             DEFAULT_BLOCK_SIZE,
         )?;
         let file = Arc::clone(&created.io().file);
-        let stat = self.backing().stat(file.as_fd())?;
+        let mut stat = self.backing().stat(file.as_fd())?;
         let object = OpenObject::new(created);
-        let dir_fd = dir.fd()?;
-        let preloaded = self.inodes.preload(file, &stat, Arc::clone(&object));
+        let preloaded = self
+            .inodes
+            .preload(Arc::clone(&file), &stat, Arc::clone(&object));
         let inode = Arc::clone(&preloaded.inode);
-        match pending.publish(dir_fd.as_fd(), name, RenameMode::NoReplace) {
-            Ok(()) => inode.note_name(&dir, name),
+        let unnamed = pending.is_unnamed();
+        match pending.publish(&file, dir_fd.as_fd(), name) {
+            Ok(()) => {
+                inode.note_name(&dir, name);
+                if unnamed {
+                    // Stated before its link, with no links (the kernel refuses to link a
+                    // file it believes has none) and the ctime the link changed.
+                    match self.serve_by_name(&inode, dir_fd.as_fd(), name, &stat) {
+                        Some(linked) => stat = linked,
+                        None => stat.nlink = 1,
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 => {
                 self.inodes.withdraw(preloaded);
                 // Someone else created it first: open theirs, as open(O_CREAT) would.
@@ -322,6 +336,46 @@ impl BucketFs {
             .attr_of(&inode, &stat)
             .inspect_err(|_| self.inodes.forget(inode.ino, 1))?;
         Ok((attr, self.install_handle(inode, object, flags)))
+    }
+
+    /// A file created unnamed (`Store::begin_create`) keeps a descriptor without a name after
+    /// its link: its backing path reads as deleted, and it cannot be linked again through
+    /// `/proc`. The inode is served from then on by a descriptor opened by its new name, so
+    /// it is like every other open object; the object's I/O stays on the first descriptor
+    /// (the same file). If that fails, the first descriptor serves, and it is logged.
+    /// Returns the attributes of the linked file.
+    fn serve_by_name(
+        &self,
+        inode: &Inode,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        made: &Stat,
+    ) -> Option<Stat> {
+        let named = self
+            .backing()
+            .open_path_at(dir, name)
+            .and_then(|fd| self.backing().reopen(fd.as_fd(), libc::O_RDWR))
+            .and_then(|file| {
+                let st = self.backing().stat(file.as_fd())?;
+                if (st.dev, st.ino) == (made.dev, made.ino) {
+                    Ok((file, st))
+                } else {
+                    Err(io::Error::other("the name leads to another file"))
+                }
+            });
+        match named {
+            Ok((file, st)) => {
+                inode.set_open_file(Some(Arc::new(file)));
+                Some(st)
+            }
+            Err(e) => {
+                log::warn!(
+                    "new object {}: cannot open it by its name: {e}",
+                    self.display_path(inode)
+                );
+                None
+            }
+        }
     }
 
     /// Reads up to `size` bytes at `offset` (fewer only at the end of the object).

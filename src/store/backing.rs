@@ -5,8 +5,10 @@
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The attributes of one backing node, as `fstatat` returns them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +100,27 @@ pub trait Backing: Send + Sync {
     fn reopen(&self, fd: BorrowedFd<'_>, flags: i32) -> io::Result<File>;
     /// Creates a new regular file (`O_CREAT | O_EXCL | O_RDWR`) with exactly `mode`.
     fn create_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<File>;
+    /// Creates a new regular file with exactly `mode` and no name yet, on the filesystem of
+    /// the directory `dir` and placed near it (`O_TMPFILE`), for [`Backing::link_unnamed`]
+    /// to name once it is complete; a crash before that leaves nothing behind. `Ok(None)`
+    /// where this backing has no unnamed files: the caller then writes a named temporary
+    /// file and renames it.
+    fn create_unnamed(&self, dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<File>> {
+        let _ = (dir, mode);
+        Ok(None)
+    }
+    /// Whether files from [`Backing::create_unnamed`] may be made ahead of need, in the
+    /// temporary directory, by a thread of their own (`store::pool`): where making one is
+    /// slow and nothing observes when it happens.
+    fn makes_files_ahead(&self) -> bool {
+        false
+    }
+    /// Names a file [`Backing::create_unnamed`] made `dir/name`; `AlreadyExists` if the name
+    /// is taken (it is never replaced).
+    fn link_unnamed(&self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let _ = (file, dir, name);
+        Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP))
+    }
     fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()>;
     fn mknod_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32, rdev: u64) -> io::Result<()>;
     fn symlink_at(&self, target: &OsStr, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()>;
@@ -216,6 +239,38 @@ fn proc_path(fd: BorrowedFd<'_>) -> CString {
     // A decimal number never contains NUL, so this cannot fail.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
+
+/// The process umask, read once from `/proc/self/status` (ssefs never changes it); `None`
+/// if it cannot be read.
+fn process_umask() -> Option<u32> {
+    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
+    *UMASK.get_or_init(|| {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+        u32::from_str_radix(value.trim(), 8).ok()
+    })
+}
+
+/// Whether a node created with `mode` may already have exactly that mode: the umask takes
+/// none of its bits, and it asks for no set-ID or sticky bit (which creation may drop).
+fn creation_keeps(mode: u32) -> bool {
+    mode & 0o7000 == 0 && process_umask().is_some_and(|umask| mode & umask == 0)
+}
+
+/// Gives a node just created with `mode` exactly that mode, unless creation already did.
+fn exact_mode(fd: libc::c_int, mode: u32) -> io::Result<()> {
+    if creation_keeps(mode) {
+        return Ok(());
+    }
+    // SAFETY: plain system call on a valid descriptor.
+    check(unsafe { libc::fchmod(fd, mode) })
+}
+
+/// Set once `O_TMPFILE` failed as unsupported: the backing filesystem has no unnamed files.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+/// Set once `linkat(AT_EMPTY_PATH)` was refused (it needs `CAP_DAC_READ_SEARCH`): unnamed
+/// files are linked through their `/proc/self/fd` link from then on.
+static NO_EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(false);
 
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
@@ -347,9 +402,72 @@ impl Backing for LocalBacking {
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let file = unsafe { File::from_raw_fd(fd) };
         // The process umask applied at creation; the caller's mode is already masked.
-        // SAFETY: plain system call on a valid descriptor.
-        check(unsafe { libc::fchmod(file.as_raw_fd(), mode & 0o7777) })?;
+        exact_mode(file.as_raw_fd(), mode & 0o7777)?;
         Ok(file)
+    }
+
+    fn makes_files_ahead(&self) -> bool {
+        true
+    }
+
+    fn create_unnamed(&self, dir: BorrowedFd<'_>, mode: u32) -> io::Result<Option<File>> {
+        if NO_TMPFILE.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+        // SAFETY: "." is NUL-terminated; the returned descriptor is owned by us.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode & 0o7777) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            // EOPNOTSUPP: this filesystem has no O_TMPFILE; EISDIR: the kernel does not know
+            // the flag and saw only its O_DIRECTORY part.
+            return match e.raw_os_error() {
+                Some(libc::EOPNOTSUPP | libc::EISDIR) => {
+                    NO_TMPFILE.store(true, Ordering::Relaxed);
+                    Ok(None)
+                }
+                _ => Err(e),
+            };
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let file = unsafe { File::from_raw_fd(fd) };
+        exact_mode(file.as_raw_fd(), mode & 0o7777)?;
+        Ok(Some(file))
+    }
+
+    fn link_unnamed(&self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let name = cstr(name)?;
+        if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+            // SAFETY: both strings are NUL-terminated.
+            let linked = check(unsafe {
+                libc::linkat(
+                    file.as_raw_fd(),
+                    EMPTY.as_ptr(),
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            });
+            match linked {
+                // Without CAP_DAC_READ_SEARCH the kernel answers ENOENT.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    NO_EMPTY_PATH_LINK.store(true, Ordering::Relaxed);
+                }
+                other => return other,
+            }
+        }
+        let path = proc_path(file.as_fd());
+        // SAFETY: both strings are NUL-terminated; following the /proc magic link links the
+        // unnamed file itself.
+        check(unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        })
     }
 
     fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
@@ -357,6 +475,9 @@ impl Backing for LocalBacking {
         // SAFETY: `name` is NUL-terminated.
         check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode & 0o7777) })?;
         // Apply the exact mode: the daemon's umask must not narrow the caller's.
+        if creation_keeps(mode & 0o7777) {
+            return Ok(());
+        }
         // SAFETY: `name` is NUL-terminated.
         check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode & 0o7777, 0) })
     }

@@ -6,6 +6,7 @@ mod backing;
 pub mod bucket_lock;
 pub mod layout;
 pub mod lock_probe;
+mod pool;
 pub mod remote;
 
 pub use backing::{
@@ -20,7 +21,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Errors opening, creating or locking a store.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,8 @@ pub struct Store {
     /// single-bucket mount or an offline tool working beside one.
     bucket: Option<String>,
     backing: Arc<dyn Backing>,
+    /// Unnamed files made ahead for creates, started by the first create.
+    pool: OnceLock<Option<pool::UnnamedPool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -143,6 +146,7 @@ impl Store {
             lock,
             bucket: None,
             backing,
+            pool: OnceLock::new(),
         };
         if store.lock.is_some() {
             store.remove_leftover_temporaries();
@@ -399,10 +403,43 @@ impl Store {
         self.backing.read_dir(fd.as_fd())
     }
 
-    /// Starts an atomic create: a new, empty, unnamed-to-users file with exactly `mode` in the
-    /// temporary directory. Write its contents, then [`PendingFile::publish`] it.
-    pub fn begin_create(&self, mode: u32) -> io::Result<(PendingFile<'_>, File)> {
-        self.begin_temp(TempKind::Create, mode)
+    /// Starts an atomic create of a file to be named in `dir`: a new, empty file with exactly
+    /// `mode` that users cannot see yet. Write its contents, then [`PendingCreate::publish`]
+    /// it. Where the backing can, the file has no name at all until then (`O_TMPFILE`): it is
+    /// placed near `dir` on disk, and a crash leaves nothing behind. Elsewhere it is a named
+    /// file in the temporary directory, renamed into place.
+    pub fn begin_create(
+        &self,
+        dir: BorrowedFd<'_>,
+        mode: u32,
+    ) -> io::Result<(PendingCreate<'_>, File)> {
+        // Only a mounting (locked) store creates anything.
+        let tmp = self.tmp_fd()?;
+        if let Some(file) = self.ready_file(tmp) {
+            if mode != pool::POOL_MODE {
+                self.backing.chmod(file.as_fd(), mode)?;
+            }
+            return Ok((PendingCreate::Unnamed(self), file));
+        }
+        if let Some(file) = self.backing.create_unnamed(dir, mode)? {
+            return Ok((PendingCreate::Unnamed(self), file));
+        }
+        let (pending, file) = self.begin_temp(TempKind::Create, mode)?;
+        Ok((PendingCreate::Named(pending), file))
+    }
+
+    /// An unnamed file made ahead (mode [`pool::POOL_MODE`]), where the backing makes them.
+    fn ready_file(&self, tmp: BorrowedFd<'_>) -> Option<File> {
+        if !self.backing.makes_files_ahead() {
+            return None;
+        }
+        self.pool
+            .get_or_init(|| {
+                let dir = tmp.try_clone_to_owned().ok()?;
+                pool::UnnamedPool::start(Arc::clone(&self.backing), dir)
+            })
+            .as_ref()?
+            .take()
     }
 
     /// Starts a re-encryption: a new, empty file with exactly `mode` in the temporary
@@ -526,6 +563,30 @@ impl Drop for NewStore {
     }
 }
 
+/// A file [`Store::begin_create`] made that is not in place yet: unnamed (dropped with its
+/// last descriptor) or a temporary file (removed on drop unless published).
+pub enum PendingCreate<'a> {
+    Unnamed(&'a Store),
+    Named(PendingFile<'a>),
+}
+
+impl PendingCreate<'_> {
+    /// Whether the file has no name until published.
+    pub fn is_unnamed(&self) -> bool {
+        matches!(self, PendingCreate::Unnamed(_))
+    }
+
+    /// Gives `file` (the file `begin_create` returned with this) the name `dir/name`, never
+    /// replacing what is there: an existing `name` gives `AlreadyExists`, and the new file
+    /// goes away.
+    pub fn publish(self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        match self {
+            PendingCreate::Unnamed(store) => store.backing.link_unnamed(file, dir, name),
+            PendingCreate::Named(pending) => pending.publish(dir, name, RenameMode::NoReplace),
+        }
+    }
+}
+
 /// A temporary file not yet in place; removed on drop unless published.
 pub struct PendingFile<'a> {
     store: &'a Store,
@@ -619,20 +680,21 @@ mod tests {
         let dir = new_store();
         let store = Store::open_locked(dir.path()).unwrap();
         std::fs::write(dir.path().join("taken"), b"old").unwrap();
-        let (pending, mut file) = store.begin_create(0o640).unwrap();
+        let (pending, mut file) = store.begin_create(store.root_fd(), 0o640).unwrap();
+        assert!(matches!(pending, PendingCreate::Unnamed(_)));
         file.write_all(b"new").unwrap();
         let err = pending
-            .publish(store.root_fd(), OsStr::new("taken"), RenameMode::NoReplace)
+            .publish(&file, store.root_fd(), OsStr::new("taken"))
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"old");
         let tmp = dir.path().join(META_DIR).join(TMP_DIR);
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 
-        let (pending, mut file) = store.begin_create(0o640).unwrap();
+        let (pending, mut file) = store.begin_create(store.root_fd(), 0o640).unwrap();
         file.write_all(b"fresh").unwrap();
         pending
-            .publish(store.root_fd(), OsStr::new("fresh"), RenameMode::NoReplace)
+            .publish(&file, store.root_fd(), OsStr::new("fresh"))
             .unwrap();
         assert_eq!(std::fs::read(dir.path().join("fresh")).unwrap(), b"fresh");
         use std::os::unix::fs::PermissionsExt;
@@ -692,13 +754,38 @@ mod tests {
     }
 
     #[test]
+    fn creates_from_files_made_ahead_get_their_mode_and_leave_nothing_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = new_store();
+        let store = Store::open_locked(dir.path()).unwrap();
+        // More than the pool holds, so some come from it and some are made at once.
+        for i in 0..100u32 {
+            let mode = [0o644, 0o600, 0o755][i as usize % 3];
+            let (pending, file) = store.begin_create(store.root_fd(), mode).unwrap();
+            let name = format!("f{i}");
+            pending
+                .publish(&file, store.root_fd(), OsStr::new(&name))
+                .unwrap();
+            let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "{name}");
+        }
+        // One more never published goes away with its descriptor.
+        let (pending, file) = store.begin_create(store.root_fd(), 0o644).unwrap();
+        drop((pending, file));
+        let tmp = dir.path().join(META_DIR).join(TMP_DIR);
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 100 + 1, "100 files and the meta directory");
+    }
+
+    #[test]
     fn an_unlocked_open_creates_nothing() {
         let dir = new_store();
         let store = Store::open(dir.path()).unwrap();
         assert!(!store.is_locked());
         assert!(!dir.path().join(META_DIR).join(TMP_DIR).exists());
         assert!(store.temporaries().unwrap().is_empty());
-        assert!(store.begin_create(0o600).is_err());
+        assert!(store.begin_create(store.root_fd(), 0o600).is_err());
     }
 
     #[test]
