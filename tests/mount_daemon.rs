@@ -152,6 +152,64 @@ fn fusermount_u_ends_the_daemon_with_exit_0() {
     assert_eq!(fs::read(mount.join("bye/f")).unwrap(), b"persist");
 }
 
+/// The daemon's CPU time so far, in clock ticks (user and system, all threads).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// The names of the daemon's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// A mount that made files and then sits idle uses no CPU: the thread that makes files ahead
+/// for creates (`store/pool.rs`) refills and then sleeps, as every other thread does. A mount
+/// of a remote store polls its object store by design (`REMOTE.md`), so this is a local
+/// store's test.
+#[test]
+fn an_idle_mount_uses_no_cpu_after_creating_files() {
+    if !mount_tests_enabled() || support::mount::remote_mode() {
+        return;
+    }
+    let store = TestStore::new();
+    let mount = Mount::new(&store, &[]);
+    let bucket = mount.bucket("idle");
+    for i in 0..200 {
+        fs::write(bucket.join(format!("f{i}")), b"x").unwrap();
+    }
+    for i in 0..200 {
+        assert_eq!(fs::read(bucket.join(format!("f{i}"))).unwrap(), b"x");
+    }
+    assert!(
+        thread_names(mount.pid())
+            .iter()
+            .any(|n| n == "ssefs-newfiles"),
+        "no thread makes files ahead: {:?}",
+        thread_names(mount.pid())
+    );
+    // Let the pool refill and every request finish.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let before = cpu_ticks(mount.pid());
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after = cpu_ticks(mount.pid());
+    assert_eq!(
+        after,
+        before,
+        "the idle daemon used {} ticks in 3 s",
+        after - before
+    );
+    assert_eq!(mount.unmount().code(), Some(0));
+}
+
 #[test]
 fn sigterm_unmounts_and_exits_0_keeping_data() {
     if !mount_tests_enabled() {

@@ -696,3 +696,66 @@ impl Backing for LocalBacking {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn dir_fd(path: &std::path::Path) -> OwnedFd {
+        OwnedFd::from(File::open(path).unwrap())
+    }
+
+    /// Modes the umask would narrow, set-ID and sticky bits, and plain ones: each node gets
+    /// exactly its mode, whether or not the `fchmod` after creation was needed.
+    #[test]
+    fn new_nodes_get_exactly_their_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = dir_fd(dir.path());
+        let b = LocalBacking;
+        for (i, mode) in [0o644, 0o600, 0o666, 0o777, 0o4755, 0o2750, 0o1777, 0o000]
+            .into_iter()
+            .enumerate()
+        {
+            let name = format!("f{i}");
+            let file = b.create_at(fd.as_fd(), OsStr::new(&name), mode).unwrap();
+            assert_eq!(
+                file.metadata().unwrap().mode() & 0o7777,
+                mode,
+                "create {mode:o}"
+            );
+            let file = b.create_unnamed(fd.as_fd(), mode).unwrap().unwrap();
+            assert_eq!(
+                file.metadata().unwrap().mode() & 0o7777,
+                mode,
+                "unnamed {mode:o}"
+            );
+            let name = format!("d{i}");
+            b.mkdir_at(fd.as_fd(), OsStr::new(&name), mode).unwrap();
+            let meta = std::fs::metadata(dir.path().join(&name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "mkdir {mode:o}");
+        }
+    }
+
+    #[test]
+    fn an_unnamed_file_is_linked_once_and_never_over_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = dir_fd(dir.path());
+        let b = LocalBacking;
+        std::fs::write(dir.path().join("taken"), b"old").unwrap();
+        let mut file = b.create_unnamed(fd.as_fd(), 0o640).unwrap().unwrap();
+        std::io::Write::write_all(&mut file, b"new").unwrap();
+        assert_eq!(file.metadata().unwrap().nlink(), 0);
+        let err = b
+            .link_unnamed(&file, fd.as_fd(), OsStr::new("taken"))
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"old");
+        b.link_unnamed(&file, fd.as_fd(), OsStr::new("new"))
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"new");
+        assert_eq!(file.metadata().unwrap().nlink(), 1);
+        drop(file);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+}
