@@ -405,9 +405,10 @@ impl Store {
 
     /// Starts an atomic create of a file to be named in `dir`: a new, empty file with exactly
     /// `mode` that users cannot see yet. Write its contents, then [`PendingCreate::publish`]
-    /// it. Where the backing can, the file has no name at all until then (`O_TMPFILE`): it is
-    /// placed near `dir` on disk, and a crash leaves nothing behind. Elsewhere it is a named
-    /// file in the temporary directory, renamed into place.
+    /// it. Where the backing can, the file has no name at all until then (`O_TMPFILE`), and a
+    /// crash leaves nothing behind: most often one a thread made ahead in the temporary
+    /// directory's filesystem (`pool.rs`), else one made at once beside `dir`. Elsewhere it
+    /// is a named file in the temporary directory, renamed into place.
     pub fn begin_create(
         &self,
         dir: BorrowedFd<'_>,
