@@ -23,9 +23,11 @@ struct State {
     files: Vec<File>,
     /// The owner is gone: the thread ends.
     stop: bool,
-    /// Making a file failed (`None`: the backing has no unnamed files; or an error such as
-    /// `ENOSPC`): the thread waits to be asked again rather than retry at once.
+    /// Making a file failed (an error such as `ENOSPC`): the thread waits to be asked again
+    /// rather than retry at once.
     failed: bool,
+    /// The backing turned out to have no unnamed files: the thread has ended.
+    unsupported: bool,
 }
 
 struct Shared {
@@ -71,7 +73,8 @@ impl UnnamedPool {
     pub(super) fn take(&self) -> Option<File> {
         let mut state = self.shared.lock();
         let file = state.files.pop();
-        if state.files.len() == REFILL_AT || (file.is_none() && state.failed) {
+        let wanted = state.files.len() == REFILL_AT || (file.is_none() && state.failed);
+        if wanted && !state.unsupported {
             state.failed = false;
             drop(state);
             self.shared.wake.notify_one();
@@ -111,8 +114,8 @@ fn fill(shared: &Shared, backing: &dyn Backing, dir: OwnedFd) {
             match made {
                 Ok(Some(file)) => state.files.push(file),
                 Ok(None) => {
-                    state.failed = true;
-                    break;
+                    state.unsupported = true;
+                    return;
                 }
                 Err(e) => {
                     log::debug!("making a file ahead failed: {e}");
