@@ -436,15 +436,15 @@ impl Backing for LocalBacking {
     }
 
     fn link_unnamed(&self, file: &File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        let name = cstr(name)?;
         if !NO_EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+            let cname = cstr(name)?;
             // SAFETY: both strings are NUL-terminated.
             let linked = check(unsafe {
                 libc::linkat(
                     file.as_raw_fd(),
                     EMPTY.as_ptr(),
                     dir.as_raw_fd(),
-                    name.as_ptr(),
+                    cname.as_ptr(),
                     libc::AT_EMPTY_PATH,
                 )
             });
@@ -456,18 +456,8 @@ impl Backing for LocalBacking {
                 other => return other,
             }
         }
-        let path = proc_path(file.as_fd());
-        // SAFETY: both strings are NUL-terminated; following the /proc magic link links the
-        // unnamed file itself.
-        check(unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        })
+        // Through the /proc magic link, as any hard link: that links the unnamed file itself.
+        self.link_at(file.as_fd(), dir, name)
     }
 
     fn mkdir_at(&self, dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
@@ -757,5 +747,11 @@ mod tests {
         assert_eq!(file.metadata().unwrap().nlink(), 1);
         drop(file);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The way without CAP_DAC_READ_SEARCH: the /proc link of an unnamed file.
+        let file = b.create_unnamed(fd.as_fd(), 0o600).unwrap().unwrap();
+        b.link_at(file.as_fd(), fd.as_fd(), OsStr::new("via-proc"))
+            .unwrap();
+        assert_eq!(file.metadata().unwrap().nlink(), 1);
+        assert!(dir.path().join("via-proc").is_file());
     }
 }
