@@ -7,7 +7,6 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The attributes of one backing node, as `fstatat` returns them.
@@ -240,28 +239,9 @@ fn proc_path(fd: BorrowedFd<'_>) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
 
-/// The process umask, read once from `/proc/self/status` (ssefs never changes it); `None`
-/// if it cannot be read.
-fn process_umask() -> Option<u32> {
-    static UMASK: OnceLock<Option<u32>> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-        u32::from_str_radix(value.trim(), 8).ok()
-    })
-}
-
-/// Whether a node created with `mode` may already have exactly that mode: the umask takes
-/// none of its bits, and it asks for no set-ID or sticky bit (which creation may drop).
-fn creation_keeps(mode: u32) -> bool {
-    mode & 0o7000 == 0 && process_umask().is_some_and(|umask| mode & umask == 0)
-}
-
-/// Gives a node just created with `mode` exactly that mode, unless creation already did.
+/// Gives a node just created with `mode` exactly that mode: the process umask (or a default
+/// ACL of the directory) applied at creation, and the caller's mode is already masked.
 fn exact_mode(fd: libc::c_int, mode: u32) -> io::Result<()> {
-    if creation_keeps(mode) {
-        return Ok(());
-    }
     // SAFETY: plain system call on a valid descriptor.
     check(unsafe { libc::fchmod(fd, mode) })
 }
@@ -401,7 +381,6 @@ impl Backing for LocalBacking {
         check(fd)?;
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let file = unsafe { File::from_raw_fd(fd) };
-        // The process umask applied at creation; the caller's mode is already masked.
         exact_mode(file.as_raw_fd(), mode & 0o7777)?;
         Ok(file)
     }
@@ -465,9 +444,6 @@ impl Backing for LocalBacking {
         // SAFETY: `name` is NUL-terminated.
         check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode & 0o7777) })?;
         // Apply the exact mode: the daemon's umask must not narrow the caller's.
-        if creation_keeps(mode & 0o7777) {
-            return Ok(());
-        }
         // SAFETY: `name` is NUL-terminated.
         check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode & 0o7777, 0) })
     }
@@ -697,7 +673,7 @@ mod tests {
     }
 
     /// Modes the umask would narrow, set-ID and sticky bits, and plain ones: each node gets
-    /// exactly its mode, whether or not the `fchmod` after creation was needed.
+    /// exactly its mode.
     #[test]
     fn new_nodes_get_exactly_their_mode() {
         let dir = tempfile::tempdir().unwrap();

@@ -14,8 +14,8 @@ use super::Backing;
 const CAPACITY: usize = 32;
 /// The thread refills once no more than this many are left.
 const REFILL_AT: usize = CAPACITY / 2;
-/// The mode files are made with (the commonest mode of a new file; nobody can open a file
-/// without a name, so none is too wide); a file taken for another mode gets its own.
+/// The mode files are made with, exactly (the commonest mode of a new file; nobody can open
+/// a file without a name, so none is too wide); a file taken for another mode gets its own.
 pub(super) const POOL_MODE: u32 = 0o644;
 
 #[derive(Default)]
