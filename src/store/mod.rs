@@ -437,7 +437,10 @@ impl Store {
         self.pool
             .get_or_init(|| {
                 let dir = tmp.try_clone_to_owned().ok()?;
-                pool::UnnamedPool::start(Arc::clone(&self.backing), dir)
+                let backing = Arc::clone(&self.backing);
+                pool::UnnamedPool::start(move || {
+                    backing.create_unnamed(dir.as_fd(), pool::POOL_MODE)
+                })
             })
             .as_ref()?
             .take()

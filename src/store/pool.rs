@@ -4,11 +4,9 @@
 //! that is ready. The thread works only after files were taken: an idle mount costs nothing.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::io;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-
-use super::Backing;
 
 /// Files kept ready at most.
 const CAPACITY: usize = 32;
@@ -49,9 +47,13 @@ pub(super) struct UnnamedPool {
 }
 
 impl UnnamedPool {
-    /// Starts the thread that makes unnamed files in the directory `dir` through `backing`.
-    /// `None` if the thread cannot be started (creating then goes without the pool).
-    pub(super) fn start(backing: Arc<dyn Backing>, dir: OwnedFd) -> Option<Self> {
+    /// Starts the thread that makes unnamed files with `make` (`Backing::create_unnamed`
+    /// with [`POOL_MODE`]; `Ok(None)`: the backing has none). `None` if the thread cannot be
+    /// started (creating then goes without the pool).
+    pub(super) fn start<F>(make: F) -> Option<Self>
+    where
+        F: FnMut() -> io::Result<Option<File>> + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
@@ -59,7 +61,7 @@ impl UnnamedPool {
         let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("ssefs-newfiles".into())
-            .spawn(move || fill(&theirs, backing.as_ref(), dir))
+            .spawn(move || fill(&theirs, make))
             .inspect_err(|e| log::warn!("cannot start the thread that makes files ahead: {e}"))
             .ok()?;
         Some(UnnamedPool {
@@ -98,7 +100,7 @@ impl Drop for UnnamedPool {
     }
 }
 
-fn fill(shared: &Shared, backing: &dyn Backing, dir: OwnedFd) {
+fn fill(shared: &Shared, mut make: impl FnMut() -> io::Result<Option<File>>) {
     let mut state = shared.lock();
     loop {
         while !state.stop && (state.failed || state.files.len() > REFILL_AT) {
@@ -109,7 +111,7 @@ fn fill(shared: &Shared, backing: &dyn Backing, dir: OwnedFd) {
         }
         while !state.stop && state.files.len() < CAPACITY {
             drop(state);
-            let made = backing.create_unnamed(dir.as_fd(), POOL_MODE);
+            let made = make();
             state = shared.lock();
             match made {
                 Ok(Some(file)) => state.files.push(file),
@@ -130,53 +132,42 @@ fn fill(shared: &Shared, backing: &dyn Backing, dir: OwnedFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::LocalBacking;
+    use crate::store::{Backing, LocalBacking};
+    use std::os::fd::{AsFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
-    fn wait_for(pool: &UnnamedPool, want: usize) {
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
         let start = Instant::now();
-        while pool.ready() < want {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "pool never reached {want}"
-            );
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "never {what}");
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    #[test]
-    fn a_failing_backing_leaves_the_pool_empty_until_asked_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let gone = dir.path().join("gone");
-        std::fs::create_dir(&gone).unwrap();
-        let fd = OwnedFd::from(File::open(&gone).unwrap());
-        std::fs::remove_dir(&gone).unwrap();
-        let pool = UnnamedPool::start(Arc::new(LocalBacking), fd).unwrap();
-        let start = Instant::now();
-        while !pool.shared.lock().failed {
-            assert!(start.elapsed() < Duration::from_secs(10), "never failed");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(pool.take().is_none());
-        // Asked again: it tries again, fails again, and waits.
-        let start = Instant::now();
-        while !pool.shared.lock().failed {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "never tried again"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(pool.ready(), 0);
+    /// A `make` that counts its calls and answers with `answer`.
+    fn counting(
+        answer: fn() -> io::Result<Option<File>>,
+    ) -> (
+        Arc<AtomicUsize>,
+        impl FnMut() -> io::Result<Option<File>> + Send,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let theirs = Arc::clone(&calls);
+        (calls, move || {
+            theirs.fetch_add(1, Ordering::SeqCst);
+            answer()
+        })
     }
 
     #[test]
     fn fills_up_refills_after_takes_and_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let fd = OwnedFd::from(File::open(dir.path()).unwrap());
-        let pool = UnnamedPool::start(Arc::new(LocalBacking), fd).unwrap();
-        wait_for(&pool, CAPACITY);
+        let pool =
+            UnnamedPool::start(move || LocalBacking.create_unnamed(fd.as_fd(), POOL_MODE)).unwrap();
+        wait_until("full", || pool.ready() == CAPACITY);
         // Full: the thread waits.
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(pool.ready(), CAPACITY);
@@ -184,7 +175,7 @@ mod tests {
         for _ in 0..CAPACITY - REFILL_AT {
             taken.push(pool.take().unwrap());
         }
-        wait_for(&pool, CAPACITY);
+        wait_until("full again", || pool.ready() == CAPACITY);
         for file in &taken {
             let meta = file.metadata().unwrap();
             assert_eq!(meta.mode() & 0o7777, POOL_MODE);
@@ -193,5 +184,38 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         drop(pool);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_failure_is_tried_again_only_when_a_create_asks() {
+        let (calls, make) = counting(|| Err(io::Error::from_raw_os_error(libc::ENOSPC)));
+        let pool = UnnamedPool::start(make).unwrap();
+        wait_until("failed", || pool.shared.lock().failed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "retried without being asked"
+        );
+        assert!(pool.take().is_none());
+        wait_until("tried again", || calls.load(Ordering::SeqCst) == 2);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.ready(), 0);
+    }
+
+    #[test]
+    fn a_backing_without_unnamed_files_ends_the_thread_for_good() {
+        let (calls, make) = counting(|| Ok(None));
+        let pool = UnnamedPool::start(make).unwrap();
+        wait_until("ended", || {
+            pool.thread.as_ref().is_some_and(|t| t.is_finished())
+        });
+        assert!(pool.shared.lock().unsupported);
+        for _ in 0..10 {
+            assert!(pool.take().is_none());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }
